@@ -1,0 +1,4 @@
+"""The middle and back end: graph IR, symbolic derivatives, numpy code generation.
+
+Imports only the standard library, sympy and numpy; never `dsl`.
+"""

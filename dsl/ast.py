@@ -1,0 +1,165 @@
+"""The abstract syntax of a `.model` file: frozen dataclasses, every node with its span."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compiler.errors import Span
+
+Dim = int | str  # an integer size, or a size name such as N bound when data arrives
+
+
+# ---- expressions -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Num:
+    value: float
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str  # only "-"
+    operand: Expr
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str  # + - * / ^ @
+    left: Expr
+    right: Expr
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: tuple[Expr, ...]
+    kwargs: tuple[tuple[str, Expr], ...]
+    span: Span = field(compare=False)
+    func_span: Span = field(compare=False)
+
+
+Expr = Num | Name | Unary | Binary | Call
+
+
+# ---- statements --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Columns:
+    """Which data columns feed an input: one, a range in header order, a list, or onehot."""
+
+    kind: str  # "one" | "range" | "list" | "onehot"
+    names: tuple[str, ...]
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Binding:
+    columns: Columns
+    standardize: bool
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    dims: tuple[Dim, ...]
+    binding: Binding | None
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Init:
+    """A param's start: a distribution (`normal`, `uniform`, `glorot`, `he`) or a constant."""
+
+    dist: str  # "const" for `= NUMBER`
+    args: tuple[float, ...]
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    dims: tuple[Dim, ...]
+    init: Init
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Const:
+    name: str
+    value: float
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Assign:
+    name: str
+    expr: Expr
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Def:
+    name: str
+    params: tuple[str, ...]
+    expr: Expr
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Minimize:
+    name: str
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Predict:
+    name: str
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Data:
+    path: str
+    split: float | None
+    seed: int | None
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One line of a `train { }` block: `batch 16`, `optimizer adam(lr = 0.01)`, ..."""
+
+    key: str  # optimizer | batch | epochs | steps | seed | dtype | log_every
+    value: object  # int, str, or for optimizer (name, ((arg, value), ...))
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Train:
+    settings: tuple[Setting, ...]
+    span: Span = field(compare=False)
+
+
+Statement = Input | Param | Const | Assign | Def | Minimize | Predict | Data | Train
+
+
+@dataclass(frozen=True)
+class Model:
+    file: str
+    statements: tuple[Statement, ...]

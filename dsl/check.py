@@ -1,0 +1,435 @@
+"""The checker: names, `def`s inlined, topological order, shapes; a model or a DslError.
+
+Its output is a `Checked` model whose expressions are `Typed` trees: every operation with its
+inferred static shape, `def` calls already expanded. Order of statements does not matter; the
+graph is sorted deterministically (ties by source line) and iteratively, so 10,000 nodes are fine.
+"""
+from __future__ import annotations
+
+import difflib
+import heapq
+from dataclasses import dataclass, field
+
+from compiler.errors import ModelWarning, SemanticError, Span
+from compiler.functions import BUILTINS
+from dsl import ast
+from dsl.config import TrainConfig, train_config
+
+Shape = tuple[ast.Dim, ...]
+
+KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "data", "train", "onehot",
+            "standardize"}
+DISTRIBUTIONS = {"normal": 2, "uniform": 2, "glorot": 0, "he": 0}
+
+
+@dataclass(frozen=True)
+class Typed:
+    """An expression with its shape: op is num, name, neg, + - * / ^ @, or a built-in's name."""
+
+    op: str
+    args: tuple[Typed, ...]
+    shape: Shape
+    span: Span = field(compare=False)
+    value: float | None = None
+    name: str | None = None
+    axis: int | None = None
+
+
+@dataclass
+class Checked:
+    file: str
+    inputs: dict[str, ast.Input]
+    params: dict[str, ast.Param]
+    consts: dict[str, ast.Const]
+    nodes: dict[str, Typed]
+    statements: dict[str, ast.Input | ast.Param | ast.Const | ast.Assign]
+    order: list[str]  # every input, param, const and node, dependencies first
+    shapes: dict[str, Shape]
+    objective: str | None
+    predict: str | None
+    data: ast.Data | None
+    train: TrainConfig
+    warnings: list[ModelWarning]
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]" if shape else "scalar"
+
+
+def check(model: ast.Model) -> Checked:
+    return _Checker(model).run()
+
+
+class _Checker:
+    def __init__(self, model: ast.Model):
+        self.model = model
+        self.decls: dict[str, ast.Statement] = {}
+        self.defs: dict[str, ast.Def] = {}
+        self.shapes: dict[str, Shape] = {}
+        self.warnings: list[ModelWarning] = []
+
+    # ---- the passes ----------------------------------------------------------------------
+
+    def run(self) -> Checked:
+        singles: dict[type, ast.Statement] = {}
+        for st in self.model.statements:
+            if isinstance(st, (ast.Minimize, ast.Predict, ast.Data, ast.Train)):
+                if type(st) in singles:
+                    first = singles[type(st)]
+                    raise SemanticError(f"a second `{_keyword(st)}` statement", st.span,
+                                        "a model has at most one", notes=(("the first one", first.span),))
+                singles[type(st)] = st
+            else:
+                self._declare(st)
+        for st in self.model.statements:
+            if isinstance(st, ast.Input):
+                self._check_input(st)
+            elif isinstance(st, ast.Param):
+                self._check_param(st)
+            elif isinstance(st, ast.Const):
+                self.shapes[st.name] = ()
+        deps = {name: self._dependencies(st) for name, st in self.decls.items()
+                if isinstance(st, ast.Assign)}
+        order = self._toposort(deps)
+        nodes: dict[str, Typed] = {}
+        for name in order:
+            st = self.decls[name]
+            if isinstance(st, ast.Assign):
+                nodes[name] = self._type(st.expr, {}, ())
+                self.shapes[name] = nodes[name].shape
+        objective = self._target(singles.get(ast.Minimize))
+        predict = self._target(singles.get(ast.Predict))
+        if objective is not None and self.shapes[objective] != ():
+            st = singles[ast.Minimize]
+            raise SemanticError(f"the objective `{objective}` must be a scalar, but it is "
+                                f"{fmt_shape(self.shapes[objective])}", st.name_span,
+                                "take `mean(...)` or `sum(...)` over its rows")
+        self._warn_unused(nodes, objective, predict)
+        train = train_config(singles.get(ast.Train))
+        return Checked(
+            file=self.model.file,
+            inputs={n: s for n, s in self.decls.items() if isinstance(s, ast.Input)},
+            params={n: s for n, s in self.decls.items() if isinstance(s, ast.Param)},
+            consts={n: s for n, s in self.decls.items() if isinstance(s, ast.Const)},
+            nodes=nodes, statements=dict(self.decls), order=order, shapes=self.shapes,
+            objective=objective, predict=predict, data=singles.get(ast.Data), train=train,
+            warnings=self.warnings)
+
+    def _declare(self, st) -> None:
+        name = st.name
+        if name in KEYWORDS or name in BUILTINS:
+            what = "a keyword" if name in KEYWORDS else "a built-in function"
+            raise SemanticError(f"`{name}` is {what} and cannot be a name", st.name_span,
+                                f"choose another name, e.g. `{name}_`")
+        first = self.decls.get(name) or self.defs.get(name)
+        if first is not None:
+            raise SemanticError(f"`{name}` is defined twice", st.name_span,
+                                "every name is defined exactly once",
+                                notes=((f"`{name}` is first defined here", first.name_span),))
+        if isinstance(st, ast.Def):
+            for i, p in enumerate(st.params):
+                if p in st.params[:i]:
+                    raise SemanticError(f"parameter `{p}` appears twice in `def {name}`",
+                                        st.name_span)
+            self.defs[name] = st
+        else:
+            self.decls[name] = st
+
+    def _check_input(self, st: ast.Input) -> None:
+        if st.binding and len(st.dims) > 2:
+            raise SemanticError(f"an input fed from data has at most 2 dims, `{st.name}` has "
+                                f"{len(st.dims)}", st.span, "rows first: `[N, 13]` or `[N]`")
+        self._positive_dims(st.dims, st.span)
+        self.shapes[st.name] = st.dims
+
+    def _check_param(self, st: ast.Param) -> None:
+        for d in st.dims:
+            if isinstance(d, str):
+                raise SemanticError(f"param `{st.name}` has size name `{d}` in its shape",
+                                    st.span, "a param's dims are whole numbers, known before data")
+        self._positive_dims(st.dims, st.span)
+        init = st.init
+        if init.dist != "const":
+            if init.dist not in DISTRIBUTIONS:
+                raise SemanticError(f"unknown initial distribution `{init.dist}`", init.span,
+                                    _did_you_mean(init.dist, DISTRIBUTIONS)
+                                    or "use normal(mu, sigma), uniform(lo, hi), glorot or he")
+            want = DISTRIBUTIONS[init.dist]
+            if len(init.args) != want:
+                raise SemanticError(f"`{init.dist}` takes {want} arguments, got {len(init.args)}",
+                                    init.span, "normal(mu, sigma), uniform(lo, hi), glorot, he")
+            if init.dist == "normal" and init.args[1] < 0:
+                raise SemanticError("normal(mu, sigma) needs sigma >= 0", init.span)
+            if init.dist == "uniform" and init.args[0] > init.args[1]:
+                raise SemanticError("uniform(lo, hi) needs lo <= hi", init.span)
+        self.shapes[st.name] = st.dims
+
+    @staticmethod
+    def _positive_dims(dims, span) -> None:
+        for d in dims:
+            if isinstance(d, int) and d < 1:
+                raise SemanticError(f"a dimension must be at least 1, got {d}", span)
+
+    def _target(self, st) -> str | None:
+        if st is None:
+            return None
+        if st.name not in self.decls:
+            raise SemanticError(f"unknown name `{st.name}`", st.name_span,
+                                _did_you_mean(st.name, self.decls))
+        return st.name
+
+    # ---- names and order -----------------------------------------------------------------
+
+    def _dependencies(self, st: ast.Assign) -> list[tuple[str, Span]]:
+        """Global names an equation reads, through the defs it calls (iteratively)."""
+        out: list[tuple[str, Span]] = []
+        stack: list[tuple[ast.Expr, frozenset[str], tuple[str, ...]]] = [(st.expr, frozenset(), ())]
+        while stack:
+            e, local, calling = stack.pop()
+            if isinstance(e, ast.Name):
+                if e.id not in local:
+                    if e.id not in self.decls:
+                        raise SemanticError(f"unknown name `{e.id}`", e.span,
+                                            _did_you_mean(e.id, [*self.decls, *local]))
+                    out.append((e.id, e.span))
+            elif isinstance(e, ast.Unary):
+                stack.append((e.operand, local, calling))
+            elif isinstance(e, ast.Binary):
+                stack.append((e.left, local, calling))
+                stack.append((e.right, local, calling))
+            elif isinstance(e, ast.Call):
+                stack.extend((a, local, calling) for a in e.args)
+                stack.extend((v, local, calling) for _, v in e.kwargs)
+                d = self.defs.get(e.func)
+                if d is not None:
+                    if e.func in calling:
+                        chain = " -> ".join((*calling, e.func))
+                        raise SemanticError(f"`def {e.func}` calls itself ({chain})", e.span,
+                                            "defs are expanded inline, so they cannot recurse")
+                    stack.append((d.expr, frozenset(d.params), (*calling, e.func)))
+        return out
+
+    def _toposort(self, deps: dict[str, list[tuple[str, Span]]]) -> list[str]:
+        """Kahn's algorithm, ties broken by source position; a cycle is spelled out."""
+        line = {name: (st.span.line, st.span.col) for name, st in self.decls.items()}
+        users: dict[str, list[str]] = {name: [] for name in self.decls}
+        waiting = {name: 0 for name in self.decls}
+        for name, ds in deps.items():
+            for d in dict.fromkeys(n for n, _ in ds):
+                users[d].append(name)
+                waiting[name] += 1
+        ready = [(line[n], n) for n, k in waiting.items() if k == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            _, n = heapq.heappop(ready)
+            order.append(n)
+            for u in users[n]:
+                waiting[u] -= 1
+                if waiting[u] == 0:
+                    heapq.heappush(ready, (line[u], u))
+        if len(order) < len(self.decls):
+            self._raise_cycle({n for n, k in waiting.items() if k > 0}, deps, line)
+        return order
+
+    def _raise_cycle(self, stuck, deps, line) -> None:
+        start = min(stuck, key=lambda n: line[n])
+        path, seen = [start], {start: 0}
+        while True:
+            nxt = next(d for d, _ in sorted(deps[path[-1]], key=lambda t: line[t[0]]) if d in stuck)
+            if nxt in seen:
+                cycle = path[seen[nxt]:] + [nxt]
+                break
+            seen[nxt] = len(path)
+            path.append(nxt)
+        first = self.decls[cycle[0]]
+        notes = tuple((f"`{n}` is defined here", self.decls[n].span) for n in cycle[1:-1])
+        raise SemanticError("cycle in the graph: " + " -> ".join(cycle), first.span,
+                            "a node cannot depend on itself; break the loop", notes=notes)
+
+    def _warn_unused(self, nodes, objective, predict) -> None:
+        used = {n for n in (objective, predict) if n}
+        reaches = set()
+        if objective:
+            stack = [objective]
+            while stack:
+                n = stack.pop()
+                if n in reaches:
+                    continue
+                reaches.add(n)
+                if n in nodes:
+                    stack.extend(_names_in(nodes[n]))
+        for t in nodes.values():
+            used.update(_names_in(t))
+        for name, st in self.decls.items():
+            if isinstance(st, ast.Param) and objective and name not in reaches:
+                self.warnings.append(ModelWarning(
+                    f"param `{name}` does not affect the objective `{objective}`", st.name_span,
+                    "it will never change in training"))
+            elif isinstance(st, ast.Assign) and name not in used:
+                self.warnings.append(ModelWarning(
+                    f"node `{name}` is not used", st.name_span,
+                    "nothing reads it, and it is neither minimized nor predicted"))
+
+    # ---- typing and shapes ---------------------------------------------------------------
+
+    def _type(self, e: ast.Expr, env: dict[str, Typed], calling: tuple[str, ...]) -> Typed:
+        if isinstance(e, ast.Num):
+            return Typed("num", (), (), e.span, value=e.value)
+        if isinstance(e, ast.Name):
+            if e.id in env:
+                return env[e.id]
+            return Typed("name", (), self.shapes[e.id], e.span, name=e.id)
+        if isinstance(e, ast.Unary):
+            a = self._type(e.operand, env, calling)
+            return Typed("neg", (a,), a.shape, e.span)
+        if isinstance(e, ast.Binary):
+            a = self._type(e.left, env, calling)
+            b = self._type(e.right, env, calling)
+            if e.op == "@":
+                return Typed("@", (a, b), _matmul_shape(a, b, e.span), e.span)
+            return Typed(e.op, (a, b), _broadcast(a, b, e.op, e.span), e.span)
+        return self._call(e, env, calling)
+
+    def _call(self, e: ast.Call, env, calling) -> Typed:
+        d = self.defs.get(e.func)
+        if d is not None:
+            if e.kwargs:
+                raise SemanticError(f"`def {e.func}` takes no keyword arguments", e.span)
+            if len(e.args) != len(d.params):
+                raise SemanticError(f"`{e.func}` takes {len(d.params)} arguments, got {len(e.args)}",
+                                    e.span, f"def {e.func}({', '.join(d.params)})")
+            args = [self._type(a, env, calling) for a in e.args]
+            return self._type(d.expr, dict(zip(d.params, args)), (*calling, e.func))
+        b = BUILTINS.get(e.func)
+        if b is None:
+            hint = _did_you_mean(e.func, [*BUILTINS, *self.defs])
+            raise SemanticError(f"unknown function `{e.func}`", e.func_span, hint)
+        if len(e.args) != b.arity:
+            raise SemanticError(f"`{e.func}` takes {b.arity} argument{'s' * (b.arity > 1)}, "
+                                f"got {len(e.args)}", e.span)
+        args = tuple(self._type(a, env, calling) for a in e.args)
+        axis = self._axis(e, b, args[0])
+        if b.kind == "elementwise":
+            return Typed(e.func, args, args[0].shape, e.span)
+        if b.kind == "binary":
+            return Typed(e.func, args, _broadcast(args[0], args[1], e.func, e.span), e.span)
+        if b.kind == "transpose":
+            if len(args[0].shape) > 2:
+                raise SemanticError("transpose takes a vector or a matrix", e.span)
+            return Typed(e.func, args, args[0].shape[::-1], e.span)
+        shape = args[0].shape
+        if b.kind == "softmax":
+            if axis is None and len(shape) > 1:
+                raise SemanticError(f"softmax of a {fmt_shape(shape)} value needs an axis", e.span,
+                                    "for rows of class scores: `softmax(z, axis = 1)`")
+            return Typed(e.func, args, shape, e.span, axis=-1 if axis is None else axis)
+        out = () if axis is None else shape[:axis] + shape[axis + 1:]
+        return Typed(e.func, args, out, e.span, axis=axis)
+
+    def _axis(self, e: ast.Call, b, arg: Typed) -> int | None:
+        """The `axis = k` keyword, normalised to 0..ndim-1; None when absent."""
+        axis = None
+        for key, value in e.kwargs:
+            if key != "axis" or not b.axis:
+                hint = "its only keyword is `axis`" if b.axis else "it takes no keywords"
+                raise SemanticError(f"`{e.func}` has no argument `{key}`", value.span, hint)
+            k = _integer(value)
+            nd = len(arg.shape)
+            if k is None or not -nd <= k < nd:
+                raise SemanticError(f"axis must be a whole number in [{-nd}, {nd - 1}] for a "
+                                    f"{fmt_shape(arg.shape)} value", value.span,
+                                    "axis 0 runs over rows, axis 1 over columns")
+            axis = k % nd
+        return axis
+
+
+def _keyword(st) -> str:
+    return {ast.Minimize: "minimize", ast.Predict: "predict", ast.Data: "data",
+            ast.Train: "train"}[type(st)]
+
+
+def _integer(e: ast.Expr) -> int | None:
+    if isinstance(e, ast.Unary) and isinstance(e.operand, ast.Num):
+        v = -e.operand.value
+    elif isinstance(e, ast.Num):
+        v = e.value
+    else:
+        return None
+    return int(v) if float(v).is_integer() else None
+
+
+def _names_in(t: Typed) -> set[str]:
+    out, stack = set(), [t]
+    while stack:
+        x = stack.pop()
+        if x.op == "name":
+            out.add(x.name)
+        stack.extend(x.args)
+    return out
+
+
+def _broadcast(a: Typed, b: Typed, op: str, span: Span) -> Shape:
+    """LANGUAGE.md 2.3: equal shapes, a scalar, or one the trailing part of the other."""
+    sa, sb = a.shape, b.shape
+    if sa == sb or not sb:
+        return sa
+    if not sa:
+        return sb
+    if len(sa) > len(sb) and sa[-len(sb):] == sb:
+        return sa
+    if len(sb) > len(sa) and sb[-len(sa):] == sa:
+        return sb
+    left = f"`{a.name}` is" if a.op == "name" else "the left side is"
+    right = f"`{b.name}` is" if b.op == "name" else "the right side is"
+    message = f"shape mismatch in `{op}`: {left} {fmt_shape(sa)} but {right} {fmt_shape(sb)}"
+    wide = _numpy_broadcast(sa, sb)
+    if wide is not None:
+        hint = f"numpy would broadcast these to {fmt_shape(wide)}"
+        fix = _column_fix(a, b) or _column_fix(b, a)
+        if fix:
+            hint += "; " + fix
+    else:
+        hint = ("elementwise operands need equal shapes, a scalar, or one shape the trailing "
+                "part of the other (a bias [10] against [N, 10])")
+    raise SemanticError(message, span, hint)
+
+
+def _column_fix(col: Typed, flat: Typed) -> str | None:
+    """The usual cause: `[N, 1]` against an input declared `[N]`."""
+    if len(col.shape) == 2 and col.shape[1] == 1 and flat.shape == col.shape[:1] and flat.op == "name":
+        return f"declare {flat.name} as {fmt_shape(col.shape)}"
+    if len(col.shape) == 2 and col.shape[1] == 1 and flat.shape == col.shape[:1]:
+        return f"make both {fmt_shape(col.shape)} or both {fmt_shape(flat.shape)}"
+    return None
+
+
+def _numpy_broadcast(sa: Shape, sb: Shape) -> Shape | None:
+    """What numpy would silently do with these shapes, or None if numpy refuses too."""
+    n = max(len(sa), len(sb))
+    pa, pb = (1,) * (n - len(sa)) + sa, (1,) * (n - len(sb)) + sb
+    out = []
+    for x, y in zip(pa, pb):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            return None
+    return tuple(out)
+
+
+def _matmul_shape(a: Typed, b: Typed, span: Span) -> Shape:
+    sa, sb = a.shape, b.shape
+    if not sa or not sb or len(sa) > 2 or len(sb) > 2:
+        raise SemanticError(f"`@` needs vectors or matrices, got {fmt_shape(sa)} @ {fmt_shape(sb)}",
+                            span, "use `*` to scale by a scalar")
+    if sa[-1] != sb[0]:
+        raise SemanticError(f"`@` inner dims differ: {fmt_shape(sa)} @ {fmt_shape(sb)}", span,
+                            f"the left's last dim ({sa[-1]}) must equal the right's first ({sb[0]})")
+    return sa[:-1] + sb[1:]
+
+
+def _did_you_mean(name: str, candidates) -> str | None:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else None

@@ -1,0 +1,157 @@
+"""Training settings: the `train { }` block validated, and the command line's overrides.
+
+Where the block is silent the defaults are those a PyTorch user would guess: plain gradient
+descent with lr 0.01, float64, seed 0, 1000 epochs, the whole training set as one batch.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, replace
+
+from compiler.errors import SemanticError, Span, UsageError
+from dsl import ast
+
+# Each optimizer's arguments in positional order, with defaults (None: required).
+OPTIMIZERS: dict[str, tuple[tuple[str, float | None], ...]] = {
+    "gd": (("lr", 0.01),),
+    "sgd": (("lr", 0.01), ("momentum", 0.0)),
+    "adam": (("lr", 0.001), ("beta1", 0.9), ("beta2", 0.999), ("eps", 1e-8)),
+    "random_search": (("trials", 1000.0), ("low", -1.0), ("high", 1.0)),
+}
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    name: str
+    args: dict[str, float] = field(hash=False)
+
+    def __str__(self) -> str:
+        inner = ", ".join(f"{k} = {v:g}" for k, v in self.args.items())
+        return f"{self.name}({inner})"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: Optimizer
+    batch: int | None = None  # None: the whole training set
+    epochs: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    dtype: str = "float64"
+    log_every: int | None = None  # None: about a hundred lines over the run
+
+    @property
+    def full_batch(self) -> bool:
+        return self.optimizer.name == "gd" or self.batch is None
+
+
+DEFAULT_EPOCHS = 1000
+
+
+def make_optimizer(name: str, given: list[tuple[str | None, float, Span | None]],
+                   span: Span | None, error=SemanticError) -> Optimizer:
+    """Bind positional and keyword arguments to an optimizer's parameters, checking each."""
+    if name not in OPTIMIZERS:
+        close = difflib.get_close_matches(name, OPTIMIZERS, n=1)
+        raise error(f"unknown optimizer `{name}`", span,
+                    f"did you mean `{close[0]}`?" if close else "use " + ", ".join(OPTIMIZERS))
+    spec = OPTIMIZERS[name]
+    names = [k for k, _ in spec]
+    args: dict[str, float] = {}
+    for i, (key, value, arg_span) in enumerate(given):
+        if key is None:
+            if i >= len(spec):
+                raise error(f"`{name}` takes at most {len(spec)} arguments", arg_span or span,
+                            f"{name}({', '.join(names)})")
+            key = names[i]
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            raise error(f"`{name}` has no argument `{key}`", arg_span or span,
+                        f"did you mean `{close[0]}`?" if close else f"{name}({', '.join(names)})")
+        if key in args:
+            raise error(f"argument `{key}` given twice", arg_span or span)
+        args[key] = value
+    for key, default in spec:
+        args.setdefault(key, default)
+    _validate_args(name, args, span, error)
+    return Optimizer(name, args)
+
+
+def _validate_args(name, args, span, error) -> None:
+    if "lr" in args and not args["lr"] > 0:
+        raise error(f"the learning rate must be positive, got {args['lr']:g}", span)
+    if name == "sgd" and not 0 <= args["momentum"] < 1:
+        raise error("momentum must be in [0, 1)", span)
+    if name == "adam":
+        for b in ("beta1", "beta2"):
+            if not 0 <= args[b] < 1:
+                raise error(f"{b} must be in [0, 1)", span)
+        if not args["eps"] > 0:
+            raise error("eps must be positive", span)
+    if name == "random_search":
+        trials = args["trials"]
+        if not (trials >= 1 and float(trials).is_integer()):
+            raise error("trials must be a whole number of at least 1", span)
+        if not args["low"] < args["high"]:
+            raise error("random_search needs low < high", span)
+
+
+def train_config(block: ast.Train | None) -> TrainConfig:
+    if block is None:
+        return TrainConfig(Optimizer("gd", {"lr": 0.01}))
+    seen: dict[str, ast.Setting] = {}
+    values: dict[str, object] = {}
+    for s in block.settings:
+        if s.key in seen:
+            raise SemanticError(f"`{s.key.replace('_', ' ')}` is set twice", s.span,
+                                notes=(("first set here", seen[s.key].span),))
+        seen[s.key] = s
+        if s.key == "optimizer":
+            name, given = s.value
+            values["optimizer"] = make_optimizer(name, list(given), s.span)
+        elif s.key == "dtype":
+            if s.value not in DTYPES:
+                raise SemanticError(f"unknown dtype `{s.value}`", s.span, "use float64 or float32")
+            values["dtype"] = s.value
+        else:
+            if s.value < 1 and s.key != "seed":
+                raise SemanticError(f"`{s.key.replace('_', ' ')}` must be at least 1", s.span)
+            values[s.key] = s.value
+    if "epochs" in values and "steps" in values:
+        raise SemanticError("set `epochs` or `steps`, not both", seen["steps"].span)
+    values.setdefault("optimizer", Optimizer("gd", {"lr": 0.01}))
+    return TrainConfig(**values)
+
+
+def with_overrides(cfg: TrainConfig, *, epochs=None, steps=None, batch=None, lr=None,
+                   optimizer=None, seed=None, dtype=None) -> TrainConfig:
+    """The command line's `--epochs --steps --batch --lr --optimizer --seed --dtype`."""
+    changes: dict[str, object] = {}
+    for key, value in (("epochs", epochs), ("steps", steps), ("batch", batch)):
+        if value is not None:
+            if value < 1:
+                raise UsageError(f"--{key} must be at least 1, got {value}")
+            changes[key] = value
+    if epochs is not None:
+        changes["steps"] = None
+    if steps is not None:
+        changes["epochs"] = None
+    if epochs is not None and steps is not None:
+        raise UsageError("give --epochs or --steps, not both")
+    if seed is not None:
+        changes["seed"] = seed
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise UsageError(f"unknown dtype `{dtype}`", hint="use float64 or float32")
+        changes["dtype"] = dtype
+    opt = cfg.optimizer
+    if optimizer is not None and optimizer != opt.name:
+        opt = make_optimizer(optimizer, [], None, UsageError)
+    if lr is not None:
+        if "lr" not in opt.args:
+            raise UsageError(f"`{opt.name}` has no learning rate")
+        opt = make_optimizer(opt.name, [(k, v, None) for k, v in {**opt.args, "lr": lr}.items()],
+                             None, UsageError)
+    changes["optimizer"] = opt
+    return replace(cfg, **changes)

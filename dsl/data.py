@@ -1,0 +1,417 @@
+"""CSV data for `.model` files: reading, column selection, splitting, standardizing, describing.
+
+Every problem with a file's content is a `DataError` whose span points into the CSV itself
+(line and character columns of the bad cell) and carries the line's text, so the renderer can
+show a caret even for a gzipped file.
+"""
+from __future__ import annotations
+
+import codecs
+import difflib
+import gzip
+import io
+import os
+import warnings
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compiler.errors import DataError, InternalError, Span
+from dsl.ast import Columns
+
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_ONEHOT_CLASSES = 1000
+
+
+@dataclass
+class Table:
+    """A numeric CSV: column names in header order and a float64 matrix (rows x columns)."""
+
+    path: str
+    columns: list[str]
+    values: np.ndarray
+    lines: list[int] = field(default_factory=list)  # the file line of each row, for messages
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+def read_csv(path: str, span: Span | None = None) -> Table:
+    """Load a numeric CSV (or gzipped CSV) with a header row; any bad content is a DataError.
+
+    `span` is the model's `data` statement: problems with the file as a whole point there.
+    """
+    raw = _read_bytes(path, span)
+    text = _decode(path, raw)
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    numbered = [(no, line) for no, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise DataError(f"data file `{path}` is empty", _whole_file(path, span),
+                        "a data file needs a header row naming the columns, then rows of numbers")
+    header_no, header_line = numbered[0]
+    columns = _parse_header(path, header_no, header_line)
+    rows = numbered[1:]
+    if not rows:
+        raise DataError(f"data file `{path}` has a header but no data rows",
+                        _line_span(path, header_no, header_line),
+                        "add rows of numbers below the header", source_line=_printable(header_line))
+    _check_row_lengths(path, columns, rows)
+    values = _parse_values(path, columns, rows)
+    _check_finite(path, columns, rows, values)
+    return Table(path, columns, values, [no for no, _ in rows])
+
+
+def _read_bytes(path: str, span: Span | None) -> bytes:
+    where = _whole_file(path, span)
+    hint = "paths in `data` are relative to the .model file" if span is not None else None
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"data file `{path}` not found", where, hint) from None
+    except IsADirectoryError:
+        raise DataError(f"data file `{path}` is a directory", where, hint) from None
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise DataError(f"cannot read data file `{path}`: {reason}", where, hint) from None
+    if path.endswith(".gz") and not raw.startswith(GZIP_MAGIC) and raw:
+        raise DataError(f"data file `{path}` is not a gzip file", where,
+                        "rename it without `.gz` if it is plain CSV text")
+    if raw.startswith(GZIP_MAGIC):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"data file `{path}` is a damaged gzip file ({e})", where,
+                            "the file may be truncated; download or compress it again") from None
+    return raw
+
+
+def _decode(path: str, raw: bytes) -> str:
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = raw[:e.start]
+        line_no = 1 + before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n")
+        start = max(before.rfind(b"\n"), before.rfind(b"\r")) + 1
+        ends = [i for i in (raw.find(b"\n", e.start), raw.find(b"\r", e.start)) if i >= 0]
+        line = raw[start:min(ends) if ends else len(raw)].decode("utf-8", "replace")
+        col = len(raw[start:e.start].decode("utf-8", "replace")) + 1
+        raise DataError(f"data file `{path}` is not UTF-8 text: byte 0x{raw[e.start]:02x} "
+                        f"on line {line_no}", Span(path, line_no, col, line_no, col + 1),
+                        "is it a CSV file? save it as UTF-8 text",
+                        source_line=_printable(line)) from None
+
+
+def _parse_header(path: str, line_no: int, line: str) -> list[str]:
+    cells = line.split(",")
+    names = [_unquote(c.strip()) for c in cells]
+    offsets = _cell_offsets(cells)
+    if all(_is_number(n) for n in names):
+        raise DataError(f"the first line of `{path}` looks like data, not a header",
+                        _line_span(path, line_no, line),
+                        "add a header row with a name for each column",
+                        source_line=_printable(line))
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not name:
+            raise DataError(f"column {i + 1} of `{path}` has no name in the header",
+                            _cell_span(path, line_no, cells[i], offsets[i]),
+                            "every column needs a name in the header row",
+                            source_line=_printable(line))
+        if name in seen:
+            raise DataError(f"column `{name}` appears twice in the header of `{path}` "
+                            f"(columns {seen[name] + 1} and {i + 1})",
+                            _cell_span(path, line_no, cells[i], offsets[i]),
+                            "rename one of them so that every column name is unique",
+                            source_line=_printable(line))
+        seen[name] = i
+    return names
+
+
+def _check_row_lengths(path: str, columns: list[str], rows: list[tuple[int, str]]) -> None:
+    want = len(columns) - 1
+    for row, (no, line) in enumerate(rows, start=1):
+        if line.count(",") != want:
+            got = line.count(",") + 1
+            raise DataError(f"row {row} of `{path}` has {got} values but the header has "
+                            f"{len(columns)} columns", _line_span(path, no, line),
+                            _separator_hint(line) or "every row needs one value per column",
+                            source_line=_printable(line))
+
+
+def _parse_values(path: str, columns: list[str], rows: list[tuple[int, str]]) -> np.ndarray:
+    """Parse with numpy in one go; only when that fails, look row by row for the bad cell."""
+    values = _loadtxt("\n".join(line for _, line in rows))
+    if values is not None and values.shape == (len(rows), len(columns)):
+        return values
+    for row, (no, line) in enumerate(rows, start=1):
+        if _loadtxt(line) is not None:
+            continue
+        cells = line.split(",")
+        for c, (cell, offset) in enumerate(zip(cells, _cell_offsets(cells))):
+            if _is_number(cell):
+                continue
+            where = _cell_span(path, no, cell, offset)
+            if not cell.strip():
+                raise DataError(f"empty value in column {columns[c]}, row {row} of `{path}`",
+                                where, "fill in or drop rows with missing values",
+                                source_line=_printable(line))
+            raise DataError(f"non-numeric value {_show(cell)} in column {columns[c]}, "
+                            f"row {row} of `{path}`", where,
+                            _separator_hint(line) or "every cell below the header must be a number",
+                            source_line=_printable(line))
+    raise DataError(f"cannot read the numbers in `{path}`", _whole_file(path, None))
+
+
+def _check_finite(path: str, columns: list[str], rows: list[tuple[int, str]],
+                  values: np.ndarray) -> None:
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad) == 0:
+        return
+    r, c = int(bad[0][0]), int(bad[0][1])
+    no, line = rows[r]
+    cells = line.split(",")
+    kind = "NaN" if np.isnan(values[r, c]) else "infinite"
+    raise DataError(f"{kind} value {_show(cells[c])} in column {columns[c]}, row {r + 1} "
+                    f"of `{path}`", _cell_span(path, no, cells[c], _cell_offsets(cells)[c]),
+                    "remove or fill in missing and infinite values before training",
+                    source_line=_printable(line))
+
+
+def _loadtxt(text: str) -> np.ndarray | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.loadtxt(io.StringIO(text), delimiter=",", comments=None, ndmin=2,
+                              dtype=np.float64)
+    except Exception:
+        return None
+
+
+def _is_number(cell: str) -> bool:
+    """The same test numpy applies when parsing the whole file."""
+    return bool(cell.strip()) and _loadtxt(cell) is not None
+
+
+def _unquote(name: str) -> str:
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        return name[1:-1].strip()
+    return name
+
+
+def _cell_offsets(cells: list[str]) -> list[int]:
+    offsets, at = [], 0
+    for cell in cells:
+        offsets.append(at)
+        at += len(cell) + 1
+    return offsets
+
+
+def _cell_span(path: str, line_no: int, cell: str, offset: int) -> Span:
+    """The span of a cell's text without its surrounding blanks (at least one column wide)."""
+    lead = len(cell) - len(cell.lstrip())
+    col = offset + lead + 1
+    return Span(path, line_no, col, line_no, col + max(len(cell.strip()), 1))
+
+
+def _line_span(path: str, line_no: int, line: str) -> Span:
+    return Span(path, line_no, 1, line_no, max(len(line), 1) + 1)
+
+
+def _whole_file(path: str, span: Span | None) -> Span:
+    return span if span is not None else Span(path, 1, 1, 1, 1)
+
+
+def _separator_hint(line: str) -> str | None:
+    for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+        if sep in line:
+            return f"values must be separated by commas, but this line contains {name}"
+    return None
+
+
+def _show(cell: str) -> str:
+    cell = cell.strip()
+    return repr(cell if len(cell) <= 30 else cell[:27] + "...")
+
+
+def _printable(line: str) -> str:
+    """The line for display: control characters become U+FFFD, one for one, so columns hold."""
+    return "".join(ch if ch == "\t" or ch.isprintable() else "\ufffd" for ch in line)
+
+
+# ---- columns ------------------------------------------------------------------------------
+
+def select(table: Table, cols: Columns) -> tuple[np.ndarray, list[str]]:
+    """The matrix (rows x k) an `input ... <- COLS` is fed with, and the names of its columns."""
+    if cols.kind == "one":
+        i = column_index(table, cols.names[0], cols.span)
+        return table.values[:, [i]], [table.columns[i]]
+    if cols.kind == "list":
+        idx = [column_index(table, n, cols.span) for n in cols.names]
+        return table.values[:, idx], [table.columns[i] for i in idx]
+    if cols.kind == "range":
+        a, b = (column_index(table, n, cols.span) for n in cols.names)
+        if a > b:
+            first, last = cols.names
+            raise DataError(f"column range `{first}..{last}` is backwards: `{first}` comes after "
+                            f"`{last}` in {table.name}", cols.span,
+                            f"write `{last}..{first}`; a range follows the header's order")
+        return table.values[:, a:b + 1], table.columns[a:b + 1]
+    if cols.kind == "onehot":
+        return _onehot(table, cols)
+    raise InternalError(f"unknown column selection kind {cols.kind!r}")
+
+
+def _onehot(table: Table, cols: Columns) -> tuple[np.ndarray, list[str]]:
+    name = table.columns[column_index(table, cols.names[0], cols.span)]
+    v = table.values[:, table.columns.index(name)]
+    not_int = np.flatnonzero(v != np.round(v))
+    if len(not_int):
+        r = int(not_int[0])
+        raise DataError(f"onehot({name}) needs whole-number class labels, but row {r + 1} of "
+                        f"{table.name} has {v[r]:g}", cols.span,
+                        "onehot is for a column of class numbers such as 0, 1, 2")
+    classes = np.unique(v)
+    if len(classes) > MAX_ONEHOT_CLASSES:
+        raise DataError(f"onehot({name}) would make {len(classes)} classes (at most "
+                        f"{MAX_ONEHOT_CLASSES})", cols.span,
+                        "is this a numeric column rather than class labels?")
+    onehot = (v[:, None] == classes[None, :]).astype(np.float64)
+    return onehot, [f"{name}={int(c)}" for c in classes]
+
+
+def column_index(table: Table, name: str, span: Span | None = None) -> int:
+    """The position of a column, or a DataError with a did-you-mean hint."""
+    if name in table.columns:
+        return table.columns.index(name)
+    close = difflib.get_close_matches(name, table.columns, n=1)
+    if close:
+        hint = f"did you mean `{close[0]}`?"
+    else:
+        shown = ", ".join(table.columns[:8])
+        more = f", ... ({len(table.columns)} in all)" if len(table.columns) > 8 else ""
+        hint = f"the columns are {shown}{more}"
+    raise DataError(f"unknown column `{name}` in {table.name}", span, hint)
+
+
+# ---- rows ---------------------------------------------------------------------------------
+
+def split_rows(n: int, split: float | None, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test row indices: a seeded permutation cut at `split` (the anchors' split)."""
+    if split is None:
+        return np.arange(n), np.arange(0)
+    rng = np.random.default_rng(seed if seed is not None else 0)
+    p = rng.permutation(n)
+    k = int(split * n)
+    return p[:k], p[k:]
+
+
+@dataclass
+class Standardizer:
+    """Per-column z-scoring, fitted on the training rows and saved with the params for `predict`."""
+
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+    def fit(self, X: np.ndarray) -> Standardizer:
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[0] == 0:
+            raise DataError("there are no training rows to standardize on")
+        with np.errstate(all="ignore"):
+            mean = X.mean(axis=0)
+            std = X.std(axis=0)
+        constant = X.max(axis=0) == X.min(axis=0)
+        mean = np.where(constant, X[0], mean)
+        std = np.where(constant | ~np.isfinite(std) | (std == 0), 1.0, std)
+        self.mean, self.std = mean, std
+        return self
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        if self.mean is None or self.std is None:
+            raise InternalError("Standardizer.apply called before fit")
+        return (np.asarray(X, dtype=np.float64) - self.mean) / self.std
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        if self.mean is None or self.std is None:
+            raise InternalError("Standardizer.to_arrays called before fit")
+        return {"mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_arrays(cls, d: dict[str, np.ndarray]) -> Standardizer:
+        return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
+
+
+# ---- describing ---------------------------------------------------------------------------
+
+def correlations(table: Table) -> np.ndarray:
+    """Pearson correlations between all columns; nan where a column is constant, no warnings."""
+    z, constant = _zscores(table.values)
+    c = np.clip(z.T @ z / max(len(z), 1), -1.0, 1.0)
+    np.fill_diagonal(c, 1.0)
+    c[constant, :] = np.nan
+    c[:, constant] = np.nan
+    return c
+
+
+def _zscores(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Columns scaled to unit population std (constant ones to 0), overflow-safe for huge values."""
+    constant = X.max(axis=0) == X.min(axis=0) if len(X) else np.ones(X.shape[1], bool)
+    with np.errstate(all="ignore"):
+        centred = X - X.mean(axis=0)
+        scale = np.abs(centred).max(axis=0) if len(X) else np.ones(X.shape[1])
+        scaled = centred / np.where(constant | (scale == 0), 1.0, scale)
+        std = np.sqrt((scaled ** 2).mean(axis=0)) if len(X) else np.ones(X.shape[1])
+        z = scaled / np.where(constant | (std == 0), 1.0, std)
+    z = np.where(np.isfinite(z), z, 0.0)
+    z[:, constant] = 0.0
+    return z, constant
+
+
+def describe(table: Table, target: str | None = None) -> str:
+    """The `dsl data` report: shape, per-column stats, and correlation with a target column."""
+    X = table.values
+    with np.errstate(all="ignore"):
+        stats = [X.mean(axis=0), X.std(axis=0), X.min(axis=0), X.max(axis=0)]
+    order = list(range(len(table.columns)))
+    corr = None
+    if target is not None:
+        t = column_index(table, target)
+        z, constant = _zscores(X)
+        corr = np.clip(z.T @ z[:, t] / len(z), -1.0, 1.0)
+        corr[constant] = np.nan
+        if constant[t]:
+            corr[:] = np.nan
+        rest = [i for i in order if i != t]
+        rest.sort(key=lambda i: -abs(corr[i]) if np.isfinite(corr[i]) else 1.0)
+        order = [t] + rest
+
+    width = max([len("column")] + [len(c) for c in table.columns])
+    head = f"{'column':<{width}} {'mean':>10} {'std':>10} {'min':>10} {'max':>10}"
+    corr_head = f"corr({target})"
+    if target is not None:
+        head += f"  {corr_head}"
+    out = [f"file     {table.path}", f"rows     {len(X)}", f"columns  {len(table.columns)}"]
+    if target is not None:
+        out.append(f"target   {target}")
+    out += ["", head]
+    for i in order:
+        row = f"{table.columns[i]:<{width}}" + "".join(f" {_num(s[i]):>10}" for s in stats)
+        if corr is not None:
+            shown = "target" if i == order[0] else _corr(corr[i])
+            row += f"  {shown:>{len(corr_head)}}"
+        out.append(row)
+    return "\n".join(out) + "\n"
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}" if np.isfinite(x) else "-"
+
+
+def _corr(x: float) -> str:
+    return f"{x:+.3f}" if np.isfinite(x) else "-"

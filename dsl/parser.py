@@ -1,0 +1,143 @@
+"""Text to a Lark parse tree, with syntax errors turned into spans and plain words.
+
+The grammar is `grammar/model.lark` (LALR, positions propagated). Lark's parser is iterative,
+but the tree walks after it are recursive, so expressions nested deeper than `MAX_DEPTH` are
+refused here with a hint, before anything recurses.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from compiler.errors import DslSyntaxError, Span
+from grammar import grammar_text
+
+MAX_DEPTH = 200
+
+# Terminals with a pattern rather than a fixed string, as a user would say them.
+_TOKEN_WORDS = {
+    "NAME": "a name", "NUMBER": "a number", "INT": "a whole number", "STRING": 'a "quoted path"',
+    "_NL": "the end of the line", "$END": "the end of the file", "POW": "`^`",
+}
+
+# Labelled mistakes (Lark's match_examples): the first example that fails the same way names it.
+_EXAMPLES = {
+    "this expression is incomplete": ["x = 1 +\n", "x = 2 *\n", "x = (\n", "x = exp(\n", "x =\n"],
+    "missing `)`": ["x = (1 + 2\n", "x = exp(1\n", "x = f(a, b\n"],
+    "unbalanced `)`": ["x = 1)\n", "x = (1))\n"],
+    "two values with no operator between them": ["x = a b\n", "x = 2 3\n", "x = a (b)\n"],
+    "a statement starts with a keyword (input, param, const, def, minimize, predict, data, train) "
+    "or with `NAME =`": ["x\n", "1 = x\n", "x + 1\n", "inpt x\n"],
+    "unclosed `train {` block": ["train {\n batch 1\n", "train {\n"],
+    "unknown setting in `train { }`": ["train {\n foo 1\n}\n", "train {\n lr 0.1\n}\n"],
+    "a dimension list looks like `[N, 13]`": ["input x[N 13]\n", "input x[]\n", "param w[2.5] = 0\n"],
+    "`param` needs `~ distribution` or `= number`": ["param w\n", "param w[2]\n", "param w = x\n"],
+}
+
+_HINTS = {
+    "this expression is incomplete": "an operator needs a value on both sides",
+    "missing `)`": "every `(` needs a matching `)` on the same line",
+    "unbalanced `)`": "remove the extra `)` or add the `(` it closes",
+    "two values with no operator between them": "write `a * b` for a product; juxtaposition is not multiplication",
+    "a dimension list looks like `[N, 13]`": "dims are whole numbers or size names, separated by commas",
+    "`param` needs `~ distribution` or `= number`":
+        "for example `param W[13, 10] ~ normal(0, 1)` or `param b[10] = 0`",
+    "unknown setting in `train { }`":
+        "settings: optimizer, batch, epochs, steps, seed, dtype, log every",
+}
+
+
+_KEYWORD_AS_NAME = re.compile(
+    r"^\s*(input|param|const|def|minimize|predict|data|train)\s*(=|\[)")
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def parse_tree(text: str, file: str) -> Tree:
+    """Parse model text; raise DslSyntaxError with a span for any malformed input."""
+    source = text if text.endswith("\n") else text + "\n"
+    try:
+        tree = _lark().parse(source)
+    except UnexpectedInput as e:
+        raise _syntax_error(e, source, file) from None
+    _check_depth(tree, file)
+    return tree
+
+
+def _syntax_error(e: UnexpectedInput, source: str, file: str) -> DslSyntaxError:
+    line, col = _position(e, source)
+    keyword = _KEYWORD_AS_NAME.match(source.split("\n")[line - 1])
+    if keyword:
+        start = keyword.start(1) + 1
+        return DslSyntaxError(f"`{keyword.group(1)}` is a keyword and cannot be a name",
+                              Span(file, line, start, line, start + len(keyword.group(1))),
+                              "choose another name, e.g. `" + keyword.group(1) + "_`")
+    label = None
+    if not isinstance(e, UnexpectedCharacters):
+        label = e.match_examples(_lark().parse, _EXAMPLES, use_accepts=True)
+    width = 1
+    if isinstance(e, UnexpectedToken) and e.token.type != "$END":
+        found = _describe_token(e.token)
+        width = max(1, len(str(e.token).split("\n")[0]))
+    elif isinstance(e, UnexpectedCharacters):
+        ch = source[e.pos_in_stream] if e.pos_in_stream < len(source) else ""
+        found = f"character {ch!r}" if ch.isprintable() else f"character {ch!r} (not printable)"
+    else:
+        found = "the end of the file"
+    if label:
+        message = f"{label} (found {found})"
+    else:
+        message = f"unexpected {found}"
+    hint = _HINTS.get(label) if label else None
+    if hint is None:
+        expected = sorted(getattr(e, "accepts", None) or getattr(e, "expected", None) or ())
+        words = [_expected_word(t) for t in expected]
+        if words:
+            hint = "expected " + ", ".join(dict.fromkeys(words))
+    return DslSyntaxError(message, Span(file, line, col, line, col + width), hint)
+
+
+def _expected_word(terminal: str) -> str:
+    if terminal in _TOKEN_WORDS:
+        return _TOKEN_WORDS[terminal]
+    pattern = _lark().get_terminal(terminal).pattern
+    return f"`{pattern.value}`"
+
+
+def _describe_token(tok: Token) -> str:
+    if tok.type == "_NL":
+        return "the end of the line"
+    return f"`{tok}`"
+
+
+def _position(e: UnexpectedInput, source: str) -> tuple[int, int]:
+    """1-based line and column; Lark reports -1 at the end of the text."""
+    if isinstance(e, UnexpectedEOF) or getattr(e, "line", -1) in (-1, None):
+        lines = source.rstrip("\n").split("\n")
+        return len(lines), len(lines[-1]) + 1
+    if isinstance(e, UnexpectedToken) and e.token.type == "_NL":
+        # A newline token starts at the end of the previous line: point just after its text.
+        line = e.token.line
+        text = source.split("\n")[line - 1]
+        return line, len(text.split("#")[0].rstrip()) + 1
+    return e.line, e.column
+
+
+def _check_depth(tree: Tree, file: str) -> None:
+    """Refuse trees deeper than MAX_DEPTH, iteratively (the walks after this recurse)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            raise DslSyntaxError(
+                f"expression nested more than {MAX_DEPTH} levels deep",
+                Span(file, meta.line, meta.column, meta.line, meta.column + 1),
+                "split it into several statements, one node per line")
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))

@@ -1,0 +1,156 @@
+"""PNG plots of a run: loss curve, predicted vs true, residuals, and a data file's correlations.
+
+matplotlib is optional: every function returns the written path, or None when matplotlib is
+not installed (the caller says so in one line). Figures are drawn on matplotlib's Agg canvas
+directly, without pyplot, so that nothing global changes: no backend switch under a notebook
+that has its own, and no figures left open in pyplot's registry.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import uuid
+from collections.abc import Sequence
+
+import numpy as np
+
+from dsl.data import Table, correlations
+
+ANNOTATE_MAX = 20  # annotate each heatmap cell with its value up to this many columns
+LABEL_MAX = 40  # name the heatmap's rows and columns up to this many columns
+
+
+def available() -> bool:
+    """Whether matplotlib is installed, so that plots will be written."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def loss_curve(steps: Sequence[float], train_loss: Sequence[float],
+               test_loss: Sequence[float | None] | None, path: str, title: str) -> str | None:
+    """Training (and test) loss against steps; log scale when every loss is positive."""
+    fig = _figure((7, 4.5))
+    if fig is None:
+        return None
+    ax = fig.add_subplot()
+    x = np.asarray(steps, dtype=np.float64)
+    curves = [("train", _floats(train_loss))]
+    if test_loss is not None:
+        curves.append(("test", _floats(test_loss)))
+    for label, y in curves:
+        ok = np.isfinite(y)
+        ax.plot(x[ok], y[ok], label=label, linewidth=1.2)
+    finite = np.concatenate([y[np.isfinite(y)] for _, y in curves])
+    if len(finite) and np.all(finite > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def predicted_vs_true(y: np.ndarray, yhat: np.ndarray, path: str, title: str) -> str | None:
+    """Each prediction against its target, with the diagonal a perfect model would sit on."""
+    fig = _figure((5.5, 5.5))
+    if fig is None:
+        return None
+    ax = fig.add_subplot()
+    t, p = _pair(y, yhat)
+    ax.scatter(t, p, s=10, alpha=0.6, edgecolors="none")
+    both = np.concatenate([t, p])
+    if len(both):
+        lo, hi = float(both.min()), float(both.max())
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, linestyle="--", label="y = x")
+        ax.legend(loc="upper left")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def residuals(y: np.ndarray, yhat: np.ndarray, path: str, title: str) -> str | None:
+    """Residuals (true - predicted) against the prediction, and their histogram."""
+    fig = _figure((10, 4.5))
+    if fig is None:
+        return None
+    t, p = _pair(y, yhat)
+    r = t - p
+    left, right = fig.subplots(1, 2)
+    left.scatter(p, r, s=10, alpha=0.6, edgecolors="none")
+    left.axhline(0.0, color="black", linewidth=1, linestyle="--")
+    left.set_xlabel("predicted")
+    left.set_ylabel("true - predicted")
+    left.grid(True, alpha=0.3)
+    if len(r):
+        right.hist(r, bins=min(50, max(5, len(r) // 10)))
+    right.set_xlabel("true - predicted")
+    right.set_ylabel("count")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def correlation_heatmap(table: Table, path: str) -> str | None:
+    """Pearson correlations between a data file's columns; blank where a column is constant."""
+    n = len(table.columns)
+    side = min(4 + 0.45 * n, 16)
+    fig = _figure((side + 1.5, side))
+    if fig is None:
+        return None
+    ax = fig.add_subplot()
+    c = correlations(table)
+    image = ax.imshow(np.ma.masked_invalid(c), cmap="RdBu_r", vmin=-1, vmax=1,
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="correlation")
+    if n <= LABEL_MAX:
+        ax.set_xticks(range(n), table.columns, rotation=90)
+        ax.set_yticks(range(n), table.columns)
+    if n <= ANNOTATE_MAX:
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(c[i, j]):
+                    ax.text(j, i, f"{c[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if abs(c[i, j]) > 0.6 else "black")
+    ax.set_title(f"correlations: {table.name}")
+    return _save(fig, path)
+
+
+def _figure(size: tuple[float, float]):
+    """A Figure on the Agg canvas, or None without matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=size, layout="tight")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str) -> str:
+    """Write next to the target and rename, so a reader never sees half a PNG."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            fig.savefig(f, format=fmt, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _pair(y: np.ndarray, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and predictions flattened, keeping only the pairs where both are finite."""
+    t = np.asarray(y, dtype=np.float64).ravel()
+    p = np.asarray(yhat, dtype=np.float64).ravel()
+    ok = np.isfinite(t) & np.isfinite(p)
+    return t[ok], p[ok]

@@ -1,0 +1,196 @@
+"""The one Transformer from Lark's parse tree to the AST dataclasses of `dsl.ast`."""
+from __future__ import annotations
+
+from lark import Transformer, v_args
+from lark.exceptions import VisitError
+
+from compiler.errors import DslError, DslSyntaxError, Span
+from dsl import ast
+from dsl.parser import parse_tree
+
+
+def parse(text: str, file: str = "<model>") -> ast.Model:
+    """Parse `.model` text into an AST; every user mistake is a DslError with a span."""
+    tree = parse_tree(text, file)
+    try:
+        statements = _ToAst(file).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, DslError):
+            raise e.orig_exc from None
+        raise
+    return ast.Model(file, tuple(statements))
+
+
+def _span(file: str, item) -> Span:
+    """A Lark token or rule meta (both carry 1-based positions, end column exclusive)."""
+    return Span(file, item.line, item.column, item.end_line, item.end_column)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _s(self, item) -> Span:
+        return _span(self.file, item)
+
+    def start(self, meta, children):
+        return list(children)
+
+    # ---- declarations --------------------------------------------------------------------
+
+    def input_stmt(self, meta, c):
+        name, dims, binding = c
+        return ast.Input(str(name), dims or (), binding, self._s(meta), self._s(name))
+
+    def binding(self, meta, c):
+        columns, standardize = c
+        return ast.Binding(columns, standardize is not None, self._s(meta))
+
+    def col_one(self, meta, c):
+        return ast.Columns("one", (str(c[0]),), self._s(meta))
+
+    def col_range(self, meta, c):
+        return ast.Columns("range", (str(c[0]), str(c[1])), self._s(meta))
+
+    def col_list(self, meta, c):
+        return ast.Columns("list", tuple(str(t) for t in c), self._s(meta))
+
+    def col_onehot(self, meta, c):
+        return ast.Columns("onehot", (str(c[0]),), self._s(meta))
+
+    def dims(self, meta, c):
+        return tuple(int(t) if t.type == "INT" else str(t) for t in c)
+
+    def param_dist(self, meta, c):
+        name, dims, init = c
+        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name))
+
+    def param_const(self, meta, c):
+        name, dims, value = c
+        init = ast.Init("const", (value,), self._s(meta))
+        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name))
+
+    def init(self, meta, c):
+        name, *args = c
+        return ast.Init(str(name), tuple(a for a in args if a is not None), self._s(meta))
+
+    def const_stmt(self, meta, c):
+        name, value = c
+        return ast.Const(str(name), value, self._s(meta), self._s(name))
+
+    def assign_stmt(self, meta, c):
+        name, expr = c
+        return ast.Assign(str(name), expr, self._s(meta), self._s(name))
+
+    def def_stmt(self, meta, c):
+        name, *rest = c
+        *params, expr = rest
+        names = tuple(str(p) for p in params if p is not None)
+        return ast.Def(str(name), names, expr, self._s(meta), self._s(name))
+
+    def minimize_stmt(self, meta, c):
+        return ast.Minimize(str(c[0]), self._s(meta), self._s(c[0]))
+
+    def predict_stmt(self, meta, c):
+        return ast.Predict(str(c[0]), self._s(meta), self._s(c[0]))
+
+    def data_stmt(self, meta, c):
+        path, _split_kw, split, _seed_kw, seed = c
+        if split is not None and not 0 < split <= 1:
+            raise DslSyntaxError(f"split must be in (0, 1], got {split:g}", self._s(meta),
+                                 "the fraction of rows used for training, e.g. `split 0.8`")
+        return ast.Data(str(path)[1:-1], split, None if seed is None else int(seed), self._s(meta))
+
+    def train_stmt(self, meta, c):
+        return ast.Train(tuple(c), self._s(meta))
+
+    def set_optimizer(self, meta, c):
+        name, *args = c
+        return ast.Setting("optimizer", (str(name), tuple(a for a in args if a is not None)),
+                           self._s(meta))
+
+    def opt_arg(self, meta, c):
+        return (None, c[0], self._s(meta))
+
+    def opt_kwarg(self, meta, c):
+        return (str(c[0]), c[1], self._s(meta))
+
+    def _int_setting(key):
+        def method(self, meta, c):
+            return ast.Setting(key, int(c[-1]), self._s(meta))
+        return method
+
+    set_batch = _int_setting("batch")
+    set_epochs = _int_setting("epochs")
+    set_steps = _int_setting("steps")
+    set_seed = _int_setting("seed")
+    set_log_every = _int_setting("log_every")
+
+    def set_dtype(self, meta, c):
+        return ast.Setting("dtype", str(c[0]), self._s(meta))
+
+    def number(self, meta, c):
+        return float(c[0])
+
+    def neg_number(self, meta, c):
+        return -float(c[0])
+
+    # ---- expressions ---------------------------------------------------------------------
+
+    def num(self, meta, c):
+        return ast.Num(float(c[0]), self._s(meta))
+
+    def name(self, meta, c):
+        return ast.Name(str(c[0]), self._s(meta))
+
+    def _binary(op):
+        def method(self, meta, c):
+            return ast.Binary(op, c[0], c[-1], self._s(meta))
+        return method
+
+    add = _binary("+")
+    sub = _binary("-")
+    mul = _binary("*")
+    div = _binary("/")
+    matmul = _binary("@")
+    pow = _binary("^")
+
+    def neg(self, meta, c):
+        return ast.Unary("-", c[0], self._s(meta))
+
+    def call(self, meta, c):
+        func, *args = c
+        positional, keywords = [], []
+        for a in args:
+            if a is None:
+                continue
+            if isinstance(a, tuple):
+                keywords.append(a)
+            elif keywords:
+                raise DslSyntaxError("a positional argument follows a keyword argument",
+                                     a.span, "put positional arguments first: `sum(x, axis = 1)`")
+            else:
+                positional.append(a)
+        return ast.Call(str(func), tuple(positional), tuple(keywords), self._s(meta), self._s(func))
+
+    def kwarg(self, meta, c):
+        return (str(c[0]), c[1])
+
+
+def read_source(path: str) -> str:
+    """A model file's text; bytes that are not UTF-8 are a syntax error at their position."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        before = raw[:e.start]
+        line = before.count(b"\n") + 1
+        col = e.start - (before.rfind(b"\n") + 1) + 1
+        raise DslSyntaxError(f"byte 0x{raw[e.start]:02x} is not UTF-8 text",
+                             Span(path, line, col, line, col + 1),
+                             "a .model file is plain UTF-8 text",
+                             source_line=before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")
+                             ) from None
