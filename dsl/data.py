@@ -290,9 +290,12 @@ def column_index(table: Table, name: str, span: Span | None = None) -> int:
     """The position of a column, or a DataError with a did-you-mean hint."""
     if name in table.columns:
         return table.columns.index(name)
-    close = difflib.get_close_matches(name, table.columns, n=1)
+    by_lower: dict[str, str] = {}
+    for column in table.columns:
+        by_lower.setdefault(column.lower(), column)
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
     if close:
-        hint = f"did you mean `{close[0]}`?"
+        hint = f"did you mean `{by_lower[close[0]]}`?"
     else:
         shown = ", ".join(table.columns[:8])
         more = f", ... ({len(table.columns)} in all)" if len(table.columns) > 8 else ""

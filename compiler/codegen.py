@@ -1,0 +1,438 @@
+"""The graph compiled to one standalone numpy module.
+
+One assignment per node in topological order, named after the node (`v_h`, and `g_h` for its
+adjoint; a statement's inner nodes `t1_loss`, `gt1_loss`), commented with the `.model` line it
+comes from. Elementwise maths is printed by `NumpyCode` (sympy's NumPyPrinter with our rules for
+the stable forms and the pinned subgradients) after `cse`; structural maps are printed from the
+templates of `compiler.derive`. Adjoints are pushed from each node to its inputs in reverse
+topological order, like micrograd's `+=`, and stay as cheap as the hand-written code: a mean's
+adjoint is a scalar broadcast lazily, and a node's forward value is reused by its derivative.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+
+from compiler.derive import StructuralMap, backward_plan
+from compiler.errors import InternalError
+from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
+
+CODEGEN_VERSION = "1"
+
+# Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
+_HELPERS = {
+    "logsumexp": '''def _logsumexp(a, axis=None, keepdims=False):
+    """log Σ exp(a), shifted by the maximum so that nothing overflows."""
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else (np.squeeze(out, axis=axis) if axis is not None else out.reshape(()))
+''',
+    "softmax": '''def _softmax(a, axis):
+    """exp(a) / Σ exp(a) along axis, shifted by the maximum so that nothing overflows."""
+    e = np.exp(a - np.max(a, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+''',
+}
+
+
+def value_name(node: str) -> str:
+    """A node's variable: `v_` + its name; a statement's inner node `x.2` becomes `t2_x`."""
+    base, _, k = node.partition(".")
+    return f"t{k}_{base}" if k else f"v_{base}"
+
+
+def grad_name(node: str) -> str:
+    base, _, k = node.partition(".")
+    return f"gt{k}_{base}" if k else f"g_{base}"
+
+
+def size_name(dim: str) -> str:
+    return f"n_{dim}"
+
+
+def adjoint_symbol(node: str) -> sp.Symbol:
+    return sp.Symbol(f"∂{node}", real=True)
+
+
+class NumpyCode(NumPyPrinter):
+    """NumPyPrinter with our names, `np.` and the rules for our functions."""
+
+    def __init__(self):
+        super().__init__({"fully_qualified_modules": False, "inline": True})
+
+    def _module_format(self, fqn, register=True):
+        return "np." + fqn.split(".")[-1] if fqn.startswith("numpy.") else fqn
+
+    def _print_Symbol(self, expr):
+        if expr.name.startswith("∂"):
+            return grad_name(expr.name[1:])
+        return value_name(expr.name)
+
+    def _print_sigmoid(self, expr):
+        return f"(0.5 + 0.5*np.tanh(0.5*{self._print(expr.args[0])}))"
+
+    def _print_relu(self, expr):
+        return f"np.maximum({self._print(expr.args[0])}, 0.0)"
+
+    def _print_softplus(self, expr):
+        return f"np.logaddexp(0.0, {self._print(expr.args[0])})"
+
+    def _print_maximum(self, expr):
+        return "np.maximum({}, {})".format(*(self._print(a) for a in expr.args))
+
+    def _print_minimum(self, expr):
+        return "np.minimum({}, {})".format(*(self._print(a) for a in expr.args))
+
+    def _print_Heaviside(self, expr):
+        x, h0 = self._print(expr.args[0]), expr.args[1] if len(expr.args) > 1 else sp.S.Half
+        if h0 == 0:
+            return f"({x} > 0)"
+        if h0 == 1:
+            return f"({x} >= 0)"
+        return f"np.heaviside({x}, {float(h0)!r})"
+
+    def _print_sign(self, expr):
+        return f"np.sign({self._print(expr.args[0])})"
+
+    def _print_Abs(self, expr):
+        return f"np.abs({self._print(expr.args[0])})"
+
+    def _print_Pow(self, expr, rational=False):
+        base, e = expr.args
+        b = self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Pow"])
+        if e == -1:
+            return f"1/{b}"
+        if e == sp.S.Half:
+            return f"np.sqrt({self._print(base)})"
+        if e == -sp.S.Half:
+            return f"1/np.sqrt({self._print(base)})"
+        if e.is_Integer:
+            return f"{b}**{int(e)}" if e > 0 else f"1/{b}**{-int(e)}"
+        return f"{b}**{self.parenthesize(e, sp.printing.precedence.PRECEDENCE['Pow'])}"
+
+    def _print_Add(self, expr, order=None):
+        """Positive terms first, so that `a - b` is one subtraction, not a negation and a sum."""
+        terms = sorted(expr.as_ordered_terms(), key=lambda t: t.could_extract_minus_sign())
+        prec = sp.printing.precedence.precedence(expr)
+        out = self.parenthesize(terms[0], prec)
+        for t in terms[1:]:
+            if t.could_extract_minus_sign():
+                out += " - " + self.parenthesize(-t, prec + 1 if (-t).is_Add else prec)
+            else:
+                out += " + " + self.parenthesize(t, prec)
+        return out
+
+    def _print_Rational(self, expr):
+        return f"{expr.p}/{expr.q}"
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+
+@dataclass
+class _Body:
+    """The lines of one generated function, and what they use."""
+
+    graph: Graph
+    prefix: str  # of cse temporaries: `_t` in the forward lines, `_d` in the backward ones
+    lines: list[str] = field(default_factory=list)
+    sizes: set[str] = field(default_factory=set)
+    temps: int = 0
+
+    def emit(self, target: str, code: str, node: Node | None = None, note: str = "") -> None:
+        comment = ""
+        if node is not None and node.source:
+            where = f"{os.path.basename(self.graph.file)}:{node.span.line}"
+            comment = f"  # {note}{node.source}   [{where}]"
+        self.lines.append(f"{target} = {code}{comment}")
+
+    def shape_code(self, shape: Shape) -> str:
+        parts = [self.dim_code(d) for d in shape]
+        return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+    def dim_code(self, d) -> str:
+        if isinstance(d, str):
+            self.sizes.add(d)
+            return size_name(d)
+        return str(d)
+
+    def count_code(self, dims) -> str:
+        """The number of elements over `dims`, as code: `n_N*13`."""
+        ints = 1
+        names = []
+        for d in dims:
+            if isinstance(d, str):
+                names.append(self.dim_code(d))
+            else:
+                ints *= d
+        parts = names + ([str(ints)] if ints != 1 or not names else [])
+        return "*".join(parts)
+
+    def cse(self, exprs: list[sp.Expr]) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
+        temps = sp.numbered_symbols(self.prefix, start=self.temps, real=True)
+        replacements, reduced = sp.cse(exprs, symbols=temps)
+        self.temps += len(replacements)
+        return replacements, reduced
+
+
+class _TempPrinter(NumpyCode):
+    """Prints cse temporaries by their own names."""
+
+    def _print_Symbol(self, expr):
+        if expr.name.startswith(("_t", "_d")):
+            return expr.name
+        return super()._print_Symbol(expr)
+
+
+_PRINTER = _TempPrinter()
+
+
+def print_expr(expr: sp.Expr) -> str:
+    return _PRINTER.doprint(expr)
+
+
+class ModuleWriter:
+    """Writes the module: forward, predict, loss, loss_and_grad, grad, gradients, sgd_step."""
+
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.helpers: set[str] = set()
+        self._backward: dict[tuple[str, ...], tuple[_Body, set[str], dict[str, Shape]]] = {}
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def forward_code(self, body: _Body, node: Node) -> None:
+        name = value_name(node.name)
+        if node.op == "elementwise":
+            replacements, (expr,) = body.cse([node.expr])
+            for sym, e in replacements:
+                body.emit(print_expr(sym), print_expr(e))
+            body.emit(name, print_expr(expr), node)
+            return
+        a = [value_name(i) for i in node.inputs]
+        if node.op == "matmul":
+            code = f"{a[0]} @ {a[1]}"
+        elif node.op in ("sum", "mean"):
+            code = f"np.sum({a[0]})" if node.axis is None else f"np.sum({a[0]}, axis={node.axis})"
+            if node.op == "mean":
+                src = self.g.nodes[node.inputs[0]].shape
+                dims = src if node.axis is None else (src[node.axis],)
+                code = f"{code} / {_paren(body.count_code(dims))}"
+        elif node.op == "logsumexp":
+            self.helpers.add("logsumexp")
+            code = f"_logsumexp({a[0]}, axis={node.axis}, keepdims={node.keepdims})"
+        elif node.op == "softmax":
+            self.helpers.add("softmax")
+            code = f"_softmax({a[0]}, axis={node.axis})"
+        elif node.op == "transpose":
+            code = f"np.transpose({a[0]})"
+        else:
+            raise InternalError(f"no code for op {node.op}")
+        body.emit(name, code, node)
+
+    # ---- backward --------------------------------------------------------------------------
+
+    def backward(self, body: _Body, wrt: list[str]) -> tuple[list[Node], set[str], dict[str, Shape]]:
+        """Push adjoints from the objective back to `wrt`; returns the nodes whose forward
+        values the backward lines read, and each adjoint's static shape (lazy broadcasts)."""
+        g = self.g
+        adjoint: dict[str, Shape] = {}  # node -> static shape of its adjoint so far
+        reads: set[str] = set()
+        seed = g.objective
+        for node, locals_ in backward_plan(g, wrt):
+            if node.name == seed:
+                G, gshape = sp.Integer(1), ()
+            elif node.name in adjoint:
+                G, gshape = adjoint_symbol(node.name), adjoint[node.name]
+            else:
+                continue
+            if node.op == "elementwise":
+                self._push_elementwise(body, node, locals_, G, gshape, adjoint, reads)
+            else:
+                for k, local in enumerate(locals_):
+                    self._push_structural(body, node, local, G, gshape, adjoint, reads)
+        return reads, adjoint
+
+    def _push_elementwise(self, body, node, locals_, G, gshape, adjoint, reads) -> None:
+        exprs = [G * local.factor for local in locals_]
+        replacements, reduced = body.cse(exprs)
+        for sym, e in replacements:
+            reads.update(s.name for s in e.free_symbols if not s.name.startswith(("∂", "_d")))
+            body.emit(print_expr(sym), print_expr(e))
+        shapes = {s.name: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
+        shapes[node.name] = node.shape
+        temp_shapes = {}
+        for sym, e in replacements:
+            temp_shapes[sym.name] = self._static_shape(e, shapes, temp_shapes, adjoint, gshape)
+        for local, expr in zip(locals_, reduced):
+            reads.update(s.name for s in expr.free_symbols if not s.name.startswith(("∂", "_d")))
+            shape = self._static_shape(expr, shapes, temp_shapes, adjoint, gshape)
+            self._accumulate(body, node, local.input, print_expr(expr), shape, adjoint)
+
+    def _static_shape(self, expr, shapes, temp_shapes, adjoint, gshape) -> Shape:
+        parts = []
+        for s in expr.free_symbols:
+            if s.name.startswith("∂"):
+                parts.append(adjoint.get(s.name[1:], gshape))
+            elif s.name in temp_shapes:
+                parts.append(temp_shapes[s.name])
+            else:
+                parts.append(shapes[s.name])
+        return broadcast_shapes(*parts)
+
+    def _push_structural(self, body, node, local, G, gshape, adjoint, reads) -> None:
+        rule: StructuralMap = local.rule
+        gcode = print_expr(G)
+        if rule.needs_full_g and gshape != node.shape:
+            gcode = f"np.broadcast_to({gcode}, {body.shape_code(node.shape)})"
+        names = {"G": gcode, "y": value_name(node.name), "k": str(node.axis)}
+        for key, inp in zip("ab", node.inputs):
+            names[key] = value_name(inp)
+        if "{y}" in rule.numpy:
+            reads.add(node.name)
+        for key, inp in zip("ab", node.inputs):
+            if "{" + key + "}" in rule.numpy:
+                reads.add(inp)
+        src = self.g.nodes[node.inputs[0]].shape
+        if "{n}" in rule.numpy:
+            dims = src if node.axis is None else (src[node.axis],)
+            names["n"] = _paren(body.count_code(dims))
+        code = rule.numpy.format(**names)
+        if node.op in ("sum", "mean") and node.axis is None:
+            shape = ()
+        elif node.op in ("sum", "mean"):
+            shape = node.shape[:node.axis] + (1,) + node.shape[node.axis:]
+        else:
+            shape = self.g.nodes[local.input].shape
+        self._accumulate(body, node, local.input, code, shape, adjoint)
+
+    def _accumulate(self, body, node, target, code, shape, adjoint) -> None:
+        """Fit a contribution to the target's shape (summing broadcast axes) and add it."""
+        code, shape = _reduce_to(code, shape, self.g.nodes[target].shape)
+        name = grad_name(target)
+        if target in adjoint:
+            body.emit(name, f"{name} + {code}", node, "∂ ")
+            adjoint[target] = broadcast_shapes(adjoint[target], shape)
+        else:
+            body.emit(name, code, node, "∂ ")
+            adjoint[target] = shape
+
+    # ---- whole functions -------------------------------------------------------------------
+
+    def function(self, name: str, args: str, wrt: list[str], returns, keep_values=(),
+                 update: bool = False, doc: str = "") -> str:
+        g = self.g
+        key = tuple(wrt)
+        if key not in self._backward:  # grad, loss_and_grad and sgd_step share one backward
+            back = _Body(g, "_d")
+            reads, adjoint = self.backward(back, wrt) if wrt else (set(), {})
+            self._backward[key] = back, reads, adjoint
+        back, reads, adjoint = self._backward[key]
+        needed_values = set(reads) | set(keep_values)
+        live = g.ancestors(needed_values)
+        fwd = _Body(g, "_t")
+        for n, node in g.nodes.items():
+            if n in live and not node.is_leaf:
+                self.forward_code(fwd, node)
+        tail = []
+        for w in wrt:
+            if w not in adjoint:
+                tail.append(f"{grad_name(w)} = np.zeros({fwd.shape_code(g.nodes[w].shape)})"
+                            f"  # {w} does not reach {g.objective}")
+            elif adjoint[w] != g.nodes[w].shape:
+                tail.append(f"{grad_name(w)} = np.broadcast_to({grad_name(w)}, "
+                            f"{fwd.shape_code(g.nodes[w].shape)})")
+        if update:
+            tail += [f"{value_name(w)} -= lr * {grad_name(w)}" for w in wrt]
+        head = []
+        for n in g.params:
+            if n in live or (update and n in wrt):
+                head.append(f'{value_name(n)} = params["{n}"]')
+        for n in g.inputs:
+            if n in live or n in wrt:
+                head.append(f'{value_name(n)} = inputs["{n}"]')
+        for d in sorted(fwd.sizes | back.sizes):
+            owner, axis = g.size_names()[d]
+            if owner not in live and owner not in wrt:
+                head.append(f'{value_name(owner)} = inputs["{owner}"]')
+            head.append(f"{size_name(d)} = {value_name(owner)}.shape[{axis}]")
+        lines = head + fwd.lines + back.lines + tail + [f"return {returns}"]
+        text = f"def {name}({args}):\n"
+        if doc:
+            text += f'    """{doc}"""\n'
+        return text + "".join(f"    {ln}\n" for ln in lines)
+
+    def module(self) -> str:
+        g = self.g
+        nodes = [n for n, node in g.nodes.items() if "." not in n]
+        consts = [n for n in nodes if g.nodes[n].kind == "const"]
+        visible = {n: value_name(n) for n in nodes}
+        funcs = []
+        values = "{" + ", ".join(f'"{n}": {v}' for n, v in visible.items()) + "}"
+        funcs.append(self.function("forward", "params, inputs", [], values,
+                                   keep_values=[n for n in nodes if g.nodes[n].kind != "const"],
+                                   doc="Every input, param and node, by name."))
+        if g.predict:
+            funcs.append(self.function("predict", "params, inputs", [], value_name(g.predict),
+                                       keep_values=[g.predict], doc=f"The prediction `{g.predict}`."))
+        if g.objective:
+            obj = value_name(g.objective)
+            params = g.params
+            pgrads = "{" + ", ".join(f'"{p}": {grad_name(p)}' for p in params) + "}"
+            funcs.append(self.function("loss", "params, inputs", [], obj, keep_values=[g.objective],
+                                       doc=f"The objective `{g.objective}`."))
+            funcs.append(self.function("loss_and_grad", "params, inputs", params,
+                                       f"{obj}, {pgrads}", keep_values=[g.objective],
+                                       doc="The objective and its gradient for every param."))
+            funcs.append(self.function("grad", "params, inputs", params, pgrads,
+                                       doc="The objective's gradient for every param."))
+            leaves = params + g.inputs
+            lgrads = "{" + ", ".join(f'"{p}": {grad_name(p)}' for p in leaves) + "}"
+            funcs.append(self.function("gradients", "params, inputs", leaves,
+                                       f"{values}, {lgrads}", keep_values=nodes,
+                                       doc="Every value, and the gradient for every param and input."))
+            funcs.append(self.function("sgd_step", "params, inputs, lr", params, "None",
+                                       update=True, doc="One step of gradient descent, in place."))
+        header = [f"# generated by dsl from {os.path.basename(g.file)}; do not edit",
+                  '"""The compiled model: forward pass, objective, gradients, training step."""',
+                  "import numpy as np", ""]
+        meta = [f"OBJECTIVE = {g.objective!r}", f"PREDICT = {g.predict!r}",
+                f"PARAMS = {g.params!r}", f"INPUTS = {g.inputs!r}"]
+        meta += [f"{value_name(c)} = {float(g.nodes[c].value)!r}  # {g.nodes[c].source}" for c in consts]
+        helpers = [_HELPERS[h] for h in sorted(self.helpers)]
+        parts = ["\n".join(header), "\n".join(meta) + "\n", *helpers, *funcs]
+        return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
+
+
+def _paren(code: str) -> str:
+    return f"({code})" if "*" in code else code
+
+
+def _paren_expr(code: str) -> str:
+    return code if code.isidentifier() else f"({code})"
+
+
+def _reduce_to(code: str, have: Shape, want: Shape) -> tuple[str, Shape]:
+    """Sum a contribution of static shape `have` over the axes numpy broadcast it along, so
+    that it broadcasts to `want` again (leading axes, and axes where `want` has 1)."""
+    have = tuple(have)
+    lead = len(have) - len(want)
+    if lead > 0:
+        axes = tuple(range(lead))
+        code = f"{_paren_expr(code)}.sum(axis={axes if len(axes) > 1 else axes[0]})"
+        have = have[lead:]
+    offset = len(want) - len(have)
+    ones = tuple(i for i, d in enumerate(have) if want[offset + i] == 1 and d != 1)
+    if ones:
+        code = f"{_paren_expr(code)}.sum(axis={ones if len(ones) > 1 else ones[0]}, keepdims=True)"
+        have = tuple(1 if i in ones else d for i, d in enumerate(have))
+    return code, have
+
+
+def generate(graph: Graph) -> str:
+    """The whole module as text."""
+    return ModuleWriter(graph).module()

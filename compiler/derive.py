@@ -1,0 +1,125 @@
+"""Local derivatives of every edge of the graph, and the order in which adjoints flow.
+
+Elementwise nodes: sympy differentiates the node's scalar expression with respect to each input
+symbol, and the result is written through the node's own value where it appears (sigmoid' comes
+out as s·(1 - s), exp' as the node itself). The vector-Jacobian product is G ⊙ factor, summed
+back over broadcast axes. Structural nodes: a short table of stated maps (`STRUCTURAL_MAPS`),
+each tested against sympy on explicit matrices of symbols.
+
+Reverse accumulation: the adjoint of a node is the sum over its consumers of their local maps
+applied to the consumer's adjoint, visited in reverse topological order; each adjoint is a named
+symbol, so nothing swells and the work is linear in the number of nodes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from compiler.errors import InternalError
+from compiler.ir import Graph, Node, symbol
+
+
+@dataclass(frozen=True)
+class Local:
+    """∂node/∂input, as the map that carries the node's adjoint G back to the input."""
+
+    node: str
+    input: str
+    factor: sp.Expr | None = None  # elementwise: G ⊙ factor
+    rule: StructuralMap | None = None  # structural: a stated map
+
+
+@dataclass(frozen=True)
+class StructuralMap:
+    """A map G ↦ ... as numpy code and as maths; `{G}`, `{a}`, `{b}`, `{y}`, `{k}`, `{n}`
+    stand for the adjoint, the inputs, the node's value, the axis and the reduced count."""
+
+    numpy: str
+    maths: str
+    needs_full_g: bool = True  # G must have the node's full shape (not a lazy broadcast)
+
+
+def _m(numpy: str, maths: str, needs_full_g: bool = True) -> StructuralMap:
+    return StructuralMap(numpy, maths, needs_full_g)
+
+
+# (op, which input, ndim of the first input, ndim of the second) -> map. numpy's matmul rules.
+_MATMUL = {
+    (0, 2, 2): _m("{G} @ {b}.T", "G·{b}ᵀ"),
+    (1, 2, 2): _m("{a}.T @ {G}", "{a}ᵀ·G"),
+    (0, 2, 1): _m("np.outer({G}, {b})", "G·{b}ᵀ"),
+    (1, 2, 1): _m("{a}.T @ {G}", "{a}ᵀ·G"),
+    (0, 1, 2): _m("{b} @ {G}", "{b}·G"),
+    (1, 1, 2): _m("np.outer({a}, {G})", "{a}ᵀ·G"),
+    (0, 1, 1): _m("{G} * {b}", "G·{b}"),
+    (1, 1, 1): _m("{G} * {a}", "G·{a}"),
+}
+
+STRUCTURAL_MAPS = {
+    ("sum", False): _m("{G}", "G, broadcast to the shape of {a}", needs_full_g=False),
+    ("sum", True): _m("np.expand_dims({G}, {k})", "G, repeated along axis {k}"),
+    ("mean", False): _m("{G} / {n}", "G / {n}, broadcast to the shape of {a}", needs_full_g=False),
+    ("mean", True): _m("np.expand_dims({G}, {k}) / {n}", "G / {n}, repeated along axis {k}"),
+    ("logsumexp", False): _m("np.exp({a} - {y}) * {G}", "softmax({a}) ⊙ G", needs_full_g=False),
+    ("logsumexp", True): _m("np.exp({a} - np.expand_dims({y}, {k})) * np.expand_dims({G}, {k})",
+                            "softmax({a}) ⊙ G, along axis {k}"),
+    ("logsumexp_keep", True): _m("np.exp({a} - {y}) * {G}", "softmax({a}) ⊙ G, along axis {k}",
+                                 needs_full_g=False),
+    ("softmax", True): _m("{y} * ({G} - np.sum({G} * {y}, axis={k}, keepdims=True))",
+                          "{y} ⊙ (G - Σ_{k} G ⊙ {y})", needs_full_g=False),
+    ("transpose", False): _m("{G}.T", "Gᵀ"),
+}
+
+
+def structural_map(g: Graph, node: Node, index: int) -> StructuralMap:
+    if node.op == "matmul":
+        a, b = (g.nodes[i] for i in node.inputs)
+        return _MATMUL[(index, len(a.shape), len(b.shape))]
+    op = "logsumexp_keep" if node.op == "logsumexp" and node.keepdims else node.op
+    key = (op, node.axis is not None)
+    if key not in STRUCTURAL_MAPS:
+        raise InternalError(f"no derivative map for {node.op} (axis {node.axis})")
+    return STRUCTURAL_MAPS[key]
+
+
+def elementwise_factor(node: Node, wrt: str) -> sp.Expr:
+    """∂node/∂wrt by sympy, written through the node's own value where it appears."""
+    d = sp.diff(node.expr, symbol(wrt))
+    if not node.expr.is_Symbol:
+        d = d.subs(node.expr, symbol(node.name))
+    return sp.factor_terms(d)
+
+
+def local_derivatives(g: Graph, node: Node, wanted=None) -> list[Local]:
+    """One Local per input of an op node that is `wanted` (all when None). An input used twice
+    by an elementwise node is one symbol, so one Local; `x @ x` gives two."""
+    out = []
+    for k, i in enumerate(node.inputs):
+        if wanted is not None and i not in wanted:
+            continue
+        if node.op == "elementwise":
+            out.append(Local(node.name, i, factor=elementwise_factor(node, i)))
+        else:
+            out.append(Local(node.name, i, rule=structural_map(g, node, k)))
+    return out
+
+
+def needs_gradient(g: Graph, wrt: list[str]) -> set[str]:
+    """Nodes on some path from a `wrt` leaf to the objective: only their adjoints are built."""
+    if g.objective is None:
+        return set()
+    upstream = g.ancestors([g.objective])
+    downstream: set[str] = set(w for w in wrt if w in upstream)
+    for n, node in g.nodes.items():  # topological order: inputs come first
+        if n in upstream and any(i in downstream for i in node.inputs):
+            downstream.add(n)
+    return downstream
+
+
+def backward_plan(g: Graph, wrt: list[str]) -> list[tuple[Node, list[Local]]]:
+    """Reverse accumulation: each op node on a path to `wrt`, in reverse topological order,
+    with the local maps that push its adjoint to those of its inputs."""
+    needed = needs_gradient(g, wrt)
+    return [(g.nodes[n], local_derivatives(g, g.nodes[n], needed))
+            for n in reversed(list(g.nodes)) if n in needed and not g.nodes[n].is_leaf]

@@ -1,0 +1,109 @@
+"""The graph IR: one node per operation, in a deterministic topological order.
+
+A `.model` statement lowers to one or more nodes. Elementwise maths stays whole inside one node
+as a sympy expression over the scalar symbols of its inputs (sympy differentiates it); each
+structural operation (`@`, reductions, softmax, transpose) is a node of its own, whose derivative
+is a stated map. Nodes a statement needs in between are named `stmt.1`, `stmt.2`, ...: a dot
+cannot appear in a user's name, so they never collide.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from compiler.errors import InternalError, Span
+
+Dim = int | str
+Shape = tuple[Dim, ...]
+
+LEAF_KINDS = ("input", "param", "const")
+STRUCTURAL_OPS = ("matmul", "sum", "mean", "logsumexp", "softmax", "transpose")
+
+
+@dataclass
+class Node:
+    name: str
+    kind: str  # input | param | const | op
+    shape: Shape
+    span: Span
+    op: str | None = None  # elementwise, or one of STRUCTURAL_OPS
+    inputs: tuple[str, ...] = ()
+    expr: sp.Expr | None = None  # elementwise: over symbol(input) for each input
+    axis: int | None = None  # reductions and softmax; None reduces everything
+    keepdims: bool = False
+    stmt: str = ""  # the statement this node belongs to
+    source: str = ""  # that statement's text, for comments in generated code
+    value: float | None = None  # const
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.kind in LEAF_KINDS
+
+
+@dataclass
+class Graph:
+    file: str
+    nodes: dict[str, Node] = field(default_factory=dict)  # insertion order is topological
+    objective: str | None = None
+    predict: str | None = None
+
+    def add(self, node: Node) -> Node:
+        self.nodes[node.name] = node
+        return node
+
+    def of_kind(self, kind: str) -> list[str]:
+        return [n for n, node in self.nodes.items() if node.kind == kind]
+
+    @property
+    def params(self) -> list[str]:
+        return self.of_kind("param")
+
+    @property
+    def inputs(self) -> list[str]:
+        return self.of_kind("input")
+
+    def consumers(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for n, node in self.nodes.items():
+            for i in dict.fromkeys(node.inputs):
+                out[i].append(n)
+        return out
+
+    def ancestors(self, roots) -> set[str]:
+        """Every node some root depends on, roots included (iteratively)."""
+        seen: set[str] = set()
+        stack = list(roots)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.nodes[n].inputs)
+        return seen
+
+    def size_names(self) -> dict[str, tuple[str, int]]:
+        """Each size name, with the first input and axis that carries it."""
+        out: dict[str, tuple[str, int]] = {}
+        for n in self.inputs:
+            for axis, d in enumerate(self.nodes[n].shape):
+                if isinstance(d, str):
+                    out.setdefault(d, (n, axis))
+        return out
+
+
+def symbol(name: str) -> sp.Symbol:
+    """The scalar symbol that stands for one element of a node inside elementwise maths."""
+    return sp.Symbol(name, real=True)
+
+
+def broadcast_shapes(*shapes: Shape) -> Shape:
+    """numpy's broadcasting on static shapes (size names are compared by name)."""
+    n = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = [1] * n
+    for s in shapes:
+        for i, d in enumerate((1,) * (n - len(s)) + tuple(s)):
+            if d != 1:
+                if out[i] not in (1, d):
+                    raise InternalError(f"shapes {shapes} do not broadcast")
+                out[i] = d
+    return tuple(out)

@@ -1,0 +1,404 @@
+"""dsl.data: reading CSVs (and every way they can be bad), columns, splits, standardizing, stats."""
+from __future__ import annotations
+
+import gzip
+import os
+import time
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from compiler.errors import DataError, Span
+from dsl.ast import Columns
+from dsl.data import (Standardizer, Table, correlations, describe, read_csv, select,
+                      split_rows)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.join(ROOT, "examples", "data")
+BOSTON = os.path.join(DATA, "boston.csv")
+IRIS = os.path.join(DATA, "iris.csv")
+MNIST = os.path.join(DATA, "mnist_5k.csv.gz")
+MODEL_SPAN = Span("m.model", 3, 1, 3, 30)
+
+
+def write(tmp_path, name: str, content: bytes | str) -> str:
+    path = tmp_path / name
+    data = content.encode() if isinstance(content, str) else content
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return str(path)
+
+
+def fails(path: str, span: Span | None = None) -> DataError:
+    with pytest.raises(DataError) as info:
+        read_csv(path, span)
+    return info.value
+
+
+def cols(kind: str, *names: str) -> Columns:
+    return Columns(kind, names, MODEL_SPAN)
+
+
+# ---- reading good files ---------------------------------------------------------------------
+
+def test_boston_loads():
+    t = read_csv(BOSTON)
+    assert t.columns[:3] == ["CRIM", "ZN", "INDUS"] and t.columns[-1] == "MEDV"
+    assert t.values.shape == (506, 14) and t.values.dtype == np.float64
+    assert t.values[0, 0] == 0.00632 and t.values[0, -1] == 24
+    assert t.lines[:2] == [2, 3] and t.name == "boston.csv"
+
+
+def test_mnist_gz_loads_fast():
+    start = time.perf_counter()
+    t = read_csv(MNIST)
+    assert time.perf_counter() - start < 1.0
+    assert t.values.shape == (5000, 785) and t.columns[-1] == "label"
+
+
+def test_bom_crlf_blank_lines_quoted_header(tmp_path):
+    path = write(tmp_path, "x.csv", b'\xef\xbb\xbf"a", b ,c\r\n1,2,3\r\n\r\n 4 ,5e-1,-6\r\n\r\n\n')
+    t = read_csv(path)
+    assert t.columns == ["a", "b", "c"]
+    assert t.values.tolist() == [[1, 2, 3], [4, 0.5, -6]]
+    assert t.lines == [2, 4]
+
+
+def test_gz_without_gz_suffix_is_still_read(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(gzip.compress(b"a\n1\n"))
+    assert read_csv(str(path)).values.tolist() == [[1.0]]
+
+
+# ---- whole-file errors ------------------------------------------------------------------------
+
+def test_missing_file_without_span(tmp_path):
+    path = str(tmp_path / "nope.csv")
+    e = fails(path)
+    assert e.message == f"data file `{path}` not found"
+    assert e.span == Span(path, 1, 1, 1, 1)
+
+
+def test_missing_file_points_at_data_statement(tmp_path):
+    e = fails(str(tmp_path / "nope.csv"), MODEL_SPAN)
+    assert e.span == MODEL_SPAN
+    assert "relative to the .model file" in e.hint
+
+
+def test_directory(tmp_path):
+    e = fails(str(tmp_path), MODEL_SPAN)
+    assert "is a directory" in e.message and e.span == MODEL_SPAN
+
+
+def test_gz_that_is_not_gzip(tmp_path):
+    path = tmp_path / "x.csv.gz"
+    path.write_bytes(b"a,b\n1,2\n")
+    e = fails(str(path))
+    assert e.message == f"data file `{path}` is not a gzip file"
+
+
+def test_truncated_gz(tmp_path):
+    path = tmp_path / "x.csv.gz"
+    path.write_bytes(gzip.compress(b"a,b\n1,2\n" * 100)[:-10])
+    assert "damaged gzip file" in fails(str(path)).message
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \r\n", b"\xef\xbb\xbf"])
+def test_empty_file(tmp_path, content):
+    path = write(tmp_path, "x.csv", content)
+    assert fails(path).message == f"data file `{path}` is empty"
+
+
+def test_empty_gz(tmp_path):
+    path = write(tmp_path, "x.csv.gz", b"")
+    assert "is empty" in fails(path).message
+
+
+def test_header_only(tmp_path):
+    path = write(tmp_path, "x.csv", "a,b\n\n")
+    e = fails(path)
+    assert e.message == f"data file `{path}` has a header but no data rows"
+    assert (e.span.line, e.span.col) == (1, 1) and e.source_line == "a,b"
+
+
+def test_no_header(tmp_path):
+    path = write(tmp_path, "x.csv", "1,2\n3,4\n")
+    e = fails(path)
+    assert "looks like data, not a header" in e.message and "header row" in e.hint
+
+
+def test_duplicate_column_names(tmp_path):
+    path = write(tmp_path, "x.csv", "a,b,a\n1,2,3\n")
+    e = fails(path)
+    assert e.message == f"column `a` appears twice in the header of `{path}` (columns 1 and 3)"
+    assert e.span == Span(path, 1, 5, 1, 6)
+
+
+def test_empty_column_name(tmp_path):
+    path = write(tmp_path, "x.csv", ",a,b\n0,1,2\n")
+    e = fails(path)
+    assert e.message == f"column 1 of `{path}` has no name in the header"
+    assert e.span == Span(path, 1, 1, 1, 2)
+
+
+def test_not_utf8(tmp_path):
+    path = write(tmp_path, "x.csv", b"a,b\n1,2\n3,\xff4\n")
+    e = fails(path)
+    assert e.message == f"data file `{path}` is not UTF-8 text: byte 0xff on line 3"
+    assert e.span == Span(path, 3, 3, 3, 4)
+    assert e.source_line == "3,\ufffd4"
+
+
+# ---- cell errors: the span points into the CSV ------------------------------------------------
+
+def test_non_numeric_cell(tmp_path):
+    path = write(tmp_path, "h.csv", "CRIM,RM,MEDV\n0.1,6.5,24\n0.2, abc ,21\n")
+    e = fails(path, MODEL_SPAN)
+    assert e.message == f"non-numeric value 'abc' in column RM, row 2 of `{path}`"
+    assert e.span == Span(path, 3, 6, 3, 9)
+    assert e.source_line == "0.2, abc ,21"
+
+
+def test_non_numeric_cell_in_gz(tmp_path):
+    rows = "".join(f"{i},{i * 2}\n" for i in range(50))
+    path = write(tmp_path, "h.csv.gz", "x,y\n" + rows + "7,oops\n")
+    e = fails(path)
+    assert e.message == f"non-numeric value 'oops' in column y, row 51 of `{path}`"
+    assert e.span == Span(path, 52, 3, 52, 7)
+    assert e.source_line == "7,oops"
+
+
+def test_empty_cell(tmp_path):
+    path = write(tmp_path, "h.csv", "a,b,c\n1,,3\n")
+    e = fails(path)
+    assert e.message == f"empty value in column b, row 1 of `{path}`"
+    assert e.span == Span(path, 2, 3, 2, 4) and e.source_line == "1,,3"
+
+
+def test_empty_last_cell(tmp_path):
+    path = write(tmp_path, "h.csv", "a,b\n1,2\n3,\n")
+    e = fails(path)
+    assert e.message == f"empty value in column b, row 2 of `{path}`"
+    assert e.span == Span(path, 3, 3, 3, 4)
+
+
+@pytest.mark.parametrize("cell,kind", [("NaN", "NaN"), ("nan", "NaN"), ("inf", "infinite"),
+                                       ("-Infinity", "infinite"), ("1e999", "infinite")])
+def test_non_finite_cell(tmp_path, cell, kind):
+    path = write(tmp_path, "h.csv", f"a,b\n1,2\n3,{cell}\n")
+    e = fails(path)
+    assert e.message == f"{kind} value '{cell}' in column b, row 2 of `{path}`"
+    assert e.span == Span(path, 3, 3, 3, 3 + len(cell)) and e.source_line == f"3,{cell}"
+
+
+def test_ragged_row(tmp_path):
+    path = write(tmp_path, "h.csv", "a,b,c\n1,2,3\n4,5\n")
+    e = fails(path)
+    assert e.message == f"row 2 of `{path}` has 2 values but the header has 3 columns"
+    assert e.span == Span(path, 3, 1, 3, 4) and e.source_line == "4,5"
+
+
+def test_semicolons_get_a_hint(tmp_path):
+    path = write(tmp_path, "h.csv", "a;b\n1;2\n")
+    e = fails(path)
+    assert "non-numeric value '1;2'" in e.message and "semicolons" in e.hint
+
+
+def test_control_characters_are_not_echoed(tmp_path):
+    path = write(tmp_path, "h.csv", "a,b\n1,\x1b[2J\n")
+    e = fails(path)
+    assert "\x1b" not in e.source_line and len(e.source_line) == len("1,\x1b[2J")
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_load_or_raise_data_error(tmp_path, content):
+    _load_or_data_error(write(tmp_path, "fuzz.csv", content))
+
+
+TOKENS = [b"a", b"b", b"1", b"-2.5", b"1e999", b"nan", b",", b",", b"\n", b"\n", b"\r\n", b"\r",
+          b" ", b"\t", b";", b'"', b"\xef\xbb\xbf", b"\xff", b"\x00", b"\xc3\xa9", b"x1"]
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(TOKENS), max_size=40), st.booleans())
+def test_csv_like_bytes_load_or_raise_data_error(tmp_path, tokens, gz):
+    _load_or_data_error(write(tmp_path, "fuzz.csv.gz" if gz else "fuzz.csv", b"".join(tokens)))
+
+
+def _load_or_data_error(path: str) -> None:
+    try:
+        t = read_csv(path)
+    except DataError as e:
+        assert e.message and e.span is not None
+        if e.span.file == path and e.span.line > 0 and e.source_line is not None:
+            assert 1 <= e.span.col < e.span.end_col <= len(e.source_line) + 2
+        return
+    assert t.values.shape == (len(t.lines), len(t.columns)) and t.values.shape[0] >= 1
+    assert np.isfinite(t.values).all()
+    assert "nan" not in describe(t, t.columns[0])
+
+
+# ---- select -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def boston() -> Table:
+    return read_csv(BOSTON)
+
+
+def test_select_one(boston):
+    X, names = select(boston, cols("one", "MEDV"))
+    assert X.shape == (506, 1) and names == ["MEDV"] and X[0, 0] == 24
+
+
+def test_select_range_in_header_order(boston):
+    X, names = select(boston, cols("range", "CRIM", "LSTAT"))
+    assert X.shape == (506, 13) and names == boston.columns[:13]
+    X, names = select(boston, cols("range", "RM", "RM"))
+    assert names == ["RM"] and X.shape == (506, 1)
+
+
+def test_select_backwards_range(boston):
+    with pytest.raises(DataError) as info:
+        select(boston, cols("range", "LSTAT", "CRIM"))
+    e = info.value
+    assert e.message == ("column range `LSTAT..CRIM` is backwards: `LSTAT` comes after `CRIM` "
+                         "in boston.csv")
+    assert e.span == MODEL_SPAN and "CRIM..LSTAT" in e.hint
+
+
+def test_select_list_in_given_order(boston):
+    X, names = select(boston, cols("list", "LSTAT", "RM"))
+    assert names == ["LSTAT", "RM"]
+    assert np.array_equal(X, boston.values[:, [12, 5]])
+
+
+def test_unknown_column_did_you_mean(boston):
+    with pytest.raises(DataError) as info:
+        select(boston, cols("list", "RM", "MEDX"))
+    e = info.value
+    assert e.message == "unknown column `MEDX` in boston.csv"
+    assert e.hint == "did you mean `MEDV`?" and e.span == MODEL_SPAN
+
+
+def test_unknown_column_lists_columns(boston):
+    with pytest.raises(DataError) as info:
+        select(boston, cols("one", "zzzzzz"))
+    assert info.value.hint == ("the columns are CRIM, ZN, INDUS, CHAS, NOX, RM, AGE, DIS, ... "
+                               "(14 in all)")
+
+
+def test_onehot_iris():
+    iris = read_csv(IRIS)
+    Y, names = select(iris, cols("onehot", "species"))
+    assert names == ["species=0", "species=1", "species=2"]
+    assert Y.shape == (150, 3) and np.all(Y.sum(axis=1) == 1)
+    assert np.array_equal(Y.argmax(axis=1), iris.values[:, 4].astype(int))
+
+
+def test_onehot_sorted_distinct_values(tmp_path):
+    t = read_csv(write(tmp_path, "c.csv", "c\n5\n-1\n5\n2\n"))
+    Y, names = select(t, cols("onehot", "c"))
+    assert names == ["c=-1", "c=2", "c=5"]
+    assert Y.tolist() == [[0, 0, 1], [1, 0, 0], [0, 0, 1], [0, 1, 0]]
+
+
+def test_onehot_needs_integers(boston):
+    with pytest.raises(DataError) as info:
+        select(boston, cols("onehot", "RM"))
+    assert info.value.message == ("onehot(RM) needs whole-number class labels, but row 1 of "
+                                  "boston.csv has 6.575")
+    assert info.value.span == MODEL_SPAN
+
+
+def test_onehot_too_many_classes(tmp_path):
+    t = read_csv(write(tmp_path, "c.csv", "c\n" + "".join(f"{i}\n" for i in range(1001))))
+    with pytest.raises(DataError) as info:
+        select(t, cols("onehot", "c"))
+    assert info.value.message == "onehot(c) would make 1001 classes (at most 1000)"
+
+
+# ---- split and standardize --------------------------------------------------------------------
+
+def test_split_matches_the_anchors():
+    train, test = split_rows(506, 0.8, 666)
+    p = np.random.default_rng(666).permutation(506)
+    assert len(train) == 404 and len(test) == 102
+    assert np.array_equal(train, p[:404]) and np.array_equal(test, p[404:])
+
+
+def test_split_defaults():
+    train, test = split_rows(10, 0.5, None)
+    assert np.array_equal(np.concatenate([train, test]), np.random.default_rng(0).permutation(10))
+    train, test = split_rows(7, None, 3)
+    assert train.tolist() == list(range(7)) and test.size == 0
+
+
+def test_standardizer_uses_training_rows_only(boston):
+    X = boston.values[:, :13]
+    train, test = split_rows(len(X), 0.8, 666)
+    s = Standardizer().fit(X[train])
+    assert np.allclose(s.mean, X[train].mean(axis=0)) and np.allclose(s.std, X[train].std(axis=0))
+    assert not np.allclose(s.mean, X.mean(axis=0))
+    Z = s.apply(X)
+    assert np.allclose(Z[train].mean(axis=0), 0) and np.allclose(Z[train].std(axis=0), 1)
+    assert not np.allclose(Z[test].mean(axis=0), 0)
+
+
+def test_standardizer_constant_column_and_round_trip(tmp_path):
+    X = np.array([[1.0, 0.1], [3.0, 0.1], [5.0, 0.1]])
+    s = Standardizer().fit(X)
+    assert s.std[1] == 1 and np.all(s.apply(X)[:, 1] == 0)
+    np.savez(tmp_path / "p.npz", **{f"std.X.{k}": v for k, v in s.to_arrays().items()})
+    with np.load(tmp_path / "p.npz") as f:
+        back = Standardizer.from_arrays({k: f[f"std.X.{k}"] for k in ("mean", "std")})
+    assert np.array_equal(back.apply(X), s.apply(X))
+
+
+# ---- describe and correlations ----------------------------------------------------------------
+
+def test_correlations_match_numpy(boston):
+    assert np.allclose(correlations(boston), np.corrcoef(boston.values, rowvar=False))
+
+
+def test_correlations_constant_column_is_nan_without_warnings(tmp_path):
+    t = read_csv(write(tmp_path, "c.csv", "a,k,b\n1,7,2\n2,7,4\n3,7,7\n"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = correlations(t)
+    assert np.isnan(c[1]).all() and np.isnan(c[:, 1]).all()
+    assert c[0, 0] == 1 and 0.9 < c[0, 2] < 1
+
+
+def test_describe_sorted_by_correlation(boston):
+    text = describe(boston, "MEDV")
+    lines = text.splitlines()
+    assert lines[:4] == ["file     " + BOSTON, "rows     506", "columns  14", "target   MEDV"]
+    table = lines[5:]
+    assert table[0].split()[-1] == "corr(MEDV)"
+    assert table[1].split()[0] == "MEDV" and table[1].split()[-1] == "target"
+    assert [row.split()[0] for row in table[2:4]] == ["LSTAT", "RM"]
+    assert table[2].split()[-1] == "-0.738"
+    corr = [abs(float(row.split()[-1])) for row in table[2:]]
+    assert corr == sorted(corr, reverse=True) and len(corr) == 13
+
+
+def test_describe_without_target_and_constant_column(tmp_path):
+    t = read_csv(write(tmp_path, "c.csv", "a,k\n1,7\n2,7\n"))
+    assert "corr" not in describe(t, None)
+    text = describe(t, "a")
+    assert "nan" not in text.lower()
+    assert text.splitlines()[-1].split() == ["k", "7", "0", "7", "7", "-"]
+
+
+def test_describe_unknown_target(boston):
+    with pytest.raises(DataError) as info:
+        describe(boston, "medv")
+    assert info.value.message == "unknown column `medv` in boston.csv"
+    assert info.value.hint == "did you mean `MEDV`?"

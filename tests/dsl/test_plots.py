@@ -1,0 +1,81 @@
+"""dsl.plots: each plot writes a PNG atomically, or returns None without matplotlib."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from dsl import plots
+from dsl.data import Table
+
+pytest.importorskip("matplotlib")
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def is_png(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == PNG
+
+
+def only(directory, name) -> bool:
+    """The plot is there and no temporary file was left beside it."""
+    return sorted(os.listdir(directory)) == [name]
+
+
+def test_available():
+    assert plots.available() is True
+
+
+def test_loss_curve(tmp_path):
+    steps = np.arange(50)
+    train = np.exp(-steps / 10.0) + 0.1
+    test = [None] * 25 + list(train[25:] + 0.05)
+    path = str(tmp_path / "loss.png")
+    assert plots.loss_curve(steps, train, test, path, "m: loss") == path
+    assert is_png(path) and only(tmp_path, "loss.png")
+    path2 = str(tmp_path / "sub" / "loss.png")
+    train[10] = np.nan
+    assert plots.loss_curve(list(steps), list(train), None, path2, "diverged") == path2
+    assert is_png(path2)
+
+
+def test_predicted_vs_true_and_residuals(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(40, 1))
+    yhat = y + 0.1 * rng.normal(size=(40, 1))
+    yhat[3] = np.inf
+    a = str(tmp_path / "pvt.png")
+    b = str(tmp_path / "res.png")
+    assert plots.predicted_vs_true(y, yhat, a, "m: test") == a
+    assert plots.residuals(y.ravel(), yhat, b, "m: test") == b
+    assert is_png(a) and is_png(b)
+    assert sorted(os.listdir(tmp_path)) == ["pvt.png", "res.png"]
+
+
+def test_correlation_heatmap_with_a_constant_column(tmp_path):
+    values = np.array([[1.0, 7, 2], [2, 7, 4], [3, 7, 7]])
+    path = str(tmp_path / "corr.png")
+    assert plots.correlation_heatmap(Table("c.csv", ["a", "k", "b"], values), path) == path
+    assert is_png(path) and only(tmp_path, "corr.png")
+
+
+def test_overwrites_atomically(tmp_path):
+    path = tmp_path / "pvt.png"
+    path.write_bytes(b"old")
+    plots.predicted_vs_true([1.0, 2.0], [1.0, 2.5], str(path), "again")
+    assert is_png(path) and only(tmp_path, "pvt.png")
+
+
+def test_none_without_matplotlib(tmp_path, monkeypatch):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    path = str(tmp_path / "x.png")
+    assert plots.loss_curve([0, 1], [1.0, 0.5], None, path, "t") is None
+    assert plots.predicted_vs_true([1.0], [1.0], path, "t") is None
+    assert plots.residuals([1.0], [1.0], path, "t") is None
+    assert plots.correlation_heatmap(Table("c.csv", ["a"], np.ones((2, 1))), path) is None
+    assert os.listdir(tmp_path) == []
