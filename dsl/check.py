@@ -51,6 +51,18 @@ class Checked:
     train: TrainConfig
     warnings: list[ModelWarning]
 
+    def ancestors(self, name: str) -> set[str]:
+        """Every name `name` depends on, itself included."""
+        seen: set[str] = set()
+        stack = [name]
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                if n in self.nodes:
+                    stack.extend(_names_in(self.nodes[n]))
+        return seen
+
 
 def fmt_shape(shape: Shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]" if shape else "scalar"
@@ -104,9 +116,8 @@ class _Checker:
             raise SemanticError(f"the objective `{objective}` must be a scalar, but it is "
                                 f"{fmt_shape(self.shapes[objective])}", st.name_span,
                                 "take `mean(...)` or `sum(...)` over its rows")
-        self._warn_unused(nodes, objective, predict)
         train = train_config(singles.get(ast.Train))
-        return Checked(
+        checked = Checked(
             file=self.model.file,
             inputs={n: s for n, s in self.decls.items() if isinstance(s, ast.Input)},
             params={n: s for n, s in self.decls.items() if isinstance(s, ast.Param)},
@@ -114,6 +125,8 @@ class _Checker:
             nodes=nodes, statements=dict(self.decls), order=order, shapes=self.shapes,
             objective=objective, predict=predict, data=singles.get(ast.Data), train=train,
             warnings=self.warnings)
+        self._warn_unused(checked)
+        return checked
 
     def _declare(self, st) -> None:
         name = st.name
@@ -247,18 +260,10 @@ class _Checker:
         raise SemanticError("cycle in the graph: " + " -> ".join(cycle), first.span,
                             "a node cannot depend on itself; break the loop", notes=notes)
 
-    def _warn_unused(self, nodes, objective, predict) -> None:
+    def _warn_unused(self, checked: Checked) -> None:
+        objective, predict, nodes = checked.objective, checked.predict, checked.nodes
         used = {n for n in (objective, predict) if n}
-        reaches = set()
-        if objective:
-            stack = [objective]
-            while stack:
-                n = stack.pop()
-                if n in reaches:
-                    continue
-                reaches.add(n)
-                if n in nodes:
-                    stack.extend(_names_in(nodes[n]))
+        reaches = checked.ancestors(objective) if objective else set()
         for t in nodes.values():
             used.update(_names_in(t))
         for name, st in self.decls.items():

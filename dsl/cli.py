@@ -6,13 +6,27 @@ shows a traceback; an internal error says it is one, and `--debug` shows its tra
 from __future__ import annotations
 
 import argparse
+import csv
+import difflib
+import io
+import json
+import os
 import sys
+import time
 import traceback
 
-from compiler.errors import DslError, UsageError
-from dsl import __version__
+import numpy as np
+
+from compiler.errors import DataError, DslError, TrainingDiverged, UsageError
+from dsl import __version__, plots
 from dsl.check import Checked, check, fmt_shape
+from dsl.config import with_overrides
+from dsl.data import describe, read_csv, select
 from dsl.diagnostics import render_error, render_warning
+from dsl.model import Model
+from dsl.report import load_params, metrics, save_history, save_params, save_plots, save_report
+from dsl.runtime import atomic_write, check_sizes, compile_file, init_params
+from dsl.train import fit, total_steps
 from dsl.transform import parse, read_source
 
 
@@ -32,6 +46,44 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="parse and check a model: names, cycles, shapes")
     c.add_argument("model")
     c.set_defaults(func=cmd_check)
+
+    c = sub.add_parser("compile", help="write the generated numpy module")
+    c.add_argument("model")
+    c.add_argument("-o", "--output", help="file to write (default: standard output)")
+    c.set_defaults(func=cmd_compile)
+
+    c = sub.add_parser("eval", help="values and gradients at a point")
+    c.add_argument("model")
+    c.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a number, a JSON list, or @file.npy / @file.csv")
+    c.add_argument("--params", help="params saved by `dsl run` (.npz)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("run", help="train on the model's data, report, save artifacts")
+    c.add_argument("model")
+    for flag, kind in (("--epochs", int), ("--steps", int), ("--batch", int), ("--lr", float),
+                       ("--seed", int)):
+        c.add_argument(flag, type=kind)
+    c.add_argument("--optimizer", help="gd, sgd, adam or random_search")
+    c.add_argument("--dtype", help="float64 or float32")
+    c.add_argument("--out", help="folder for the artifacts (default: runs/<model name>)")
+    c.add_argument("--resume", action="store_true", help="start from the params saved in --out")
+    c.add_argument("--no-cache", action="store_true", help="compile again, ignoring the cache")
+    c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("predict", help="the model's prediction for new data")
+    c.add_argument("model")
+    c.add_argument("--params", required=True, help="params saved by `dsl run` (.npz)")
+    c.add_argument("--data", required=True, help="a CSV with the columns the inputs are bound to")
+    c.add_argument("--out", help="CSV to write (default: standard output)")
+    c.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("data", help="look at a CSV: columns, statistics, correlations")
+    c.add_argument("csv")
+    c.add_argument("--target", help="the column to correlate the others with")
+    c.add_argument("--plot", help="write a correlation heatmap (PNG)")
+    c.set_defaults(func=cmd_data)
     return p
 
 
@@ -67,6 +119,238 @@ def cmd_check(args, session: Session) -> int:
         st = m.statements[name]
         kind = type(st).__name__.lower().replace("assign", "node")
         print(f"  {kind:<6} {name:<{width}}  {fmt_shape(m.shapes[name]):<12} line {st.span.line}")
+    return 0
+
+
+def cmd_compile(args, session: Session) -> int:
+    session.load(args.model)
+    compiled = compile_file(args.model, session.sources[args.model])
+    if args.output:
+        atomic_write(args.output, compiled.source.encode("utf-8"))
+        print(f"wrote {args.output} ({len(compiled.source.splitlines())} lines, "
+              f"compiled in {compiled.compile_seconds:.3f} s{', cached' if compiled.cached else ''})")
+    else:
+        sys.stdout.write(compiled.source)
+    return 0
+
+
+def cmd_eval(args, session: Session) -> int:
+    session.load(args.model)
+    model = Model(compile_file(args.model, session.sources[args.model]))
+    if args.params:
+        params, transforms = load_params(args.params)
+        model.set_params({k: v for k, v in params.items() if k in model.checked.params})
+    values = dict(_parse_set(item, model) for item in args.set)
+    result = model.eval(values)
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    m = model.checked
+    width = max(len(n) for n in result.values)
+    print("values:")
+    for name, v in result.values.items():
+        print(f"  {name:<{width}} = {_fmt_array(v, width + 5)}")
+    if result.objective:
+        print(f"gradients of {result.objective}:")
+        labels = {n: f"∂{result.objective}/∂{n}" for n in result.gradients}
+        w = max(len(x) for x in labels.values())
+        for name, g in result.gradients.items():
+            print(f"  {labels[name]:<{w}} = {_fmt_array(g, w + 5)}")
+    else:
+        print(f"(no `minimize` in {m.file}: no gradients)")
+    return 0
+
+
+def _parse_set(item: str, model: Model) -> tuple[str, np.ndarray]:
+    """`--set NAME=VALUE`: a number, a JSON list, or @file.npy / @file.csv."""
+    name, eq, text = item.partition("=")
+    name = name.strip()
+    if not eq or not name:
+        raise UsageError(f"--set takes NAME=VALUE, got `{item}`")
+    m = model.checked
+    if name not in m.inputs and name not in m.params:
+        close = difflib.get_close_matches(name, [*m.inputs, *m.params], n=1)
+        raise UsageError(f"--set {name}: `{name}` is not an input or param of {m.file}",
+                         hint=f"did you mean `{close[0]}`?" if close else
+                         "inputs: " + ", ".join(m.inputs) + "; params: " + ", ".join(m.params))
+    text = text.strip()
+    if text.startswith("@"):
+        value = _read_array(text[1:], name)
+    else:
+        try:
+            value = json.loads(text)
+            arr = np.asarray(value, dtype=float)
+        except (ValueError, TypeError):
+            raise UsageError(f"--set {name}: `{text}` is not a number or a JSON list of numbers",
+                             hint="e.g. --set x=3 or --set 'u=[[1, 2], [3, 4]]'") from None
+        value = arr
+    try:
+        check_sizes(m, {name: value}, None)
+    except DataError as e:
+        raise UsageError(f"--set {name}: {e.message}", hint=e.hint) from None
+    return name, value
+
+
+def _read_array(path: str, name: str) -> np.ndarray:
+    try:
+        if path.endswith(".npy"):
+            return np.asarray(np.load(path, allow_pickle=False), dtype=float)
+        if path.endswith(".csv"):
+            return read_csv(path).values
+    except FileNotFoundError:
+        raise UsageError(f"--set {name}: no such file {path}") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--set {name}: cannot read {path}: {e}") from None
+    raise UsageError(f"--set {name}: @{path} must be a .npy or .csv file")
+
+
+def _fmt_array(v, indent: int) -> str:
+    a = np.asarray(v)
+    if a.ndim == 0:
+        return f"{float(a):.6g}"
+    text = np.array2string(a, precision=6, threshold=20, edgeitems=2, separator=", ")
+    return f"{list(a.shape)} " + text.replace("\n", "\n" + " " * (indent + len(str(list(a.shape))) + 1))
+
+
+def cmd_run(args, session: Session) -> int:
+    checked = session.load(args.model)
+    cfg = with_overrides(checked.train, epochs=args.epochs, steps=args.steps, batch=args.batch,
+                         lr=args.lr, optimizer=args.optimizer, seed=args.seed, dtype=args.dtype)
+    if checked.objective is None:
+        raise UsageError(f"{args.model} has no `minimize` statement: nothing to train")
+    compiled = compile_file(args.model, session.sources[args.model], use_cache=not args.no_cache)
+    model = Model(compiled)
+    model.params = init_params(checked, cfg.seed, cfg.dtype)
+    ds = model.dataset(cfg.dtype)
+    name = os.path.splitext(os.path.basename(args.model))[0]
+    out = args.out or os.path.join("runs", name)
+    os.makedirs(out, exist_ok=True)
+    if args.resume:
+        saved = os.path.join(out, "params.npz")
+        params, _ = load_params(saved)
+        model.set_params({k: v for k, v in params.items() if k in checked.params})
+        print(f"resuming from {saved}")
+    n = len(next(iter(ds.train.values())))
+    print(f"training {name}: {cfg.optimizer}, {n} training rows, "
+          f"{total_steps(cfg, n)} steps, {cfg.dtype}, compiled in {compiled.compile_seconds:.3f} s"
+          + (" (cached)" if compiled.cached else ""))
+    bar = ProgressBar(sys.stdout)
+    result = fit(model.module, model.params, ds.train, ds.test, cfg, bar.update)
+    bar.close()
+    report = metrics(model, ds, result)
+    save_params(os.path.join(out, "params.npz"), model.params, ds.transforms)
+    save_history(os.path.join(out, "history.csv"), result)
+    save_report(os.path.join(out, "report.json"), report)
+    atomic_write(os.path.join(out, f"{name}_compiled.py"), compiled.source.encode("utf-8"))
+    pictures = save_plots(out, model, ds, result)
+    _print_report(report)
+    print(f"saved {out}/: params.npz, history.csv, report.json, {name}_compiled.py"
+          + (", " + ", ".join(os.path.basename(p) for p in pictures) if pictures else ""))
+    if not pictures:
+        print("plots skipped: matplotlib is not installed (pip install 'dsl[plot]')")
+    if result.interrupted:
+        print(f"interrupted at step {result.steps}: params and history so far are saved; "
+              f"continue with --resume --out {out}", file=sys.stderr)
+        return 130
+    if result.divergence:
+        d = result.divergence
+        node = checked.statements.get(d.node.split(".")[0]) if d.node else None
+        raise TrainingDiverged(
+            f"training diverged: {d.detail}; the last finite params are saved in {out}/params.npz",
+            node.span if node else None,
+            f"lower the learning rate (now {cfg.optimizer.args.get('lr', 'n/a')}) or standardize the inputs")
+    return 0
+
+
+def _print_report(r: dict) -> None:
+    rows = [("train loss", r["train_loss"]), ("test loss", r["test_loss"])]
+    for key, label in (("rmse", f"RMSE ({r.get('evaluated_on')})"), ("r2", f"R² ({r.get('evaluated_on')})"),
+                       ("accuracy", f"accuracy ({r.get('evaluated_on')})")):
+        if key in r:
+            rows.append((label, r[key]))
+    rows += [("steps", r["steps"]), ("time", f"{r['seconds']:.2f} s"),
+             ("per step", f"{r['us_per_step']:.1f} us"),
+             ("compile", f"{r['compile_seconds']:.3f} s" + (" (cached)" if r["compile_cached"] else ""))]
+    for name, value in r.get("baselines", {}).items():
+        rows.append((f"baseline {name} ({r['baseline_metric']})", value))
+    width = max(len(k) for k, _ in rows)
+    print()
+    for k, v in rows:
+        text = "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+        print(f"  {k:<{width}}  {text}")
+    print()
+
+
+class ProgressBar:
+    """A bar redrawn in place on a terminal; a few plain lines otherwise."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.start = time.perf_counter()
+        self.last_plain = -1
+
+    def update(self, step: int, total: int, loss: float) -> None:
+        rate = step / max(time.perf_counter() - self.start, 1e-9)
+        frac = step / total if total else 1.0
+        if self.tty:
+            filled = int(30 * frac)
+            self.stream.write(f"\r  [{'#' * filled}{'.' * (30 - filled)}] step {step}/{total}  "
+                              f"loss {loss:.6g}  {rate:,.0f} steps/s ")
+            self.stream.flush()
+        elif int(frac * 10) > self.last_plain:
+            self.last_plain = int(frac * 10)
+            print(f"  step {step}/{total}  loss {loss:.6g}  {rate:,.0f} steps/s", file=self.stream)
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def cmd_predict(args, session: Session) -> int:
+    checked = session.load(args.model)
+    if checked.predict is None:
+        raise UsageError(f"{args.model} has no `predict` statement")
+    model = Model(compile_file(args.model, session.sources[args.model]))
+    params, transforms = load_params(args.params)
+    missing = [p for p in checked.params if p not in params]
+    if missing:
+        raise DataError(f"{args.params} has no value for param `{missing[0]}`",
+                        hint="was it saved from this model?")
+    model.set_params({k: v for k, v in params.items() if k in checked.params})
+    model.transforms = transforms
+    table = read_csv(args.data)
+    reads = checked.ancestors(checked.predict)
+    inputs = {}
+    for name, inp in checked.inputs.items():
+        if name not in reads:
+            continue
+        if inp.binding is None:
+            raise UsageError(f"input `{name}` is not bound to a column, so `predict` cannot read it")
+        values, _ = select(table, inp.binding.columns)
+        inputs[name] = values[:, 0] if len(inp.dims) == 1 else values
+    yhat = np.asarray(model.predict(**inputs))
+    yhat = yhat.reshape(len(yhat), -1) if yhat.ndim else yhat.reshape(1, 1)
+    cols = [checked.predict] if yhat.shape[1] == 1 else [f"{checked.predict}_{i}" for i in range(yhat.shape[1])]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    writer.writerows([[repr(float(v)) for v in row] for row in yhat])
+    if args.out:
+        atomic_write(args.out, buf.getvalue().encode())
+        print(f"wrote {len(yhat)} predictions to {args.out}")
+    else:
+        sys.stdout.write(buf.getvalue())
+    return 0
+
+
+def cmd_data(args, session: Session) -> int:
+    table = read_csv(args.csv)
+    print(describe(table, args.target))
+    if args.plot:
+        written = plots.correlation_heatmap(table, args.plot)
+        print(f"wrote {written}" if written else
+              "plot skipped: matplotlib is not installed (pip install 'dsl[plot]')")
     return 0
 
 

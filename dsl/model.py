@@ -1,0 +1,136 @@
+"""The Python API: `dsl.load(path)` gives a Model to evaluate, train, predict with and explain."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.errors import DataError
+from dsl.runtime import Compiled, Dataset, check_sizes, compile_file, init_params, load_dataset
+
+
+@dataclass
+class EvalResult:
+    objective: str | None
+    values: dict[str, np.ndarray]
+    gradients: dict[str, np.ndarray]
+
+    def to_json(self) -> dict:
+        return {"objective": self.objective,
+                "values": {k: _jsonable(v) for k, v in self.values.items()},
+                "gradients": {k: _jsonable(v) for k, v in self.gradients.items()}}
+
+
+def _jsonable(v):
+    a = np.asarray(v, dtype=float)
+    return a.tolist() if a.ndim else float(a)
+
+
+class Model:
+    """A compiled model, its params (seeded start until trained or loaded) and its data."""
+
+    def __init__(self, compiled: Compiled):
+        self.compiled = compiled
+        self.checked = compiled.checked
+        cfg = self.checked.train
+        self.params: dict[str, np.ndarray] = init_params(self.checked, cfg.seed, cfg.dtype)
+        self.transforms = {}
+        self._dataset: Dataset | None = None
+
+    @property
+    def source(self) -> str:
+        """The generated numpy module."""
+        return self.compiled.source
+
+    @property
+    def module(self):
+        return self.compiled.module
+
+    @property
+    def graph(self):
+        return self.compiled.graph
+
+    def dataset(self, dtype: str | None = None) -> Dataset:
+        dtype = dtype or self.checked.train.dtype
+        if self._dataset is None or next(iter(self._dataset.train.values())).dtype != dtype:
+            self._dataset = load_dataset(self.checked, dtype)
+            self.transforms = self._dataset.transforms
+        return self._dataset
+
+    def set_params(self, params: dict[str, np.ndarray]) -> None:
+        """Replace params by name, each checked against its declared shape."""
+        for name, value in params.items():
+            if name not in self.checked.params:
+                raise DataError(f"`{name}` is not a param of this model")
+            arr = np.array(value, dtype=self.checked.train.dtype)
+            check_sizes(self.checked, {name: arr}, None)
+            self.params[name] = arr
+
+    def inputs_for(self, values: dict[str, object]) -> dict[str, np.ndarray]:
+        """Every input: given ones as arrays, the rest from the model's training rows."""
+        m = self.checked
+        dtype = m.train.dtype
+        out = {}
+        for name in m.inputs:
+            if name in values:
+                out[name] = np.asarray(values[name], dtype=dtype)
+        missing = [n for n in m.inputs if n not in out]
+        unbound = [n for n in missing if m.inputs[n].binding is None]
+        if unbound:
+            raise DataError(f"no value for input `{unbound[0]}`", m.inputs[unbound[0]].span,
+                            f"give it with --set {unbound[0]}=VALUE")
+        if missing:
+            ds = self.dataset()
+            for n in missing:
+                out[n] = ds.train[n]
+        check_sizes(m, out, None)
+        return out
+
+    def eval(self, values: dict[str, object] | None = None) -> EvalResult:
+        """Values of every input, param and node, and the objective's gradient for every param
+        and input; `values` may set inputs and params by name."""
+        values = dict(values or {})
+        unknown = [k for k in values if k not in self.checked.inputs and k not in self.checked.params]
+        if unknown:
+            raise DataError(f"`{unknown[0]}` is not an input or param of this model",
+                            hint="eval sets inputs and params; nodes are computed")
+        saved = dict(self.params)
+        try:
+            self.set_params({k: v for k, v in values.items() if k in self.checked.params})
+            inputs = self.inputs_for({k: v for k, v in values.items() if k in self.checked.inputs})
+            with np.errstate(all="ignore"):
+                if self.checked.objective:
+                    vals, grads = self.module.gradients(self.params, inputs)
+                else:
+                    vals, grads = self.module.forward(self.params, inputs), {}
+            vals = {k: np.array(v) for k, v in vals.items()}
+        finally:
+            self.params = saved
+        return EvalResult(self.checked.objective, vals, {k: np.array(v) for k, v in grads.items()})
+
+    def predict(self, X=None, **inputs) -> np.ndarray:
+        """The `predict` node for new inputs: an array for a model with one data input (raw
+        columns, transformed as in training), or inputs by name."""
+        m = self.checked
+        if m.predict is None:
+            raise DataError("the model has no `predict` statement")
+        if X is not None:
+            reads = m.ancestors(m.predict)
+            feeding = [n for n in m.inputs if n in reads]
+            if len(feeding) != 1:
+                raise DataError("this model's prediction reads several inputs: pass them by name")
+            inputs = {feeding[0]: X}
+        arrays = {}
+        for name, value in inputs.items():
+            arr = np.asarray(value, dtype=m.train.dtype)
+            if name in self.transforms:
+                arr = self.transforms[name].apply(arr).astype(m.train.dtype)
+            arrays[name] = arr
+        check_sizes(m, arrays, None)
+        with np.errstate(all="ignore"):
+            return np.asarray(self.module.predict(self.params, arrays))
+
+
+def load(path: str, use_cache: bool = True) -> Model:
+    """Parse, check and compile a `.model` file (or take its cached module)."""
+    return Model(compile_file(path, use_cache=use_cache))

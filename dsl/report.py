@@ -1,0 +1,157 @@
+"""After training: the figures a user compares (loss, RMSE, R² or accuracy, the baselines on the
+same split) and the artifacts of a run, each written atomically."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+import numpy as np
+
+from compiler.errors import DataError
+from dsl import baselines, plots
+from dsl.data import Standardizer
+from dsl.model import Model
+from dsl.runtime import Dataset, atomic_write
+from dsl.train import FitResult
+
+TRANSFORM_PREFIX = "__transform__"
+
+
+def target_and_features(model: Model) -> tuple[str | None, list[str]]:
+    """The data input the objective compares the prediction with, and the inputs the
+    prediction reads: the target is bound to data, read by the objective, not by `predict`."""
+    m = model.checked
+    if not (m.objective and m.predict):
+        return None, []
+    reads = m.ancestors(m.predict)
+    features = [n for n, i in m.inputs.items() if n in reads and i.binding]
+    targets = [n for n, i in m.inputs.items()
+               if i.binding and n not in reads and n in m.ancestors(m.objective)]
+    return (targets[0] if targets else None), features
+
+
+def metrics(model: Model, ds: Dataset, fit: FitResult) -> dict:
+    m, mod = model.checked, model.module
+    out: dict = {"model": os.path.basename(m.file), "optimizer": str(m.train.optimizer)}
+    with np.errstate(all="ignore"):
+        out["train_loss"] = float(mod.loss(model.params, ds.train))
+        out["test_loss"] = float(mod.loss(model.params, ds.test)) if _rows(ds.test) else None
+    out.update(steps=fit.steps, seconds=fit.seconds, us_per_step=fit.us_per_step,
+               compile_seconds=model.compiled.compile_seconds, compile_cached=model.compiled.cached)
+    target, features = target_and_features(model)
+    split = ds.test if _rows(ds.test) else ds.train
+    out["evaluated_on"] = "test" if split is ds.test else "train"
+    if target:
+        with np.errstate(all="ignore"):
+            yhat = np.asarray(mod.predict(model.params, split), dtype=float)
+        y = np.asarray(split[target], dtype=float)
+        if yhat.shape == y.shape:
+            if target in ds.classes:
+                out["accuracy"] = float(np.mean(np.argmax(yhat, 1) == np.argmax(y, 1)))
+            else:
+                err = yhat - y
+                out["rmse"] = float(np.sqrt(np.mean(err**2)))
+                sst = float(np.sum((y - y.mean(axis=0)) ** 2))
+                out["r2"] = float(1 - np.sum(err**2) / sst) if sst > 0 else None
+        out["baselines"] = _baselines(ds, target, features)
+        out["baseline_metric"] = "test accuracy" if target in ds.classes else "test MSE"
+    else:
+        out["baselines"] = {}
+    if fit.divergence:
+        out["diverged"] = {"step": fit.divergence.step, "node": fit.divergence.node,
+                           "detail": fit.divergence.detail}
+    out["interrupted"] = fit.interrupted
+    return out
+
+
+def _rows(arrays: dict) -> int:
+    return len(next(iter(arrays.values()))) if arrays else 0
+
+
+def _baselines(ds: Dataset, target: str, features: list[str]) -> dict[str, float]:
+    if not features or not _rows(ds.test):
+        return {}
+    Xtr = np.column_stack([ds.train[f].reshape(len(ds.train[f]), -1) for f in features])
+    Xte = np.column_stack([ds.test[f].reshape(len(ds.test[f]), -1) for f in features])
+    ytr, yte = ds.train[target], ds.test[target]
+    if target in ds.classes:
+        return baselines.classification_baselines(Xtr, ytr, Xte, yte)
+    return baselines.regression_baselines(Xtr, ytr, Xte, yte)
+
+
+# ---- artifacts ------------------------------------------------------------------------------
+
+def save_params(path: str, params: dict, transforms: dict[str, Standardizer]) -> None:
+    arrays = dict(params)
+    for name, t in transforms.items():
+        for key, value in t.to_arrays().items():
+            arrays[f"{TRANSFORM_PREFIX}{name}__{key}"] = value
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(path, buf.getvalue())
+
+
+def load_params(path: str) -> tuple[dict[str, np.ndarray], dict[str, Standardizer]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DataError(f"no such params file: {path}", hint="`dsl run` saves runs/<model>/params.npz") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is not a params file saved by dsl ({e})") from None
+    params = {k: v for k, v in arrays.items() if not k.startswith(TRANSFORM_PREFIX)}
+    parts: dict[str, dict] = {}
+    for k, v in arrays.items():
+        if k.startswith(TRANSFORM_PREFIX):
+            name, key = k[len(TRANSFORM_PREFIX):].rsplit("__", 1)
+            parts.setdefault(name, {})[key] = v
+    return params, {n: Standardizer.from_arrays(d) for n, d in parts.items()}
+
+
+def save_history(path: str, fit: FitResult) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["step", "epoch", "train_loss", "test_loss", "seconds"])
+    for row in fit.history.rows():
+        w.writerow([row[0], f"{row[1]:.6g}", repr(row[2]), repr(row[3]), f"{row[4]:.6f}"])
+    atomic_write(path, buf.getvalue().encode())
+
+
+def save_report(path: str, report: dict) -> None:
+    text = json.dumps(_clean_for_json(report), indent=2, allow_nan=False)
+    atomic_write(path, (text + "\n").encode())
+
+
+def _clean_for_json(report: dict) -> dict:
+    """NaN and inf are not JSON: they become null."""
+    def fix(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+    return fix(report)
+
+
+def save_plots(out: str, model: Model, ds: Dataset, fit: FitResult) -> list[str]:
+    """The loss curve, predicted against true, residuals; [] when matplotlib is missing."""
+    if not plots.available():
+        return []
+    name = os.path.splitext(os.path.basename(model.checked.file))[0]
+    h = fit.history
+    written = [plots.loss_curve(h.step, h.train_loss, h.test_loss or None,
+                                os.path.join(out, "loss.png"), f"{name}: loss")]
+    target, _ = target_and_features(model)
+    split = ds.test if _rows(ds.test) else ds.train
+    if target and target not in ds.classes:
+        with np.errstate(all="ignore"):
+            yhat = np.asarray(model.module.predict(model.params, split), dtype=float).ravel()
+        y = np.asarray(split[target], dtype=float).ravel()
+        if yhat.shape == y.shape and np.all(np.isfinite(yhat)):
+            written.append(plots.predicted_vs_true(y, yhat, os.path.join(out, "predicted.png"),
+                                                   f"{name}: predicted vs true"))
+            written.append(plots.residuals(y, yhat, os.path.join(out, "residuals.png"),
+                                           f"{name}: residuals"))
+    return [w for w in written if w]

@@ -1,0 +1,218 @@
+"""From a `.model` file to a loaded numpy module, with the compile cache, params and data.
+
+The generated module is cached in `__dslcache__/` beside the model, keyed by a hash of the model
+text and the tool's version, so a second load skips sympy. Only our own generated source is ever
+compiled; it is registered with `linecache` so a traceback inside it shows the generated line.
+"""
+from __future__ import annotations
+
+import hashlib
+import linecache
+import math
+import os
+import tempfile
+import time
+import types
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compiler.codegen import CODEGEN_VERSION, generate
+from compiler.errors import DataError, Span
+from compiler.ir import Graph
+from dsl import __version__, ast
+from dsl.check import Checked, check, fmt_shape
+from dsl.data import Standardizer, Table, read_csv, select, split_rows
+from dsl.lower import lower
+from dsl.transform import parse, read_source
+
+
+@dataclass
+class Compiled:
+    path: str
+    text: str
+    checked: Checked
+    source: str
+    module: types.ModuleType
+    compile_seconds: float
+    cached: bool
+    _graph: Graph | None = None
+
+    @property
+    def graph(self) -> Graph:
+        if self._graph is None:
+            self._graph = lower(self.checked, self.text)
+        return self._graph
+
+
+def compile_file(path: str, text: str | None = None, use_cache: bool = True) -> Compiled:
+    """Parse, check, lower, derive and generate (or take the cached module), then load it."""
+    start = time.perf_counter()
+    text = read_source(path) if text is None else text
+    checked = check(parse(text, path))
+    cache = _cache_path(path, text)
+    source, graph = None, None
+    if use_cache and cache and os.path.exists(cache):
+        with open(cache, encoding="utf-8") as f:
+            source = f.read()
+    cached = source is not None
+    if source is None:
+        graph = lower(checked, text)
+        source = generate(graph)
+        if use_cache and cache:
+            _write_cache(cache, source)
+    module = load_module(source, os.path.basename(path))
+    return Compiled(path, text, checked, source, module, time.perf_counter() - start, cached, graph)
+
+
+def load_module(source: str, name: str) -> types.ModuleType:
+    filename = f"<dsl:{name}>"
+    code = compile(source, filename, "exec")
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType(f"dsl_generated_{name}")
+    exec(code, module.__dict__)  # our own generated source, never user text
+    return module
+
+
+def _cache_path(path: str, text: str) -> str | None:
+    key = hashlib.sha256(f"{__version__}\0{CODEGEN_VERSION}\0{text}".encode()).hexdigest()[:16]
+    folder = os.path.join(os.path.dirname(os.path.abspath(path)), "__dslcache__")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join(folder, f"{stem}.{key}.py")
+
+
+def _write_cache(cache: str, source: str) -> None:
+    """Best effort: a read-only folder just means no cache."""
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        atomic_write(cache, source.encode("utf-8"))
+    except OSError:
+        pass
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---- params ----------------------------------------------------------------------------------
+
+def init_params(m: Checked, seed: int, dtype: str = "float64") -> dict[str, np.ndarray]:
+    """Draw every param's start in declaration order from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, p in m.params.items():
+        shape = tuple(p.dims)
+        args = p.init.args
+        if p.init.dist == "const":
+            v = np.full(shape, args[0])
+        elif p.init.dist == "normal":
+            v = args[0] + args[1] * rng.standard_normal(shape)
+        elif p.init.dist == "uniform":
+            v = rng.uniform(args[0], args[1], shape)
+        else:
+            fan_in = shape[0] if shape else 1
+            fan_out = shape[1] if len(shape) > 1 else fan_in
+            if p.init.dist == "glorot":
+                a = math.sqrt(6.0 / (fan_in + fan_out))
+                v = rng.uniform(-a, a, shape)
+            else:  # he
+                v = math.sqrt(2.0 / fan_in) * rng.standard_normal(shape)
+        out[name] = np.array(v, dtype=dtype)
+    return out
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """The model's data: train and test arrays per bound input, and the saved transforms."""
+
+    table: Table
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    transforms: dict[str, Standardizer] = field(default_factory=dict)
+    classes: dict[str, list[str]] = field(default_factory=dict)  # onehot inputs' labels
+
+
+def data_path(m: Checked) -> str:
+    """Data paths are relative to the model file."""
+    return os.path.join(os.path.dirname(os.path.abspath(m.file)), m.data.path)
+
+
+def load_dataset(m: Checked, dtype: str = "float64") -> Dataset:
+    if m.data is None:
+        bound = [n for n, i in m.inputs.items() if i.binding]
+        span = m.inputs[bound[0]].span if bound else None
+        raise DataError("the model has no `data` statement", span,
+                        'add `data "file.csv"` to feed its `<-` inputs')
+    table = read_csv(data_path(m), m.data.span)
+    train_rows, test_rows = split_rows(len(table.values), m.data.split, m.data.seed)
+    if len(train_rows) == 0:
+        raise DataError(f"the split leaves no training rows out of {len(table.values)}",
+                        m.data.span, "use a larger split")
+    ds = Dataset(table, {}, {})
+    for name, inp in m.inputs.items():
+        if inp.binding is None:
+            continue
+        values, labels = select(table, inp.binding.columns)
+        if inp.binding.columns.kind == "onehot":
+            ds.classes[name] = labels
+        values = _fit_declared(values, inp)
+        if inp.binding.standardize:
+            ds.transforms[name] = Standardizer().fit(values[train_rows])
+            values = ds.transforms[name].apply(values)
+        ds.train[name] = np.ascontiguousarray(values[train_rows], dtype=dtype)
+        ds.test[name] = np.ascontiguousarray(values[test_rows], dtype=dtype)
+    check_sizes(m, ds.train, m.data.span)
+    return ds
+
+
+def _fit_declared(values: np.ndarray, inp: ast.Input) -> np.ndarray:
+    """Columns laid out as the input's declared shape: [N] or [N, k]."""
+    dims, k = inp.dims, values.shape[1]
+    span = inp.binding.columns.span
+    if len(dims) == 0:
+        raise DataError(f"input `{inp.name}` is a scalar but it is fed {k} column(s) of rows",
+                        inp.span, f"declare it with rows first, e.g. `input {inp.name}[N, {k}]`")
+    if len(dims) == 1:
+        if k != 1:
+            raise DataError(f"input `{inp.name}` is {fmt_shape(dims)} (one column) but it is fed "
+                            f"{k} columns", span, f"declare it as [{dims[0]}, {k}]")
+        return values[:, 0]
+    if isinstance(dims[1], int) and dims[1] != k:
+        raise DataError(f"input `{inp.name}` is declared {fmt_shape(dims)} but its columns give "
+                        f"{k}", span, f"declare it as [{dims[0]}, {k}] or pick {dims[1]} columns")
+    return values
+
+
+def check_sizes(m: Checked, values: dict[str, np.ndarray], span: Span | None) -> dict[str, int]:
+    """Bind size names (N) from the inputs' arrays; every use of a name must agree."""
+    sizes: dict[str, tuple[int, str]] = {}
+    for name, arr in values.items():
+        if name not in m.inputs and name not in m.params:
+            continue
+        dims = m.shapes[name]
+        where = m.statements[name].span
+        if np.ndim(arr) != len(dims):
+            raise DataError(f"`{name}` should be {fmt_shape(dims)} but the value given has shape "
+                            f"{list(np.shape(arr))}", span or where)
+        for d, n in zip(dims, np.shape(arr)):
+            if isinstance(d, int) and d != n:
+                raise DataError(f"`{name}` should be {fmt_shape(dims)} but the value given has "
+                                f"shape {list(np.shape(arr))}", span or where)
+            if isinstance(d, str):
+                if d in sizes and sizes[d][0] != n:
+                    raise DataError(f"size `{d}` is {sizes[d][0]} for `{sizes[d][1]}` but {n} for "
+                                    f"`{name}`", span or where, "every use of a size name must agree")
+                sizes.setdefault(d, (n, name))
+    return {d: n for d, (n, _) in sizes.items()}
