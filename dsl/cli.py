@@ -237,12 +237,13 @@ def cmd_run(args, session: Session) -> int:
     bar = ProgressBar(sys.stdout)
     result = fit(model.module, model.params, ds.train, ds.test, cfg, bar.update)
     bar.close()
-    report = metrics(model, ds, result)
     save_params(os.path.join(out, "params.npz"), model.params, ds.transforms)
     save_history(os.path.join(out, "history.csv"), result)
-    save_report(os.path.join(out, "report.json"), report)
-    atomic_write(os.path.join(out, f"{name}_compiled.py"), compiled.source.encode("utf-8"))
-    pictures = save_plots(out, model, ds, result)
+    with np.errstate(all="ignore"):
+        report = metrics(model, ds, result)
+        save_report(os.path.join(out, "report.json"), report)
+        atomic_write(os.path.join(out, f"{name}_compiled.py"), compiled.source.encode("utf-8"))
+        pictures = save_plots(out, model, ds, result)
     _print_report(report)
     print(f"saved {out}/: params.npz, history.csv, report.json, {name}_compiled.py"
           + (", " + ", ".join(os.path.basename(p) for p in pictures) if pictures else ""))

@@ -25,6 +25,9 @@ def available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+_PLOTTABLE = 1e100
+
+
 def loss_curve(steps: Sequence[float], train_loss: Sequence[float],
                test_loss: Sequence[float | None] | None, path: str, title: str) -> str | None:
     """Training (and test) loss against steps; log scale when every loss is positive."""
@@ -36,10 +39,10 @@ def loss_curve(steps: Sequence[float], train_loss: Sequence[float],
     curves = [("train", _floats(train_loss))]
     if test_loss is not None:
         curves.append(("test", _floats(test_loss)))
-    for label, y in curves:
-        ok = np.isfinite(y)
+    for label, y in curves:  # a diverged run's huge losses would overflow the axis ticks
+        ok = np.isfinite(y) & (np.abs(y) < _PLOTTABLE)
         ax.plot(x[ok], y[ok], label=label, linewidth=1.2)
-    finite = np.concatenate([y[np.isfinite(y)] for _, y in curves])
+    finite = np.concatenate([y[np.isfinite(y) & (np.abs(y) < _PLOTTABLE)] for _, y in curves])
     if len(finite) and np.all(finite > 0):
         ax.set_yscale("log")
     ax.set_xlabel("step")

@@ -1,0 +1,95 @@
+"""Generated modules: golden source for the examples, layering, names, the cache."""
+import ast
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from compiler.codegen import generate
+from dsl.check import check
+from dsl.lower import lower
+from dsl.runtime import compile_file, load_module
+from dsl.transform import parse
+from tests.golden_util import compare
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _source(text: str, name: str = "m.model") -> str:
+    return generate(lower(check(parse(text, name)), text))
+
+
+@pytest.mark.parametrize("example", ["seed_graph", "boston_mlp"])
+def test_generated_source_is_golden(example, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    path = f"examples/{example}.model"
+    compare(f"good/{example}.compiled.py", _source(open(path).read(), path))
+
+
+def test_generated_module_imports_numpy_only():
+    src = _source((ROOT / "examples/boston_mlp.model").read_text(), "examples/boston_mlp.model")
+    imports = [n for n in ast.walk(ast.parse(src)) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert [a.name for n in imports for a in n.names] == ["numpy"]
+
+
+def test_generation_is_deterministic():
+    text = (ROOT / "examples/boston_mlp.model").read_text()
+    assert _source(text) == _source(text)
+
+
+def test_names_that_shadow_python_and_numpy_work():
+    text = """
+input np
+input print
+param lambda_ = 2
+param self = 1
+const return_ = 3
+sum_ = lambda_ * np + self * print + return_
+loss = sum_^2
+minimize loss
+"""
+    mod = load_module(_source(text), "names.model")
+    params = {"lambda_": np.array(2.0), "self": np.array(1.0)}
+    value, grads = mod.loss_and_grad(params, {"np": np.array(1.5), "print": np.array(-1.0)})
+    s = 2 * 1.5 + 1 * -1.0 + 3
+    assert value == pytest.approx(s**2)
+    assert grads["lambda_"] == pytest.approx(2 * s * 1.5)
+    assert grads["self"] == pytest.approx(2 * s * -1.0)
+
+
+def test_sigmoid_derivative_reuses_the_forward_value():
+    src = _source((ROOT / "examples/boston_mlp.model").read_text())
+    backward = [ln for ln in src.splitlines() if ln.strip().startswith("g_L1 =")]
+    assert backward and "v_h*" in backward[0] and "tanh" not in backward[0] and "exp" not in backward[0]
+
+
+def test_every_line_names_its_model_line():
+    src = _source((ROOT / "examples/boston_mlp.model").read_text(), "boston_mlp.model")
+    assert "v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]" in src
+
+
+def test_compiler_never_imports_dsl():
+    for path in (ROOT / "compiler").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "dsl" or n.startswith("dsl.") for n in names), path
+
+
+def test_second_load_uses_the_cache_and_skips_sympy(tmp_path, monkeypatch):
+    model = tmp_path / "m.model"
+    model.write_text("input x\nparam k = 1\nloss = (k * x)^2\nminimize loss\n")
+    first = compile_file(str(model))
+    assert not first.cached and os.listdir(tmp_path / "__dslcache__")
+
+    def no_sympy(*args, **kwargs):
+        raise AssertionError("generate() called although the module was cached")
+
+    monkeypatch.setattr("dsl.runtime.generate", no_sympy)
+    second = compile_file(str(model))
+    assert second.cached and second.source == first.source
+    model.write_text("input x\nparam k = 2\nloss = (k * x)^2\nminimize loss\n")
+    monkeypatch.undo()
+    assert not compile_file(str(model)).cached
