@@ -11,6 +11,7 @@ adjoint is a scalar broadcast lazily, and a node's forward value is reused by it
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -20,7 +21,7 @@ from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
 from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"  # bumped when fixes change generated code: stale caches are not reused
 
 # Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
 _HELPERS = {
@@ -73,7 +74,8 @@ class NumpyCode(NumPyPrinter):
         return value_name(expr.name)
 
     def _print_sigmoid(self, expr):
-        return f"(0.5 + 0.5*np.tanh(0.5*{self._print(expr.args[0])}))"
+        x = self.parenthesize(expr.args[0], sp.printing.precedence.PRECEDENCE["Mul"])
+        return f"(0.5 + 0.5*np.tanh(0.5*{x}))"
 
     def _print_relu(self, expr):
         return f"np.maximum({self._print(expr.args[0])}, 0.0)"
@@ -147,7 +149,7 @@ class _Body:
         comment = ""
         if node is not None and node.source:
             where = f"{os.path.basename(self.graph.file)}:{node.span.line}"
-            comment = f"  # {note}{node.source}   [{where}]"
+            comment = _one_line(f"  # {note}{node.source}   [{where}]")
         self.lines.append(f"{target} = {code}{comment}")
 
     def shape_code(self, shape: Shape) -> str:
@@ -202,16 +204,24 @@ class ModuleWriter:
         self.g = graph
         self.helpers: set[str] = set()
         self._backward: dict[tuple[str, ...], tuple[_Body, set[str], dict[str, Shape]]] = {}
+        self._forward_lines: dict[str, str] = {}  # node -> its printed forward expression
 
     # ---- forward ---------------------------------------------------------------------------
 
     def forward_code(self, body: _Body, node: Node) -> None:
         name = value_name(node.name)
         if node.op == "elementwise":
-            replacements, (expr,) = body.cse([node.expr])
-            for sym, e in replacements:
-                body.emit(print_expr(sym), print_expr(e))
-            body.emit(name, print_expr(expr), node)
+            # every function repeats the forward lines: cse and print a node once (unless cse
+            # made temporaries, which are numbered per function)
+            code = self._forward_lines.get(node.name)
+            if code is None:
+                replacements, (expr,) = body.cse([node.expr])
+                for sym, e in replacements:
+                    body.emit(print_expr(sym), print_expr(e))
+                code = print_expr(expr)
+                if not replacements:
+                    self._forward_lines[node.name] = code
+            body.emit(name, code, node)
             return
         a = [value_name(i) for i in node.inputs]
         if node.op == "matmul":
@@ -243,6 +253,10 @@ class ModuleWriter:
         adjoint: dict[str, Shape] = {}  # node -> static shape of its adjoint so far
         reads: set[str] = set()
         seed = g.objective
+        if g.nodes[seed].is_leaf and seed in wrt:  # `minimize p` on a param or input itself
+            body.emit(grad_name(seed), f"np.ones_like({value_name(seed)})")
+            reads.add(seed)
+            adjoint[seed] = ()
         for node, locals_ in backward_plan(g, wrt):
             if node.name == seed:
                 G, gshape = sp.Integer(1), ()
@@ -271,7 +285,12 @@ class ModuleWriter:
         for local, expr in zip(locals_, reduced):
             reads.update(s.name for s in expr.free_symbols if not s.name.startswith(("∂", "_d")))
             shape = self._static_shape(expr, shapes, temp_shapes, adjoint, gshape)
-            self._accumulate(body, node, local.input, print_expr(expr), shape, adjoint)
+            code = print_expr(expr)
+            if _loses_count(shape, node.shape, self.g.nodes[local.input].shape):
+                # a lazy contribution (`sum(c - W)`: G is a scalar and so is ∂/∂c) stands for
+                # its broadcast to the node's shape; summing it needs the real broadcast
+                code, shape = f"np.broadcast_to({code}, {body.shape_code(node.shape)})", node.shape
+            self._accumulate(body, node, local.input, code, shape, adjoint)
 
     def _static_shape(self, expr, shapes, temp_shapes, adjoint, gshape) -> Shape:
         parts = []
@@ -346,6 +365,11 @@ class ModuleWriter:
             elif adjoint[w] != g.nodes[w].shape:
                 tail.append(f"{grad_name(w)} = np.broadcast_to({grad_name(w)}, "
                             f"{fwd.shape_code(g.nodes[w].shape)})")
+        # a gradient that is (a view of) a param's array (`a * b` gives g_a = v_b) is copied:
+        # an in-place update of one param must not change the gradient of another
+        views = _may_alias(fwd.lines + back.lines + tail, [value_name(p) for p in g.params])
+        tail += [f"{grad_name(w)} = np.array({grad_name(w)})  # a copy, not a view of a param"
+                 for w in wrt if grad_name(w) in views]
         if update:
             tail += [f"{value_name(w)} -= lr * {grad_name(w)}" for w in wrt]
         head = []
@@ -397,15 +421,23 @@ class ModuleWriter:
                                        doc="Every value, and the gradient for every param and input."))
             funcs.append(self.function("sgd_step", "params, inputs, lr", params, "None",
                                        update=True, doc="One step of gradient descent, in place."))
-        header = [f"# generated by dsl from {os.path.basename(g.file)}; do not edit",
+        header = [_one_line(f"# generated by dsl from {os.path.basename(g.file)}; do not edit"),
                   '"""The compiled model: forward pass, objective, gradients, training step."""',
                   "import numpy as np", ""]
         meta = [f"OBJECTIVE = {g.objective!r}", f"PREDICT = {g.predict!r}",
                 f"PARAMS = {g.params!r}", f"INPUTS = {g.inputs!r}"]
-        meta += [f"{value_name(c)} = {float(g.nodes[c].value)!r}  # {g.nodes[c].source}" for c in consts]
+        meta += [f"{value_name(c)} = {float(g.nodes[c].value)!r}" + _one_line(f"  # {g.nodes[c].source}")
+                 for c in consts]
         helpers = [_HELPERS[h] for h in sorted(self.helpers)]
         parts = ["\n".join(header), "\n".join(meta) + "\n", *helpers, *funcs]
         return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
+
+
+def _one_line(comment: str) -> str:
+    """A comment that stays one comment: model text and file names may hold a carriage return
+    (whitespace in a `.model` line, a line break to Python) or other control characters, which
+    would end the comment and make the rest of the text code."""
+    return "".join(ch if ch.isprintable() else "?" for ch in comment)
 
 
 def _paren(code: str) -> str:
@@ -414,6 +446,30 @@ def _paren(code: str) -> str:
 
 def _paren_expr(code: str) -> str:
     return code if code.isidentifier() else f"({code})"
+
+
+_VIEW = re.compile(r"^(?:np\.(?:broadcast_to|expand_dims|transpose)\()?([A-Za-z_]\w*)(?:\.T)?(?:,.*)?\)?$")
+
+
+def _may_alias(lines: list[str], roots: list[str]) -> set[str]:
+    """The variables that may share memory with `roots`: assigned a root, its transpose, a
+    broadcast or expand_dims of it (numpy views), transitively. Conservative."""
+    out = set(roots)
+    for ln in lines:
+        target, _, code = ln.partition(" = ")
+        m = _VIEW.match(code.split("  # ")[0].strip())
+        if m and m.group(1) in out:
+            out.add(target)
+    return out
+
+
+def _loses_count(have: Shape, full: Shape, want: Shape) -> bool:
+    """Would summing a contribution of static shape `have`, standing for its broadcast to
+    `full`, down to `want` skip an axis that `full` has and neither `have` nor `want` has?"""
+    n = len(full)
+    have = (1,) * (n - len(have)) + tuple(have)
+    want = (1,) * (n - len(want)) + tuple(want)
+    return any(f != 1 and h == 1 and w == 1 for f, h, w in zip(full, have, want))
 
 
 def _reduce_to(code: str, have: Shape, want: Shape) -> tuple[str, Shape]:

@@ -51,7 +51,7 @@ class sigmoid(sp.Function):
 
     @classmethod
     def eval(cls, x):
-        if x.is_zero:
+        if x == 0:  # structurally: `is_zero` asks the assumptions system, slow per node
             return sp.S.Half
 
 

@@ -107,7 +107,12 @@ class _Checker:
         for name in order:
             st = self.decls[name]
             if isinstance(st, ast.Assign):
-                nodes[name] = self._type(st.expr, {}, ())
+                try:
+                    nodes[name] = self._type(st.expr, {}, ())
+                except RecursionError:  # each def is shallow, but inlined they nest deeper
+                    raise SemanticError(f"`{name}` is nested too deeply once its defs are expanded",
+                                        st.span, "split it into several statements, one node "
+                                        "per line") from None
                 self.shapes[name] = nodes[name].shape
         objective = self._target(singles.get(ast.Minimize))
         predict = self._target(singles.get(ast.Predict))
@@ -385,8 +390,8 @@ def _broadcast(a: Typed, b: Typed, op: str, span: Span) -> Shape:
         return sa
     if len(sb) > len(sa) and sb[-len(sa):] == sa:
         return sb
-    left = f"`{a.name}` is" if a.op == "name" else "the left side is"
-    right = f"`{b.name}` is" if b.op == "name" else "the right side is"
+    left = f"{a.name} is" if a.op == "name" else "the left side is"  # LANGUAGE.md 3.4 wording
+    right = f"{b.name} is" if b.op == "name" else "the right side is"
     message = f"shape mismatch in `{op}`: {left} {fmt_shape(sa)} but {right} {fmt_shape(sb)}"
     wide = _numpy_broadcast(sa, sb)
     if wide is not None:

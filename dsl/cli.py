@@ -18,13 +18,15 @@ import traceback
 import numpy as np
 
 from compiler.errors import DataError, DslError, TrainingDiverged, UsageError
-from dsl import __version__, plots
+from dsl import __version__, explain, graphview, plots
 from dsl.check import Checked, check, fmt_shape
 from dsl.config import with_overrides
 from dsl.data import describe, read_csv, select
 from dsl.diagnostics import render_error, render_warning
+from dsl.lower import lower
 from dsl.model import Model
-from dsl.report import load_params, metrics, save_history, save_params, save_plots, save_report
+from dsl.report import (load_checkpoint, load_history, load_params, metrics, save_history,
+                        save_params, save_plots, save_report)
 from dsl.runtime import atomic_write, check_sizes, compile_file, init_params
 from dsl.train import fit, total_steps
 from dsl.transform import parse, read_source
@@ -84,6 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", help="the column to correlate the others with")
     c.add_argument("--plot", help="write a correlation heatmap (PNG)")
     c.set_defaults(func=cmd_data)
+
+    c = sub.add_parser("derive", help="the chain rule for each param, as on paper")
+    c.add_argument("model")
+    c.add_argument("--wrt", metavar="NAME",
+                   help="one param (or input or node); default: every param")
+    c.add_argument("--expand", action="store_true",
+                   help="substitute everything into one simplified expression (models of scalars)")
+    form = c.add_mutually_exclusive_group()
+    form.add_argument("--latex", action="store_true", help="print LaTeX")
+    form.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=cmd_derive)
+
+    c = sub.add_parser("graph", help="the computation graph: DOT, SVG (needs graphviz) or text")
+    c.add_argument("model")
+    c.add_argument("--format", choices=graphview.FORMATS, default="dot")
+    c.add_argument("--derivatives", action="store_true", help="label edges with local derivatives")
+    c.set_defaults(func=cmd_graph)
     return p
 
 
@@ -222,45 +241,103 @@ def cmd_run(args, session: Session) -> int:
     model = Model(compiled)
     model.params = init_params(checked, cfg.seed, cfg.dtype)
     ds = model.dataset(cfg.dtype)
+    _check_fed(checked, ds)
     name = os.path.splitext(os.path.basename(args.model))[0]
     out = args.out or os.path.join("runs", name)
-    os.makedirs(out, exist_ok=True)
-    if args.resume:
-        saved = os.path.join(out, "params.npz")
-        params, _ = load_params(saved)
-        model.set_params({k: v for k, v in params.items() if k in checked.params})
-        print(f"resuming from {saved}")
+    _writing(lambda folder: os.makedirs(folder, exist_ok=True), out)
+    start, history = _resume(out, checked, model, cfg) if args.resume else (None, None)
     n = len(next(iter(ds.train.values())))
     print(f"training {name}: {cfg.optimizer}, {n} training rows, "
           f"{total_steps(cfg, n)} steps, {cfg.dtype}, compiled in {compiled.compile_seconds:.3f} s"
           + (" (cached)" if compiled.cached else ""))
     bar = ProgressBar(sys.stdout)
-    result = fit(model.module, model.params, ds.train, ds.test, cfg, bar.update)
+    result = fit(model.module, model.params, ds.train, ds.test, cfg, bar.update, start, history)
     bar.close()
-    save_params(os.path.join(out, "params.npz"), model.params, ds.transforms)
-    save_history(os.path.join(out, "history.csv"), result)
+    for note in result.notes:
+        print(f"note: {note}")
+    # What training produced is saved first, before anything that could still go wrong.
+    _writing(save_params, os.path.join(out, "params.npz"), model.params, ds.transforms,
+             result.checkpoint)
+    _writing(save_history, os.path.join(out, "history.csv"), result)
     with np.errstate(all="ignore"):
         report = metrics(model, ds, result)
-        save_report(os.path.join(out, "report.json"), report)
-        atomic_write(os.path.join(out, f"{name}_compiled.py"), compiled.source.encode("utf-8"))
-        pictures = save_plots(out, model, ds, result)
+        report["optimizer"] = str(cfg.optimizer)  # the one used, with the overrides applied
+        _writing(save_report, os.path.join(out, "report.json"), report)
+        _writing(atomic_write, os.path.join(out, f"{name}_compiled.py"),
+                 compiled.source.encode("utf-8"))
+        pictures = _writing(save_plots, out, model, ds, result)
     _print_report(report)
     print(f"saved {out}/: params.npz, history.csv, report.json, {name}_compiled.py"
           + (", " + ", ".join(os.path.basename(p) for p in pictures) if pictures else ""))
     if not pictures:
         print("plots skipped: matplotlib is not installed (pip install 'dsl[plot]')")
+    again = f"`dsl run {args.model} --resume --out {out}`"
     if result.interrupted:
-        print(f"interrupted at step {result.steps}: params and history so far are saved; "
-              f"continue with --resume --out {out}", file=sys.stderr)
+        kept = (f"the params of step {result.steps}" if result.steps == result.stopped_at else
+                f"the params of step {result.steps}, the last log point (an update may have been "
+                "half done)")
+        print(f"interrupted at step {result.stopped_at}: saved {kept} in "
+              f"{os.path.join(out, 'params.npz')} and the history so far in "
+              f"{os.path.join(out, 'history.csv')}; continue with {again}", file=sys.stderr)
         return 130
     if result.divergence:
         d = result.divergence
         node = checked.statements.get(d.node.split(".")[0]) if d.node else None
         raise TrainingDiverged(
-            f"training diverged: {d.detail}; the last finite params are saved in {out}/params.npz",
+            f"training diverged: {d.detail}; the last finite params (step {d.kept}) are saved in "
+            f"{os.path.join(out, 'params.npz')} and the history in {os.path.join(out, 'history.csv')}",
             node.span if node else None,
-            f"lower the learning rate (now {cfg.optimizer.args.get('lr', 'n/a')}) or standardize the inputs")
+            f"lower the learning rate (now {cfg.optimizer.args.get('lr', float('nan')):g}) or "
+            f"standardize the inputs; {again} continues from step {d.kept}")
     return 0
+
+
+def _writing(write, path: str, *args):
+    """`write(path, ...)` for an artifact of `run`; failing to write (a full disk, a read-only
+    or missing folder) is a problem of the place, reported as such, not a bug."""
+    try:
+        return write(path, *args)
+    except OSError as e:
+        raise DataError(f"cannot write {path}: {e.strerror or e}",
+                        hint="check the --out folder: that it is a folder, writable, with space") from None
+
+
+def _resume(out: str, checked: Checked, model: Model, cfg):
+    """`run --resume`: the params saved in `out`, and the checkpoint and history saved with
+    them, so that training continues from the step it stopped at, up to the planned total."""
+    saved = os.path.join(out, "params.npz")
+    params, _ = load_params(saved)
+    missing = [p for p in checked.params if p not in params]
+    if missing:
+        raise DataError(f"{saved} has no value for param `{missing[0]}`",
+                        hint="was it saved from this model? Run without --resume to start afresh")
+    model.set_params({k: params[k] for k in checked.params})
+    model.params = {k: v.astype(cfg.dtype) for k, v in model.params.items()}
+    start = load_checkpoint(saved)
+    history = load_history(os.path.join(out, "history.csv")) if start else None
+    if start is None:
+        print(f"resuming from {saved}, which has no checkpoint: steps, optimizer state and "
+              "history start again")
+    else:
+        print(f"resuming from {saved} at step {start.step}"
+              + ("" if history else " (no readable history.csv: the history starts here)"))
+    return start, history
+
+
+def _check_fed(checked: Checked, ds) -> None:
+    """Every input the objective or the prediction reads must come from the data."""
+    reads = checked.ancestors(checked.objective)
+    if checked.predict:
+        reads |= checked.ancestors(checked.predict)
+    for name, inp in checked.inputs.items():
+        if name in reads and inp.binding is None:
+            raise DataError(f"input `{name}` is not bound to a column of the data, so `run` "
+                            "cannot feed it", inp.span,
+                            f"bind it to a column, e.g. `input {name}[N] <- COLUMN`")
+    if not ds.train:
+        raise DataError("no input is bound to a column of the data: there is nothing to train on",
+                        checked.data.span if checked.data else None,
+                        "bind an input to a column, e.g. `input x[N] <- COLUMN`")
 
 
 def _print_report(r: dict) -> None:
@@ -355,12 +432,35 @@ def cmd_data(args, session: Session) -> int:
     return 0
 
 
+def cmd_derive(args, session: Session) -> int:
+    m = session.load(args.model)
+    graph = lower(m, session.sources[args.model])
+    derivation = explain.derive(graph, args.wrt, expand=args.expand)
+    if args.json:
+        print(json.dumps(derivation.to_json(), ensure_ascii=False, indent=2))
+    elif args.latex:
+        print(derivation.latex)
+    else:
+        print(derivation.text)
+    return 0
+
+
+def cmd_graph(args, session: Session) -> int:
+    m = session.load(args.model)
+    graph = lower(m, session.sources[args.model])
+    sys.stdout.write(graphview.render(graph, args.format, args.derivatives))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     session = Session()
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help and --version have printed and want to stop
+            return e.code if isinstance(e.code, int) else 0
         return args.func(args, session)
     except UsageError as e:
         print(render_error(e, session.sources), file=sys.stderr)
@@ -371,6 +471,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`dsl data f.csv | head`): not a bug
+        try:  # so that the interpreter's final flush does not complain again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
     except Exception as e:  # a bug in dsl, not a user mistake
         if debug:
             traceback.print_exc()

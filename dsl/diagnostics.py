@@ -39,8 +39,8 @@ def _excerpt(span: Span, sources: dict[str, str], source_line: str | None) -> li
         start = max(0, span.col - 60)
         text, col = text[start:start + 160], span.col - start
     else:
-        col = span.col
-    end = span.end_col if span.end_line == span.line else len(text) + 1
+        start, col = 0, span.col
+    end = span.end_col - start if span.end_line == span.line else len(text) + 1
     width = max(1, min(end, len(text) + 1) - col)
     printable = "".join(ch if ch.isprintable() else "?" for ch in text)
     return [f"    {printable}", "    " + " " * (col - 1) + "^" * width]

@@ -93,8 +93,9 @@ class _Statement:
     def _log_softmax(self, t: Typed) -> sp.Expr:
         """log(softmax(x)) = x - logsumexp(x) along the same axis, kept broadcastable."""
         x = self._operand(t.args[0])
-        shape = tuple(1 if i == t.axis else d for i, d in enumerate(t.shape))
+        axis = t.axis % len(t.shape) if t.shape else t.axis  # softmax of a vector has axis -1
+        shape = tuple(1 if i == axis else d for i, d in enumerate(t.shape))
         lse = self._fresh()
-        self.g.add(Node(lse, "op", shape, t.span, "logsumexp", (x,), axis=t.axis, keepdims=True,
+        self.g.add(Node(lse, "op", shape, t.span, "logsumexp", (x,), axis=axis, keepdims=True,
                         stmt=self.name, source=self.source))
         return symbol(x) - symbol(lse)

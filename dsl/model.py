@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.errors import DataError
+from dsl import explain
 from dsl.runtime import Compiled, Dataset, check_sizes, compile_file, init_params, load_dataset
 
 
@@ -49,6 +50,18 @@ class Model:
     @property
     def graph(self):
         return self.compiled.graph
+
+    def derive(self, name: str | list[str] | None = None,
+               expand: bool = False) -> explain.Explanation:
+        """The chain rule for a param (or input or node; every param when None): `str()` is
+        the text of `dsl derive`, `.latex` its LaTeX; a notebook shows it as maths."""
+        return explain.derive(self.graph, name, expand)
+
+    def _repr_markdown_(self) -> str:
+        return explain.model_markdown(self.graph)
+
+    def _repr_latex_(self) -> str:
+        return "$$" + explain.model_latex(self.graph) + "$$"
 
     def dataset(self, dtype: str | None = None) -> Dataset:
         dtype = dtype or self.checked.train.dtype

@@ -25,14 +25,17 @@ _TOKEN_WORDS = {
 
 # Labelled mistakes (Lark's match_examples): the first example that fails the same way names it.
 _EXAMPLES = {
-    "this expression is incomplete": ["x = 1 +\n", "x = 2 *\n", "x = (\n", "x = exp(\n", "x =\n"],
+    "this expression is incomplete": ["x = 1 +\n", "x = 2 *\n", "x = (\n", "x = exp(\n", "x =\n",
+                                      "x = 1 -\n", "x = 1 /\n", "x = 1 @\n", "x = 1 ^\n", "x = -\n"],
     "missing `)`": ["x = (1 + 2\n", "x = exp(1\n", "x = f(a, b\n"],
     "unbalanced `)`": ["x = 1)\n", "x = (1))\n"],
     "two values with no operator between them": ["x = a b\n", "x = 2 3\n", "x = a (b)\n"],
     "a statement starts with a keyword (input, param, const, def, minimize, predict, data, train) "
     "or with `NAME =`": ["x\n", "1 = x\n", "x + 1\n", "inpt x\n"],
-    "unclosed `train {` block": ["train {\n batch 1\n", "train {\n"],
-    "unknown setting in `train { }`": ["train {\n foo 1\n}\n", "train {\n lr 0.1\n}\n"],
+    "unclosed `train {` block": ["train {\n batch 1\n", "train {\n", "train {\n batch 1\n seed 1\n"],
+    "unknown setting in `train { }`": ["train {\n foo 1\n}\n", "train {\n lr 0.1\n}\n",
+                                       "train {\n batch 1\n foo 1\n}\n",
+                                       "train {\n batch 1\n seed 1\n foo 1\n}\n"],
     "a dimension list looks like `[N, 13]`": ["input x[N 13]\n", "input x[]\n", "param w[2.5] = 0\n"],
     "`param` needs `~ distribution` or `= number`": ["param w\n", "param w[2]\n", "param w = x\n"],
 }
@@ -80,7 +83,7 @@ def _syntax_error(e: UnexpectedInput, source: str, file: str) -> DslSyntaxError:
                               "choose another name, e.g. `" + keyword.group(1) + "_`")
     label = None
     if not isinstance(e, UnexpectedCharacters):
-        label = e.match_examples(_lark().parse, _EXAMPLES, use_accepts=True)
+        label = _match_label(e)
     width = 1
     if isinstance(e, UnexpectedToken) and e.token.type != "$END":
         found = _describe_token(e.token)
@@ -93,7 +96,7 @@ def _syntax_error(e: UnexpectedInput, source: str, file: str) -> DslSyntaxError:
     if label:
         message = f"{label} (found {found})"
     else:
-        message = f"unexpected {found}"
+        message = f"unexpected {found.removeprefix('the ')}"
     hint = _HINTS.get(label) if label else None
     if hint is None:
         expected = sorted(getattr(e, "accepts", None) or getattr(e, "expected", None) or ())
@@ -101,6 +104,34 @@ def _syntax_error(e: UnexpectedInput, source: str, file: str) -> DslSyntaxError:
         if words:
             hint = "expected " + ", ".join(dict.fromkeys(words))
     return DslSyntaxError(message, Span(file, line, col, line, col + width), hint)
+
+
+def _match_label(e: UnexpectedInput) -> str | None:
+    """Lark's `match_examples`, but comparing only the LALR state on top of the stack (and the
+    accepted tokens): Lark 1.x also compares the stack's depth, so a one-line example never
+    matched a mistake after the first statement or inside parentheses."""
+    top = getattr(getattr(e, "state", None), "position", None)
+    if top is None:
+        return None
+    token = getattr(e, "token", None)
+    same_type, candidate = None, None
+    for label, examples in _EXAMPLES.items():
+        for example in examples:
+            try:
+                _lark().parse(example)
+            except UnexpectedInput as ut:
+                if getattr(getattr(ut, "state", None), "position", None) != top:
+                    continue
+                if (isinstance(e, UnexpectedToken) and isinstance(ut, UnexpectedToken)
+                        and ut.accepts != e.accepts):
+                    continue
+                found = getattr(ut, "token", None)
+                if found == token:
+                    return label
+                if found is not None and token is not None and found.type == token.type:
+                    same_type = same_type or label
+                candidate = candidate or label
+    return same_type or candidate
 
 
 def _expected_word(terminal: str) -> str:

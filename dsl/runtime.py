@@ -90,12 +90,18 @@ def _write_cache(cache: str, source: str) -> None:
         pass
 
 
+_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
+
 def atomic_write(path: str, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: never a half-written file."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; a written file gets the usual mode
+                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
@@ -145,8 +151,9 @@ class Dataset:
 
 
 def data_path(m: Checked) -> str:
-    """Data paths are relative to the model file."""
-    return os.path.join(os.path.dirname(os.path.abspath(m.file)), m.data.path)
+    """Data paths are relative to the model file; kept as relative as the model's own path, so
+    messages name `examples/data/boston.csv`, not an absolute path."""
+    return os.path.join(os.path.dirname(m.file), m.data.path)
 
 
 def load_dataset(m: Checked, dtype: str = "float64") -> Dataset:

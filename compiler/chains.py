@@ -1,0 +1,571 @@
+"""Derivation chains: the chain rule at the level of the user's statements, as data.
+
+`derive` answers "what is ∂objective/∂wrt, and how is it put together?" the way one derives it
+on paper: one product of local derivatives per path from the objective down to `wrt`, each factor the
+derivative of one user statement with respect to one of the names it reads. The IR nodes inside a
+statement (`L1.1 = X @ W1`, then `L1 = L1.1 + b1`) are composed into that statement's factor, so
+`L1 = X @ W1 + b1` gives `∂L1/∂W1 : G ↦ Xᵀ·G` and `∂L1/∂b1 : G ↦ Σ_rows G`.
+
+Every factor is a map `G ↦ ...` from the statement's adjoint `G` (the symbol `ADJOINT`) to the
+contribution it sends to the input: a sympy expression over `G`, the statements' own symbols and a
+few unevaluated array operations (`MatProd`, `Tr`, `Total`, `RowSum`, ...) that the renderers print
+as maths. Where the map is plain multiplication (elementwise maths, or a scalar statement) the
+factor also carries that multiplier as `expr`, which is how it is shown: `∂s/∂L1 = s·(1 - s)`.
+
+Past `MAX_PATHS` paths the product list is left out and only the adjoint recurrence per node is
+kept. For models of scalars (a row of data may be a vector `[N]`), `expanded` substitutes every
+factor and every node into one simplified expression; `mean` stays an unevaluated function of the
+per-row expression, so `loss = mean((k*x + b - y)^2)` gives `mean(2·x·(b + k·x - y))`.
+
+Nothing here prints: `dsl.explain` renders the data as text, LaTeX, JSON or notebook maths.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from compiler.derive import elementwise_factor, needs_gradient
+from compiler.errors import InternalError, UsageError
+from compiler.ir import Graph, Node, Shape, symbol
+
+MAX_PATHS = 8  # more paths than this: the adjoint recurrence per node instead of a list
+
+# The adjoint a statement's factor is applied to. A Dummy, so no user name can collide with it.
+ADJOINT = sp.Dummy("G", real=True)
+
+
+def size_symbol(name: str) -> sp.Symbol:
+    """A size name (`N`) as a count; its assumptions keep it apart from a node called `N`."""
+    return sp.Symbol(name, positive=True, integer=True)
+
+
+# ---- array operations, kept unevaluated so that they print as written ------------------------
+
+class _ArrayOp(sp.Function):
+    """An operation on whole arrays: never computed, only composed, substituted and printed
+    (with a few identities, such as (Aᵀ)ᵀ = A, that keep the maths short)."""
+
+
+class MatProd(_ArrayOp):
+    """The matrix product `a @ b` (printed `a·b`); numeric factors move out."""
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, a, b):
+        ca, ra = a.as_coeff_Mul()
+        cb, rb = b.as_coeff_Mul()
+        if ca != 1 or cb != 1:
+            return ca * cb * cls(ra, rb)
+        return None
+
+
+class Ones(_ArrayOp):
+    """`(dims...)`: the array of ones (printed 𝟙): a scalar gradient broadcast to a shape, where
+    the shape matters (it enters `@`, a transpose or a sum)."""
+
+
+class Tr(_ArrayOp):
+    """The transpose: (Aᵀ)ᵀ = A, (A·B)ᵀ = Bᵀ·Aᵀ, (c·A)ᵀ = c·Aᵀ for a number c."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, a):
+        if isinstance(a, Tr):
+            return a.args[0]
+        if isinstance(a, Ones):
+            return Ones(*reversed(a.args))
+        if isinstance(a, MatProd):
+            return MatProd(cls(a.args[1]), cls(a.args[0]))
+        c, rest = a.as_coeff_Mul()
+        if c != 1:
+            return c * cls(rest)
+        return None
+
+
+class Total(_ArrayOp):
+    """`(x, n)`: Σ over the n elements of x, a gradient summed back to a scalar."""
+
+    nargs = 2
+
+
+class RowSum(_ArrayOp):
+    """`(x, rows)`: Σ over the rows (axis 0), a gradient summed back to a bias."""
+
+    nargs = 2
+
+
+class SumAlong(_ArrayOp):
+    """Σ along one axis `(x, axis)`: a gradient summed back over a broadcast axis."""
+
+    nargs = 2
+
+
+class Repeat(_ArrayOp):
+    """`(G, axis)`: a reduced gradient repeated along the axis the forward pass reduced."""
+
+    nargs = 2
+
+
+class MeanOf(_ArrayOp):
+    """`mean(x)` or `mean(x, axis)`."""
+
+    nargs = (1, 2)
+
+
+class SumOf(_ArrayOp):
+    """`sum(x)` or `sum(x, axis)`, as the model wrote it."""
+
+    nargs = (1, 2)
+
+
+class LogSumExpOf(_ArrayOp):
+    """`logsumexp(x)` or `logsumexp(x, axis)`."""
+
+    nargs = (1, 2)
+
+
+class SoftmaxOf(_ArrayOp):
+    """`softmax(x)` or `softmax(x, axis)`."""
+
+    nargs = (1, 2)
+
+
+_SCALAR_RESULT = (Total,)  # always a scalar; MeanOf/SumOf/LogSumExpOf are when they have no axis
+
+
+# ---- the data --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Factor:
+    """∂node/∂input for one user statement: `map` sends the statement's adjoint (`ADJOINT`) to
+    the input's share; `expr` is the plain multiplier when the map is multiplication by it."""
+
+    node: str
+    input: str
+    map: sp.Expr
+    expr: sp.Expr | None = None
+
+    @property
+    def is_map(self) -> bool:
+        return self.expr is None
+
+
+@dataclass(frozen=True)
+class Adjoint:
+    """One line of the recurrence: d objective/d node = Σ over `terms` of
+    (d objective/d consumer) · (the consumer's factor)."""
+
+    node: str
+    terms: tuple[Factor, ...]
+
+
+@dataclass
+class Derivation:
+    objective: str
+    wrt: str
+    paths: list[tuple[Factor, ...]]  # objective first; empty when summarised or zero
+    n_paths: int  # 0: the objective does not depend on wrt
+    factors: list[Factor]  # every factor used, in the order they are first met
+    adjoints: list[Adjoint]  # from the objective down to wrt
+    expanded: sp.Expr | None = None
+    expand_error: str | None = None
+    shapes: dict[str, Shape] = field(default_factory=dict)
+
+    @property
+    def summarised(self) -> bool:
+        return self.n_paths > MAX_PATHS
+
+
+# ---- statements: the IR nodes of each, their values and their factors ------------------------
+
+class Chains:
+    """The statement-level view of a graph; factors are computed once and shared by every
+    derivation asked of it."""
+
+    def __init__(self, g: Graph):
+        self.g = g
+        self.index = {n: k for k, n in enumerate(g.nodes)}
+        self.members: dict[str, list[str]] = {}  # statement -> its op nodes, topological
+        for n, node in g.nodes.items():
+            if not node.is_leaf:
+                self.members.setdefault(node.stmt or n, []).append(n)
+        # Statements in topological order of their output node.
+        self.statements = sorted(self.members, key=lambda s: self.index[s])
+        self.reads: dict[str, list[str]] = {}
+        for s, nodes in self.members.items():
+            inside = set(nodes)
+            outer = {i for n in nodes for i in g.nodes[n].inputs if i not in inside}
+            self.reads[s] = sorted(outer, key=self.index.__getitem__)
+        self.sizes = {size_symbol(d) for d in g.size_names()}
+        self.scalars = {symbol(n) for n, node in g.nodes.items() if node.shape == ()} | self.sizes
+        self._maps: dict[str, dict[str, sp.Expr]] = {}
+        self._values: dict[str, sp.Expr] = {}
+        self._factors: dict[tuple[str, str], Factor] = {}
+
+    # values
+
+    def value(self, stmt: str) -> sp.Expr:
+        """The statement's right-hand side over the names it reads (array ops unevaluated)."""
+        if stmt not in self._values:
+            self._statement(stmt)
+        return self._values[stmt]
+
+    def _inner_values(self, stmt: str) -> dict[sp.Symbol, sp.Expr]:
+        vals: dict[sp.Symbol, sp.Expr] = {}
+        for n in self.members[stmt]:
+            v = node_value(self.g, self.g.nodes[n]).xreplace(vals)
+            if n == stmt:
+                self._values[stmt] = v
+            else:
+                vals[symbol(n)] = v
+        return vals
+
+    # factors
+
+    def factor(self, stmt: str, inp: str) -> Factor:
+        key = (stmt, inp)
+        if key not in self._factors:
+            m = self._statement(stmt)[inp]
+            self._factors[key] = Factor(stmt, inp, m, _plain(m, self.g.nodes[stmt].shape,
+                                                             self.g.nodes[inp].shape))
+        return self._factors[key]
+
+    def _statement(self, stmt: str) -> dict[str, sp.Expr]:
+        """Reverse accumulation inside one statement: the map to each name it reads."""
+        if stmt in self._maps:
+            return self._maps[stmt]
+        g = self.g
+        vals = self._inner_values(stmt)
+        inside = set(self.members[stmt])
+        scalars = self.scalars | ({ADJOINT} if g.nodes[stmt].shape == () else set())
+        adj: dict[str, sp.Expr] = {stmt: ADJOINT}
+        out: dict[str, sp.Expr] = {}
+        for n in reversed(self.members[stmt]):
+            G = adj.pop(n, None)
+            if G is None:
+                continue
+            node = g.nodes[n]
+            if node.op in ("matmul", "transpose") and node.shape and _is_scalar(G, scalars):
+                G = G * ones(node.shape)  # a scalar broadcast by a sum or mean, entering `@`
+            for k, i in enumerate(node.inputs):
+                if node.op == "elementwise":
+                    if i in node.inputs[:k]:
+                        continue
+                    f = elementwise_factor(node, i).xreplace(vals)
+                    c = reduce_to(f * G, node.shape, g.nodes[i].shape, scalars)
+                else:
+                    operands = [symbol(j).xreplace(vals) for j in node.inputs]
+                    own = symbol(n).xreplace(vals)
+                    c = structural_adjoint(g, node, k, G, operands, own)
+                target = adj if i in inside else out
+                target[i] = target.get(i, sp.S.Zero) + c
+        maps = {i: sp.factor_terms(tidy(sp.factor_terms(m), scalars)) for i, m in out.items()}
+        self._maps[stmt] = maps
+        return maps
+
+    # derivations
+
+    def resolve(self, wrt: str) -> str:
+        g = self.g
+        if g.objective is None:
+            raise UsageError("the model has no `minimize` statement, so there is nothing to derive",
+                             hint="add `minimize NAME` naming a scalar node")
+        if wrt not in g.nodes or "." in wrt:
+            names = [n for n in g.nodes if "." not in n]
+            close = _closest(wrt, g.params) or _closest(wrt, names)
+            params = "params: " + (", ".join(g.params) or "none")
+            raise UsageError(f"`{wrt}` is not a name in {g.file}",
+                             hint=f"did you mean `{close}`? ({params})" if close else params)
+        if g.nodes[wrt].kind == "const":
+            raise UsageError(f"`{wrt}` is a constant: there is no derivative with respect to it",
+                             hint="derive with respect to a param, an input or a node")
+        return wrt
+
+    def derive(self, wrt: str, expand: bool = False) -> Derivation:
+        """∂objective/∂wrt as paths of factors (or adjoints past MAX_PATHS), and, when asked
+        and the model is one of scalars, the whole derivative as one expression."""
+        g = self.g
+        wrt = self.resolve(wrt)
+        obj = g.objective
+        needed = needs_gradient(g, [wrt]) | ({wrt} if wrt == obj else set())
+        on_path = [s for s in self.statements if s in needed]
+
+        def reads(s: str) -> list[str]:
+            return [i for i in self.reads[s] if i in needed]
+
+        counts: dict[str, int] = {obj: 1} if obj in needed else {}
+        for s in reversed(on_path):
+            for i in reads(s):
+                counts[i] = counts.get(i, 0) + counts.get(s, 0)
+        n_paths = counts.get(wrt, 0)
+
+        paths: list[tuple[Factor, ...]] = []
+        if 0 < n_paths <= MAX_PATHS:
+            stack: list[tuple[str, tuple[Factor, ...]]] = [(obj, ())]
+            while stack:
+                n, path = stack.pop()
+                if n == wrt:
+                    paths.append(path)
+                    continue
+                for i in reversed(reads(n)):
+                    stack.append((i, path + (self.factor(n, i),)))
+
+        users: dict[str, list[str]] = {}
+        for s in on_path:
+            for i in reads(s):
+                users.setdefault(i, []).append(s)
+        adjoints = [Adjoint(z, tuple(self.factor(s, z) for s in users[z]))
+                    for z in sorted(users, key=self.index.__getitem__, reverse=True)]
+
+        seen: dict[Factor, None] = {}
+        sources = [f for p in paths for f in p] if paths else [f for a in adjoints for f in a.terms]
+        for f in sources:
+            seen.setdefault(f, None)
+        d = Derivation(obj, wrt, paths, n_paths, list(seen), adjoints,
+                       shapes={n: node.shape for n, node in g.nodes.items() if "." not in n})
+        if expand:
+            d.expand_error = self.not_scalar()
+            if d.expand_error is None:
+                d.expanded = self._expand(wrt, needed, on_path, reads)
+        return d
+
+    def not_scalar(self) -> str | None:
+        """Why `--expand` cannot write this model's derivatives as one expression, or None."""
+        g = self.g
+        rows: set[str] = set()
+        for n in sorted(g.ancestors([g.objective]), key=self.index.__getitem__):
+            node = g.nodes[n]
+            shape = node.shape
+            ok = shape == () or (isinstance(shape[0], str) and all(d == 1 for d in shape[1:]))
+            if not ok:
+                return f"`{node.stmt or n}` is [{', '.join(str(d) for d in shape)}]"
+            if shape:
+                rows.add(shape[0])
+            if node.op in ("matmul", "softmax", "logsumexp", "transpose") or (
+                    node.op in ("sum", "mean") and node.axis not in (None, 0)):
+                what = "`@`" if node.op == "matmul" else f"`{node.op}`"
+                return f"`{node.stmt}` uses {what}"
+        if len(rows) > 1:
+            return f"the model mixes the sizes {', '.join(sorted(rows))}"
+        return None
+
+    def _expand(self, wrt, needed, on_path, reads) -> sp.Expr:
+        adj: dict[str, sp.Expr] = {self.g.objective: sp.S.One}
+        for s in reversed(on_path):
+            a = adj.get(s)
+            if a is None:
+                continue
+            for i in reads(s):
+                part = tidy(self.factor(s, i).map.xreplace({ADJOINT: a}), self.scalars)
+                adj[i] = adj.get(i, sp.S.Zero) + part
+        result = adj.get(wrt, sp.S.Zero)
+        for s in reversed(self.statements):
+            result = result.xreplace({symbol(s): self.value(s)})
+        return sp.factor_terms(tidy(result, self.scalars))
+
+
+def _closest(word: str, candidates: list[str]) -> str | None:
+    """The most similar candidate (the first declared on a tie), if similar enough."""
+    scored = [(difflib.SequenceMatcher(None, word, c).ratio(), -k, c)
+              for k, c in enumerate(candidates)]
+    best = max(scored, default=None)
+    return best[2] if best and best[0] >= 0.5 else None
+
+
+def derive(g: Graph, wrt: str, expand: bool = False) -> Derivation:
+    return Chains(g).derive(wrt, expand)
+
+
+def edge_factor(g: Graph, name: str, inp: str) -> Factor:
+    """∂node/∂input for one edge of the IR itself (inner nodes such as `L1.1` kept as names);
+    an input used twice by `@` (`u @ u`) gets both shares."""
+    node = g.nodes[name]
+    scalars = {symbol(n) for n, nd in g.nodes.items() if nd.shape == ()}
+    scalars |= {size_symbol(d) for d in g.size_names()}
+    scalars |= {ADJOINT} if node.shape == () else set()
+    if node.op == "elementwise":
+        m = reduce_to(elementwise_factor(node, inp) * ADJOINT, node.shape, g.nodes[inp].shape,
+                      scalars)
+    else:
+        m = sp.Add(*[structural_adjoint(g, node, k, ADJOINT, [symbol(j) for j in node.inputs],
+                                        symbol(name))
+                     for k, i in enumerate(node.inputs) if i == inp])
+    m = sp.factor_terms(tidy(m, scalars))
+    return Factor(name, inp, m, _plain(m, node.shape, g.nodes[inp].shape))
+
+
+# ---- the pieces: values, structural adjoints, reductions -------------------------------------
+
+def node_value(g: Graph, node: Node) -> sp.Expr:
+    """One IR node's value over its inputs' symbols."""
+    ins = [symbol(i) for i in node.inputs]
+    axis = () if node.axis is None else (sp.Integer(node.axis),)
+    if node.op == "elementwise":
+        return node.expr
+    if node.op == "matmul":
+        return MatProd(*ins)
+    if node.op == "transpose":
+        return Tr(ins[0])
+    ops = {"sum": SumOf, "mean": MeanOf, "logsumexp": LogSumExpOf, "softmax": SoftmaxOf}
+    if node.op in ops:
+        return ops[node.op](ins[0], *axis)
+    raise InternalError(f"node {node.name} has no value form (op {node.op})")
+
+
+def count(shape: Shape) -> sp.Expr:
+    """How many elements a shape holds, with size names as symbols."""
+    out = sp.S.One
+    for d in shape:
+        out *= size_symbol(d) if isinstance(d, str) else sp.Integer(d)
+    return out
+
+
+def structural_adjoint(g: Graph, node: Node, k: int, G: sp.Expr, operands: list[sp.Expr],
+                       own: sp.Expr) -> sp.Expr:
+    """The map of `compiler.derive.STRUCTURAL_MAPS` for input `k`, applied to `G`, as sympy."""
+    a = operands[0]
+    op = node.op
+    if op == "matmul":
+        b = operands[1]
+        na, nb = (len(g.nodes[i].shape) for i in node.inputs)
+        if na == 1 and nb == 1:  # a dot product: G is a scalar
+            return G * (b if k == 0 else a)
+        if k == 0:
+            return MatProd(b, G) if na == 1 else MatProd(G, Tr(b))
+        return MatProd(Tr(a), G)
+    if op == "transpose":
+        return Tr(G)
+    if op in ("sum", "mean"):
+        out = G if node.axis is None else Repeat(G, sp.Integer(node.axis))
+        if op == "mean":
+            shape = g.nodes[node.inputs[0]].shape
+            out = out / count(shape if node.axis is None else (shape[node.axis],))
+        return out
+    if op == "logsumexp":
+        if node.axis is None:
+            return SoftmaxOf(a) * G
+        k_ = sp.Integer(node.axis)
+        return SoftmaxOf(a, k_) * (G if node.keepdims else Repeat(G, k_))
+    if op == "softmax":
+        k_ = sp.Integer(node.axis) if node.axis is not None else None
+        shape = g.nodes[node.inputs[0]].shape
+        along = SumAlong(G * own, k_) if k_ is not None else Total(G * own, count(shape))
+        return own * (G - along)
+    raise InternalError(f"no derivative map for {op}")
+
+
+def ones(shape: Shape) -> sp.Expr:
+    return Ones(*(size_symbol(d) if isinstance(d, str) else sp.Integer(d) for d in shape))
+
+
+def reduce_to(c: sp.Expr, have: Shape, want: Shape, scalars: set = frozenset()) -> sp.Expr:
+    """Sum a contribution of shape `have` back over the axes broadcasting added to `want`."""
+    have, want = tuple(have), tuple(want)
+    if have == want or have == ():
+        return c
+    if _is_scalar(c, scalars):
+        c = c * ones(have)
+    if want == ():
+        return Total(c, count(have))
+    lead = len(have) - len(want)
+    out = c
+    for ax in reversed(range(lead, len(have))):
+        if want[ax - lead] == 1 and have[ax] != 1:
+            out = SumAlong(out, sp.Integer(ax))
+    if lead == 1 and isinstance(have[0], str):
+        return RowSum(out, size_symbol(have[0]))
+    for ax in reversed(range(lead)):
+        out = SumAlong(out, sp.Integer(ax))
+    return out
+
+
+def _plain(m: sp.Expr, out_shape: Shape, in_shape: Shape) -> sp.Expr | None:
+    """The multiplier when the map is `G ↦ f·G` with f elementwise (or G a scalar), else None."""
+    if tuple(out_shape) not in ((), tuple(in_shape)):
+        return None
+    if m == ADJOINT:
+        return sp.S.One
+    if m.is_Mul and ADJOINT in m.args:
+        # The other factors, as they are (rebuilding the product would distribute 2·(a - b)).
+        # A 𝟙 goes: the gradient of a scalar has the input's shape, so a constant broadcasts.
+        others = [f for f in m.args if f != ADJOINT and not isinstance(f, Ones)]
+        rest = sp.Mul._from_args(others) if len(others) > 1 else (others or [sp.S.One])[0]
+        if ADJOINT not in rest.free_symbols:
+            return rest
+    return None
+
+
+def _is_scalar(e: sp.Expr, scalars: set) -> bool:
+    """Does `e` hold one value for the whole array (so it can leave a sum)?"""
+    if e.is_Number:
+        return True
+    if isinstance(e, (sp.Symbol, sp.Dummy)):
+        return e in scalars
+    if isinstance(e, _SCALAR_RESULT) or (isinstance(e, (MeanOf, SumOf, LogSumExpOf))
+                                         and len(e.args) == 1):
+        return True
+    if isinstance(e, _ArrayOp):
+        return False
+    return all(_is_scalar(a, scalars) for a in e.args)
+
+
+def tidy(e: sp.Expr, scalars: set) -> sp.Expr:
+    """Pull scalars out of sums of gradients, and write Σ(f·G/N) over N rows as mean(f)·G."""
+    if e.is_Atom:
+        return e
+    args = tuple(tidy(a, scalars) for a in e.args)
+    if args != e.args:
+        e = e.func(*args)
+    if isinstance(e, (Total, RowSum, SumAlong)):
+        return _pull_out(e, scalars)
+    if isinstance(e, Repeat) and _is_scalar(e.args[0], scalars):
+        return e.args[0]  # a scalar needs no repeating: it broadcasts
+    if isinstance(e, Tr):
+        parts = sp.Mul.make_args(e.args[0])
+        outside = sp.Mul(*[f for f in parts if _is_scalar(f, scalars)])
+        if outside != 1:
+            return outside * Tr(sp.Mul(*[f for f in parts if not _is_scalar(f, scalars)]))
+    if isinstance(e, MatProd):
+        outside, args = sp.S.One, []
+        for a in e.args:
+            parts = sp.Mul.make_args(a)
+            outside *= sp.Mul(*[f for f in parts if _is_scalar(f, scalars)])
+            args.append(sp.Mul(*[f for f in parts if not _is_scalar(f, scalars)]))
+        if outside != 1:
+            return outside * MatProd(*args)
+    return e
+
+
+def _pull_out(e: sp.Expr, scalars: set) -> sp.Expr:
+    inner = sp.factor_terms(e.args[0]) if e.args[0].is_Add else e.args[0]
+    if inner.is_Add:
+        return e
+    coef, inside, spread = sp.S.One, sp.S.One, sp.S.One
+    for f in sp.Mul.make_args(inner):
+        if _is_scalar(f, scalars):
+            coef *= f
+        elif isinstance(f, Ones):  # a sum of c·𝟙·f is a sum of c·f
+            spread = f
+        else:
+            inside *= f
+    n = e.args[1]  # the count summed over (an axis, for SumAlong)
+    if inside == 1:
+        if not isinstance(e, SumAlong):
+            return coef * n
+        inside = spread
+    if isinstance(e, Total):
+        sizes = {s for s in scalars if s in n.free_symbols}
+        # Σ over n elements of f·c/n is c·mean(f): the form of the tutorial's hand derivation.
+        if sizes and (coef.free_symbols & sizes) and not ((coef * n).free_symbols & sizes):
+            number, rest = (coef * n).as_coeff_Mul()
+            sign = -1 if number < 0 else 1  # a minus sign reads better outside
+            return sign * rest * MeanOf(sp.factor_terms(sign * number * inside))
+    number, rest = coef.as_coeff_Mul()
+    sign = -1 if number < 0 else 1
+    if rest == 1 and sign == 1:
+        return e
+    return sign * rest * e.func(sp.factor_terms(sign * number * inside), *e.args[1:])

@@ -1,0 +1,340 @@
+"""dsl.parser and dsl.transform: every statement form of LANGUAGE.md 2.3, comments, precedence,
+spans, and syntax errors that are DslSyntaxErrors with a position (never another exception)."""
+from __future__ import annotations
+
+import pytest
+
+from compiler.errors import DslError, DslSyntaxError, Span
+from dsl import ast
+from dsl.transform import parse, read_source
+
+S = None  # spans are not compared (field(compare=False)); any value will do
+
+
+def stmts(text: str):
+    return parse(text, "m.model").statements
+
+
+def one(text: str):
+    (st,) = stmts(text)
+    return st
+
+
+def expr(text: str) -> ast.Expr:
+    return one(f"z = {text}\n").expr
+
+
+def syntax_error(text: str) -> DslSyntaxError:
+    with pytest.raises(DslSyntaxError) as info:
+        parse(text, "m.model")
+    return info.value
+
+
+# shorthand constructors for expected trees
+def N(name):
+    return ast.Name(name, S)
+
+
+def Num(v):
+    return ast.Num(float(v), S)
+
+
+def B(op, a, b):
+    return ast.Binary(op, a, b, S)
+
+
+def Neg(a):
+    return ast.Unary("-", a, S)
+
+
+def Call(f, *args, **kwargs):
+    return ast.Call(f, tuple(args), tuple(kwargs.items()), S, S)
+
+
+# ---- input -------------------------------------------------------------------------------------
+
+def test_input_scalar_and_dims():
+    assert one("input x\n") == ast.Input("x", (), None, S, S)
+    assert one("input X[N, 13]\n") == ast.Input("X", ("N", 13), None, S, S)
+    assert one("input v[3]\n").dims == (3,)
+    assert one("input T[N, M, 2]\n").dims == ("N", "M", 2)
+
+
+@pytest.mark.parametrize("text, kind, names, standardize", [
+    ("input y[N, 1] <- MEDV", "one", ("MEDV",), False),
+    ("input X[N, 13] <- CRIM..LSTAT standardize", "range", ("CRIM", "LSTAT"), True),
+    ("input X[N, 13] <- CRIM .. LSTAT", "range", ("CRIM", "LSTAT"), False),
+    ("input X[N, 2] <- RM, LSTAT", "list", ("RM", "LSTAT"), False),
+    ("input X[N, 3] <- a,b ,c standardize", "list", ("a", "b", "c"), True),
+    ("input Y[N, 3] <- onehot(species)", "onehot", ("species",), False),
+    ("input y[N] <- MEDV standardize", "one", ("MEDV",), True),
+])
+def test_input_bindings(text, kind, names, standardize):
+    st = one(text + "\n")
+    assert st.binding == ast.Binding(ast.Columns(kind, names, S), standardize, S)
+
+
+# ---- param, const, equations, def, minimize, predict ----------------------------------------
+
+@pytest.mark.parametrize("text, dist, args", [
+    ("param W1[13, 10] ~ normal(0, 1)", "normal", (0.0, 1.0)),
+    ("param k1 ~ uniform(-1, 1)", "uniform", (-1.0, 1.0)),
+    ("param W[3, 2] ~ glorot", "glorot", ()),
+    ("param W[3, 2] ~ he", "he", ()),
+    ("param W[3, 2] ~ he()", "he", ()),
+    ("param w ~ normal(-0.5, 1e-2)", "normal", (-0.5, 0.01)),
+    ("param b1[10] = 0", "const", (0.0,)),
+    ("param b = -1.5", "const", (-1.5,)),
+    ("param b = .25", "const", (0.25,)),
+    ("param b = 2E3", "const", (2000.0,)),
+])
+def test_param(text, dist, args):
+    st = one(text + "\n")
+    assert isinstance(st, ast.Param)
+    assert st.init == ast.Init(dist, args, S)
+
+
+def test_param_dims():
+    assert one("param W1[13, 10] ~ normal(0, 1)\n").dims == (13, 10)
+    assert one("param k ~ glorot\n").dims == ()
+
+
+def test_const_equation_def_minimize_predict():
+    assert one("const g = 9.81\n") == ast.Const("g", 9.81, S, S)
+    assert one("const c = -2\n").value == -2.0
+    assert one("L1 = k1 * x + b1\n") == ast.Assign(
+        "L1", B("+", B("*", N("k1"), N("x")), N("b1")), S, S)
+    assert one("def sq(a, b) = (a - b)^2\n") == ast.Def(
+        "sq", ("a", "b"), B("^", B("-", N("a"), N("b")), Num(2)), S, S)
+    assert one("def two() = 2\n") == ast.Def("two", (), Num(2), S, S)
+    assert one("minimize loss\n") == ast.Minimize("loss", S, S)
+    assert one("predict yhat\n") == ast.Predict("yhat", S, S)
+
+
+def test_calls_with_keywords():
+    assert expr("sum(x, axis = 1)") == Call("sum", N("x"), axis=Num(1))
+    assert expr("softmax(z, axis = -1)") == Call("softmax", N("z"), axis=Neg(Num(1)))
+    assert expr("mean((yhat - y)^2)") == Call("mean", B("^", B("-", N("yhat"), N("y")), Num(2)))
+    assert expr("max(a, b)") == Call("max", N("a"), N("b"))
+    assert expr("f()") == Call("f")
+    e = syntax_error("z = sum(axis = 1, x)\n")
+    assert "positional argument follows a keyword" in e.message and e.span.col == 19
+
+
+# ---- data and train --------------------------------------------------------------------------
+
+def test_data():
+    assert one('data "data/boston.csv" split 0.8 seed 666\n') == ast.Data(
+        "data/boston.csv", 0.8, 666, S)
+    assert one('data "d.csv"\n') == ast.Data("d.csv", None, None, S)
+    assert one('data "d.csv.gz" seed 3\n') == ast.Data("d.csv.gz", None, 3, S)
+    assert one('data "d.csv" split 1\n').split == 1.0
+    for bad in ("0", "1.5", "0.0"):
+        e = syntax_error(f'data "d.csv" split {bad}\n')
+        assert "split must be in (0, 1]" in e.message and e.span.line == 1
+
+
+def test_train_block_with_every_setting():
+    st = one("train {\n"
+             "    optimizer adam(lr = 0.01, beta1 = 0.8, beta2 = 0.99, eps = 1e-7)\n"
+             "    batch 16\n"
+             "    epochs 5000\n"
+             "    steps 100\n"
+             "    seed 0\n"
+             "    dtype float32\n"
+             "    log every 50\n"
+             "}\n")
+    assert isinstance(st, ast.Train)
+    got = {s.key: s.value for s in st.settings}
+    name, args = got.pop("optimizer")
+    assert name == "adam"
+    assert [(k, v) for k, v, _ in args] == [("lr", 0.01), ("beta1", 0.8), ("beta2", 0.99),
+                                            ("eps", 1e-7)]
+    assert got == {"batch": 16, "epochs": 5000, "steps": 100, "seed": 0, "dtype": "float32",
+                   "log_every": 50}
+
+
+@pytest.mark.parametrize("text, name, args", [
+    ("optimizer gd(0.1)", "gd", [(None, 0.1)]),
+    ("optimizer sgd(lr = 0.01)", "sgd", [("lr", 0.01)]),
+    ("optimizer sgd(0.01, momentum = 0.9)", "sgd", [(None, 0.01), ("momentum", 0.9)]),
+    ("optimizer adam()", "adam", []),
+    ("optimizer random_search(trials = 500, low = -2, high = 2)", "random_search",
+     [("trials", 500.0), ("low", -2.0), ("high", 2.0)]),
+])
+def test_optimizers(text, name, args):
+    (s,) = one("train {\n" + text + "\n}\n").settings
+    assert s.key == "optimizer" and s.value[0] == name
+    assert [(k, v) for k, v, _ in s.value[1]] == args
+
+
+def test_train_block_layouts():
+    assert one("train {\n}\n").settings == ()
+    assert one("train {}\n").settings == ()
+    assert len(one("train {\n\n  batch 2\n\n  seed 1\n\n}\n").settings) == 2
+    assert len(one("train { batch 2\n}\n").settings) == 1
+
+
+# ---- comments, blank lines, line ends --------------------------------------------------------
+
+def test_comments_anywhere():
+    text = ("# a header comment\n"
+            "\n"
+            "input x   # after a statement\n"
+            "   # indented comment\n"
+            "param k ~ uniform(-1, 1)#no space\n"
+            "\n\n"
+            "train {   # after the brace\n"
+            "    # inside the block\n"
+            "    batch 4   # after a setting\n"
+            "}  # after the closing brace\n"
+            "loss = (k * x)^2 # last, with no newline at the end")
+    kinds = [type(s).__name__ for s in stmts(text)]
+    assert kinds == ["Input", "Param", "Train", "Assign"]
+
+
+def test_line_ends_and_blank_files():
+    assert stmts("") == ()
+    assert stmts("\n\n\n") == ()
+    assert stmts("# only a comment") == ()
+    assert len(stmts("input x\r\ninput y\r\n")) == 2
+    assert len(stmts("input x")) == 1
+
+
+def test_read_source_strips_a_bom(tmp_path):
+    p = tmp_path / "bom.model"
+    p.write_bytes(b"\xef\xbb\xbfinput x\n")
+    assert read_source(str(p)) == "input x\n"
+    p.write_bytes(b"input x\nparam \xff = 1\n")
+    with pytest.raises(DslSyntaxError) as info:
+        read_source(str(p))
+    assert info.value.span == Span(str(p), 2, 7, 2, 8) and "0xff" in info.value.message
+
+
+def test_two_statements_on_one_line_are_refused():
+    e = syntax_error("input x input y\n")
+    assert e.span.line == 1 and e.span.col == 9
+
+
+# ---- precedence ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, tree", [
+    ("-x^2", Neg(B("^", N("x"), Num(2)))),
+    ("-x**2", Neg(B("^", N("x"), Num(2)))),
+    ("a^b^c", B("^", N("a"), B("^", N("b"), N("c")))),
+    ("a**b**c", B("^", N("a"), B("^", N("b"), N("c")))),
+    ("a^-b", B("^", N("a"), Neg(N("b")))),
+    ("2^-x^2", B("^", Num(2), Neg(B("^", N("x"), Num(2))))),
+    ("a + b * c", B("+", N("a"), B("*", N("b"), N("c")))),
+    ("a - b / c", B("-", N("a"), B("/", N("b"), N("c")))),
+    ("a + X @ W", B("+", N("a"), B("@", N("X"), N("W")))),
+    ("X @ W + b", B("+", B("@", N("X"), N("W")), N("b"))),
+    ("a - b - c", B("-", B("-", N("a"), N("b")), N("c"))),
+    ("a / b / c", B("/", B("/", N("a"), N("b")), N("c"))),
+    ("a * b @ c / d", B("/", B("@", B("*", N("a"), N("b")), N("c")), N("d"))),
+    ("-a * b", B("*", Neg(N("a")), N("b"))),
+    ("a * -b", B("*", N("a"), Neg(N("b")))),
+    ("--a", Neg(Neg(N("a")))),
+    ("(a + b) * c", B("*", B("+", N("a"), N("b")), N("c"))),
+    ("(-x)^2", B("^", Neg(N("x")), Num(2))),
+    ("exp(x)^2", B("^", Call("exp", N("x")), Num(2))),
+    ("-exp(x)", Neg(Call("exp", N("x")))),
+    ("2 * x ^ 3 + 1", B("+", B("*", Num(2), B("^", N("x"), Num(3))), Num(1))),
+    ("1e-3 * .5", B("*", Num(0.001), Num(0.5))),
+])
+def test_precedence(text, tree):
+    assert expr(text) == tree
+
+
+# ---- spans -----------------------------------------------------------------------------------
+
+def test_statement_and_name_spans():
+    text = ("input x\n"
+            "\n"
+            "param   k1 ~ uniform(-1, 1)\n"
+            "  L1 = k1 * x + 1\n"
+            "minimize L1\n")
+    inp, param, assign, minimize = stmts(text)
+    assert inp.span == Span("m.model", 1, 1, 1, 8)
+    assert inp.name_span == Span("m.model", 1, 7, 1, 8)
+    assert param.span.line == 3 and param.name_span == Span("m.model", 3, 9, 3, 11)
+    assert param.init.span == Span("m.model", 3, 14, 3, 28)
+    assert assign.span == Span("m.model", 4, 3, 4, 18)
+    assert assign.name_span == Span("m.model", 4, 3, 4, 5)
+    assert minimize.name_span == Span("m.model", 5, 10, 5, 12)
+
+
+def test_expression_spans():
+    e = one("loss = mean((yhat - y)^2)\n").expr
+    assert e.span == Span("m.model", 1, 8, 1, 26)
+    assert e.func_span == Span("m.model", 1, 8, 1, 12)
+    power = e.args[0]
+    assert power.span == Span("m.model", 1, 13, 1, 25)
+    diff = power.left
+    assert diff.span == Span("m.model", 1, 14, 1, 22)  # the `yhat - y` of LANGUAGE.md 3.4
+    assert diff.left.span == Span("m.model", 1, 14, 1, 18)
+    assert diff.right.span == Span("m.model", 1, 21, 1, 22)
+
+
+def test_binding_and_train_spans():
+    inp, train = stmts("input X[N, 2] <- a, b standardize\ntrain {\n  batch 3\n}\n")
+    assert inp.binding.columns.span == Span("m.model", 1, 18, 1, 22)
+    assert train.span.line == 2 and train.span.end_line == 4
+    assert train.settings[0].span == Span("m.model", 3, 3, 3, 10)
+
+
+# ---- syntax errors ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, line, col, words", [
+    ("x = 1 +\n", 1, 8, "this expression is incomplete"),
+    ("input x\ny = (x -\n", 2, 9, "this expression is incomplete"),
+    ("input x\ny = 2 * (x /\n", 2, 13, "this expression is incomplete"),
+    ("input x\ny = exp(x\n", 2, 10, "missing `)`"),
+    ("input x\n\ny = ((x + 1)\n", 3, 13, "missing `)`"),
+    ("input x\ny = x)\n", 2, 6, "unbalanced `)`"),
+    ("input x\ny = 2 x\n", 2, 7, "two values with no operator"),
+    ("input x\ninput X[N 3]\n", 2, 11, "a dimension list looks like"),
+    ("input x\ninput X[]\n", 2, 9, "a dimension list looks like"),
+    ("param w\n", 1, 8, "`param` needs `~ distribution` or `= number`"),
+    ("input x\nparam w = x\n", 2, 11, "`param` needs"),
+    ("input x\ntrain {\n  rate 0.1\n}\n", 3, 3, "unknown setting in `train { }`"),
+    ("train {\n  batch 2\n  seed 1\n  lr 0.1\n}\n", 4, 3, "unknown setting"),
+    ("input x\ntrain {\n  batch 2\n", 3, 10, "unclosed `train {` block"),
+    ("input x\nx + 1\n", 2, 3, "a statement starts with a keyword"),
+    ("input = 3\n", 1, 1, "`input` is a keyword and cannot be a name"),
+    ("input x\nminimize[2] = x\n", 2, 1, "`minimize` is a keyword"),
+    ("y = 3 $ 4\n", 1, 7, "unexpected character '$'"),
+    ('data "unterminated\n', 1, 6, "unexpected"),
+])
+def test_syntax_errors(text, line, col, words):
+    e = syntax_error(text)
+    assert words in e.message, e.message
+    assert (e.span.file, e.span.line, e.span.col) == ("m.model", line, col), e.span
+    assert e.span.end_col > e.span.col
+
+
+def test_unlabelled_syntax_errors_read_well():
+    e = syntax_error("train {\n  batch 2\n  steps\n}\n")
+    assert e.message == "unexpected end of the line" and e.hint == "expected a whole number"
+
+
+def test_deep_nesting_is_refused_before_anything_recurses():
+    e = syntax_error("y = " + "-" * 300 + "1\n")
+    assert "nested more than" in e.message and e.span.line == 1
+    terms = " + ".join(["x"] * 1000)
+    e = syntax_error(f"input x\ns = {terms}\n")
+    assert "nested more than" in e.message and e.span.line == 2
+    assert expr("(" * 1000 + "x" + ")" * 1000) == N("x")  # parentheses alone add no depth
+
+
+@pytest.mark.parametrize("text", [
+    "\x00", "input \x00x\n", "input x[N,\n", "param W[3, 2] ~\n", "def f(a = a\n", "))))\n",
+    "train {\n" * 5, '"\n', "input x <- \n", "input x <- onehot(\n", "1e\n", "x = 1e+\n",
+    "é = 1\n", "x = 1.2.3\n", "minimize\n", "data\n", "const c = x\n", "x = [1, 2]\n",
+    "x = a @@ b\n", "x = a ^^ b\n", "x = ***\n", "\t\tinput\t x\n", "x = f(,)\n",
+])
+def test_garbage_is_always_a_syntax_error_or_a_model(text):
+    try:
+        parse(text, "m.model")
+    except DslError as e:
+        assert e.span is not None and e.span.line >= 1 and e.span.col >= 1

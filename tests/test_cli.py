@@ -1,0 +1,202 @@
+"""The command line: exit status 0 / 1 / 2, never a traceback for a user mistake, `--debug`.
+
+`dsl.cli.main(argv)` returns the exit status; these tests call it in-process with the working
+directory at the repository root, as a user in a checkout would.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import dsl.cli
+from dsl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = "examples/seed_graph.model"
+BOSTON = "examples/boston_mlp.model"
+BAD = sorted(p.name for p in (ROOT / "tests" / "golden" / "bad").glob("*.model"))
+
+
+@pytest.fixture(autouse=True)
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own --help and --version
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def no_traceback(err: str) -> bool:
+    return "Traceback" not in err and "internal error" not in err
+
+
+# ---- 0: all is well ----------------------------------------------------------------------------
+
+def test_check_a_good_model(capsys):
+    rc, out, err = run(["check", BOSTON], capsys)
+    assert rc == 0 and err == ""
+    assert out.startswith(f"{BOSTON}: ok, 10 names, minimize loss, predict yhat\n")
+    assert "  input  X     [N, 13]      line 4\n" in out
+
+
+def test_check_warnings_do_not_fail(tmp_path, capsys):
+    p = tmp_path / "w.model"
+    p.write_text("input x\nparam k = 1\nparam j = 1\nloss = (k * x)^2\nminimize loss\n")
+    rc, out, err = run(["check", p], capsys)
+    assert rc == 0 and "ok" in out
+    assert f"{p}:3:7: warning: param `j` does not affect the objective `loss`" in err
+
+
+def test_eval_json(capsys):
+    rc, out, err = run(["eval", SEED, "--set", "x=3", "--set", "y=0.5", "--set", "k1=0.2",
+                        "--set", "k2=-0.4", "--json"], capsys)
+    assert rc == 0 and no_traceback(err)
+    result = json.loads(out)
+    assert result["objective"] == "loss"
+    assert result["values"]["L1"] == pytest.approx(0.6)
+    assert set(result["gradients"]) >= {"k1", "b1", "k2", "b2", "x", "y"}
+    s = result["values"]["s"]
+    l2 = -0.4 * s
+    assert result["gradients"]["k2"] == pytest.approx(2 * (l2 - 0.5) * s)
+
+
+def test_compile_writes_a_module(tmp_path, capsys):
+    out_file = tmp_path / "m.py"
+    rc, out, err = run(["compile", SEED, "-o", out_file], capsys)
+    assert rc == 0 and out.startswith(f"wrote {out_file}")
+    assert "import numpy as np" in out_file.read_text()
+    rc, out, err = run(["compile", SEED], capsys)
+    assert rc == 0 and "def forward" in out
+
+
+def test_debug_flag_exists(capsys):
+    rc, out, err = run(["--debug", "check", SEED], capsys)
+    assert rc == 0 and "ok" in out
+    rc, out, _ = run(["--help"], capsys)
+    assert rc == 0 and "--debug" in out
+
+
+# ---- 1: a bad model or bad data ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [n for n in BAD if not n.startswith("warn_")])
+def test_bad_models_exit_1_without_traceback(name, capsys):
+    rc, out, err = run(["check", f"tests/golden/bad/{name}"], capsys)
+    assert rc == 1 and no_traceback(err) and err.startswith(f"tests/golden/bad/{name}:")
+
+
+def test_bad_models_with_debug_still_have_no_traceback(capsys):
+    rc, out, err = run(["--debug", "check", "tests/golden/bad/cycle.model"], capsys)
+    assert rc == 1 and no_traceback(err) and "cycle in the graph" in err
+
+
+def test_run_without_data_is_bad_data(capsys):
+    rc, out, err = run(["run", SEED, "--steps", "1", "--out", "/nonexistent/never"], capsys)
+    assert rc == 1 and no_traceback(err) and "no `data` statement" in err
+
+
+def test_bad_params_file(tmp_path, capsys):
+    bad = tmp_path / "p.npz"
+    bad.write_bytes(b"not a zip")
+    csv = tmp_path / "d.csv"
+    csv.write_text("a\n1\n")
+    rc, out, err = run(["predict", BOSTON, "--params", bad, "--data", csv], capsys)
+    assert rc == 1 and no_traceback(err) and "not a params file" in err
+    rc, out, err = run(["predict", BOSTON, "--params", tmp_path / "none.npz", "--data", csv],
+                       capsys)
+    assert rc == 1 and no_traceback(err) and "no such params file" in err
+
+
+def test_data_command_on_bad_files(tmp_path, capsys):
+    for content, words in (("", "is empty"), ("a,b\n1,x\n", "non-numeric value 'x' in column b"),
+                           ("a,b\n1,nan\n", "NaN value")):
+        p = tmp_path / "d.csv"
+        p.write_text(content)
+        rc, out, err = run(["data", p], capsys)
+        assert rc == 1 and no_traceback(err) and words in err, err
+
+
+# ---- 2: bad usage --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, words", [
+    ([], "required: command"),
+    (["frobnicate", SEED], "invalid choice: 'frobnicate'"),
+    (["check"], "required: model"),
+    (["check", "no/such/file.model"], "no such model file: no/such/file.model"),
+    (["check", "examples"], "is a directory"),
+    (["check", SEED, "--bogus"], "unrecognized arguments: --bogus"),
+    (["--bogus", "check", SEED], "unrecognized arguments: --bogus"),
+    (["run", BOSTON, "--epochs", "many"], "invalid int value: 'many'"),
+    (["run", BOSTON, "--epochs", "0"], "--epochs must be at least 1"),
+    (["run", BOSTON, "--epochs", "2", "--steps", "3"], "--epochs or --steps, not both"),
+    (["run", BOSTON, "--optimizer", "sgdd"], "unknown optimizer `sgdd`"),
+    (["run", BOSTON, "--dtype", "float16"], "unknown dtype `float16`"),
+    (["run", BOSTON, "--optimizer", "random_search", "--lr", "0.1"], "has no learning rate"),
+    (["run", BOSTON, "--lr", "-1"], "the learning rate must be positive"),
+    (["eval", SEED, "--set", "zz=3"], "`zz` is not an input or param"),
+    (["eval", SEED, "--set", "k11=3"], "did you mean `k1`?"),
+    (["eval", SEED, "--set", "x"], "--set takes NAME=VALUE"),
+    (["eval", SEED, "--set", "x=three"], "is not a number or a JSON list"),
+    (["eval", SEED, "--set", "x=[1, 2]"], "should be scalar"),
+    (["eval", SEED, "--set", "x=@missing.npy"], "no such file missing.npy"),
+    (["predict", BOSTON, "--data", "x.csv"], "required: --params"),
+])
+def test_usage_errors_exit_2(argv, words, capsys):
+    rc, out, err = run(argv, capsys)
+    assert rc == 2, (rc, err)
+    assert no_traceback(err)
+    assert words in err, err
+
+
+def test_commands_that_need_a_statement_the_model_lacks(tmp_path, capsys):
+    p = tmp_path / "bare.model"
+    p.write_text("input x\nparam k = 1\nz = k * x\n")
+    rc, out, err = run(["predict", p, "--params", "p.npz", "--data", "x.csv"], capsys)
+    assert rc == 2 and no_traceback(err) and "has no `predict` statement" in err
+    rc, out, err = run(["run", p], capsys)
+    assert rc == 2 and no_traceback(err) and "has no `minimize` statement" in err
+
+
+def test_usage_error_is_rendered_with_a_hint(capsys):
+    rc, out, err = run(["frobnicate"], capsys)
+    assert rc == 2 and err.startswith("error: ") and "hint: see `dsl --help`" in err
+
+
+# ---- internal errors -----------------------------------------------------------------------
+
+def test_internal_error_says_so_and_debug_shows_the_traceback(monkeypatch, capsys):
+    def broken(args, session):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(dsl.cli, "cmd_check", broken)
+    rc, out, err = run(["check", SEED], capsys)
+    assert rc == 3 and "internal error: RuntimeError: boom" in err and "Traceback" not in err
+    assert "--debug" in err
+    rc, out, err = run(["--debug", "check", SEED], capsys)
+    assert rc == 3 and "Traceback" in err and "RuntimeError: boom" in err
+
+
+def test_a_closed_pipe_is_not_an_internal_error(monkeypatch, capsys):
+    """`dsl data boston.csv | head -2`: the reader goes away; exit quietly."""
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+        def fileno(self):
+            raise OSError("no file descriptor")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    rc = main(["data", "examples/data/boston.csv", "--target", "MEDV"])
+    err = capsys.readouterr().err
+    assert rc == 0 and err == ""

@@ -1,0 +1,122 @@
+"""`dsl derive` and `dsl graph` on the command line: the contract's output, golden files, exit
+statuses and clean errors (no tracebacks)."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from dsl.cli import main
+from tests.golden_util import compare
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+SEED_K1 = """\
+∂loss/∂k1 = ∂loss/∂L2 · ∂L2/∂s · ∂s/∂L1 · ∂L1/∂k1
+
+  ∂loss/∂L2 = 2·(L2 - y)
+  ∂L2/∂s    = k2
+  ∂s/∂L1    = s·(1 - s)
+  ∂L1/∂k1   = x
+"""
+
+
+@pytest.fixture(autouse=True)
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_derive_seed_k1_is_the_contract(capsys):
+    assert run(capsys, "derive", "examples/seed_graph.model", "--wrt", "k1") == (0, SEED_K1, "")
+
+
+def test_derive_as_a_subprocess():
+    """`python -m dsl derive ...` exactly as the contract shows it (UTF-8 out)."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    p = subprocess.run([sys.executable, "-m", "dsl", "derive", "examples/seed_graph.model",
+                        "--wrt", "k1"], capture_output=True, env=env, check=False)
+    assert p.returncode == 0 and p.stdout.decode("utf-8") == SEED_K1 and p.stderr == b""
+
+
+@pytest.mark.parametrize("example", ["seed_graph", "boston_mlp", "boston_rm"])
+def test_derive_every_param_is_golden(capsys, example):
+    code, out, err = run(capsys, "derive", f"examples/{example}.model")
+    assert code == 0 and err == ""
+    compare(f"good/{example}.derive.txt", out)
+
+
+def test_derive_latex_and_json(capsys):
+    code, out, _ = run(capsys, "derive", "examples/seed_graph.model", "--latex")
+    assert code == 0
+    compare("good/seed_graph.derive.tex", out)
+    code, out, _ = run(capsys, "derive", "examples/boston_mlp.model", "--wrt", "b1", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["derivations"][0]["factors"][-1]["text"] == "G ↦ Σ_rows G"
+
+
+def test_expand_reproduces_the_tutorial(capsys):
+    code, out, _ = run(capsys, "derive", "examples/boston_rm.model", "--expand")
+    assert code == 0
+    compare("good/boston_rm.expand.txt", out)
+    assert out.splitlines()[0] == "∂loss/∂k = mean(2·x·(b + k·x - y))"
+    code, out, _ = run(capsys, "derive", "examples/seed_graph.model", "--expand")
+    compare("good/seed_graph.expand.txt", out)
+    code, out, _ = run(capsys, "derive", "examples/boston_rm.model", "--expand", "--json")
+    assert json.loads(out)["derivations"][1]["expanded"]["text"] == "mean(2·(b + k·x - y))"
+
+
+def test_expand_on_matrices_is_a_clear_message(capsys):
+    code, out, err = run(capsys, "derive", "examples/boston_mlp.model", "--expand")
+    assert code == 2 and out == ""
+    assert "cannot write ∂loss/∂W1 as one expression" in err and "Traceback" not in err
+
+
+def test_unknown_wrt_is_a_usage_error_with_a_suggestion(capsys):
+    code, out, err = run(capsys, "derive", "examples/seed_graph.model", "--wrt", "kl")
+    assert code == 2 and out == ""
+    assert "`kl` is not a name" in err and "did you mean `k1`?" in err and "Traceback" not in err
+
+
+def test_bad_usage(capsys):
+    assert run(capsys, "derive", "examples/seed_graph.model", "--latex", "--json")[0] == 2
+    assert run(capsys, "graph", "examples/seed_graph.model", "--format", "png")[0] == 2
+    assert run(capsys, "derive", "examples/nope.model")[0] == 2
+
+
+@pytest.mark.parametrize("example", ["seed_graph", "boston_mlp"])
+def test_graph_formats_are_golden(capsys, example):
+    code, out, err = run(capsys, "graph", f"examples/{example}.model")
+    assert code == 0 and err == ""
+    compare(f"good/{example}.dot", out)
+    code, out, _ = run(capsys, "graph", f"examples/{example}.model", "--derivatives")
+    compare(f"good/{example}.derivatives.dot", out)
+    code, out, _ = run(capsys, "graph", f"examples/{example}.model", "--format", "text")
+    compare(f"good/{example}.graph.txt", out)
+    code, out, _ = run(capsys, "graph", f"examples/{example}.model", "--format", "text",
+                       "--derivatives")
+    compare(f"good/{example}.derivatives.txt", out)
+
+
+def test_graph_svg_without_graphviz(capsys, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    code, out, err = run(capsys, "graph", "examples/seed_graph.model", "--format", "svg")
+    assert code == 2 and out == "" and "graphviz" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz is not installed")
+def test_graph_pipes_into_dot(capsys):
+    code, out, _ = run(capsys, "graph", "examples/seed_graph.model")
+    png = subprocess.run(["dot", "-Tpng"], input=out.encode("utf-8"), capture_output=True,
+                         check=False)
+    assert png.returncode == 0 and png.stdout.startswith(b"\x89PNG")
+    code, out, _ = run(capsys, "graph", "examples/seed_graph.model", "--format", "svg")
+    assert code == 0 and "<svg" in out

@@ -1,0 +1,328 @@
+"""Training: every optimizer, random search, seeds, `run` overrides and artifacts, divergence,
+`predict` from saved files, and bad data through `run` (golden messages).
+
+Small linear regressions on CSVs generated here, so that every test takes a fraction of a
+second. The golden data errors live in `tests/golden/bad/data/` (NAME.model, its CSV, NAME.err);
+rewrite them with DSL_UPDATE_GOLDEN=1 and review the diff.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dsl
+from dsl import plots
+from dsl.cli import main
+from dsl.config import make_optimizer
+from dsl.report import load_params
+from dsl.runtime import init_params
+from dsl.train import fit
+from tests.golden_util import compare
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD_DATA = ROOT / "tests" / "golden" / "bad" / "data"
+
+LINEAR = """\
+# y = 2 x1 - 3 x2 + 1 + noise
+data "lin.csv" split 0.75 seed 1
+
+input X[N, 2] <- x1..x2 standardize
+input y[N, 1] <- y
+
+param W[2, 1] ~ normal(0, 0.1)
+param b[1]    = 0
+
+yhat = X @ W + b
+loss = mean((yhat - y)^2)
+
+minimize loss
+predict yhat
+
+train {
+    optimizer sgd(lr = 0.05)
+    batch 16
+    epochs 20
+    seed 0
+}
+"""
+
+RANDOM = """\
+# y = 0.3 x - 0.5 exactly: the optimum is a = 0.3, b = -0.5
+data "line.csv"
+input x[N] <- x
+input y[N] <- y
+param a ~ uniform(-1, 1)
+param b ~ uniform(-1, 1)
+loss = mean((a * x + b - y)^2)
+minimize loss
+train {
+    optimizer random_search(trials = 3000, low = -1, high = 1)
+    seed 0
+}
+"""
+
+
+def write_csv(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows([[repr(float(v)) for v in r] for r in rows])
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(2, 3, 64), rng.normal(-1, 0.5, 64)
+    y = 2 * x1 - 3 * x2 + 1 + 0.1 * rng.normal(size=64)
+    write_csv(d / "lin.csv", ["x1", "x2", "y"], zip(x1, x2, y))
+    (d / "lin.model").write_text(LINEAR)
+    x = rng.uniform(-2, 2, 40)
+    write_csv(d / "line.csv", ["x", "y"], zip(x, 0.3 * x - 0.5))
+    (d / "random.model").write_text(RANDOM)
+    new = np.column_stack([rng.normal(2, 3, 7), rng.normal(-1, 0.5, 7)])
+    write_csv(d / "new.csv", ["x1", "x2"], new)  # no `y`: predict needs only what it reads
+    return d
+
+
+@pytest.fixture(scope="module")
+def lin(folder):
+    return dsl.load(str(folder / "lin.model"))
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    """Plots are matplotlib's business and slow; most tests do not need them."""
+    monkeypatch.setattr(plots, "available", lambda: False)
+
+
+def train(model, optimizer: str, args: dict, **settings):
+    """Train a fresh seeded start of `model` with the given optimizer and settings."""
+    opt = make_optimizer(optimizer, [(k, v, None) for k, v in args.items()], None)
+    cfg = replace(model.checked.train, optimizer=opt, **settings)
+    params = init_params(model.checked, cfg.seed, cfg.dtype)
+    ds = model.dataset(cfg.dtype)
+    start = float(model.module.loss(params, ds.train))
+    result = fit(model.module, params, ds.train, ds.test, cfg)
+    return start, float(model.module.loss(params, ds.train)), result, params
+
+
+def run_cli(argv, capsys):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ---- optimizers ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("optimizer, args, settings", [
+    ("gd", {"lr": 0.1}, {"steps": 100, "epochs": None}),
+    ("sgd", {"lr": 0.05}, {"batch": 8, "epochs": 10}),
+    ("sgd", {"lr": 0.01, "momentum": 0.9}, {"batch": 8, "epochs": 10}),
+    ("adam", {"lr": 0.1}, {"batch": 16, "steps": 300, "epochs": None}),
+])
+def test_each_optimizer_lowers_the_loss(lin, optimizer, args, settings):
+    start, end, result, params = train(lin, optimizer, args, **settings)
+    assert result.divergence is None
+    assert end < 0.01 * start and end < 0.1  # the noise is 0.1, so the best MSE is about 0.01
+    h = result.history
+    assert h.step[0] == 0 and h.step[-1] == result.steps
+    assert h.train_loss[0] == pytest.approx(start) and h.train_loss[-1] == pytest.approx(end)
+    assert len(h.test_loss) == len(h.step) and h.test_loss[-1] < h.test_loss[0]
+
+
+def test_momentum_changes_the_path(lin):
+    _, _, plain, _ = train(lin, "sgd", {"lr": 0.01}, batch=8, epochs=3)
+    _, _, heavy, _ = train(lin, "sgd", {"lr": 0.01, "momentum": 0.9}, batch=8, epochs=3)
+    assert plain.history.train_loss[-1] != heavy.history.train_loss[-1]
+
+
+def test_random_search_finds_a_known_optimum(folder):
+    m = dsl.load(str(folder / "random.model"))
+    ds = m.dataset()
+    params = init_params(m.checked, 0)
+    result = fit(m.module, params, ds.train, ds.test, m.checked.train)
+    assert result.steps == 3000
+    assert float(params["a"]) == pytest.approx(0.3, abs=0.05)
+    assert float(params["b"]) == pytest.approx(-0.5, abs=0.05)
+    losses = result.history.train_loss
+    assert all(b <= a for a, b in zip(losses, losses[1:]))  # the best so far never worsens
+
+
+# ---- seeds -----------------------------------------------------------------------------------
+
+def test_same_seed_same_history_bit_for_bit(lin):
+    runs = [train(lin, "sgd", {"lr": 0.05}, batch=8, epochs=4, seed=s) for s in (5, 5, 6)]
+    (_, _, a, pa), (_, _, b, pb), (_, _, c, pc) = runs
+    assert a.history.train_loss == b.history.train_loss
+    assert a.history.test_loss == b.history.test_loss
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert a.history.train_loss != c.history.train_loss
+    assert not np.array_equal(pa["W"], pc["W"])
+
+
+def test_same_seed_same_history_through_run(folder, tmp_path, capsys, no_plots):
+    def history(out, seed):
+        rc, _, err = run_cli(["run", folder / "lin.model", "--seed", seed, "--epochs", 3,
+                              "--out", out], capsys)
+        assert rc == 0, err
+        with open(out / "history.csv") as f:
+            return [(r["step"], r["train_loss"], r["test_loss"]) for r in csv.DictReader(f)]
+    one, two, other = (history(tmp_path / n, s) for n, s in (("a", 1), ("b", 1), ("c", 2)))
+    assert one == two and one != other
+    assert np.array_equal(np.load(tmp_path / "a" / "params.npz")["W"],
+                          np.load(tmp_path / "b" / "params.npz")["W"])
+
+
+# ---- run: overrides and artifacts --------------------------------------------------------------
+
+def report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def test_run_writes_the_artifacts(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, stdout, err = run_cli(["run", folder / "lin.model", "--out", out], capsys)
+    assert rc == 0 and "Traceback" not in err
+    names = {p.name for p in out.iterdir()}
+    assert {"params.npz", "history.csv", "report.json", "lin_compiled.py"} <= names
+    if plots.available():
+        assert {"loss.png", "predicted.png", "residuals.png"} <= names
+    r = report(out)
+    for key in ("train_loss", "test_loss", "rmse", "r2", "steps", "seconds", "us_per_step",
+                "compile_seconds", "baselines"):
+        assert key in r, key
+    assert r["steps"] == 20 * 3  # 48 training rows in batches of 16, 20 epochs
+    assert r["train_loss"] < 0.1 and r["r2"] > 0.99
+    assert r["rmse"] == pytest.approx(math.sqrt(r["test_loss"]), rel=1e-9)
+    assert set(r["baselines"]) >= {"mean", "least_squares", "knn3"}
+    assert r["baselines"]["least_squares"] < r["baselines"]["mean"]
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "epoch", "train_loss", "test_loss", "seconds"]
+    assert int(rows[-1]["step"]) == 60 and float(rows[-1]["train_loss"]) == r["train_loss"]
+    saved = np.load(out / "params.npz")
+    assert saved["W"].shape == (2, 1) and saved["b"].shape == (1,)
+    assert "train loss" in stdout and "baseline" in stdout
+
+
+@pytest.mark.parametrize("flags, steps, optimizer, dtype", [
+    (["--steps", 25, "--lr", 0.05, "--optimizer", "adam", "--batch", 8, "--dtype", "float32"],
+     25, "adam(lr = 0.05,", "float32"),
+    (["--epochs", 4, "--batch", 12], 16, "sgd(lr = 0.05,", "float64"),
+    (["--epochs", 7, "--optimizer", "gd", "--lr", 0.2], 7, "gd(lr = 0.2)", "float64"),
+])
+def test_run_overrides(folder, tmp_path, capsys, no_plots, flags, steps, optimizer, dtype):
+    rc, out, err = run_cli(["run", folder / "lin.model", *flags, "--out", tmp_path], capsys)
+    assert rc == 0, err
+    r = report(tmp_path)
+    assert r["steps"] == steps
+    assert r["optimizer"].startswith(optimizer)
+    assert f"{steps} steps, {dtype}" in out
+    saved = np.load(tmp_path / "params.npz")
+    assert saved["W"].dtype == np.dtype(dtype)
+    with open(tmp_path / "history.csv") as f:
+        assert int(list(csv.DictReader(f))[-1]["step"]) == steps
+
+
+def test_divergence_names_the_step_and_node_and_keeps_finite_params(folder, tmp_path, capsys,
+                                                                  no_plots):
+    model = folder / "lin.model"
+    rc, out, err = run_cli(["run", model, "--optimizer", "gd", "--lr", 1e6, "--steps", 200,
+                            "--out", tmp_path], capsys)
+    assert rc == 1 and "Traceback" not in err
+    assert "training diverged" in err
+    m = re.search(r"`(\w+)`.* at step (\d+)|step (\d+) made `(\w+)`", err)
+    assert m, err
+    node = m.group(1) or m.group(4)
+    assert node in {"W", "b", "yhat", "loss"}
+    assert err.startswith(f"{model}:")  # pointing at the statement of that node
+    saved = np.load(tmp_path / "params.npz")
+    assert all(np.all(np.isfinite(saved[k])) for k in ("W", "b"))
+    r = report(tmp_path)
+    assert r["diverged"]["node"] == node
+    step = int(m.group(2) or m.group(3))
+    assert r["diverged"]["step"] == step and 1 <= step <= 200
+
+
+# ---- predict ---------------------------------------------------------------------------------
+
+def test_predict_from_saved_files_equals_model_predict(folder, tmp_path, capsys, no_plots):
+    model = folder / "lin.model"
+    rc, _, err = run_cli(["run", model, "--epochs", 30, "--out", tmp_path], capsys)
+    assert rc == 0, err
+    out_csv = tmp_path / "pred.csv"
+    rc, out, err = run_cli(["predict", model, "--params", tmp_path / "params.npz",
+                            "--data", folder / "new.csv", "--out", out_csv], capsys)
+    assert rc == 0 and out == f"wrote 7 predictions to {out_csv}\n", err
+    with open(out_csv) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["yhat"]
+    from_cli = np.array([float(r[0]) for r in rows[1:]])
+
+    m = dsl.load(str(model))
+    m.dataset()  # the same split, so the same standardizer as the run
+    params, _ = load_params(str(tmp_path / "params.npz"))
+    m.set_params(params)
+    with open(folder / "new.csv") as f:
+        X = np.array([[float(v) for v in r] for r in list(csv.reader(f))[1:]])
+    in_process = m.predict(X)
+    assert in_process.shape == (7, 1)
+    np.testing.assert_array_equal(from_cli, in_process[:, 0])
+    # and the prediction is the fitted plane, close to the truth for these rows
+    np.testing.assert_allclose(from_cli, 2 * X[:, 0] - 3 * X[:, 1] + 1, atol=0.3)
+
+
+# ---- bad data through `run` --------------------------------------------------------------------
+
+DATA_MODELS = sorted(p.name for p in BAD_DATA.glob("*.model"))
+
+
+@pytest.mark.parametrize("name", DATA_MODELS)
+def test_bad_data_golden(name, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(ROOT)
+    rel = f"tests/golden/bad/data/{name}"
+    rc, out, err = run_cli(["run", rel, "--no-cache", "--out", tmp_path], capsys)
+    assert rc == 1 and "Traceback" not in err and out == ""
+    compare(str(BAD_DATA / name.replace(".model", ".err")), err)
+
+
+def test_bad_data_goldens_name_file_row_and_column():
+    def text(name):
+        return (BAD_DATA / f"{name}.err").read_text()
+    assert set(DATA_MODELS) >= {f"{n}.model" for n in (
+        "data_missing_file", "data_unknown_column", "data_non_numeric", "data_empty_file",
+        "data_nan_cell")}
+    assert "data file `tests/golden/bad/data/nowhere.csv` not found" in text("data_missing_file")
+    assert "unknown column `room`" in text("data_unknown_column")
+    assert "did you mean `rooms`?" in text("data_unknown_column")
+    non_numeric = text("data_non_numeric")
+    assert non_numeric.startswith("tests/golden/bad/data/non_numeric.csv:3:4: error:")
+    assert "non-numeric value 'three' in column rooms, row 2" in non_numeric
+    assert "data file `tests/golden/bad/data/empty.csv` is empty" in text("data_empty_file")
+    nan = text("data_nan_cell")
+    assert nan.startswith("tests/golden/bad/data/nan.csv:4:")
+    assert "NaN value 'NaN' in column price, row 3" in nan
+
+
+# ---- dsl data --------------------------------------------------------------------------------
+
+def test_data_command_ranks_rm_and_lstat_first(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    rc, out, err = run_cli(["data", "examples/data/boston.csv", "--target", "MEDV"], capsys)
+    assert rc == 0 and err == ""
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:1] == ["column"])
+    assert "corr(MEDV)" in lines[head]
+    assert lines[head + 1].split()[0] == "MEDV" and lines[head + 1].split()[-1] == "target"
+    strongest = [line.split()[0] for line in lines[head + 2:head + 5]]
+    assert {"RM", "LSTAT"} <= set(strongest[:2])
+    corr = {line.split()[0]: float(line.split()[-1]) for line in lines[head + 2:] if line.strip()}
+    assert corr["LSTAT"] < -0.7 and corr["RM"] > 0.65
