@@ -7,7 +7,9 @@ import numpy as np
 
 from compiler.errors import DataError
 from dsl import explain
+from dsl.config import with_overrides
 from dsl.runtime import Compiled, Dataset, check_sizes, compile_file, init_params, load_dataset
+from dsl.train import FitResult, History, fit
 
 
 @dataclass
@@ -98,6 +100,18 @@ class Model:
                 out[n] = ds.train[n]
         check_sizes(m, out, None)
         return out
+
+    def fit(self, progress=None, **overrides) -> History:
+        """Train on the model's own data with its `train { }` settings; keyword arguments
+        override them as `dsl run` flags do (epochs, steps, batch, lr, optimizer, seed, dtype).
+        Params start from their seeded draw; the last result is kept as `self.last_fit`."""
+        cfg = with_overrides(self.checked.train, **overrides)
+        if self.checked.objective is None:
+            raise DataError("the model has no `minimize` statement: nothing to train")
+        self.params = init_params(self.checked, cfg.seed, cfg.dtype)
+        ds = self.dataset(cfg.dtype)
+        self.last_fit: FitResult = fit(self.module, self.params, ds.train, ds.test, cfg, progress)
+        return self.last_fit.history
 
     def eval(self, values: dict[str, object] | None = None) -> EvalResult:
         """Values of every input, param and node, and the objective's gradient for every param
