@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
@@ -21,7 +22,7 @@ from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
 from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 
-CODEGEN_VERSION = "2"  # bumped when fixes change generated code: stale caches are not reused
+CODEGEN_VERSION = "3"  # bumped when fixes change generated code: stale caches are not reused
 
 # Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
 _HELPERS = {
@@ -175,10 +176,18 @@ class _Body:
         return "*".join(parts)
 
     def cse(self, exprs: list[sp.Expr]) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
-        temps = sp.numbered_symbols(self.prefix, start=self.temps, real=True)
-        replacements, reduced = sp.cse(exprs, symbols=temps)
+        replacements, reduced = _cse(self.prefix, self.temps, tuple(exprs))
         self.temps += len(replacements)
         return replacements, reduced
+
+
+@lru_cache(maxsize=1 << 16)
+def _cse(prefix: str, start: int, exprs: tuple[sp.Expr, ...]):
+    """Memoized: the two backward passes of a module (params; params and inputs) mostly ask
+    for the same node with the same numbering, and sympy's cse is slow."""
+    temps = sp.numbered_symbols(prefix, start=start, real=True)
+    replacements, reduced = sp.cse(list(exprs), symbols=temps)
+    return tuple(replacements), tuple(reduced)
 
 
 class _TempPrinter(NumpyCode):
@@ -221,6 +230,10 @@ class ModuleWriter:
                 code = print_expr(expr)
                 if not replacements:
                     self._forward_lines[node.name] = code
+            have = broadcast_shapes(*(self.g.nodes[s.name].shape for s in node.expr.free_symbols))
+            if have != tuple(node.shape):  # sympy cancelled the operands of full shape (`V - V`
+                # is 0): the value must still have its declared shape for `@`, axes, transpose
+                code = f"np.broadcast_to({code}, {body.shape_code(node.shape)})"
             body.emit(name, code, node)
             return
         a = [value_name(i) for i in node.inputs]

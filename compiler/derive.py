@@ -13,6 +13,7 @@ symbol, so nothing swells and the work is linear in the number of nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sympy as sp
 
@@ -85,9 +86,15 @@ def structural_map(g: Graph, node: Node, index: int) -> StructuralMap:
 
 def elementwise_factor(node: Node, wrt: str) -> sp.Expr:
     """∂node/∂wrt by sympy, written through the node's own value where it appears."""
-    d = sp.diff(node.expr, symbol(wrt))
-    if not node.expr.is_Symbol:
-        d = d.subs(node.expr, symbol(node.name))
+    return _factor(node.expr, node.name, wrt)
+
+
+@lru_cache(maxsize=1 << 16)
+def _factor(expr: sp.Expr, name: str, wrt: str) -> sp.Expr:
+    """Memoized: each backward pass of a module (params; params and inputs) asks again."""
+    d = sp.diff(expr, symbol(wrt))
+    if not expr.is_Symbol:
+        d = d.subs(expr, symbol(name))
     return sp.factor_terms(d)
 
 

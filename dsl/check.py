@@ -20,6 +20,9 @@ Shape = tuple[ast.Dim, ...]
 KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "data", "train", "onehot",
             "standardize"}
 DISTRIBUTIONS = {"normal": 2, "uniform": 2, "glorot": 0, "he": 0}
+# Terms of one statement once its defs are inlined: a def that uses its argument or calls
+# another def twice doubles them at each level, and 40 levels would never finish compiling.
+MAX_EXPANDED = 100_000
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class _Checker:
                     raise SemanticError(f"`{name}` is nested too deeply once its defs are expanded",
                                         st.span, "split it into several statements, one node "
                                         "per line") from None
+                if _tree_size(nodes[name]) > MAX_EXPANDED:
+                    raise _too_large(st)
                 self.shapes[name] = nodes[name].shape
         objective = self._target(singles.get(ast.Minimize))
         predict = self._target(singles.get(ast.Predict))
@@ -180,6 +185,9 @@ class _Checker:
                 raise SemanticError("normal(mu, sigma) needs sigma >= 0", init.span)
             if init.dist == "uniform" and init.args[0] > init.args[1]:
                 raise SemanticError("uniform(lo, hi) needs lo <= hi", init.span)
+            if init.dist == "uniform" and init.args[1] - init.args[0] == float("inf"):
+                raise SemanticError("uniform(lo, hi) needs hi - lo to be a float64 (at most "
+                                    "about 1.8e308)", init.span)
         self.shapes[st.name] = st.dims
 
     @staticmethod
@@ -202,8 +210,12 @@ class _Checker:
         """Global names an equation reads, through the defs it calls (iteratively)."""
         out: list[tuple[str, Span]] = []
         stack: list[tuple[ast.Expr, frozenset[str], tuple[str, ...]]] = [(st.expr, frozenset(), ())]
+        visited = 0
         while stack:
             e, local, calling = stack.pop()
+            visited += 1
+            if visited > MAX_EXPANDED:
+                raise _too_large(st)
             if isinstance(e, ast.Name):
                 if e.id not in local:
                     if e.id not in self.decls:
@@ -352,6 +364,27 @@ class _Checker:
                                     "axis 0 runs over rows, axis 1 over columns")
             axis = k % nd
         return axis
+
+
+def _too_large(st: ast.Assign) -> SemanticError:
+    return SemanticError(f"`{st.name}` has more than {MAX_EXPANDED:,} terms once its defs are "
+                         "expanded", st.span, "defs are inlined: one that uses its argument (or "
+                         "calls a def) twice doubles the terms at each level; use intermediate nodes")
+
+
+def _tree_size(t: Typed) -> int:
+    """Terms of a typed expression written out as a tree: shared parts (a def's argument used
+    twice) count each time they are used. Iterative, memoized; stops counting past the limit."""
+    sizes: dict[int, int] = {}
+    stack = [(t, False)]
+    while stack:
+        x, ready = stack.pop()
+        if ready:
+            sizes[id(x)] = min(MAX_EXPANDED + 1, 1 + sum(sizes[id(a)] for a in x.args))
+        elif id(x) not in sizes:
+            stack.append((x, True))
+            stack.extend((a, False) for a in x.args if id(a) not in sizes)
+    return sizes[id(t)]
 
 
 def _keyword(st) -> str:

@@ -145,7 +145,7 @@ def cmd_compile(args, session: Session) -> int:
     session.load(args.model)
     compiled = compile_file(args.model, session.sources[args.model])
     if args.output:
-        atomic_write(args.output, compiled.source.encode("utf-8"))
+        _writing(atomic_write, args.output, compiled.source.encode("utf-8"))
         print(f"wrote {args.output} ({len(compiled.source.splitlines())} lines, "
               f"compiled in {compiled.compile_seconds:.3f} s{', cached' if compiled.cached else ''})")
     else:
@@ -246,6 +246,11 @@ def cmd_run(args, session: Session) -> int:
     out = args.out or os.path.join("runs", name)
     _writing(lambda folder: os.makedirs(folder, exist_ok=True), out)
     start, history = _resume(out, checked, model, cfg) if args.resume else (None, None)
+    for pname, value in model.params.items():
+        if not np.all(np.isfinite(value)):
+            raise DataError(f"param `{pname}` starts with values that are not finite",
+                            checked.params[pname].span, "saved params are always finite; is its "
+                            "start too large for " + cfg.dtype + "?")
     n = len(next(iter(ds.train.values())))
     print(f"training {name}: {cfg.optimizer}, {n} training rows, "
           f"{total_steps(cfg, n)} steps, {cfg.dtype}, compiled in {compiled.compile_seconds:.3f} s"
@@ -271,7 +276,10 @@ def cmd_run(args, session: Session) -> int:
           + (", " + ", ".join(os.path.basename(p) for p in pictures) if pictures else ""))
     if not pictures:
         print("plots skipped: matplotlib is not installed (pip install 'dsl[plot]')")
-    again = f"`dsl run {args.model} --resume --out {out}`"
+    same = "".join(f" --{flag} {getattr(args, flag)}" for flag in
+                   ("epochs", "steps", "batch", "lr", "optimizer", "seed", "dtype")
+                   if getattr(args, flag) is not None)
+    again = f"`dsl run {args.model}{same} --resume --out {out}`"
     if result.interrupted:
         kept = (f"the params of step {result.steps}" if result.steps == result.stopped_at else
                 f"the params of step {result.steps}, the last log point (an update may have been "
@@ -293,13 +301,14 @@ def cmd_run(args, session: Session) -> int:
 
 
 def _writing(write, path: str, *args):
-    """`write(path, ...)` for an artifact of `run`; failing to write (a full disk, a read-only
+    """`write(path, ...)` for a file the user asked for; failing to write (a full disk, a read-only
     or missing folder) is a problem of the place, reported as such, not a bug."""
     try:
         return write(path, *args)
     except OSError as e:
         raise DataError(f"cannot write {path}: {e.strerror or e}",
-                        hint="check the --out folder: that it is a folder, writable, with space") from None
+                        hint="check that its folder exists and can be written to, and that the disk "
+                        "has space") from None
 
 
 def _resume(out: str, checked: Checked, model: Model, cfg):
@@ -415,7 +424,7 @@ def cmd_predict(args, session: Session) -> int:
     writer.writerow(cols)
     writer.writerows([[repr(float(v)) for v in row] for row in yhat])
     if args.out:
-        atomic_write(args.out, buf.getvalue().encode())
+        _writing(atomic_write, args.out, buf.getvalue().encode())
         print(f"wrote {len(yhat)} predictions to {args.out}")
     else:
         sys.stdout.write(buf.getvalue())

@@ -95,6 +95,9 @@ def _validate_args(name, args, span, error) -> None:
             raise error("trials must be a whole number of at least 1", span)
         if not args["low"] < args["high"]:
             raise error("random_search needs low < high", span)
+        if args["high"] - args["low"] == float("inf"):
+            raise error("random_search needs high - low to be a float64 (at most about 1.8e308)",
+                        span)
 
 
 def train_config(block: ast.Train | None) -> TrainConfig:

@@ -6,11 +6,30 @@ is still visible (LANGUAGE.md promises stable forms).
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import sympy as sp
 
+from compiler.errors import DerivationError
 from compiler.functions import ELEMENTWISE, stabilize
 from compiler.ir import Graph, Node, symbol
 from dsl.check import Checked, Typed
+
+# Elementwise maths nested deeper than this becomes inner nodes: sympy recurses through an
+# expression, and Python refuses a line with more than 200 nested parentheses.
+SPLIT_DEPTH = 30
+
+# Numbers combined with numbers are folded in float64, as numpy would compute them at run time:
+# sympy's exact arithmetic would work out 9^9^9 digit by digit, and makes (-8)^(1/3), sqrt(-1)
+# and log(0) complex or zoo where numpy gives nan or -inf.
+_FOLD = {
+    "+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "^": np.power,
+    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "sin": np.sin, "cos": np.cos,
+    "tanh": np.tanh, "sigmoid": lambda x: 0.5 + 0.5 * np.tanh(0.5 * x),
+    "relu": lambda x: np.maximum(x, 0.0), "softplus": lambda x: np.logaddexp(0.0, x),
+    "square": np.square, "max": np.maximum, "min": np.minimum,
+}
 
 _STRUCTURAL = {"@": "matmul", "sum": "sum", "mean": "mean", "logsumexp": "logsumexp",
                "softmax": "softmax", "transpose": "transpose"}
@@ -52,6 +71,10 @@ class _Statement:
         return f"{self.name}.{self.count}"
 
     def _elementwise(self, name: str, expr: sp.Expr, t: Typed) -> str:
+        if expr.has(sp.I, sp.zoo, sp.AccumBounds):
+            raise DerivationError(f"this has no real value: sympy makes it `{expr}`", t.span,
+                                  "numpy would give NaN or inf here: check the signs under "
+                                  "sqrt, log and fractional powers, and divisions by zero")
         inputs = tuple(sorted(s.name for s in expr.free_symbols))
         self.g.add(Node(name, "op", t.shape, t.span, "elementwise", inputs, expr, stmt=self.name,
                         source=self.source))
@@ -72,23 +95,32 @@ class _Statement:
                         source=self.source))
         return name
 
-    def _scalar(self, t: Typed) -> sp.Expr:
-        """The sympy expression of an elementwise tree; structural parts become symbols."""
+    def _scalar(self, t: Typed, depth: int = 0) -> sp.Expr:
+        """The sympy expression of an elementwise tree; structural parts become symbols, and
+        so do parts deeper than SPLIT_DEPTH (as inner nodes). Numbers are folded as numpy would."""
         if t.op == "num":
-            v = t.value
-            return sp.Integer(int(v)) if float(v).is_integer() else sp.Float(repr(v))
+            return _number(t.value)
         if t.op == "name":
             return symbol(t.name)
+        if depth > SPLIT_DEPTH and t.op not in _STRUCTURAL:
+            return symbol(self._elementwise(self._fresh(), stabilize(self._scalar(t)), t))
         if t.op == "neg":
-            return -self._scalar(t.args[0])
+            return -self._scalar(t.args[0], depth + 1)
         if t.op in ("+", "-", "*", "/", "^"):
-            a, b = (self._scalar(x) for x in t.args)
+            a, b = (self._scalar(x, depth + 1) for x in t.args)
+            if a.is_Number and b.is_Number:
+                return _fold(t.op, a, b)
+            if t.op == "/" and b.is_zero:  # numpy: ±inf, or nan for 0/0; sympy: zoo
+                return a * sp.oo
             return {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "^": a**b}[t.op]
         if t.op == "log" and t.args[0].op == "softmax":
             return self._log_softmax(t.args[0])
         if t.op in _STRUCTURAL:
             return symbol(self._structural(t, self._fresh()))
-        return ELEMENTWISE[t.op](*(self._scalar(a) for a in t.args))
+        args = [self._scalar(a, depth + 1) for a in t.args]
+        if all(a.is_Number for a in args):
+            return _fold(t.op, *args)
+        return ELEMENTWISE[t.op](*args)
 
     def _log_softmax(self, t: Typed) -> sp.Expr:
         """log(softmax(x)) = x - logsumexp(x) along the same axis, kept broadcastable."""
@@ -99,3 +131,17 @@ class _Statement:
         self.g.add(Node(lse, "op", shape, t.span, "logsumexp", (x,), axis=axis, keepdims=True,
                         stmt=self.name, source=self.source))
         return symbol(x) - symbol(lse)
+
+
+def _number(v: float) -> sp.Expr:
+    """A float64 as sympy: whole numbers as Integer (so `x^2` stays a square), nan and inf."""
+    if math.isnan(v):
+        return sp.nan
+    if math.isinf(v):
+        return sp.oo if v > 0 else -sp.oo
+    return sp.Integer(int(v)) if float(v).is_integer() else sp.Float(repr(v))
+
+
+def _fold(op: str, *args: sp.Expr) -> sp.Expr:
+    with np.errstate(all="ignore"):
+        return _number(float(_FOLD[op](*(np.float64(float(a)) for a in args))))

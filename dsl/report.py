@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import zipfile
 
 import numpy as np
 
@@ -14,9 +16,11 @@ from dsl import baselines, plots
 from dsl.data import Standardizer
 from dsl.model import Model
 from dsl.runtime import Dataset, atomic_write
-from dsl.train import FitResult
+from dsl.train import Checkpoint, FitResult, History
 
 TRANSFORM_PREFIX = "__transform__"
+CHECKPOINT_PREFIX = "__train__"  # where training stopped, saved with the params for --resume
+HISTORY_COLUMNS = ["step", "epoch", "train_loss", "test_loss", "seconds"]
 
 
 def target_and_features(model: Model) -> tuple[str | None, list[str]]:
@@ -63,6 +67,8 @@ def metrics(model: Model, ds: Dataset, fit: FitResult) -> dict:
         out["diverged"] = {"step": fit.divergence.step, "node": fit.divergence.node,
                            "detail": fit.divergence.detail}
     out["interrupted"] = fit.interrupted
+    if fit.first_step:
+        out["resumed_from_step"] = fit.first_step
     return out
 
 
@@ -83,25 +89,40 @@ def _baselines(ds: Dataset, target: str, features: list[str]) -> dict[str, float
 
 # ---- artifacts ------------------------------------------------------------------------------
 
-def save_params(path: str, params: dict, transforms: dict[str, Standardizer]) -> None:
+def save_params(path: str, params: dict, transforms: dict[str, Standardizer],
+                checkpoint: Checkpoint | None = None) -> None:
+    """The params, the inputs' transforms and (for --resume) the training checkpoint, in one
+    file written at once: they always belong together."""
     arrays = dict(params)
     for name, t in transforms.items():
         for key, value in t.to_arrays().items():
             arrays[f"{TRANSFORM_PREFIX}{name}__{key}"] = value
+    if checkpoint is not None:
+        arrays.update(_checkpoint_arrays(checkpoint))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write(path, buf.getvalue())
 
 
-def load_params(path: str) -> tuple[dict[str, np.ndarray], dict[str, Standardizer]]:
+def _read_npz(path: str) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array, not named params")
+        with z:
+            return {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise DataError(f"no such params file: {path}", hint="`dsl run` saves runs/<model>/params.npz") from None
-    except (OSError, ValueError) as e:
+    except IsADirectoryError:
+        raise DataError(f"{path} is a directory, not a params file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path} is not a params file saved by dsl ({e})") from None
-    params = {k: v for k, v in arrays.items() if not k.startswith(TRANSFORM_PREFIX)}
+
+
+def load_params(path: str) -> tuple[dict[str, np.ndarray], dict[str, Standardizer]]:
+    arrays = _read_npz(path)
+    params = {k: v for k, v in arrays.items()
+              if not k.startswith((TRANSFORM_PREFIX, CHECKPOINT_PREFIX))}
     parts: dict[str, dict] = {}
     for k, v in arrays.items():
         if k.startswith(TRANSFORM_PREFIX):
@@ -110,10 +131,75 @@ def load_params(path: str) -> tuple[dict[str, np.ndarray], dict[str, Standardize
     return params, {n: Standardizer.from_arrays(d) for n, d in parts.items()}
 
 
+def _checkpoint_arrays(c: Checkpoint) -> dict[str, np.ndarray]:
+    p = CHECKPOINT_PREFIX
+    order = None if c.order is None else {"rng": c.order[0], "pos": int(c.order[2])}
+    out = {p + "step": np.array(c.step), p + "seconds": np.array(float(c.seconds)),
+           p + "optimizer": np.array(c.optimizer), p + "rows": np.array(c.rows),
+           p + "batch": np.array(0 if c.batch is None else c.batch),
+           p + "order": np.array(json.dumps(order))}
+    if c.order is not None and c.order[1] is not None:
+        out[p + "perm"] = np.asarray(c.order[1])
+    for key, value in c.buffers.items():
+        out[f"{p}buffer__{key}"] = np.asarray(value)
+    return out
+
+
+def load_checkpoint(path: str) -> Checkpoint | None:
+    """The training checkpoint saved with the params, or None when the file has none."""
+    arrays = _read_npz(path)
+    p = CHECKPOINT_PREFIX
+    if p + "step" not in arrays:
+        return None
+    try:
+        step, rows, batch = (int(arrays[p + k]) for k in ("step", "rows", "batch"))
+        seconds = float(arrays[p + "seconds"])
+        order = json.loads(str(arrays[p + "order"]))
+        if order is not None:
+            np.random.default_rng().bit_generator.state = order["rng"]  # refused if malformed
+            perm = arrays.get(p + "perm")
+            if perm is not None and not (perm.ndim == 1 and perm.dtype.kind in "iu"
+                                         and len(perm) == rows
+                                         and np.array_equal(np.sort(perm), np.arange(rows))):
+                raise ValueError("the batch order is not a permutation of the rows")
+            order = (order["rng"], perm, int(order["pos"]))
+        buffers = {k[len(p + "buffer__"):]: v for k, v in arrays.items()
+                   if k.startswith(p + "buffer__")}
+        if step < 0 or rows < 1 or batch < 0 or not math.isfinite(seconds) or any(
+                v.dtype.kind not in "iuf" for v in buffers.values()):
+            raise ValueError("a value is out of range")
+        return Checkpoint(step, seconds, str(arrays[p + "optimizer"]), rows, batch or None, order,
+                          buffers)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"the training checkpoint in {path} is damaged ({e})",
+                        hint="run without --resume to start again") from None
+
+
+def load_history(path: str) -> History | None:
+    """A history written by `save_history`, or None when there is none or it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or rows[0] != HISTORY_COLUMNS:
+            return None
+        h = History()
+        for r in rows[1:]:
+            h.step.append(int(r[0]))
+            h.epoch.append(float(r[1]))
+            h.train_loss.append(float(r[2]))
+            h.test_loss.append(float(r[3]))
+            h.seconds.append(float(r[4]))
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, IndexError):
+        return None
+    if all(math.isnan(t) for t in h.test_loss):
+        h.test_loss.clear()
+    return h
+
+
 def save_history(path: str, fit: FitResult) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["step", "epoch", "train_loss", "test_loss", "seconds"])
+    w.writerow(HISTORY_COLUMNS)
     for row in fit.history.rows():
         w.writerow([row[0], f"{row[1]:.6g}", repr(row[2]), repr(row[3]), f"{row[4]:.6f}"])
     atomic_write(path, buf.getvalue().encode())

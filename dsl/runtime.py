@@ -117,24 +117,33 @@ def init_params(m: Checked, seed: int, dtype: str = "float64") -> dict[str, np.n
     rng = np.random.default_rng(seed)
     out = {}
     for name, p in m.params.items():
-        shape = tuple(p.dims)
-        args = p.init.args
-        if p.init.dist == "const":
-            v = np.full(shape, args[0])
-        elif p.init.dist == "normal":
-            v = args[0] + args[1] * rng.standard_normal(shape)
-        elif p.init.dist == "uniform":
-            v = rng.uniform(args[0], args[1], shape)
-        else:
-            fan_in = shape[0] if shape else 1
-            fan_out = shape[1] if len(shape) > 1 else fan_in
-            if p.init.dist == "glorot":
-                a = math.sqrt(6.0 / (fan_in + fan_out))
-                v = rng.uniform(-a, a, shape)
-            else:  # he
-                v = math.sqrt(2.0 / fan_in) * rng.standard_normal(shape)
-        out[name] = np.array(v, dtype=dtype)
+        try:
+            out[name] = _draw(p, rng, dtype)
+        except (MemoryError, ValueError) as e:  # a shape too large for memory, or for numpy
+            raise DataError(f"cannot make param `{name}` {fmt_shape(p.dims)}: {e}", p.span,
+                            "is its shape what you meant?") from None
     return out
+
+
+def _draw(p: ast.Param, rng: np.random.Generator, dtype: str) -> np.ndarray:
+    """One param's start: its constant, or a draw from its distribution."""
+    shape = tuple(p.dims)
+    args = p.init.args
+    if p.init.dist == "const":
+        v = np.full(shape, args[0])
+    elif p.init.dist == "normal":
+        v = args[0] + args[1] * rng.standard_normal(shape)
+    elif p.init.dist == "uniform":
+        v = rng.uniform(args[0], args[1], shape)
+    else:
+        fan_in = shape[0] if shape else 1
+        fan_out = shape[1] if len(shape) > 1 else fan_in
+        if p.init.dist == "glorot":
+            a = math.sqrt(6.0 / (fan_in + fan_out))
+            v = rng.uniform(-a, a, shape)
+        else:  # he
+            v = math.sqrt(2.0 / fan_in) * rng.standard_normal(shape)
+    return np.array(v, dtype=dtype)
 
 
 # ---- data ------------------------------------------------------------------------------------

@@ -5,6 +5,12 @@ slices, the generated step. The full training loss is computed only at log point
 params are also checked and a snapshot is kept. When a loss goes non-finite, training replays
 from the last snapshot one step at a time to name the first step and node that went non-finite,
 and keeps the last finite params.
+
+Ctrl-C (KeyboardInterrupt) stops training with consistent params: those of the step it stopped
+at when it came between steps (at a log point), else those of the last snapshot, since an
+update may have been half applied. Either way the result carries a `Checkpoint` (step, batch
+order, optimizer state, time), saved with the params, from which `fit(..., start=)` continues
+exactly as if never stopped.
 """
 from __future__ import annotations
 
@@ -27,6 +33,16 @@ class History:
     test_loss: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
 
+    def truncate(self, last_step: int) -> None:
+        """Keep the whole rows up to `last_step` (a row being written when Ctrl-C came is
+        dropped, whatever columns it had reached)."""
+        columns = [self.step, self.epoch, self.train_loss, self.seconds]
+        n = min(len(c) for c in columns + ([self.test_loss] if self.test_loss else []))
+        while n and self.step[n - 1] > last_step:
+            n -= 1
+        for c in columns + [self.test_loss]:
+            del c[n:]
+
     def rows(self):
         has_test = len(self.test_loss) == len(self.step)
         for i in range(len(self.step)):
@@ -39,19 +55,40 @@ class Divergence:
     step: int
     node: str | None  # the first node whose value went non-finite, in topological order
     detail: str
+    kept: int = 0  # the step of the params kept, the last finite ones
+
+
+@dataclass
+class Checkpoint:
+    """Where training stopped, so that it can continue exactly: the step, the time spent so
+    far, the batch order (`Batches.state()`; random search: its generator's state) and the
+    optimizer's state, with what they belong to (optimizer, training rows, batch size)."""
+
+    step: int
+    seconds: float
+    optimizer: str
+    rows: int
+    batch: int | None
+    order: tuple | None
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
 class FitResult:
     history: History
-    steps: int
-    seconds: float  # time spent in steps, without the loss evaluations at log points
+    steps: int  # the step the params are at (counting the steps of a run resumed from)
+    seconds: float  # time spent in steps by this call, without the loss evaluations
     divergence: Divergence | None = None
     interrupted: bool = False
+    stopped_at: int | None = None  # the step Ctrl-C came at
+    first_step: int = 0  # the step this call started from (a checkpoint's)
+    checkpoint: Checkpoint | None = None
+    notes: list[str] = field(default_factory=list)  # what a resumed run could not restore
 
     @property
     def us_per_step(self) -> float:
-        return self.seconds / self.steps * 1e6 if self.steps else float("nan")
+        done = self.steps - self.first_step
+        return self.seconds / done * 1e6 if done > 0 else float("nan")
 
 
 class Batches:
@@ -85,8 +122,8 @@ class Batches:
 
 
 def total_steps(cfg: TrainConfig, n: int) -> int:
-    if cfg.optimizer.name == "random_search":
-        return int(cfg.optimizer.args["trials"])
+    if cfg.optimizer.name == "random_search":  # its steps are trials; `steps` overrides them
+        return cfg.steps or int(cfg.optimizer.args["trials"])
     if cfg.steps:
         return cfg.steps
     per_epoch = 1 if cfg.full_batch else math.ceil(n / min(cfg.batch, n))
@@ -94,12 +131,16 @@ def total_steps(cfg: TrainConfig, n: int) -> int:
 
 
 def fit(module, params: dict[str, np.ndarray], train: dict[str, np.ndarray],
-        test: dict[str, np.ndarray] | None, cfg: TrainConfig, progress=None) -> FitResult:
-    """Train `params` in place on `train`; `progress(step, total, loss)` at each log point."""
+        test: dict[str, np.ndarray] | None, cfg: TrainConfig, progress=None,
+        start: Checkpoint | None = None, history: History | None = None) -> FitResult:
+    """Train `params` in place on `train`; `progress(step, total, loss)` at each log point.
+
+    With `start` (a checkpoint saved with `params`), training continues from its step up to the
+    configured total, and `history` (that of the earlier run) is continued too."""
     with np.errstate(all="ignore"):
         if cfg.optimizer.name == "random_search":
-            return _random_search(module, params, train, test, cfg, progress)
-        return _descend(module, params, train, test, cfg, progress)
+            return _random_search(module, params, train, test, cfg, progress, start, history)
+        return _descend(module, params, train, test, cfg, progress, start, history)
 
 
 def _update_rule(module, cfg: TrainConfig, params):
@@ -137,67 +178,132 @@ def _update_rule(module, cfg: TrainConfig, params):
     return adam, state
 
 
-def _descend(module, params, train, test, cfg, progress) -> FitResult:
+def _descend(module, params, train, test, cfg, progress, start, history) -> FitResult:
     n = len(next(iter(train.values())))
     total = total_steps(cfg, n)
     batches = Batches(n, None if cfg.full_batch else cfg.batch, cfg.seed)
     log_every = cfg.log_every or max(1, total // SNAPSHOTS_PER_RUN)
     update, opt_state = _update_rule(module, cfg, params)
-    history = History()
-    snapshot = (0, _copy(params), batches.state(), _copy(opt_state))
-    spent = 0.0
-    step = 0
-    result = FitResult(history, 0, 0.0)
-    _log(module, params, train, test, history, 0, batches, 0.0)
+    result = FitResult(history or History(), 0, 0.0)
+    step, spent = _restore(start, cfg, batches, opt_state, result)
+    history, result.first_step = result.history, step
+    history.truncate(step - 1)  # the earlier run's rows before the step it stopped at
+    snapshot = (step, _copy(params), batches.state(), _copy(opt_state), spent)
+    stepping = False  # between the first and the last update of a stretch, or replaying
     try:
+        _log(module, params, train, test, history, step, batches, spent)
         while step < total:
             stop = min(total, step + log_every - step % log_every)
             t0 = time.perf_counter()
+            stepping = True
             while step < stop:
                 idx = batches.next()
                 update(train if idx is None else {k: a[idx] for k, a in train.items()})
                 step += 1
+            stepping = False
             spent += time.perf_counter() - t0
             loss = _log(module, params, train, test, history, step, batches, spent)
             if progress:
                 progress(step, total, loss)
             if not (math.isfinite(loss) and _finite(params)):
+                stepping = True
                 result.divergence = _replay(update, opt_state, module, params, train, snapshot,
                                             step, batches)
-                step = result.divergence.step - 1
+                stepping = False
+                step = result.divergence.kept
                 break
-            snapshot = (step, _copy(params), batches.state(), _copy(opt_state))
+            snapshot = (step, _copy(params), batches.state(), _copy(opt_state), spent)
     except KeyboardInterrupt:
-        result.interrupted = True
-        if not _finite(params):
-            params.update(snapshot[1])
-    result.steps, result.seconds = step, spent
+        result.interrupted, result.stopped_at = True, step
+        if stepping or not _finite(params):  # perhaps half an update: back to the snapshot
+            step, saved, order, saved_opt, spent = snapshot
+            params.update(_copy(saved))
+            opt_state.update(_copy(saved_opt))
+            batches.restore(order)
+    _close(module, params, train, test, history, step, batches, spent)
+    result.steps, result.seconds = step, spent - (start.seconds if start else 0.0)
+    result.checkpoint = Checkpoint(step, spent, cfg.optimizer.name, n,
+                                   None if batches.full else batches.batch, batches.state(),
+                                   _copy(opt_state))
     return result
 
 
+def _restore(start: Checkpoint | None, cfg, batches: Batches, opt_state,
+             result) -> tuple[int, float]:
+    """A checkpoint's step and time; its batch order and optimizer state where they belong to
+    this configuration (otherwise they start afresh, and a note says so)."""
+    if start is None:
+        return 0, 0.0
+    if start.optimizer == cfg.optimizer.name and _fits(start.buffers, opt_state):
+        opt_state.update({k: np.array(v, dtype=opt_state[k].dtype)
+                          for k, v in start.buffers.items()})
+    elif opt_state:
+        result.notes.append(f"the state of {cfg.optimizer.name} starts afresh (the checkpoint has "
+                            f"that of {start.optimizer})")
+    batch = None if batches.full else batches.batch
+    if start.order is not None and (start.rows, start.batch) == (batches.n, batch) \
+            and start.optimizer != "random_search":
+        batches.restore(start.order)
+    elif not batches.full:
+        result.notes.append("the batch order starts afresh (the checkpoint's is for other "
+                            "batches or rows)")
+    return start.step, start.seconds
+
+
+def _fits(saved: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> bool:
+    return saved.keys() == state.keys() and all(np.shape(saved[k]) == np.shape(state[k])
+                                                for k in state)
+
+
+def _close(module, params, train, test, history, step, batches, spent) -> None:
+    """End the history with a row for the params kept (unless it has one, or Ctrl-C again)."""
+    history.truncate(step)
+    if not history.step or history.step[-1] != step:
+        try:
+            _log(module, params, train, test, history, step, batches, spent)
+        except KeyboardInterrupt:
+            history.truncate(step - 1)
+
+
 def _replay(update, opt_state, module, params, train, snapshot, bad_step, batches) -> Divergence:
-    """From the last finite snapshot, step once at a time until something is non-finite;
-    leave `params` at their last finite values and name the step and the node."""
-    start, saved, state, saved_opt = snapshot
+    """From the last finite snapshot, step once at a time until something is non-finite; name
+    the step and the first node (in topological order) that went non-finite, and leave `params`,
+    the optimizer state and the batch order as they were before the update that led there:
+    one that made a param non-finite, or made the next forward pass non-finite."""
+    start, saved, state, saved_opt, _ = snapshot
     params.update(_copy(saved))
     opt_state.update(_copy(saved_opt))
     batches.restore(state)
+
+    def back(to):
+        params.update(to[0])
+        batches.restore(to[1])
+        opt_state.update(to[2])
+
+    previous = None  # the state before the update of the step before
     for step in range(start + 1, bad_step + 1):
+        before = (_copy(params), batches.state(), _copy(opt_state))
         idx = batches.next()
         batch = train if idx is None else {k: a[idx] for k, a in train.items()}
-        values = module.forward(params, batch)
-        node = _first_nonfinite(values, module)
+        node = _first_nonfinite(module.forward(params, batch), module)
         if node is not None:
-            return Divergence(step, node, f"`{node}` became non-finite at step {step}")
-        before = _copy(params)
+            back(previous or before)
+            return Divergence(step, node, f"`{node}` became non-finite at step {step}",
+                              step - 2 if previous else step - 1)
         update(batch)
-        if not _finite(params):
-            bad = next(k for k, v in params.items() if not np.all(np.isfinite(v)))
-            params.update(before)
-            return Divergence(step, bad, f"the update of step {step} made `{bad}` non-finite")
-    values = module.forward(params, train)
-    node = _first_nonfinite(values, module)
-    return Divergence(bad_step, node, "the loss over all training rows became non-finite")
+        bad = next((k for k, v in params.items() if not np.all(np.isfinite(v))), None)
+        if bad is not None:
+            back(before)
+            return Divergence(step, bad, f"the update of step {step} made `{bad}` non-finite",
+                              step - 1)
+        previous = before
+    node = _first_nonfinite(module.forward(params, train), module)
+    if node is None or previous is None:
+        return Divergence(bad_step, node, "the loss over all training rows became non-finite",
+                          bad_step)
+    back(previous)
+    return Divergence(bad_step, node, f"`{node}` became non-finite over all training rows after "
+                      f"step {bad_step}", bad_step - 1)
 
 
 def _first_nonfinite(values: dict, module) -> str | None:
@@ -218,18 +324,30 @@ def _log(module, params, train, test, history, step, batches, spent) -> float:
     return loss
 
 
-def _random_search(module, params, train, test, cfg, progress) -> FitResult:
-    """The tutorial's random simulation: draw every param uniformly, keep the best."""
+def _random_search(module, params, train, test, cfg, progress, start, history) -> FitResult:
+    """The tutorial's random simulation: draw every param uniformly, keep the best.
+    Ctrl-C keeps the best so far and goes back to the last log point's count and draws, so a
+    resumed search draws the same candidates as one never stopped (and keeps the same best)."""
     opt = cfg.optimizer.args
-    trials, low, high = int(opt["trials"]), opt["low"], opt["high"]
+    n = len(next(iter(train.values())))
+    trials, low, high = total_steps(cfg, n), opt["low"], opt["high"]
     rng = np.random.default_rng(cfg.seed)
-    history = History()
-    best = float(module.loss(params, train))
-    best_params = _copy(params)
+    result = FitResult(history or History(), 0, 0.0)
+    done, spent = (start.step, start.seconds) if start else (0, 0.0)
+    if start is not None and start.optimizer == "random_search" and start.order is not None:
+        rng.bit_generator.state = start.order[0]
+    elif start is not None:
+        result.notes.append("the random draws start afresh (the checkpoint is not a random "
+                            "search's)")
+    history, result.first_step = result.history, done
+    history.truncate(done - 1)
     log_every = cfg.log_every or max(1, trials // SNAPSHOTS_PER_RUN)
-    spent, result = 0.0, FitResult(history, 0, 0.0)
+    snapshot, trial = (done, rng.bit_generator.state, spent), done
+    best_params = _copy(params)
     try:
-        for trial in range(1, trials + 1):
+        best = float(module.loss(params, train))
+        _row(module, history, done, best, best_params, test, spent)
+        for trial in range(done + 1, trials + 1):
             t0 = time.perf_counter()
             candidate = {k: rng.uniform(low, high, np.shape(v)).astype(v.dtype)
                          for k, v in params.items()}
@@ -237,22 +355,33 @@ def _random_search(module, params, train, test, cfg, progress) -> FitResult:
             if loss < best:
                 best, best_params = loss, candidate
             spent += time.perf_counter() - t0
-            result.steps = trial
             if trial % log_every == 0 or trial == trials:
-                history.step.append(trial)
-                history.epoch.append(float(trial))
-                history.train_loss.append(best)
-                if test:
-                    history.test_loss.append(float(module.loss(best_params, test)))
-                history.seconds.append(spent)
+                _row(module, history, trial, best, best_params, test, spent)
+                snapshot = (trial, rng.bit_generator.state, spent)
                 if progress:
                     progress(trial, trials, best)
+        done = max(done, trials)
     except KeyboardInterrupt:
-        result.interrupted = True
+        result.interrupted, result.stopped_at = True, trial
+        done, state, spent = snapshot
+        rng.bit_generator.state = state
+        history.truncate(done)
     for k, v in best_params.items():
         params[k] = np.array(v)
-    result.seconds = spent
+    result.steps, result.seconds = done, spent - (start.seconds if start else 0.0)
+    result.checkpoint = Checkpoint(done, spent, "random_search", n, None,
+                                   (rng.bit_generator.state, None, 0))
     return result
+
+
+def _row(module, history, trial, best, best_params, test, spent) -> None:
+    """A random search's history row: the best loss so far (and its test loss)."""
+    history.step.append(trial)
+    history.epoch.append(float(trial))
+    history.train_loss.append(best)
+    if test:
+        history.test_loss.append(float(module.loss(best_params, test)))
+    history.seconds.append(spent)
 
 
 def _copy(params):

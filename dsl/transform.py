@@ -1,6 +1,8 @@
 """The one Transformer from Lark's parse tree to the AST dataclasses of `dsl.ast`."""
 from __future__ import annotations
 
+import math
+
 from lark import Transformer, v_args
 from lark.exceptions import VisitError
 
@@ -132,15 +134,15 @@ class _ToAst(Transformer):
         return ast.Setting("dtype", str(c[0]), self._s(meta))
 
     def number(self, meta, c):
-        return float(c[0])
+        return _finite(c[0], self._s(meta))
 
     def neg_number(self, meta, c):
-        return -float(c[0])
+        return -_finite(c[-1], self._s(meta))
 
     # ---- expressions ---------------------------------------------------------------------
 
     def num(self, meta, c):
-        return ast.Num(float(c[0]), self._s(meta))
+        return ast.Num(_finite(c[0], self._s(meta)), self._s(meta))
 
     def name(self, meta, c):
         return ast.Name(str(c[0]), self._s(meta))
@@ -177,6 +179,15 @@ class _ToAst(Transformer):
 
     def kwarg(self, meta, c):
         return (str(c[0]), c[1])
+
+
+def _finite(token, span: Span) -> float:
+    """A number literal as a float64; one too large for it (`1e999`) is refused, not made inf."""
+    value = float(token)
+    if math.isinf(value):
+        raise DslSyntaxError(f"the number `{token}` is too large for a float64", span,
+                             "the largest is about 1.8e308")
+    return value
 
 
 def read_source(path: str) -> str:

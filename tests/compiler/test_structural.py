@@ -1,0 +1,284 @@
+"""Each structural map of compiler/derive.py against sympy on small explicit matrices.
+
+For a structural op y = f(A) (or f(A, B)), the vector-Jacobian product with an incoming adjoint
+G is ∂/∂A_ij Σ G ⊙ f(A). sympy computes that entry by entry on a Matrix of symbols; the map's
+numpy template (`STRUCTURAL_MAPS`, the matmul table) is evaluated on the same numbers and must
+agree. Maps that accept a lazily broadcast G (`needs_full_g=False`) are checked with a scalar G
+too. The elementwise side (sympy's derivative written through the node's own value) is checked
+against the textbook formula of every built-in.
+"""
+from __future__ import annotations
+
+import itertools
+import string
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from compiler.derive import _MATMUL, STRUCTURAL_MAPS, elementwise_factor
+from compiler.errors import Span
+from compiler.functions import ELEMENTWISE, maximum, minimum, relu, sigmoid, softplus
+from compiler.ir import Node, symbol
+
+SPAN = Span("<test>", 1, 1, 1, 2)
+
+
+def sym_array(prefix: str, shape) -> np.ndarray:
+    """An object array of real symbols of `shape` (0-d for a scalar)."""
+    out = np.empty(shape, dtype=object)
+    for idx in itertools.product(*(range(n) for n in shape)):
+        out[idx] = sp.Symbol(prefix + "_" + "_".join(map(str, idx)), real=True)
+    return out
+
+
+# ---- the symbolic side: each op on object arrays of sympy expressions ----------------------
+
+def s_sum(a, axis):
+    return np.array(sum(a.flat), dtype=object) if axis is None else np.sum(a, axis=axis)
+
+
+def s_mean(a, axis):
+    n = a.size if axis is None else a.shape[axis]
+    return s_sum(a, axis) / sp.Integer(n)
+
+
+def s_logsumexp(a, axis, keepdims=False):
+    out = np.vectorize(sp.log, otypes=[object])(s_sum(np.vectorize(sp.exp, otypes=[object])(a), axis))
+    if keepdims and axis is not None:
+        out = np.expand_dims(out, axis)
+    elif keepdims:
+        out = out.reshape((1,) * a.ndim)
+    return out
+
+
+def s_softmax(a, axis):
+    e = np.vectorize(sp.exp, otypes=[object])(a)
+    return e / np.expand_dims(np.sum(e, axis=axis), axis)
+
+
+def s_matmul(a, b):
+    if a.ndim == 1 and b.ndim == 1:
+        return np.array(sum(x * y for x, y in zip(a, b)), dtype=object)
+    return np.array(sp.Matrix(np.atleast_2d(a)) * sp.Matrix(b.reshape(b.shape[0], -1)),
+                    dtype=object).reshape(a.shape[:-1] + b.shape[1:])
+
+
+def vjp(out: np.ndarray, G: np.ndarray, wrt: np.ndarray) -> np.ndarray:
+    """∂/∂wrt_ij of Σ G ⊙ out, by sympy, entry by entry."""
+    total = sum((g * y for g, y in zip(np.broadcast_to(G, out.shape).flat, out.flat)), sp.S.Zero)
+    return np.vectorize(lambda s: total.diff(s), otypes=[object])(wrt)
+
+
+def numbers(exprs: np.ndarray, subs: dict) -> np.ndarray:
+    """The sympy expressions evaluated at `subs` (symbol -> number), as a float array."""
+    subs = {k: sp.Float(float(v), 30) for k, v in subs.items()}
+    return np.vectorize(lambda e: float(sp.sympify(e).xreplace(subs).evalf(30)),
+                        otypes=[float])(exprs)
+
+
+def run_template(template: str, **names) -> np.ndarray:
+    """Evaluate one of our own numpy templates (derive.py's maps, never model text) on arrays
+    bound to {G}, {a}, {b}, {y}; `k` and `n` are formatted in as numbers."""
+    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    assert fields <= {"G", "a", "b", "y", "k", "n"}, f"unknown placeholder in {template!r}"
+    env = {"np": np, **{f"_{k}": v for k, v in names.items() if k in "Gaby"}}
+    code = template.format(G="_G", a="_a", b="_b", y="_y", k=names.get("k"), n=names.get("n"))
+    return np.asarray(eval(compile(code, "<structural map>", "eval"), env))  # our own template
+
+
+# ---- the maps --------------------------------------------------------------------------------
+
+def reduction_case(op: str, shape, axis, keepdims=False):
+    """(map, symbolic out, numeric inputs) for sum/mean/logsumexp of a `shape` value."""
+    A = sym_array("a", shape)
+    f = {"sum": s_sum, "mean": s_mean}.get(op)
+    out = f(A, axis) if f else s_logsumexp(A, axis, keepdims)
+    return A, np.array(out, dtype=object)
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "logsumexp"])
+@pytest.mark.parametrize("shape,axis", [((2, 3), None), ((2, 3), 0), ((2, 3), 1), ((4,), None),
+                                        ((4,), 0), ((2, 3, 2), 0), ((2, 3, 2), 1), ((2, 3, 2), 2),
+                                        ((2, 3, 2), None)])
+def test_reduction_maps(op, shape, axis):
+    rule = STRUCTURAL_MAPS[(op, axis is not None)]
+    A, out = reduction_case(op, shape, axis)
+    G = sym_array("g", out.shape)
+    want = vjp(out, G, A)
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=shape)
+    g = rng.normal(size=out.shape)
+    subs = {**dict(zip(A.flat, a.flat)), **dict(zip(G.flat, g.flat))}
+    y = numbers(out, subs)
+    n = int(np.prod(shape)) if axis is None else shape[axis]
+    got = run_template(rule.numpy, G=g, a=a, y=y, k=axis, n=n)
+    np.testing.assert_allclose(np.broadcast_to(got, shape), numbers(want, subs), rtol=1e-12,
+                               atol=1e-14, err_msg=f"{op} axis={axis}: {rule.numpy}")
+
+
+@pytest.mark.parametrize("shape,axis", [((2, 3), 0), ((2, 3), 1), ((4,), 0), ((2, 3, 2), 1)])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_logsumexp_keepdims_map(shape, axis, lazy):
+    """log(softmax(x)) lowers to x - logsumexp(x, keepdims): its map takes G of the kept shape,
+    or a scalar G broadcast lazily."""
+    rule = STRUCTURAL_MAPS[("logsumexp_keep", True)]
+    A, out = reduction_case("logsumexp", shape, axis, keepdims=True)
+    G = sym_array("g", () if lazy else out.shape)
+    want = vjp(out, G, A)
+    rng = np.random.default_rng(2)
+    a, g = rng.normal(size=shape), rng.normal(size=G.shape)
+    subs = {**dict(zip(A.flat, a.flat)), **dict(zip(G.flat, g.flat))}
+    got = run_template(rule.numpy, G=g, a=a, y=numbers(out, subs), k=axis)
+    assert rule.needs_full_g is False
+    np.testing.assert_allclose(got, numbers(want, subs), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape,axis", [((2, 3), 0), ((2, 3), 1), ((4,), 0), ((4,), -1),
+                                        ((2, 3, 2), 2)])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_softmax_map(shape, axis, lazy):
+    """softmax gives s ⊙ (G - Σ G ⊙ s), with a full or a lazily broadcast scalar G."""
+    rule = STRUCTURAL_MAPS[("softmax", True)]
+    A = sym_array("a", shape)
+    out = s_softmax(A, axis)
+    G = sym_array("g", () if lazy else shape)
+    want = vjp(out, G, A)
+    rng = np.random.default_rng(3)
+    a, g = rng.normal(size=shape), rng.normal(size=G.shape)
+    subs = {**dict(zip(A.flat, a.flat)), **dict(zip(G.flat, g.flat))}
+    got = run_template(rule.numpy, G=g, a=a, y=numbers(out, subs), k=axis)
+    np.testing.assert_allclose(got, numbers(want, subs), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (3,), ()])
+def test_transpose_map(shape):
+    rule = STRUCTURAL_MAPS[("transpose", False)]
+    A = sym_array("a", shape)
+    out = np.array(A.T, dtype=object)
+    G = sym_array("g", out.shape)
+    want = vjp(out, G, A)
+    rng = np.random.default_rng(4)
+    a, g = rng.normal(size=shape), rng.normal(size=out.shape)
+    subs = {**dict(zip(A.flat, a.flat)), **dict(zip(G.flat, g.flat))}
+    got = run_template(rule.numpy, G=g, a=a, y=a.T)
+    np.testing.assert_allclose(got, numbers(want, subs), rtol=1e-12, atol=1e-14)
+
+
+MATMUL_SHAPES = {(2, 2): ((2, 3), (3, 4)), (2, 1): ((2, 3), (3,)), (1, 2): ((3,), (3, 4)),
+                 (1, 1): ((3,), (3,))}
+
+
+@pytest.mark.parametrize("key", sorted(_MATMUL))
+def test_matmul_maps(key):
+    """G ↦ G·Bᵀ and G ↦ Aᵀ·G in every vector/matrix combination numpy's `@` allows."""
+    index, nda, ndb = key
+    sa, sb = MATMUL_SHAPES[(nda, ndb)]
+    A, B = sym_array("a", sa), sym_array("b", sb)
+    out = s_matmul(A, B)
+    G = sym_array("g", out.shape)
+    want = vjp(out, G, (A, B)[index])
+    rng = np.random.default_rng(5)
+    a, b, g = rng.normal(size=sa), rng.normal(size=sb), rng.normal(size=out.shape)
+    subs = {**dict(zip(A.flat, a.flat)), **dict(zip(B.flat, b.flat)), **dict(zip(G.flat, g.flat))}
+    got = run_template(_MATMUL[key].numpy, G=g, a=a, b=b, y=a @ b)
+    assert got.shape == (sa, sb)[index]
+    np.testing.assert_allclose(got, numbers(want, subs), rtol=1e-12, atol=1e-14,
+                               err_msg=f"{key}: {_MATMUL[key].numpy}")
+
+
+def test_every_map_is_tested():
+    """A new entry in the tables needs a test above."""
+    tested = {("sum", False), ("sum", True), ("mean", False), ("mean", True),
+              ("logsumexp", False), ("logsumexp", True), ("logsumexp_keep", True),
+              ("softmax", True), ("transpose", False)}
+    assert set(STRUCTURAL_MAPS) == tested
+    assert set(_MATMUL) == {(i, a, b) for i in (0, 1) for a in (1, 2) for b in (1, 2)}
+    for rule in [*STRUCTURAL_MAPS.values(), *_MATMUL.values()]:
+        assert "G" in rule.maths and "{G}" in rule.numpy
+
+
+def test_matmul_maps_by_sympy_matrix_calculus():
+    """The 2-d maps, cross-checked with sympy's MatrixSymbol calculus (small sizes)."""
+    A, B, G = sp.MatrixSymbol("A", 2, 3), sp.MatrixSymbol("B", 3, 4), sp.MatrixSymbol("G", 2, 4)
+    objective = sp.Trace(G.T * A * B)
+    assert sp.simplify(objective.diff(B) - A.T * G) == sp.ZeroMatrix(3, 4)
+    assert sp.simplify(objective.diff(A) - G * B.T) == sp.ZeroMatrix(2, 3)
+    assert _MATMUL[(0, 2, 2)].numpy == "{G} @ {b}.T"
+    assert _MATMUL[(1, 2, 2)].numpy == "{a}.T @ {G}"
+
+
+# ---- the elementwise side: derivatives written through the node's value ---------------------
+
+x, yv = symbol("x"), symbol("y")
+TEXTBOOK = {  # the function as plain sympy maths (no custom Function), for sympy to differentiate
+    "exp": sp.exp(x), "log": sp.log(x), "sqrt": sp.sqrt(x), "abs": sp.Abs(x), "sin": sp.sin(x),
+    "cos": sp.cos(x), "tanh": sp.tanh(x), "sigmoid": 1 / (1 + sp.exp(-x)),
+    "relu": sp.Piecewise((x, x > 0), (0, True)), "softplus": sp.log(1 + sp.exp(x)),
+    "square": x**2,
+}
+
+
+def node_of(expr, name="z"):
+    inputs = tuple(sorted(s.name for s in expr.free_symbols))
+    return Node(name, "op", (), SPAN, "elementwise", inputs, expr)
+
+
+@pytest.mark.parametrize("f", sorted(TEXTBOOK))
+def test_elementwise_factor_against_textbook(f):
+    """∂f/∂x from derive.py (through the node value z where it appears) equals sympy's
+    derivative of the textbook formula, at points off the kinks."""
+    node = node_of(ELEMENTWISE[f](x))
+    factor = elementwise_factor(node, "x")
+    want = sp.diff(TEXTBOOK[f], x)
+    z = symbol("z")
+    for v in (0.3, 1.7, -0.8, -2.5):
+        if f in ("log", "sqrt") and v < 0:
+            continue
+        value = node.expr.subs(x, v)
+        got = factor.subs(z, value).subs(x, v)
+        got = got.rewrite(sp.exp) if got.has(sigmoid, softplus) else got
+        got = float(_plain(got).evalf(30))
+        assert abs(got - float(want.subs(x, v).evalf(30))) < 1e-12, (f, v, factor)
+
+
+def _plain(e):
+    """Our Functions as plain sympy, to evaluate numerically."""
+    return e.replace(sigmoid, lambda t: 1 / (1 + sp.exp(-t))).replace(
+        softplus, lambda t: sp.log(1 + sp.exp(t))).replace(
+        relu, lambda t: sp.Max(t, 0)).replace(maximum, sp.Max).replace(minimum, sp.Min)
+
+
+def test_sigmoid_and_tanh_derivatives_reuse_the_value():
+    """sigmoid' = s·(1 - s) and tanh' = 1 - tanh², written through the node symbol."""
+    z = symbol("z")
+    assert sp.simplify(elementwise_factor(node_of(sigmoid(x)), "x") - z * (1 - z)) == 0
+    assert sp.simplify(elementwise_factor(node_of(sp.tanh(x)), "x") - (1 - z**2)) == 0
+    assert sp.simplify(elementwise_factor(node_of(sp.exp(x)), "x") - z) == 0
+
+
+def test_pinned_subgradients():
+    """relu'(0) = 0, abs'(0) = 0, and ties of max/min split the gradient in half."""
+    assert relu(x).diff(x).subs(x, 0) == 0
+    assert sp.Abs(x).diff(x).subs(x, 0) == 0
+    for f in (maximum, minimum):
+        e = f(x, yv)
+        assert e.diff(x).subs({x: 1, yv: 1}) == sp.S.Half
+        assert e.diff(yv).subs({x: 1, yv: 1}) == sp.S.Half
+    assert maximum(x, yv).diff(x).subs({x: 2, yv: 1}) == 1
+    assert minimum(x, yv).diff(x).subs({x: 2, yv: 1}) == 0
+
+
+@pytest.mark.parametrize("expr", [x * yv, x / yv, x**yv, sp.sin(x * yv) + x, maximum(x, yv) * yv,
+                                  sigmoid(x + yv) * (x - yv)])
+def test_elementwise_factor_of_two_inputs(expr):
+    """Several inputs: each factor is sympy's partial derivative (through the value z)."""
+    node = node_of(expr)
+    z = symbol("z")
+    for wrt in (x, yv):
+        factor = elementwise_factor(node, wrt.name).subs(z, expr)
+        for vx, vy in [(0.7, 1.3), (1.9, 0.4)]:
+            pt = {x: vx, yv: vy}
+            got = float(_plain(factor.subs(pt)).evalf(30))
+            want = float(_plain(sp.diff(expr, wrt).subs(pt)).evalf(30))
+            assert abs(got - want) < 1e-12 * max(1, abs(want)), (expr, wrt)
