@@ -363,13 +363,19 @@ def _print_report(r: dict) -> None:
     width = max(len(k) for k, _ in rows)
     print()
     for k, v in rows:
-        text = "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+        text = "-" if v is None else (_fmt_figure(v) if isinstance(v, float) else str(v))
         print(f"  {k:<{width}}  {text}")
     print()
 
 
+def _fmt_figure(v: float) -> str:
+    """Four decimals, or four significant digits for a figure that is huge or tiny."""
+    return f"{v:.4g}" if v != 0 and not 1e-3 <= abs(v) < 1e6 else f"{v:.4f}"
+
+
 class ProgressBar:
-    """A bar redrawn in place on a terminal; a few plain lines otherwise."""
+    """A bar redrawn in place on a terminal; a few plain lines otherwise. A reader that goes
+    away (`dsl run m.model | head`) stops the bar, not the training."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -382,16 +388,24 @@ class ProgressBar:
         frac = step / total if total else 1.0
         if self.tty:
             filled = int(30 * frac)
-            self.stream.write(f"\r  [{'#' * filled}{'.' * (30 - filled)}] step {step}/{total}  "
-                              f"loss {loss:.6g}  {rate:,.0f} steps/s ")
-            self.stream.flush()
+            self._write(f"\r  [{'#' * filled}{'.' * (30 - filled)}] step {step}/{total}  "
+                        f"loss {loss:.6g}  {rate:,.0f} steps/s ")
         elif int(frac * 10) > self.last_plain:
             self.last_plain = int(frac * 10)
-            print(f"  step {step}/{total}  loss {loss:.6g}  {rate:,.0f} steps/s", file=self.stream)
+            self._write(f"  step {step}/{total}  loss {loss:.6g}  {rate:,.0f} steps/s\n")
 
     def close(self) -> None:
         if self.tty:
-            self.stream.write("\n")
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self.stream = None
 
 
 def cmd_predict(args, session: Session) -> int:

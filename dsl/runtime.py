@@ -1,7 +1,7 @@
 """From a `.model` file to a loaded numpy module, with the compile cache, params and data.
 
-The generated module is cached in `__dslcache__/` beside the model, keyed by a hash of the model
-text and the tool's version, so a second load skips sympy. Only our own generated source is ever
+The generated module is cached in the user's cache folder (`cache_dir()`), keyed by a hash of
+the model text and the tool's version, so a second load skips sympy. Only our own generated source is ever
 compiled; it is registered with `linecache` so a traceback inside it shows the generated line.
 """
 from __future__ import annotations
@@ -74,17 +74,26 @@ def load_module(source: str, name: str) -> types.ModuleType:
     return module
 
 
+def cache_dir() -> str:
+    """The user's own cache folder: `$DSL_CACHE_DIR`, else `$XDG_CACHE_HOME/dsl`, else
+    `~/.cache/dsl`. Not a folder beside the model: a cached module runs as Python, and one
+    planted beside a model (shipped with it, say) would run whatever it holds."""
+    if os.environ.get("DSL_CACHE_DIR"):
+        return os.environ["DSL_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "dsl")
+
+
 def _cache_path(path: str, text: str) -> str | None:
-    key = hashlib.sha256(f"{__version__}\0{CODEGEN_VERSION}\0{text}".encode()).hexdigest()[:16]
-    folder = os.path.join(os.path.dirname(os.path.abspath(path)), "__dslcache__")
+    key = hashlib.sha256(f"{__version__}\0{CODEGEN_VERSION}\0{text}".encode()).hexdigest()[:24]
     stem = os.path.splitext(os.path.basename(path))[0]
-    return os.path.join(folder, f"{stem}.{key}.py")
+    return os.path.join(cache_dir(), f"{stem}.{key}.py")
 
 
 def _write_cache(cache: str, source: str) -> None:
-    """Best effort: a read-only folder just means no cache."""
+    """Best effort: a folder that cannot be written just means no cache."""
     try:
-        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
         atomic_write(cache, source.encode("utf-8"))
     except OSError:
         pass

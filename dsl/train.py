@@ -23,6 +23,10 @@ import numpy as np
 from dsl.config import TrainConfig
 
 SNAPSHOTS_PER_RUN = 100
+# A log point evaluates the loss on every training and test row; a step works on one batch
+# forward and backward (about three forward passes). Log points at least this many
+# batch-equivalents apart keep their cost near a tenth of the training's.
+LOG_COST = 3.0
 
 
 @dataclass
@@ -182,7 +186,9 @@ def _descend(module, params, train, test, cfg, progress, start, history) -> FitR
     n = len(next(iter(train.values())))
     total = total_steps(cfg, n)
     batches = Batches(n, None if cfg.full_batch else cfg.batch, cfg.seed)
-    log_every = cfg.log_every or max(1, total // SNAPSHOTS_PER_RUN)
+    rows = n + (len(next(iter(test.values()))) if test else 0)
+    log_every = cfg.log_every or max(1, total // SNAPSHOTS_PER_RUN,
+                                     math.ceil(LOG_COST * rows / batches.batch))
     update, opt_state = _update_rule(module, cfg, params)
     result = FitResult(history or History(), 0, 0.0)
     step, spent = _restore(start, cfg, batches, opt_state, result)

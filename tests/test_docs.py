@@ -122,7 +122,7 @@ class Session:
     def __init__(self, folder: Path):
         self.folder = folder
         shutil.copytree(ROOT / "examples", folder / "examples",
-                        ignore=shutil.ignore_patterns("__dslcache__", "__pycache__"))
+                        ignore=shutil.ignore_patterns("__pycache__"))
         self.results: dict[int, subprocess.CompletedProcess] = {}
 
     def run(self, cmds: list[Command], index: int) -> subprocess.CompletedProcess:

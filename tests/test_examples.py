@@ -31,7 +31,7 @@ EXAMPLES = ROOT / "examples"
 def copy(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("examples")
     shutil.copytree(EXAMPLES, folder / "examples",
-                    ignore=shutil.ignore_patterns("__dslcache__", "__pycache__"))
+                    ignore=shutil.ignore_patterns("__pycache__"))
     # A short run logs at every step, and on MNIST each log evaluates the loss over all 5000
     # images: log every 50 steps instead, in the copy only.
     mnist = folder / "examples" / "mnist_mlp.model"

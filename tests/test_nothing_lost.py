@@ -223,7 +223,7 @@ def test_ctrl_c_inside_an_update_goes_back_to_the_last_log_point(folder, capsys,
 
 def test_resume_with_other_settings_continues_from_the_params_and_says_what_starts_afresh(
         folder, capsys, monkeypatch):
-    model = write_model(folder, "adam")
+    model = write_model(folder, "adam", log_every=10)
     out = folder / "out"
     with monkeypatch.context() as patch:
         interrupt_at_log_point(patch, 30)

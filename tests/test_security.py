@@ -125,11 +125,12 @@ def guard(monkeypatch):
 
 
 @pytest.fixture
-def examples(tmp_path):
-    """A copy of the examples without compile cache (so that every module is generated here)
-    and with a short MNIST, so that each command is quick."""
+def examples(tmp_path, monkeypatch):
+    """A copy of the examples with an empty compile cache (so that every module is generated
+    here) and with a short MNIST, so that each command is quick."""
+    monkeypatch.setenv("DSL_CACHE_DIR", str(tmp_path / "cache"))
     root = tmp_path / "examples"
-    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("__dslcache__"))
+    shutil.copytree(EXAMPLES, root)
     for big in (root / "data").glob("*.csv.gz"):
         rows = gzip.decompress(big.read_bytes()).split(b"\n")[:121]
         big.write_bytes(gzip.compress(b"\n".join(rows) + b"\n", mtime=0))
@@ -283,16 +284,17 @@ def test_a_pickle_is_never_loaded(tmp_path, monkeypatch):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="the compile cache beside a model is trusted: a "
-                   "__dslcache__ shipped with a model runs as Python (reported in issue 8)")
 def test_a_planted_compile_cache_runs_no_code(tmp_path):
+    """A `__dslcache__` shipped beside a model is never read: the cache is the user's own."""
     marker = tmp_path / "PWNED"
     model = tmp_path / "m.model"
     text = "input x\nparam w = 1\nloss = w * x\nminimize loss\n"
     model.write_text(text)
     cache = Path(dsl.runtime._cache_path(str(model), text))
-    cache.parent.mkdir()
-    cache.write_text(f"open({str(marker)!r}, 'w')\n")
+    assert tmp_path not in cache.parents
+    planted = tmp_path / "__dslcache__" / cache.name
+    planted.parent.mkdir()
+    planted.write_text(f"open({str(marker)!r}, 'w')\n")
     invoke(["eval", str(model), "--set", "x=1"])
     assert not marker.exists()
 

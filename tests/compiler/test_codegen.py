@@ -81,8 +81,9 @@ def test_compiler_never_imports_dsl():
 def test_second_load_uses_the_cache_and_skips_sympy(tmp_path, monkeypatch):
     model = tmp_path / "m.model"
     model.write_text("input x\nparam k = 1\nloss = (k * x)^2\nminimize loss\n")
+    monkeypatch.setenv("DSL_CACHE_DIR", str(tmp_path / "cache"))
     first = compile_file(str(model))
-    assert not first.cached and os.listdir(tmp_path / "__dslcache__")
+    assert not first.cached and os.listdir(tmp_path / "cache")
 
     def no_sympy(*args, **kwargs):
         raise AssertionError("generate() called although the module was cached")
@@ -91,5 +92,5 @@ def test_second_load_uses_the_cache_and_skips_sympy(tmp_path, monkeypatch):
     second = compile_file(str(model))
     assert second.cached and second.source == first.source
     model.write_text("input x\nparam k = 2\nloss = (k * x)^2\nminimize loss\n")
-    monkeypatch.undo()
+    monkeypatch.setattr("dsl.runtime.generate", generate)
     assert not compile_file(str(model)).cached
