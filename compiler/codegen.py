@@ -22,7 +22,7 @@ from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
 from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 
-CODEGEN_VERSION = "3"  # bumped when fixes change generated code: stale caches are not reused
+CODEGEN_VERSION = "4"  # bumped when fixes change generated code: stale caches are not reused
 
 # Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
 _HELPERS = {
@@ -145,6 +145,7 @@ class _Body:
     lines: list[str] = field(default_factory=list)
     sizes: set[str] = field(default_factory=set)
     temps: int = 0
+    uses_dtype: bool = False  # reads `dt`, the dtype of the params
 
     def emit(self, target: str, code: str, node: Node | None = None, note: str = "") -> None:
         comment = ""
@@ -152,6 +153,14 @@ class _Body:
             where = f"{os.path.basename(self.graph.file)}:{node.span.line}"
             comment = _one_line(f"  # {note}{node.source}   [{where}]")
         self.lines.append(f"{target} = {code}{comment}")
+
+    def broadcast(self, code: str, have: Shape, shape: Shape) -> str:
+        """`code`, of static shape `have`, as an array of `shape`. A scalar may be a Python
+        number: it is made an array of the params' dtype, so float32 stays float32."""
+        if have == ():
+            self.uses_dtype = True
+            return f"np.full({self.shape_code(shape)}, {code}, dtype=dt)"
+        return f"np.broadcast_to({code}, {self.shape_code(shape)})"
 
     def shape_code(self, shape: Shape) -> str:
         parts = [self.dim_code(d) for d in shape]
@@ -233,7 +242,7 @@ class ModuleWriter:
             have = broadcast_shapes(*(self.g.nodes[s.name].shape for s in node.expr.free_symbols))
             if have != tuple(node.shape):  # sympy cancelled the operands of full shape (`V - V`
                 # is 0): the value must still have its declared shape for `@`, axes, transpose
-                code = f"np.broadcast_to({code}, {body.shape_code(node.shape)})"
+                code = body.broadcast(code, have, node.shape)
             body.emit(name, code, node)
             return
         a = [value_name(i) for i in node.inputs]
@@ -302,7 +311,7 @@ class ModuleWriter:
             if _loses_count(shape, node.shape, self.g.nodes[local.input].shape):
                 # a lazy contribution (`sum(c - W)`: G is a scalar and so is ∂/∂c) stands for
                 # its broadcast to the node's shape; summing it needs the real broadcast
-                code, shape = f"np.broadcast_to({code}, {body.shape_code(node.shape)})", node.shape
+                code, shape = body.broadcast(code, shape, node.shape), node.shape
             self._accumulate(body, node, local.input, code, shape, adjoint)
 
     def _static_shape(self, expr, shapes, temp_shapes, adjoint, gshape) -> Shape:
@@ -320,7 +329,7 @@ class ModuleWriter:
         rule: StructuralMap = local.rule
         gcode = print_expr(G)
         if rule.needs_full_g and gshape != node.shape:
-            gcode = f"np.broadcast_to({gcode}, {body.shape_code(node.shape)})"
+            gcode = body.broadcast(gcode, gshape, node.shape)
         names = {"G": gcode, "y": value_name(node.name), "k": str(node.axis)}
         for key, inp in zip("ab", node.inputs):
             names[key] = value_name(inp)
@@ -373,11 +382,12 @@ class ModuleWriter:
         tail = []
         for w in wrt:
             if w not in adjoint:
-                tail.append(f"{grad_name(w)} = np.zeros({fwd.shape_code(g.nodes[w].shape)})"
-                            f"  # {w} does not reach {g.objective}")
+                fwd.uses_dtype = True
+                tail.append(f"{grad_name(w)} = np.zeros({fwd.shape_code(g.nodes[w].shape)}, "
+                            f"dtype=dt)  # {w} does not reach {g.objective}")
             elif adjoint[w] != g.nodes[w].shape:
-                tail.append(f"{grad_name(w)} = np.broadcast_to({grad_name(w)}, "
-                            f"{fwd.shape_code(g.nodes[w].shape)})")
+                code = fwd.broadcast(grad_name(w), adjoint[w], g.nodes[w].shape)
+                tail.append(f"{grad_name(w)} = {code}")
         # a gradient that is (a view of) a param's array (`a * b` gives g_a = v_b) is copied:
         # an in-place update of one param must not change the gradient of another
         views = _may_alias(fwd.lines + back.lines + tail, [value_name(p) for p in g.params])
@@ -392,6 +402,12 @@ class ModuleWriter:
         for n in g.inputs:
             if n in live or n in wrt:
                 head.append(f'{value_name(n)} = inputs["{n}"]')
+        if fwd.uses_dtype or back.uses_dtype:
+            source = (g.params or g.inputs)[0]
+            if not any(ln.startswith(f"{value_name(source)} = ") for ln in head):
+                kind = "params" if source in g.params else "inputs"
+                head.append(f'{value_name(source)} = {kind}["{source}"]')
+            head.append(f"dt = {value_name(source)}.dtype")
         for d in sorted(fwd.sizes | back.sizes):
             owner, axis = g.size_names()[d]
             if owner not in live and owner not in wrt:

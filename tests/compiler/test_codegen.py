@@ -94,3 +94,27 @@ def test_second_load_uses_the_cache_and_skips_sympy(tmp_path, monkeypatch):
     model.write_text("input x\nparam k = 2\nloss = (k * x)^2\nminimize loss\n")
     monkeypatch.setattr("dsl.runtime.generate", generate)
     assert not compile_file(str(model)).cached
+
+
+def test_float32_stays_float32_through_every_gradient():
+    """A scalar adjoint broadcast for `sum(..., axis)` used to become a float64 array, turning
+    the whole backward pass of a float32 model into float64 (twice the time)."""
+    text = """
+input X[N, 3]
+input Y[N, 2]
+param W[3, 2] = 0.5
+param c = 1
+param unused[2] = 0
+z = X @ W
+loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1)) + sum(W) * c
+minimize loss
+"""
+    mod = load_module(_source(text), "f32.model")
+    rng = np.random.default_rng(0)
+    params = {"W": np.full((3, 2), 0.5, np.float32), "c": np.array(1, np.float32),
+              "unused": np.zeros(2, np.float32)}
+    inputs = {"X": rng.random((4, 3)).astype(np.float32),
+              "Y": np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]}
+    loss, grads = mod.loss_and_grad(params, inputs)
+    assert np.asarray(loss).dtype == np.float32
+    assert {k: np.asarray(g).dtype for k, g in grads.items()} == dict.fromkeys(params, np.float32)
