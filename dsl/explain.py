@@ -47,7 +47,23 @@ def _split_mul(expr: sp.Expr) -> tuple[list[sp.Expr], list[sp.Expr]]:
     return num, den
 
 
-class TextPrinter(StrPrinter):
+class _Reductions:
+    """The reductions a chain shows, printed by each printer's own `_call(name, expr)`."""
+
+    def _print_MeanOf(self, expr):
+        return self._call("mean", expr)
+
+    def _print_SumOf(self, expr):
+        return self._call("sum", expr)
+
+    def _print_LogSumExpOf(self, expr):
+        return self._call("logsumexp", expr)
+
+    def _print_SoftmaxOf(self, expr):
+        return self._call("softmax", expr)
+
+
+class TextPrinter(_Reductions, StrPrinter):
     """sympy's str printer, with `·`, `^`, positive terms first and our array operations."""
 
     def __init__(self, adjoint: str = "G"):
@@ -155,17 +171,6 @@ class TextPrinter(StrPrinter):
         axis = f", axis={expr.args[1]}" if len(expr.args) > 1 else ""
         return f"{name}({self._print(expr.args[0])}{axis})"
 
-    def _print_MeanOf(self, expr):
-        return self._call("mean", expr)
-
-    def _print_SumOf(self, expr):
-        return self._call("sum", expr)
-
-    def _print_LogSumExpOf(self, expr):
-        return self._call("logsumexp", expr)
-
-    def _print_SoftmaxOf(self, expr):
-        return self._call("softmax", expr)
 
 
 # ---- LaTeX -----------------------------------------------------------------------------------
@@ -188,7 +193,7 @@ def latex_name(name: str) -> str:
     return base + (f"_{{{digits}}}" if digits else "")
 
 
-class LatexMaths(LatexPrinter):
+class LatexMaths(_Reductions, LatexPrinter):
     """sympy's LaTeX printer with our names, `\\cdot`, and our array operations."""
 
     def __init__(self, adjoint: str = "G"):
@@ -283,17 +288,6 @@ class LatexMaths(LatexPrinter):
         sub = f"_{{{expr.args[1]}}}" if len(expr.args) > 1 else ""
         return rf"\operatorname{{{name}}}{sub}\left({self._print(expr.args[0])}\right)"
 
-    def _print_MeanOf(self, expr):
-        return self._call("mean", expr)
-
-    def _print_SumOf(self, expr):
-        return self._call("sum", expr)
-
-    def _print_LogSumExpOf(self, expr):
-        return self._call("logsumexp", expr)
-
-    def _print_SoftmaxOf(self, expr):
-        return self._call("softmax", expr)
 
 
 # ---- derivations -----------------------------------------------------------------------------
