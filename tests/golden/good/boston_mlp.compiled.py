@@ -144,7 +144,7 @@ def gradients(params, inputs):
     return {"X": v_X, "y": v_y, "W1": v_W1, "b1": v_b1, "W2": v_W2, "b2": v_b2, "L1": v_L1, "h": v_h, "yhat": v_yhat, "loss": v_loss}, {"W1": g_W1, "b1": g_b1, "W2": g_W2, "b2": g_b2, "X": g_X, "y": g_y}
 
 def sgd_step(params, inputs, lr):
-    """One step of gradient descent, in place."""
+    """One step of gradient descent, in place; g_* are lr times the gradient."""
     v_W1 = params["W1"]
     v_b1 = params["b1"]
     v_W2 = params["W2"]
@@ -157,7 +157,7 @@ def sgd_step(params, inputs, lr):
     v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
     t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
     v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    gt1_loss = 1 / n_N  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
+    gt1_loss = lr / n_N  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
     g_yhat = 2*gt1_loss*(v_yhat - v_y)  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
     g_b2 = g_yhat.sum(axis=0)  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
     gt1_yhat = g_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
@@ -167,8 +167,8 @@ def sgd_step(params, inputs, lr):
     gt1_L1 = g_L1  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
     g_b1 = g_L1.sum(axis=0)  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
     g_W1 = v_X.T @ gt1_L1  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_W1 -= lr * g_W1
-    v_b1 -= lr * g_b1
-    v_W2 -= lr * g_W2
-    v_b2 -= lr * g_b2
+    v_W1 -= g_W1
+    v_b1 -= g_b1
+    v_W2 -= g_W2
+    v_b2 -= g_b2
     return None
