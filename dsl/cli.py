@@ -476,8 +476,9 @@ def cmd_graph(args, session: Session) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # accepted anywhere: `dsl run m.model --debug` as well
+    argv = [a for a in argv if a != "--debug"]
     session = Session()
     try:
         try:

@@ -200,3 +200,8 @@ def test_a_closed_pipe_is_not_an_internal_error(monkeypatch, capsys):
     rc = main(["data", "examples/data/boston.csv", "--target", "MEDV"])
     err = capsys.readouterr().err
     assert rc == 0 and err == ""
+
+
+def test_debug_is_accepted_after_the_command(capsys):
+    rc, out, err = run(["check", SEED, "--debug"], capsys)
+    assert rc == 0, err
