@@ -22,7 +22,7 @@ from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
 from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 
-CODEGEN_VERSION = "5"  # bumped when fixes change generated code: stale caches are not reused
+CODEGEN_VERSION = "6"  # bumped when fixes change generated code: stale caches are not reused
 
 # Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
 _HELPERS = {
@@ -99,11 +99,9 @@ class NumpyCode(NumPyPrinter):
         return "np.minimum({}, {})".format(*(self._print(a) for a in expr.args))
 
     def _print_Heaviside(self, expr):
+        """A float step, not a comparison: a boolean array cannot be negated or subtracted
+        (`-(x > 0)` raises), and the derivative of `relu(a - b)` by `b` is exactly that."""
         x, h0 = self._print(expr.args[0]), expr.args[1] if len(expr.args) > 1 else sp.S.Half
-        if h0 == 0:
-            return f"({x} > 0)"
-        if h0 == 1:
-            return f"({x} >= 0)"
         return f"np.heaviside({x}, {float(h0)!r})"
 
     def _print_sign(self, expr):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +211,11 @@ def check_random_model(text: str, seed: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         m = load_model(folder, text)
         point = random_point(m, {"N": N}, seed=seed, low=-1.2, high=1.2)
+        # central differences say nothing where the maths explodes (`sin(exp(exp(exp(r))))`
+        # has derivatives near 1e11): such points are not evidence either way
+        at = m.eval(point)
+        assume(np.isfinite(at.values[at.objective]) and
+               all(np.all(np.abs(g) < 1e6) for g in at.gradients.values()))
         r = verify_grad(m, point, rtol=1e-5)
         assert_module_agrees(m, point, r)
 

@@ -803,3 +803,28 @@ def test_dsl_cache_reuses_fixed_code(tmp_path):
     for k in a.gradients:
         np.testing.assert_array_equal(a.gradients[k], b.gradients[k])
     assert any(f.startswith("m.") for f in os.listdir(dsl.runtime.cache_dir()))
+
+
+def test_relu_of_a_difference_differentiates_by_the_subtracted_side(tmp_path):
+    """relu(a - b) by b is -step(a - b): printed as a boolean comparison it raised
+    `numpy boolean negative` (found by the long property run)."""
+    text = """
+param V[2, 3] = 0.4
+n0 = exp(V + relu(log(softmax(V, axis = 0))))
+loss = sum(n0) + sum(relu(1 - V))
+minimize loss
+"""
+    (tmp_path / "m.model").write_text(text)
+    m = dsl.load(str(tmp_path / "m.model"))
+    V = np.array([[0.3, -1.1, 0.8], [1.2, 0.1, -0.4]])
+    got = m.eval({"V": V}).gradients["V"]
+
+    def f(v):
+        return float(m.module.loss({"V": v}, {}))
+
+    fd = np.zeros_like(V)
+    for i in np.ndindex(V.shape):
+        e = np.zeros_like(V)
+        e[i] = 1e-6
+        fd[i] = (f(V + e) - f(V - e)) / 2e-6
+    np.testing.assert_allclose(got, fd, rtol=1e-6)
