@@ -102,6 +102,10 @@ class NumpyCode(NumPyPrinter):
         """A float step, not a comparison: a boolean array cannot be negated or subtracted
         (`-(x > 0)` raises), and the derivative of `relu(a - b)` by `b` is exactly that."""
         x, h0 = self._print(expr.args[0]), expr.args[1] if len(expr.args) > 1 else sp.S.Half
+        if h0 == 0:  # relu': two fast ufuncs, where np.heaviside is four times slower
+            return f"np.maximum(np.sign({x}), 0.0)"
+        if h0 == sp.S.Half:  # a tie of max or min: half to each side
+            return f"(0.5 + 0.5*np.sign({x}))"
         return f"np.heaviside({x}, {float(h0)!r})"
 
     def _print_sign(self, expr):
