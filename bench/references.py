@@ -96,24 +96,27 @@ class SeedNumpy:
         return float(np.mean((h @ p["W2"] + p["b2"] - self.yte) ** 2))
 
 
-class SeedTorch:
-    def __init__(self, data, init, dtype):
-        self.dtype = dtype
+class _TorchSGD:
+    """PyTorch eager, as its users write it: nn.Sequential(Linear, activation, Linear), plain
+    SGD, one zero_grad / forward / backward / step per minibatch; weights from `init`."""
+
+    activation, loss, hidden, lr = None, None, 0, 0.0
+
+    def __init__(self, init, dtype, X, y):
+        self.dtype, self.init = dtype, init
         self.name = f"torch-eager-{str(dtype)[6:]}"
-        Xtr, ytr, Xte, yte = data
-        self.init = init
-        self.Xt, self.yt = torch.tensor(Xtr, dtype=dtype), torch.tensor(ytr, dtype=dtype)
-        self.Xte, self.yte = torch.tensor(Xte, dtype=dtype), torch.tensor(yte, dtype=dtype)
-        self.lossf = torch.nn.MSELoss()
+        self.Xt, self.yt = torch.tensor(X, dtype=dtype), y
+        self.lossf = self.loss()
 
     def reset(self):
-        net = torch.nn.Sequential(torch.nn.Linear(13, SEED_HIDDEN), torch.nn.Sigmoid(),
-                                  torch.nn.Linear(SEED_HIDDEN, 1)).to(self.dtype)
+        W1, W2 = self.init["W1"], self.init["W2"]
+        net = torch.nn.Sequential(torch.nn.Linear(W1.shape[0], self.hidden), self.activation(),
+                                  torch.nn.Linear(self.hidden, W2.shape[1])).to(self.dtype)
         with torch.no_grad():
-            net[0].weight.copy_(torch.tensor(self.init["W1"].T)); net[0].bias.zero_()
-            net[2].weight.copy_(torch.tensor(self.init["W2"].T)); net[2].bias.zero_()
+            net[0].weight.copy_(torch.tensor(W1.T)); net[0].bias.zero_()
+            net[2].weight.copy_(torch.tensor(W2.T)); net[2].bias.zero_()
         self.net = net
-        self.opt = torch.optim.SGD(net.parameters(), lr=SEED_LR)
+        self.opt = torch.optim.SGD(net.parameters(), lr=self.lr)
 
     def loop(self, idx):
         net, opt, lossf, Xt, yt = self.net, self.opt, self.lossf, self.Xt, self.yt
@@ -122,6 +125,16 @@ class SeedTorch:
             loss = lossf(net(Xt[i]), yt[i])
             loss.backward()
             opt.step()
+
+
+class SeedTorch(_TorchSGD):
+    activation, loss = (torch.nn.Sigmoid, torch.nn.MSELoss) if torch else (None, None)
+    hidden, lr = SEED_HIDDEN, SEED_LR
+
+    def __init__(self, data, init, dtype):
+        Xtr, ytr, Xte, yte = data
+        super().__init__(init, dtype, Xtr, torch.tensor(ytr, dtype=dtype))
+        self.Xte, self.yte = torch.tensor(Xte, dtype=dtype), torch.tensor(yte, dtype=dtype)
 
     def evaluate(self) -> float:
         with torch.no_grad():
@@ -221,32 +234,14 @@ class MnistNumpy:
         return mnist_metrics(np.maximum(self.X @ p["W1"] + p["b1"], 0) @ p["W2"] + p["b2"], self.y)
 
 
-class MnistTorch:
+class MnistTorch(_TorchSGD):
+    activation, loss = (torch.nn.ReLU, torch.nn.CrossEntropyLoss) if torch else (None, None)
+    hidden, lr = MNIST_HIDDEN, MNIST_LR
+
     def __init__(self, data, init, dtype):
-        self.dtype = dtype
-        self.name = f"torch-eager-{str(dtype)[6:]}"
         X, y, _, _ = data
-        self.init = init
-        self.Xt, self.yt = torch.tensor(X, dtype=dtype), torch.tensor(y)
+        super().__init__(init, dtype, X, torch.tensor(y))
         self.y = y
-        self.lossf = torch.nn.CrossEntropyLoss()
-
-    def reset(self):
-        net = torch.nn.Sequential(torch.nn.Linear(784, MNIST_HIDDEN), torch.nn.ReLU(),
-                                  torch.nn.Linear(MNIST_HIDDEN, 10)).to(self.dtype)
-        with torch.no_grad():
-            net[0].weight.copy_(torch.tensor(self.init["W1"].T)); net[0].bias.zero_()
-            net[2].weight.copy_(torch.tensor(self.init["W2"].T)); net[2].bias.zero_()
-        self.net = net
-        self.opt = torch.optim.SGD(net.parameters(), lr=MNIST_LR)
-
-    def loop(self, idx):
-        net, opt, lossf, Xt, yt = self.net, self.opt, self.lossf, self.Xt, self.yt
-        for i in torch.as_tensor(idx):
-            opt.zero_grad()
-            loss = lossf(net(Xt[i]), yt[i])
-            loss.backward()
-            opt.step()
 
     def evaluate(self) -> tuple[float, float]:
         with torch.no_grad():
