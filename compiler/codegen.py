@@ -66,7 +66,23 @@ def adjoint_symbol(node: str) -> sp.Symbol:
 LR_SEED = sp.Symbol("lr", positive=True)
 
 
-class NumpyCode(NumPyPrinter):
+class PositiveTermsFirst:
+    """A printer mixin: sums with their positive terms first, `a - b` rather than `-b + a`
+    (in generated code one subtraction, not a negation and a sum; in maths, as one writes it)."""
+
+    def _print_Add(self, expr, order=None):
+        terms = sorted(expr.as_ordered_terms(), key=lambda t: t.could_extract_minus_sign())
+        prec = sp.printing.precedence.precedence(expr)
+        out = self.parenthesize(terms[0], prec)
+        for t in terms[1:]:
+            if t.could_extract_minus_sign():
+                out += " - " + self.parenthesize(-t, prec + 1 if (-t).is_Add else prec)
+            else:
+                out += " + " + self.parenthesize(t, prec)
+        return out
+
+
+class NumpyCode(PositiveTermsFirst, NumPyPrinter):
     """NumPyPrinter with our names, `np.` and the rules for our functions."""
 
     def __init__(self):
@@ -126,18 +142,6 @@ class NumpyCode(NumPyPrinter):
         if e.is_Integer:
             return f"{b}**{int(e)}" if e > 0 else f"1/{b}**{-int(e)}"
         return f"{b}**{self.parenthesize(e, sp.printing.precedence.PRECEDENCE['Pow'])}"
-
-    def _print_Add(self, expr, order=None):
-        """Positive terms first, so that `a - b` is one subtraction, not a negation and a sum."""
-        terms = sorted(expr.as_ordered_terms(), key=lambda t: t.could_extract_minus_sign())
-        prec = sp.printing.precedence.precedence(expr)
-        out = self.parenthesize(terms[0], prec)
-        for t in terms[1:]:
-            if t.could_extract_minus_sign():
-                out += " - " + self.parenthesize(-t, prec + 1 if (-t).is_Add else prec)
-            else:
-                out += " + " + self.parenthesize(t, prec)
-        return out
 
     def _print_Rational(self, expr):
         return f"{expr.p}/{expr.q}"

@@ -16,12 +16,12 @@ from sympy.printing.str import StrPrinter
 
 from compiler import chains
 from compiler.chains import ADJOINT, Chains, Derivation, Factor
+from compiler.codegen import PositiveTermsFirst
 from compiler.errors import UsageError
 from compiler.ir import Graph
 
 _MUL = PRECEDENCE["Mul"]
 _POW = PRECEDENCE["Pow"]
-_ADD = PRECEDENCE["Add"]
 
 
 def adjoint_letter(names) -> str:
@@ -47,8 +47,12 @@ def _split_mul(expr: sp.Expr) -> tuple[list[sp.Expr], list[sp.Expr]]:
     return num, den
 
 
-class _Reductions:
-    """The reductions a chain shows, printed by each printer's own `_call(name, expr)`."""
+class _Shared(PositiveTermsFirst):
+    """What the text and LaTeX printers print alike: sums, floats, and the reductions a chain
+    shows (each printer writes them with its own `_call(name, expr)`)."""
+
+    def _print_Float(self, expr):
+        return f"{float(expr):g}"
 
     def _print_MeanOf(self, expr):
         return self._call("mean", expr)
@@ -63,7 +67,7 @@ class _Reductions:
         return self._call("softmax", expr)
 
 
-class TextPrinter(_Reductions, StrPrinter):
+class TextPrinter(_Shared, StrPrinter):
     """sympy's str printer, with `·`, `^`, positive terms first and our array operations."""
 
     def __init__(self, adjoint: str = "G"):
@@ -75,19 +79,6 @@ class TextPrinter(_Reductions, StrPrinter):
 
     def _print_Dummy(self, expr):
         return self.adjoint if expr == ADJOINT else expr.name
-
-    def _print_Float(self, expr):
-        return f"{float(expr):g}"
-
-    def _print_Add(self, expr, order=None):
-        terms = sorted(expr.as_ordered_terms(), key=lambda t: t.could_extract_minus_sign())
-        out = self.parenthesize(terms[0], _ADD)
-        for t in terms[1:]:
-            if t.could_extract_minus_sign():
-                out += " - " + self.parenthesize(-t, _ADD + 1)
-            else:
-                out += " + " + self.parenthesize(t, _ADD)
-        return out
 
     def _factor(self, f, alone: bool) -> str:
         if isinstance(f, chains.MatProd) and not alone:
@@ -193,7 +184,7 @@ def latex_name(name: str) -> str:
     return base + (f"_{{{digits}}}" if digits else "")
 
 
-class LatexMaths(_Reductions, LatexPrinter):
+class LatexMaths(_Shared, LatexPrinter):
     """sympy's LaTeX printer with our names, `\\cdot`, and our array operations."""
 
     def __init__(self, adjoint: str = "G"):
@@ -205,19 +196,6 @@ class LatexMaths(_Reductions, LatexPrinter):
 
     def _print_Dummy(self, expr):
         return (r"\bar{G}" if self.adjoint != "G" else "G") if expr == ADJOINT else expr.name
-
-    def _print_Float(self, expr):
-        return f"{float(expr):g}"
-
-    def _print_Add(self, expr, order=None):
-        terms = sorted(expr.as_ordered_terms(), key=lambda t: t.could_extract_minus_sign())
-        out = self.parenthesize(terms[0], _ADD)
-        for t in terms[1:]:
-            if t.could_extract_minus_sign():
-                out += " - " + self.parenthesize(-t, _ADD + 1)
-            else:
-                out += " + " + self.parenthesize(t, _ADD)
-        return out
 
     def _print_Mul(self, expr):
         if expr.could_extract_minus_sign():
