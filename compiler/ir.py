@@ -63,13 +63,6 @@ class Graph:
     def inputs(self) -> list[str]:
         return self.of_kind("input")
 
-    def consumers(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {n: [] for n in self.nodes}
-        for n, node in self.nodes.items():
-            for i in dict.fromkeys(node.inputs):
-                out[i].append(n)
-        return out
-
     def ancestors(self, roots) -> set[str]:
         """Every node some root depends on, roots included (iteratively)."""
         seen: set[str] = set()

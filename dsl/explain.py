@@ -329,12 +329,6 @@ class Explanation:
             return "=", self._latex.doprint(f.expr)
         return ":", rf"{self._latex.doprint(ADJOINT)} \mapsto {self._latex.doprint(f.map)}"
 
-    def text_of(self, expr: sp.Expr) -> str:
-        return self._text.doprint(expr)
-
-    def latex_of(self, expr: sp.Expr) -> str:
-        return self._latex.doprint(expr)
-
     # text
 
     def __str__(self) -> str:
