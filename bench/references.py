@@ -147,29 +147,36 @@ def _seed_jax_loss(p, X, y):
     return jnp.mean((h @ W2 + b2 - y) ** 2)
 
 
-class SeedJax:
+class _JaxSGD:
+    """JAX as its users write it: one `jit`-compiled step of `grad` and plain SGD on a list
+    of arrays, fed numpy batches (each call copies its batch to the device, as the anchor)."""
+
     name = "jax-jit-f64"
 
-    def __init__(self, data, init):
-        self.Xtr, self.ytr, self.Xte, self.yte = data
-        self.init = init
+    def __init__(self, init, loss, lr, X, Y):
+        self.init, self.X, self.Y = init, X, Y
 
         @jax.jit
-        def step(p, X, y):
-            g = jax.grad(_seed_jax_loss)(p, X, y)
-            return [a - SEED_LR * b for a, b in zip(p, g)]
+        def step(p, X, Y):
+            g = jax.grad(loss)(p, X, Y)
+            return [a - lr * b for a, b in zip(p, g)]
         self.step = step
 
     def reset(self):
         self.p = [jnp.asarray(self.init[k]) for k in ("W1", "b1", "W2", "b2")]
 
     def loop(self, idx):
-        # numpy batches in, as in the anchor: each call copies its batch to the device
-        step, Xtr, ytr, p = self.step, self.Xtr, self.ytr, self.p
+        step, X, Y, p = self.step, self.X, self.Y, self.p
         for i in idx:
-            p = step(p, Xtr[i], ytr[i])
+            p = step(p, X[i], Y[i])
         jax.block_until_ready(p)
         self.p = p
+
+
+class SeedJax(_JaxSGD):
+    def __init__(self, data, init):
+        Xtr, ytr, self.Xte, self.yte = data
+        super().__init__(init, _seed_jax_loss, SEED_LR, Xtr, ytr)
 
     def evaluate(self) -> float:
         return float(_seed_jax_loss(self.p, self.Xte, self.yte))
@@ -255,28 +262,10 @@ def _mnist_jax_loss(p, X, Y):
     return jnp.mean(-jnp.sum(Y * jax.nn.log_softmax(h @ W2 + b2, axis=1), axis=1))
 
 
-class MnistJax:
-    name = "jax-jit-f64"
-
+class MnistJax(_JaxSGD):
     def __init__(self, data, init):
-        self.X, self.y, self.Y, _ = data
-        self.init = init
-
-        @jax.jit
-        def step(p, X, Y):
-            g = jax.grad(_mnist_jax_loss)(p, X, Y)
-            return [a - MNIST_LR * b for a, b in zip(p, g)]
-        self.step = step
-
-    def reset(self):
-        self.p = [jnp.asarray(self.init[k]) for k in ("W1", "b1", "W2", "b2")]
-
-    def loop(self, idx):
-        step, X, Y, p = self.step, self.X, self.Y, self.p
-        for i in idx:
-            p = step(p, X[i], Y[i])
-        jax.block_until_ready(p)
-        self.p = p
+        X, self.y, Y, _ = data
+        super().__init__(init, _mnist_jax_loss, MNIST_LR, X, Y)
 
     def evaluate(self) -> tuple[float, float]:
         W1, b1, W2, b2 = (np.asarray(a) for a in self.p)
