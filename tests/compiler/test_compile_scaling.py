@@ -1,10 +1,10 @@
-"""Compile time grows linearly with the number of nodes, and 10,000 nodes do not recurse.
+"""Long chains compile without recursion and with right gradients.
 
-A chain `z1 = sigmoid(w * z0)`, ..., `minimize zK` of K = 100, 1,000 and 10,000 statements is
-compiled from `.model` text (parse, check, lower, derive, generate, load; no cache). Times are
-CPU seconds of this process (`time.process_time`), so other work on the machine disturbs them
-less than wall time. ARCHITECTURE.md: adjoints are named symbols, so the work is linear; graph
-traversals are iterative, so Python's recursion limit is never reached.
+A chain `z1 = sigmoid(w * z0)`, ..., `minimize zK` of K = 100 and 1,000 statements is compiled
+from `.model` text (parse, check, lower, derive, generate, load; no cache). Graph traversals are
+iterative, so Python's recursion limit is never reached. How compile time grows with size
+(chains and MLPs up to 10,000 nodes) is measured in `bench/run.py --only compile`, not asserted
+here: a test never asserts on wall-clock time.
 
 The compiled chain is checked too: its gradient with respect to w, carried forward by hand
 (dz_i/dw = s_i·(1 - s_i)·(z_{i-1} + w·dz_{i-1}/dw)), and against finite differences.
@@ -12,7 +12,6 @@ The compiled chain is checked too: its gradient with respect to w, carried forwa
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ if str(ROOT) not in sys.path:
 import dsl  # noqa: E402
 from tests.gradcheck import verify_grad  # noqa: E402
 
-SIZES = (100, 1_000, 10_000)
+SIZES = (100, 1_000)
 
 
 def chain_text(k: int) -> str:
@@ -44,15 +43,13 @@ def matrix_chain_text(k: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compile_timed(folder: Path, name: str, text: str):
+def compile_model(folder: Path, name: str, text: str):
     path = folder / f"{name}.model"
     path.write_text(text)
     limit = sys.getrecursionlimit()
-    start = time.process_time()
     m = dsl.load(str(path), use_cache=False)
-    seconds = time.process_time() - start
     assert sys.getrecursionlimit() == limit, "compiling must not raise the recursion limit"
-    return m, seconds
+    return m
 
 
 def chain_gradient(k: int, x: float, w: float) -> tuple[float, float]:
@@ -68,12 +65,12 @@ def chain_gradient(k: int, x: float, w: float) -> tuple[float, float]:
 def compiled(tmp_path_factory):
     """The chains of 100 and 1,000 nodes, compiled once for this module."""
     folder = tmp_path_factory.mktemp("chains")
-    return {k: compile_timed(folder, f"chain{k}", chain_text(k)) for k in SIZES[:2]}
+    return {k: compile_model(folder, f"chain{k}", chain_text(k)) for k in SIZES}
 
 
-@pytest.mark.parametrize("k", SIZES[:2])
+@pytest.mark.parametrize("k", SIZES)
 def test_chain_gradient(compiled, k):
-    m, _ = compiled[k]
+    m = compiled[k]
     r = m.eval({"x": 0.8, "w": 1.3})
     z, dz = chain_gradient(k, 0.8, 1.3)
     np.testing.assert_allclose(r.values[f"z{k}"], z, rtol=1e-12)
@@ -83,36 +80,17 @@ def test_chain_gradient(compiled, k):
 
 def test_chain_generated_code_is_one_line_per_node(compiled):
     """The backward pass names each adjoint: no expression swells along the chain."""
-    m, _ = compiled[1_000]
+    m = compiled[1_000]
     grad = m.source[m.source.index("def grad("):m.source.index("def gradients(")]
     body = [ln for ln in grad.splitlines()[2:] if not ln.strip().startswith("return")]
     assert max(len(ln) for ln in body) < 200
     assert len(body) < 6 * 1_000
 
 
-@pytest.mark.slow
-def test_compile_time_is_linear(compiled, tmp_path, record_property):
-    """10,000 nodes compile without hitting the recursion limit, in about 10x the time of
-    1,000 (asserted < 30x, generous for a loaded machine)."""
-    times = {k: compiled[k][1] for k in SIZES[:2]}
-    m, times[10_000] = compile_timed(tmp_path, "chain10000", chain_text(10_000))
-    for k, t in times.items():
-        record_property(f"compile_seconds_{k}", round(t, 3))
-    print("compile seconds (CPU):", {k: round(t, 2) for k, t in times.items()})
-    assert times[10_000] / times[1_000] < 30, times
-    assert times[1_000] / times[100] < 30, times
-    r = m.eval({"x": 0.8, "w": 1.3})
-    z, dz = chain_gradient(10_000, 0.8, 1.3)
-    np.testing.assert_allclose(r.values["z10000"], z, rtol=1e-10)
-    np.testing.assert_allclose(r.gradients["w"], dz, rtol=1e-8)
-
-
-def test_matrix_chain_time_is_linear(tmp_path):
-    """Structural nodes (`@`, a bias, a mean) scale the same way: 50 -> 500 nodes < 30x."""
-    m1, t50 = compile_timed(tmp_path, "m50", matrix_chain_text(50))
-    m2, t500 = compile_timed(tmp_path, "m500", matrix_chain_text(500))
-    print(f"matrix chain compile seconds (CPU): 50: {t50:.2f}, 500: {t500:.2f}")
-    assert t500 / t50 < 30, (t50, t500)
+def test_matrix_chain_gradient(tmp_path):
+    """Structural nodes (`@`, a bias, a mean) in a chain of 50 and 500: gradients stay right."""
+    m1 = compile_model(tmp_path, "m50", matrix_chain_text(50))
+    m2 = compile_model(tmp_path, "m500", matrix_chain_text(500))
     rng = np.random.default_rng(0)
     point = {"x": rng.normal(size=(2, 3)), "W": rng.normal(0, 0.5, (3, 3)), "b": np.full(3, 0.1)}
     verify_grad(m1, point)
