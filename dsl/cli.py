@@ -27,7 +27,7 @@ from dsl.lower import lower
 from dsl.model import Model
 from dsl.report import (load_checkpoint, load_history, load_params, metrics, save_history,
                         save_params, save_plots, save_report)
-from dsl.runtime import atomic_write, check_sizes, compile_file, init_params
+from dsl.runtime import Compiled, atomic_write, check_sizes, compile_file, init_params
 from dsl.train import fit, total_steps
 from dsl.transform import parse, read_source
 
@@ -127,6 +127,13 @@ class Session:
             print(render_warning(w, self.sources), file=sys.stderr)
         return checked
 
+    def compile(self, path: str, use_cache: bool = True) -> Compiled:
+        """The loaded model's module, saying why the compile cache was not used if it was not."""
+        compiled = compile_file(path, self.sources[path], use_cache=use_cache)
+        for w in compiled.warnings:
+            print(render_warning(w, self.sources), file=sys.stderr)
+        return compiled
+
 
 def cmd_check(args, session: Session) -> int:
     m = session.load(args.model)
@@ -143,7 +150,7 @@ def cmd_check(args, session: Session) -> int:
 
 def cmd_compile(args, session: Session) -> int:
     session.load(args.model)
-    compiled = compile_file(args.model, session.sources[args.model])
+    compiled = session.compile(args.model)
     if args.output:
         _writing(atomic_write, args.output, compiled.source.encode("utf-8"))
         print(f"wrote {args.output} ({len(compiled.source.splitlines())} lines, "
@@ -155,7 +162,7 @@ def cmd_compile(args, session: Session) -> int:
 
 def cmd_eval(args, session: Session) -> int:
     session.load(args.model)
-    model = Model(compile_file(args.model, session.sources[args.model]))
+    model = Model(session.compile(args.model))
     if args.params:
         params, transforms = load_params(args.params)
         model.set_params({k: v for k, v in params.items() if k in model.checked.params})
@@ -237,7 +244,7 @@ def cmd_run(args, session: Session) -> int:
                          lr=args.lr, optimizer=args.optimizer, seed=args.seed, dtype=args.dtype)
     if checked.objective is None:
         raise UsageError(f"{args.model} has no `minimize` statement: nothing to train")
-    compiled = compile_file(args.model, session.sources[args.model], use_cache=not args.no_cache)
+    compiled = session.compile(args.model, use_cache=not args.no_cache)
     model = Model(compiled)
     model.params = init_params(checked, cfg.seed, cfg.dtype)
     ds = model.dataset(cfg.dtype)
@@ -412,7 +419,7 @@ def cmd_predict(args, session: Session) -> int:
     checked = session.load(args.model)
     if checked.predict is None:
         raise UsageError(f"{args.model} has no `predict` statement")
-    model = Model(compile_file(args.model, session.sources[args.model]))
+    model = Model(session.compile(args.model))
     params, transforms = load_params(args.params)
     missing = [p for p in checked.params if p not in params]
     if missing:

@@ -3,6 +3,11 @@
 The generated module is cached in the user's cache folder (`cache_dir()`), keyed by a hash of
 the model text and the tool's version, so a second load skips sympy. Only our own generated source is ever
 compiled; it is registered with `linecache` so a traceback inside it shows the generated line.
+
+A cached module runs as Python, so it is trusted only when (1) the folder and the file belong to
+this user and no one else can write them (otherwise the cache is bypassed, with a warning) and
+(2) the module's text matches the SHA-256 digest stored beside it in `NAME.sha256` (otherwise,
+a damaged or foreign entry, it is compiled again and written over).
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.codegen import CODEGEN_VERSION, generate
-from compiler.errors import DataError, Span
+from compiler.errors import DataError, ModelWarning, Span
 from compiler.ir import Graph
 from dsl import __version__, ast
 from dsl.check import Checked, check, fmt_shape
@@ -37,6 +42,7 @@ class Compiled:
     compile_seconds: float
     cached: bool
     _graph: Graph | None = None
+    warnings: list[ModelWarning] = field(default_factory=list)  # about the cache
 
     @property
     def graph(self) -> Graph:
@@ -50,19 +56,20 @@ def compile_file(path: str, text: str | None = None, use_cache: bool = True) -> 
     start = time.perf_counter()
     text = read_source(path) if text is None else text
     checked = check(parse(text, path))
-    cache = _cache_path(path, text)
-    source, graph = None, None
-    if use_cache and cache and os.path.exists(cache):
-        with open(cache, encoding="utf-8") as f:
-            source = f.read()
-    cached = source is not None
+    warnings: list[ModelWarning] = []
+    cache = _cache_path(path, text) if use_cache else None
+    if cache and not _trusted(os.path.dirname(cache), warnings, folder=True):
+        cache = None
+    source = _read_cache(cache, warnings) if cache else None
+    cached, graph = source is not None, None
     if source is None:
         graph = lower(checked, text)
         source = generate(graph)
-        if use_cache and cache:
+        if cache:
             _write_cache(cache, source)
     module = load_module(source, os.path.basename(path))
-    return Compiled(path, text, checked, source, module, time.perf_counter() - start, cached, graph)
+    return Compiled(path, text, checked, source, module, time.perf_counter() - start, cached,
+                    graph, warnings)
 
 
 def load_module(source: str, name: str) -> types.ModuleType:
@@ -90,26 +97,78 @@ def _cache_path(path: str, text: str) -> str | None:
     return os.path.join(cache_dir(), f"{stem}.{key}.py")
 
 
+def _trusted(path: str, warnings: list[ModelWarning], folder: bool = False) -> bool:
+    """Whether the cache folder (or a file in it) may be trusted: it is this user's and no one
+    else can write it. A folder that does not exist yet is made by `_write_cache`, as 0700."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return folder
+    except OSError:
+        return False
+    mine = not hasattr(os, "getuid") or st.st_uid == os.getuid()  # no owners to compare on Windows
+    if mine and not st.st_mode & 0o022:
+        return True
+    what = "compile cache folder" if folder else "cached module"
+    warnings.append(ModelWarning(
+        f"the {what} {path} is not used: "
+        + ("others can write to it" if mine else "it belongs to another user"),
+        None, "a cached module runs as Python; set DSL_CACHE_DIR to a folder of your own "
+        "(chmod go-w)" if folder else "it is compiled again and replaced"))
+    return False
+
+
+def _read_cache(cache: str, warnings: list[ModelWarning]) -> str | None:
+    """The cached module's text if it is there, trusted and matches its stored digest; None
+    otherwise (then it is compiled again and written over, so a damaged entry heals)."""
+    try:
+        with open(cache, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        data = None
+    try:
+        with open(cache + _DIGEST, encoding="ascii") as f:
+            digest = f.read().strip()
+    except FileNotFoundError:  # written by an older dsl, or cut short before its digest
+        return None
+    except (OSError, UnicodeDecodeError):
+        digest = None
+    if not (_trusted(cache, warnings) and _trusted(cache + _DIGEST, warnings)):
+        return None
+    if data is None or digest != hashlib.sha256(data).hexdigest():
+        warnings.append(ModelWarning(f"the cached module {cache} is damaged (it does not match "
+                                     "its digest): it is compiled again", None))
+        return None
+    return data.decode("utf-8")
+
+
 def _write_cache(cache: str, source: str) -> None:
-    """Best effort: a folder that cannot be written just means no cache."""
+    """Best effort: a folder that cannot be written just means no cache. The module is written
+    before its digest, so a reader never takes a half-made entry for a whole one."""
+    data = source.encode("utf-8")
     try:
         os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
-        atomic_write(cache, source.encode("utf-8"))
+        atomic_write(cache, data, private=True)
+        atomic_write(cache + _DIGEST, hashlib.sha256(data).hexdigest().encode(), private=True)
     except OSError:
         pass
 
 
+_DIGEST = ".sha256"  # beside each cached module: the SHA-256 of its bytes, in hex
 _UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written file."""
+def atomic_write(path: str, data: bytes, private: bool = False) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written file. It gets
+    the usual mode (0666 less the umask), or stays 0600 when `private`."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):  # mkstemp makes 0600; a written file gets the usual mode
+            if hasattr(os, "fchmod") and not private:  # mkstemp makes 0600
                 os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             f.write(data)
         os.replace(tmp, path)
