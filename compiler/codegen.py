@@ -33,6 +33,7 @@ _HELPERS = {
     out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
     return out if keepdims else (np.squeeze(out, axis=axis) if axis is not None else out.reshape(()))
 ''',
+    "erf": "from scipy.special import erf as _erf  # numpy has no error function",
     "softmax": '''def _softmax(a, axis):
     """exp(a) / Σ exp(a) along axis, shifted by the maximum so that nothing overflows."""
     e = np.exp(a - np.max(a, axis=axis, keepdims=True))
@@ -123,6 +124,9 @@ class NumpyCode(PositiveTermsFirst, NumPyPrinter):
         if h0 == sp.S.Half:  # a tie of max or min: half to each side
             return f"(0.5 + 0.5*np.sign({x}))"
         return f"np.heaviside({x}, {float(h0)!r})"
+
+    def _print_erf(self, expr):
+        return f"_erf({self._print(expr.args[0])})"
 
     def _print_sign(self, expr):
         return f"np.sign({self._print(expr.args[0])})"
@@ -477,6 +481,8 @@ class ModuleWriter:
                 f"PARAMS = {g.params!r}", f"INPUTS = {g.inputs!r}"]
         meta += [f"{value_name(c)} = {float(g.nodes[c].value)!r}" + _one_line(f"  # {g.nodes[c].source}")
                  for c in consts]
+        if any("_erf(" in f for f in funcs):
+            self.helpers.add("erf")
         helpers = [_HELPERS[h] for h in sorted(self.helpers)]
         parts = ["\n".join(header), "\n".join(meta) + "\n", *helpers, *funcs]
         return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p, log10
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,15 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin("relu", "elementwise", 1, False, "max(x, 0); relu'(0) = 0"),
     Builtin("softplus", "elementwise", 1, False, "log(1 + e^x), computed stably"),
     Builtin("square", "elementwise", 1, False, "x²"),
+    Builtin("atan", "elementwise", 1, False, "arctangent, in (-π/2, π/2)"),
+    Builtin("asin", "elementwise", 1, False, "arcsine on [-1, 1]; NaN outside, as in numpy"),
+    Builtin("acos", "elementwise", 1, False, "arccosine on [-1, 1]; NaN outside, as in numpy"),
+    Builtin("sinh", "elementwise", 1, False, "hyperbolic sine"),
+    Builtin("cosh", "elementwise", 1, False, "hyperbolic cosine"),
+    Builtin("log10", "elementwise", 1, False, "base-10 logarithm"),
+    Builtin("log1p", "elementwise", 1, False, "log(1 + x), accurate for small x"),
+    Builtin("expm1", "elementwise", 1, False, "e^x - 1, accurate for small x"),
+    Builtin("erf", "elementwise", 1, False, "the error function; erf' = 2/√π·e^(-x²)"),
     Builtin("max", "binary", 2, False, "elementwise maximum; ties split the gradient"),
     Builtin("min", "binary", 2, False, "elementwise minimum; ties split the gradient"),
     Builtin("sum", "reduce", 1, True, "sum of all elements, or along `axis`"),
@@ -105,7 +115,12 @@ ELEMENTWISE = {
     "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "abs": sp.Abs, "sin": sp.sin, "cos": sp.cos,
     "tanh": sp.tanh, "sigmoid": sigmoid, "relu": relu, "softplus": softplus,
     "square": lambda x: x**2, "max": maximum, "min": minimum,
+    "atan": sp.atan, "asin": sp.asin, "acos": sp.acos, "sinh": sp.sinh, "cosh": sp.cosh,
+    "log10": log10, "log1p": log1p, "expm1": expm1, "erf": sp.erf,
 }
+
+# The built-in constants: a name the model does not define itself stands for one of these.
+CONSTANTS = {"pi": sp.pi, "e": sp.E}
 
 _w = sp.Wild("w")
 

@@ -11,7 +11,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from compiler.errors import ModelWarning, SemanticError, Span
-from compiler.functions import BUILTINS
+from compiler.functions import BUILTINS, CONSTANTS
 from dsl import ast
 from dsl.config import TrainConfig, train_config
 
@@ -27,7 +27,8 @@ MAX_EXPANDED = 100_000
 
 @dataclass(frozen=True)
 class Typed:
-    """An expression with its shape: op is num, name, neg, + - * / ^ @, or a built-in's name."""
+    """An expression with its shape: op is num, name, constant (`pi`, `e`), neg, + - * / ^ @,
+    or a built-in's name."""
 
     op: str
     args: tuple[Typed, ...]
@@ -217,7 +218,7 @@ class _Checker:
             if visited > MAX_EXPANDED:
                 raise _too_large(st)
             if isinstance(e, ast.Name):
-                if e.id not in local:
+                if e.id not in local and (e.id in self.decls or e.id not in CONSTANTS):
                     if e.id not in self.decls:
                         raise SemanticError(f"unknown name `{e.id}`", e.span,
                                             _did_you_mean(e.id, [*self.decls, *local]))
@@ -301,6 +302,8 @@ class _Checker:
         if isinstance(e, ast.Name):
             if e.id in env:
                 return env[e.id]
+            if e.id not in self.decls:  # `pi` or `e`, which the model does not define itself
+                return Typed("constant", (), (), e.span, name=e.id)
             return Typed("name", (), self.shapes[e.id], e.span, name=e.id)
         if isinstance(e, ast.Unary):
             a = self._type(e.operand, env, calling)

@@ -115,6 +115,12 @@ class TextPrinter(_Shared, StrPrinter):
     def _print_Abs(self, expr):
         return f"|{self._print(expr.args[0])}|"
 
+    def _print_Pi(self, expr):
+        return "pi"
+
+    def _print_Exp1(self, expr):
+        return "e"
+
     def _print_Heaviside(self, expr):
         x = self._print(expr.args[0])
         h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
@@ -224,6 +230,19 @@ class LatexMaths(_Shared, LatexPrinter):
         if h0 == 1:
             return rf"\left[{x} \geq 0\right]"
         return rf"\operatorname{{step}}\left({x}\right)"
+
+    def _print_log10(self, expr, exp=None):
+        return self._power(r"\log_{10}\left(" + self._print(expr.args[0]) + r"\right)", exp)
+
+    def _print_expm1(self, expr, exp=None):
+        return self._power(r"\operatorname{expm1}\left(" + self._print(expr.args[0]) + r"\right)", exp)
+
+    def _print_log1p(self, expr, exp=None):
+        return self._power(r"\operatorname{log1p}\left(" + self._print(expr.args[0]) + r"\right)", exp)
+
+    @staticmethod
+    def _power(text: str, exp) -> str:
+        return text if exp is None else f"{text}^{{{exp}}}"
 
     def _print_maximum(self, expr, exp=None):
         return r"\max\left(" + ", ".join(self._print(a) for a in expr.args) + r"\right)"

@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 
 from compiler.errors import DerivationError
-from compiler.functions import ELEMENTWISE, stabilize
+from compiler.functions import CONSTANTS, ELEMENTWISE, stabilize
 from compiler.ir import Graph, Node, symbol
 from dsl.check import Checked, Typed
 
@@ -29,6 +29,8 @@ _FOLD = {
     "tanh": np.tanh, "sigmoid": lambda x: 0.5 + 0.5 * np.tanh(0.5 * x),
     "relu": lambda x: np.maximum(x, 0.0), "softplus": lambda x: np.logaddexp(0.0, x),
     "square": np.square, "max": np.maximum, "min": np.minimum,
+    "atan": np.arctan, "asin": np.arcsin, "acos": np.arccos, "sinh": np.sinh, "cosh": np.cosh,
+    "log10": np.log10, "log1p": np.log1p, "expm1": np.expm1, "erf": math.erf,
 }
 
 _STRUCTURAL = {"@": "matmul", "sum": "sum", "mean": "mean", "logsumexp": "logsumexp",
@@ -102,6 +104,8 @@ class _Statement:
             return _number(t.value)
         if t.op == "name":
             return symbol(t.name)
+        if t.op == "constant":
+            return CONSTANTS[t.name]
         if depth > SPLIT_DEPTH and t.op not in _STRUCTURAL:
             return symbol(self._elementwise(self._fresh(), stabilize(self._scalar(t)), t))
         if t.op == "neg":
