@@ -1,8 +1,8 @@
 """The graph compiled to one standalone numpy module.
 
-One assignment per node in topological order, named after the node (`v_h`, and `g_h` for its
-adjoint; a statement's inner nodes `t1_loss`, `gt1_loss`), commented with the `.model` line it
-comes from. Elementwise maths is printed by `NumpyCode` (sympy's NumPyPrinter with our rules for
+One assignment per node in topological order, named after the node through `compiler.names`
+(`v_h`, and `g_h` for its adjoint; a statement's inner nodes `t1_loss`, `gt1_loss`), commented
+with the `.model` line it comes from. Elementwise maths is printed by `NumpyCode` (sympy's NumPyPrinter with our rules for
 the stable forms and the pinned subgradients) after `cse`; structural maps are printed from the
 templates of `compiler.derive`. Adjoints are pushed from each node to its inputs in reverse
 topological order, like micrograd's `+=`, and stay as cheap as the hand-written code: a mean's
@@ -20,9 +20,11 @@ from sympy.printing.numpy import NumPyPrinter
 
 from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
-from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
+from compiler.ir import Graph, Node, Shape, broadcast_shapes
+from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
+                            grad_name, size_name, temp_index, temp_symbols, value_name)
 
-CODEGEN_VERSION = "6"  # bumped when fixes change generated code: stale caches are not reused
+CODEGEN_VERSION = "7"  # bumped when fixes change generated code: stale caches are not reused
 
 # Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
 _HELPERS = {
@@ -40,25 +42,6 @@ _HELPERS = {
     return e / np.sum(e, axis=axis, keepdims=True)
 ''',
 }
-
-
-def value_name(node: str) -> str:
-    """A node's variable: `v_` + its name; a statement's inner node `x.2` becomes `t2_x`."""
-    base, _, k = node.partition(".")
-    return f"t{k}_{base}" if k else f"v_{base}"
-
-
-def grad_name(node: str) -> str:
-    base, _, k = node.partition(".")
-    return f"gt{k}_{base}" if k else f"g_{base}"
-
-
-def size_name(dim: str) -> str:
-    return f"n_{dim}"
-
-
-def adjoint_symbol(node: str) -> sp.Symbol:
-    return sp.Symbol(f"∂{node}", real=True)
 
 
 # The training step seeds the backward pass with the learning rate instead of 1: every adjoint
@@ -93,11 +76,13 @@ class NumpyCode(PositiveTermsFirst, NumPyPrinter):
         return "np." + fqn.split(".")[-1] if fqn.startswith("numpy.") else fqn
 
     def _print_Symbol(self, expr):
-        if expr == LR_SEED:
-            return "lr"
-        if expr.name.startswith("∂"):
-            return grad_name(expr.name[1:])
-        return value_name(expr.name)
+        return "lr" if expr == LR_SEED else value_name(expr.name)
+
+    def _print_Adjoint(self, expr):
+        return grad_name(expr.name)
+
+    def _print_Temp(self, expr):
+        return expr.name
 
     def _print_sigmoid(self, expr):
         x = self.parenthesize(expr.args[0], sp.printing.precedence.PRECEDENCE["Mul"])
@@ -159,7 +144,7 @@ class _Body:
     """The lines of one generated function, and what they use."""
 
     graph: Graph
-    prefix: str  # of cse temporaries: `_t` in the forward lines, `_d` in the backward ones
+    prefix: str  # of cse temporaries: FORWARD_TEMPS or BACKWARD_TEMPS
     lines: list[str] = field(default_factory=list)
     sizes: set[str] = field(default_factory=set)
     temps: int = 0
@@ -204,7 +189,8 @@ class _Body:
 
     def cse(self, exprs: list[sp.Expr]) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
         replacements, reduced = _cse(self.prefix, self.temps, tuple(exprs))
-        self.temps += len(replacements)
+        if replacements:  # cse skips a number that a symbol in the expressions spells
+            self.temps = temp_index(replacements[-1][0], self.prefix) + 1
         return replacements, reduced
 
 
@@ -212,21 +198,11 @@ class _Body:
 def _cse(prefix: str, start: int, exprs: tuple[sp.Expr, ...]):
     """Memoized: the two backward passes of a module (params; params and inputs) mostly ask
     for the same node with the same numbering, and sympy's cse is slow."""
-    temps = sp.numbered_symbols(prefix, start=start, real=True)
-    replacements, reduced = sp.cse(list(exprs), symbols=temps)
+    replacements, reduced = sp.cse(list(exprs), symbols=temp_symbols(prefix, start))
     return tuple(replacements), tuple(reduced)
 
 
-class _TempPrinter(NumpyCode):
-    """Prints cse temporaries by their own names."""
-
-    def _print_Symbol(self, expr):
-        if expr.name.startswith(("_t", "_d")):
-            return expr.name
-        return super()._print_Symbol(expr)
-
-
-_PRINTER = _TempPrinter()
+_PRINTER = NumpyCode()
 
 
 def print_expr(expr: sp.Expr) -> str:
@@ -324,7 +300,7 @@ class ModuleWriter:
         shapes[node.name] = node.shape
         temp_shapes = {}
         for sym, e in replacements:
-            temp_shapes[sym.name] = self._static_shape(e, shapes, temp_shapes, adjoint, gshape)
+            temp_shapes[sym] = self._static_shape(e, shapes, temp_shapes, adjoint, gshape)
         for local, expr in zip(locals_, reduced):
             reads.update(_values_read(expr))
             shape = self._static_shape(expr, shapes, temp_shapes, adjoint, gshape)
@@ -340,10 +316,10 @@ class ModuleWriter:
         for s in expr.free_symbols:
             if s == LR_SEED:
                 parts.append(())
-            elif s.name.startswith("∂"):
-                parts.append(adjoint.get(s.name[1:], gshape))
-            elif s.name in temp_shapes:
-                parts.append(temp_shapes[s.name])
+            elif isinstance(s, Adjoint):
+                parts.append(adjoint.get(s.name, gshape))
+            elif isinstance(s, Temp):
+                parts.append(temp_shapes[s])
             else:
                 parts.append(shapes[s.name])
         return broadcast_shapes(*parts)
@@ -392,13 +368,13 @@ class ModuleWriter:
         g = self.g
         key = (tuple(wrt), update)
         if key not in self._backward:  # grad and loss_and_grad share one backward
-            back = _Body(g, "_d")
+            back = _Body(g, BACKWARD_TEMPS)
             reads, adjoint = self.backward(back, wrt, update) if wrt else (set(), {})
             self._backward[key] = back, reads, adjoint
         back, reads, adjoint = self._backward[key]
         needed_values = set(reads) | set(keep_values)
         live = g.ancestors(needed_values)
-        fwd = _Body(g, "_t")
+        fwd = _Body(g, FORWARD_TEMPS)
         for n, node in g.nodes.items():
             if n in live and not node.is_leaf:
                 self.forward_code(fwd, node)
@@ -498,7 +474,7 @@ def _one_line(comment: str) -> str:
 def _values_read(expr: sp.Expr) -> set[str]:
     """The nodes whose forward values an expression reads (not adjoints, temps or lr)."""
     return {s.name for s in expr.free_symbols
-            if s != LR_SEED and not s.name.startswith(("∂", "_d"))}
+            if s != LR_SEED and not isinstance(s, (Adjoint, Temp))}
 
 
 def _paren(code: str) -> str:

@@ -2,6 +2,7 @@
 import ast
 import os
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -118,3 +119,58 @@ minimize loss
     loss, grads = mod.loss_and_grad(params, inputs)
     assert np.asarray(loss).dtype == np.float32
     assert {k: np.asarray(g).dtype for k, g in grads.items()} == dict.fromkeys(params, np.float32)
+
+
+# Names a user may choose that look like the generated code's own: cse temporaries (`_t0`,
+# `_d0`), locals (`dt`, `lr`, `params`), helpers, and other nodes' generated names.
+GENERATED_LOOKING = ["_t0", "_t1", "_d0", "_d", "_t", "dt", "lr", "params", "inputs",
+                     "_logsumexp", "v_a", "g_a", "t1_a", "gt1_a", "n_N"]
+
+
+@pytest.mark.parametrize("name", GENERATED_LOOKING)
+def test_user_names_never_meet_generated_names(name):
+    """issue 12 item 2: `param _t0` read the cse temporary `_t0` (z = 5.749, right 4.508)."""
+    text = f"""
+input x[N]
+param k = 0.3
+param {name} = 2
+a = exp(k*x) + sin(exp(k*x))
+z = a + {name} * x
+loss = mean(z^2)
+minimize loss
+"""
+    mod = load_module(_source(text), "names.model")
+    x = np.array([0.5, 1.0])
+    params = {"k": np.array(0.3), name: np.array(2.0)}
+    e = np.exp(0.3 * x)
+    z = e + np.sin(e) + 2.0 * x
+    assert mod.forward(params, {"x": x})["z"] == pytest.approx(z)
+    value, grads = mod.loss_and_grad(params, {"x": x})
+    assert value == pytest.approx(np.mean(z**2))
+    assert grads[name] == pytest.approx(np.mean(2 * z * x))
+    assert grads["k"] == pytest.approx(np.mean(2 * z * (x * e + np.cos(e) * x * e)))
+    step = {k: v.copy() for k, v in params.items()}
+    mod.sgd_step(step, {"x": x}, 0.1)
+    assert step[name] == pytest.approx(2.0 - 0.1 * grads[name])
+
+
+def test_a_simple_body_with_a_temporary_looking_name_compiles():
+    """issue 12 item 2: `z = _t0 * x` alone gave `internal error: NameError`."""
+    mod = load_module(_source("input x[N]\nparam _t0 = 2\nz = _t0 * x\nloss = mean(z^2)\n"
+                              "minimize loss\n"), "simple.model")
+    params, inputs = {"_t0": np.array(2.0)}, {"x": np.array([1.0, 3.0])}
+    assert mod.loss(params, inputs) == pytest.approx(np.mean((2.0 * inputs["x"]) ** 2))
+    assert mod.grad(params, inputs)["_t0"] == pytest.approx(np.mean(2 * 2.0 * inputs["x"] ** 2))
+
+
+def test_every_generated_name_belongs_to_one_space():
+    """A user's name reaches the module only as `v_`/`g_`/`tK_`/`gtK_`/`n_` + the name; every
+    other local is outside that space, so no model text can produce it."""
+    src = _source((ROOT / "examples/boston_mlp.model").read_text())
+    tree = ast.parse(src)
+    user = re.compile(r"^(v|g|n|t\d+|gt\d+)_")
+    own = {"np", "dt", "lr", "params", "inputs", "a", "axis", "keepdims", "m", "out", "e"}
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Name):
+                assert user.match(node.id) or node.id in own or re.match(r"^_[td]\d+$", node.id), node.id

@@ -61,11 +61,11 @@ def loss_and_grad(params, inputs):
     v_loss = (v_L2 - v_y)**2  # loss = (L2 - y)^2   [seed_graph.model:13]
     g_L2 = 2*(v_L2 - v_y)  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
     g_b2 = g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_k2 = v_s*g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_s = v_k2*g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L1 = v_s*g_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
+    g_k2 = g_L2*v_s  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    g_s = g_L2*v_k2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    g_L1 = g_s*v_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
     g_b1 = g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    g_k1 = v_x*g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
+    g_k1 = g_L1*v_x  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
     return v_loss, {"k1": g_k1, "b1": g_b1, "k2": g_k2, "b2": g_b2}
 
 def grad(params, inputs):
@@ -81,11 +81,11 @@ def grad(params, inputs):
     v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
     g_L2 = 2*(v_L2 - v_y)  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
     g_b2 = g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_k2 = v_s*g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_s = v_k2*g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L1 = v_s*g_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
+    g_k2 = g_L2*v_s  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    g_s = g_L2*v_k2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    g_L1 = g_s*v_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
     g_b1 = g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    g_k1 = v_x*g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
+    g_k1 = g_L1*v_x  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
     return {"k1": g_k1, "b1": g_b1, "k2": g_k2, "b2": g_b2}
 
 def gradients(params, inputs):
@@ -104,12 +104,12 @@ def gradients(params, inputs):
     g_L2 = 2*_d0  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
     g_y = -2*_d0  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
     g_b2 = g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_k2 = v_s*g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_s = v_k2*g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L1 = v_s*g_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
+    g_k2 = g_L2*v_s  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    g_s = g_L2*v_k2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    g_L1 = g_s*v_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
     g_b1 = g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    g_k1 = v_x*g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    g_x = v_k1*g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
+    g_k1 = g_L1*v_x  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
+    g_x = g_L1*v_k1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
     return {"x": v_x, "y": v_y, "k1": v_k1, "b1": v_b1, "k2": v_k2, "b2": v_b2, "L1": v_L1, "s": v_s, "L2": v_L2, "loss": v_loss}, {"k1": g_k1, "b1": g_b1, "k2": g_k2, "b2": g_b2, "x": g_x, "y": g_y}
 
 def sgd_step(params, inputs, lr):
@@ -125,11 +125,11 @@ def sgd_step(params, inputs, lr):
     v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
     g_L2 = 2*lr*(v_L2 - v_y)  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
     g_b2 = g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_k2 = v_s*g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_s = v_k2*g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L1 = v_s*g_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
+    g_k2 = g_L2*v_s  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    g_s = g_L2*v_k2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    g_L1 = g_s*v_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
     g_b1 = g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    g_k1 = v_x*g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
+    g_k1 = g_L1*v_x  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
     v_k1 -= g_k1
     v_b1 -= g_b1
     v_k2 -= g_k2

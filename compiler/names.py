@@ -1,0 +1,57 @@
+"""Every name the generated code uses, decided in one place.
+
+A user's name `x` (a node, param, input, constant or size) reaches the module only through one
+mangling: `v_x` for its value, `g_x` for its adjoint, `n_x` for a size; a statement's inner node
+`x.2` (a dot never appears in a user's name) becomes `t2_x` and `gt2_x`. Everything else the
+module defines (the cse temporaries `_t0` and `_d0`, the locals `dt` and `lr`, the arguments
+`params` and `inputs`, `np`, the helpers `_logsumexp` and `_softmax`) has none of these forms,
+so no model can produce or shadow it, whatever it names its nodes.
+
+In sympy the same separation holds by type: a temporary is a `Temp` and an adjoint is an
+`Adjoint`, never equal to the plain symbol of a user's name, and the printer asks the type, not
+the spelling, what a symbol is.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+
+class Temp(sp.Symbol):
+    """A cse temporary (`_t0` in forward lines, `_d0` in backward ones); printed as itself."""
+
+
+class Adjoint(sp.Symbol):
+    """The adjoint of the node its name holds; printed `g_` + the node's name."""
+
+
+FORWARD_TEMPS = "_t"
+BACKWARD_TEMPS = "_d"
+
+
+def value_name(node: str) -> str:
+    """A node's variable: `v_` + its name; a statement's inner node `x.2` becomes `t2_x`."""
+    base, _, k = node.partition(".")
+    return f"t{k}_{base}" if k else f"v_{base}"
+
+
+def grad_name(node: str) -> str:
+    """A node's adjoint: `g_` + its name; an inner node `x.2` gets `gt2_x`."""
+    base, _, k = node.partition(".")
+    return f"gt{k}_{base}" if k else f"g_{base}"
+
+
+def size_name(dim: str) -> str:
+    return f"n_{dim}"
+
+
+def adjoint_symbol(node: str) -> Adjoint:
+    return Adjoint(node, real=True)
+
+
+def temp_symbols(prefix: str, start: int):
+    """The temporaries `prefix0`, `prefix1`, ... from `start`, for sympy's cse."""
+    return sp.numbered_symbols(prefix, cls=Temp, start=start, real=True)
+
+
+def temp_index(temp: Temp, prefix: str) -> int:
+    return int(temp.name[len(prefix):])
