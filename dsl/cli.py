@@ -20,7 +20,7 @@ import numpy as np
 from compiler.errors import DataError, DslError, TrainingDiverged, UsageError
 from dsl import __version__, explain, graphview, plots
 from dsl.check import Checked, check, fmt_shape
-from dsl.config import with_overrides
+from dsl.config import SOLVERS, with_overrides
 from dsl.data import describe, read_csv, select
 from dsl.diagnostics import render_error, render_warning
 from dsl.lower import lower
@@ -28,7 +28,7 @@ from dsl.model import Model
 from dsl.report import (load_checkpoint, load_history, load_params, metrics, save_history,
                         save_params, save_plots, save_report)
 from dsl.runtime import Compiled, atomic_write, check_sizes, compile_file, init_params
-from dsl.train import fit, total_steps
+from dsl.train import choose_optimizer, convergence_warning, fit, total_steps
 from dsl.transform import parse, read_source
 
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind in (("--epochs", int), ("--steps", int), ("--batch", int), ("--lr", float),
                        ("--seed", int)):
         c.add_argument(flag, type=kind)
-    c.add_argument("--optimizer", help="gd, sgd, adam or random_search")
+    c.add_argument("--optimizer", help="lm, newton, lbfgs, gd, sgd, adam or random_search")
     c.add_argument("--dtype", help="float64 or float32")
     c.add_argument("--out", help="folder for the artifacts (default: runs/<model name>)")
     c.add_argument("--resume", action="store_true", help="start from the params saved in --out")
@@ -240,12 +240,13 @@ def _fmt_array(v, indent: int) -> str:
 
 def cmd_run(args, session: Session) -> int:
     checked = session.load(args.model)
-    cfg = with_overrides(checked.train, epochs=args.epochs, steps=args.steps, batch=args.batch,
-                         lr=args.lr, optimizer=args.optimizer, seed=args.seed, dtype=args.dtype)
     if checked.objective is None:
         raise UsageError(f"{args.model} has no `minimize` statement: nothing to train")
     compiled = session.compile(args.model, use_cache=not args.no_cache)
     model = Model(compiled)
+    cfg = with_overrides(choose_optimizer(checked.train, compiled.module, model.params),
+                         epochs=args.epochs, steps=args.steps, batch=args.batch, lr=args.lr,
+                         optimizer=args.optimizer, seed=args.seed, dtype=args.dtype)
     model.params = init_params(checked, cfg.seed, cfg.dtype)
     ds = model.dataset(cfg.dtype)
     _check_fed(checked, ds)
@@ -260,7 +261,8 @@ def cmd_run(args, session: Session) -> int:
                             "start too large for " + cfg.dtype + "?")
     n = len(next(iter(ds.train.values())))
     print(f"training {name}: {cfg.optimizer}, {n} training rows, "
-          f"{total_steps(cfg, n)} steps, {cfg.dtype}, compiled in {compiled.compile_seconds:.3f} s"
+          f"{'at most ' if cfg.optimizer.name in SOLVERS else ''}{total_steps(cfg, n)} "
+          f"{'iterations' if cfg.optimizer.name in SOLVERS else 'steps'}, {cfg.dtype}, compiled in {compiled.compile_seconds:.3f} s"
           + (" (cached)" if compiled.cached else ""))
     bar = ProgressBar(sys.stdout)
     result = fit(model.module, model.params, ds.train, ds.test, cfg, bar.update, start, history)
@@ -274,11 +276,15 @@ def cmd_run(args, session: Session) -> int:
     with np.errstate(all="ignore"):
         report = metrics(model, ds, result)
         report["optimizer"] = str(cfg.optimizer)  # the one used, with the overrides applied
+        report["fit"] = result.convergence.to_json()
         _writing(save_report, os.path.join(out, "report.json"), report)
         _writing(atomic_write, os.path.join(out, f"{name}_compiled.py"),
                  compiled.source.encode("utf-8"))
         pictures = _writing(save_plots, out, model, ds, result)
     _print_report(report)
+    warning = convergence_warning(result.convergence, cfg, model.module, model.params)
+    if warning:
+        print(render_warning(warning, session.sources), file=sys.stderr)
     print(f"saved {out}/: params.npz, history.csv, report.json, {name}_compiled.py"
           + (", " + ", ".join(os.path.basename(p) for p in pictures) if pictures else ""))
     if not pictures:
@@ -362,7 +368,12 @@ def _print_report(r: dict) -> None:
                        ("accuracy", f"accuracy ({r.get('evaluated_on')})")):
         if key in r:
             rows.append((label, r[key]))
-    rows += [("steps", r["steps"]), ("time", f"{r['seconds']:.2f} s"),
+    fit = r["fit"]
+    evaluations = ", ".join(f"{v} {k}" for k, v in fit["evaluations"].items() if v)
+    rows += [("converged", f"{'yes' if fit['converged'] else 'no'} ({fit['reason']})"),
+             ("iterations", f"{fit['iterations']} ({evaluations or 'no evaluations'})"),
+             ("gradient norm", fit["gradient_norm"]),
+             ("steps", r["steps"]), ("time", f"{r['seconds']:.2f} s"),
              ("per step", f"{r['us_per_step']:.1f} us"),
              ("compile", f"{r['compile_seconds']:.3f} s" + (" (cached)" if r["compile_cached"] else ""))]
     for name, value in r.get("baselines", {}).items():

@@ -1,7 +1,9 @@
 """Training settings: the `train { }` block validated, and the command line's overrides.
 
-Where the block is silent the defaults are those a PyTorch user would guess: plain gradient
-descent with lr 0.01, float64, seed 0, 1000 epochs, the whole training set as one batch.
+Where the block is silent: float64, seed 0, 1000 epochs (or iterations), the whole training set
+as one batch. Without an `optimizer`, the optimizer is left open (`None`) until the model is
+compiled: `dsl.train.choose_optimizer` picks lm, lbfgs or gd from the objective and the number
+of params (LANGUAGE.md section 2.8).
 """
 from __future__ import annotations
 
@@ -17,7 +19,12 @@ OPTIMIZERS: dict[str, tuple[tuple[str, float | None], ...]] = {
     "sgd": (("lr", 0.01), ("momentum", 0.0)),
     "adam": (("lr", 0.001), ("beta1", 0.9), ("beta2", 0.999), ("eps", 1e-8)),
     "random_search": (("trials", 1000.0), ("low", -1.0), ("high", 1.0)),
+    # full-batch solvers of scipy.optimize (dsl/solvers.py): their tolerances
+    "lm": (("ftol", 1e-12), ("xtol", 1e-12), ("gtol", 1e-12)),
+    "newton": (("gtol", 1e-10),),
+    "lbfgs": (("ftol", 1e-13), ("gtol", 1e-10)),
 }
+SOLVERS = ("lm", "newton", "lbfgs")  # full batch, `steps` caps their iterations
 DTYPES = ("float64", "float32")
 
 
@@ -33,7 +40,7 @@ class Optimizer:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: Optimizer
+    optimizer: Optimizer | None  # None: not given, chosen by `dsl.train.choose_optimizer`
     batch: int | None = None  # None: the whole training set
     epochs: int | None = None
     steps: int | None = None
@@ -43,7 +50,7 @@ class TrainConfig:
 
     @property
     def full_batch(self) -> bool:
-        return self.optimizer.name == "gd" or self.batch is None
+        return self.optimizer.name in ("gd", *SOLVERS) or self.batch is None
 
 
 DEFAULT_EPOCHS = 1000
@@ -89,6 +96,9 @@ def _validate_args(name, args, span, error) -> None:
                 raise error(f"{b} must be in [0, 1)", span)
         if not args["eps"] > 0:
             raise error("eps must be positive", span)
+    for tol in ("ftol", "xtol", "gtol"):
+        if tol in args and not 0 <= args[tol] < 1:
+            raise error(f"{tol} must be in [0, 1), got {args[tol]:g}", span)
     if name == "random_search":
         trials = args["trials"]
         if not (trials >= 1 and float(trials).is_integer()):
@@ -102,7 +112,7 @@ def _validate_args(name, args, span, error) -> None:
 
 def train_config(block: ast.Train | None) -> TrainConfig:
     if block is None:
-        return TrainConfig(Optimizer("gd", {"lr": 0.01}))
+        return TrainConfig(None)
     seen: dict[str, ast.Setting] = {}
     values: dict[str, object] = {}
     for s in block.settings:
@@ -123,13 +133,14 @@ def train_config(block: ast.Train | None) -> TrainConfig:
             values[s.key] = s.value
     if "epochs" in values and "steps" in values:
         raise SemanticError("set `epochs` or `steps`, not both", seen["steps"].span)
-    values.setdefault("optimizer", Optimizer("gd", {"lr": 0.01}))
+    values.setdefault("optimizer", None)
     return TrainConfig(**values)
 
 
 def with_overrides(cfg: TrainConfig, *, epochs=None, steps=None, batch=None, lr=None,
                    optimizer=None, seed=None, dtype=None) -> TrainConfig:
-    """The command line's `--epochs --steps --batch --lr --optimizer --seed --dtype`."""
+    """The command line's `--epochs --steps --batch --lr --optimizer --seed --dtype`, on a
+    configuration whose optimizer is chosen (`dsl.train.choose_optimizer`)."""
     changes: dict[str, object] = {}
     for key, value in (("epochs", epochs), ("steps", steps), ("batch", batch)):
         if value is not None:

@@ -9,7 +9,7 @@ from compiler.errors import DataError
 from dsl import explain
 from dsl.config import with_overrides
 from dsl.runtime import Compiled, Dataset, check_sizes, compile_file, init_params, load_dataset
-from dsl.train import FitResult, History, fit
+from dsl.train import FitResult, History, choose_optimizer, fit
 
 
 @dataclass
@@ -104,8 +104,10 @@ class Model:
     def fit(self, progress=None, **overrides) -> History:
         """Train on the model's own data with its `train { }` settings; keyword arguments
         override them as `dsl run` flags do (epochs, steps, batch, lr, optimizer, seed, dtype).
-        Params start from their seeded draw; the last result is kept as `self.last_fit`."""
-        cfg = with_overrides(self.checked.train, **overrides)
+        Params start from their seeded draw; the last result is kept as `self.last_fit` (its
+        `.convergence` says whether and why it stopped)."""
+        cfg = with_overrides(choose_optimizer(self.checked.train, self.module, self.params),
+                             **overrides)
         if self.checked.objective is None:
             raise DataError("the model has no `minimize` statement: nothing to train")
         self.params = init_params(self.checked, cfg.seed, cfg.dtype)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from dsl.config import TrainConfig
+from compiler.errors import ModelWarning
+from dsl.config import SOLVERS, TrainConfig, make_optimizer
 
 SNAPSHOTS_PER_RUN = 100
 # A log point evaluates the loss on every training and test row; a step works on one batch
@@ -78,6 +79,54 @@ class Checkpoint:
 
 
 @dataclass
+class Convergence:
+    """How a run ended: `converged`, the reason (tolerance met, step cap reached, stalled,
+    diverged, interrupted), the solver's own words, iterations, evaluations of the objective and
+    of its derivatives, and the final gradient over all training rows."""
+
+    converged: bool
+    reason: str
+    detail: str
+    iterations: int
+    evaluations: dict[str, int]
+    gradient_norm: float  # Euclidean norm of the gradient over every param element
+    relative_gradient: float = math.nan  # see `relative_gradient`
+
+    def to_json(self) -> dict:
+        return {"converged": self.converged, "reason": self.reason, "detail": self.detail,
+                "iterations": self.iterations, "evaluations": dict(self.evaluations),
+                "gradient_norm": self.gradient_norm,
+                "relative_gradient": self.relative_gradient}
+
+
+# A run is judged converged by its gradient (a first-order method at its step cap, a stalled
+# line search) when `relative_gradient` is at most this; above LARGE_RELATIVE_GRADIENT a run
+# that stopped at its cap is warned about.
+CONVERGED_RELATIVE_GRADIENT = 1e-6
+LARGE_RELATIVE_GRADIENT = 1e-3
+
+
+def relative_gradient(grad: np.ndarray, x: np.ndarray, f: float) -> float:
+    """max |∂f/∂p|·max(|p|, 1) / max(|f|, 1e-12): the relative change of the objective for a
+    relative change of a param, free of the units that make a gradient's norm large or small."""
+    if grad.size == 0:
+        return 0.0
+    return float(np.max(np.abs(grad) * np.maximum(np.abs(x), 1.0)) / max(abs(f), 1e-12))
+
+
+def gradient_figures(module, params, train) -> tuple[float, float]:
+    """The gradient's norm and `relative_gradient` over all training rows."""
+    with np.errstate(all="ignore"):
+        f, g = module.loss_and_grad(params, train)
+    names = list(module.PARAMS)
+    if not names:
+        return 0.0, 0.0
+    grad = np.concatenate([np.asarray(g[n], dtype=float).ravel() for n in names])
+    x = np.concatenate([np.asarray(params[n], dtype=float).ravel() for n in names])
+    return float(np.linalg.norm(grad)), relative_gradient(grad, x, float(f))
+
+
+@dataclass
 class FitResult:
     history: History
     steps: int  # the step the params are at (counting the steps of a run resumed from)
@@ -88,6 +137,7 @@ class FitResult:
     first_step: int = 0  # the step this call started from (a checkpoint's)
     checkpoint: Checkpoint | None = None
     notes: list[str] = field(default_factory=list)  # what a resumed run could not restore
+    convergence: Convergence | None = None
 
     @property
     def us_per_step(self) -> float:
@@ -142,15 +192,106 @@ def fit(module, params: dict[str, np.ndarray], train: dict[str, np.ndarray],
     With `start` (a checkpoint saved with `params`), training continues from its step up to the
     configured total, and `history` (that of the earlier run) is continued too."""
     with np.errstate(all="ignore"):
+        if cfg.optimizer.name in SOLVERS:
+            from dsl.solvers import solve  # solvers builds on this module's results
+            n = len(next(iter(train.values())))
+            return solve(module, params, train, test, cfg, progress, start, history,
+                         total_steps(cfg, n))
         if cfg.optimizer.name == "random_search":
-            return _random_search(module, params, train, test, cfg, progress, start, history)
-        return _descend(module, params, train, test, cfg, progress, start, history)
+            result = _random_search(module, params, train, test, cfg, progress, start, history)
+            evaluations = {"objective": result.steps - result.first_step + 1}
+        else:
+            result = _descend(module, params, train, test, cfg, progress, start, history)
+            evaluations = {"objective": len(result.history.step),
+                           "gradient": result.steps - result.first_step}
+        result.convergence = _at_cap(module, params, train, result, evaluations)
+        return result
+
+
+def _at_cap(module, params, train, result: FitResult, evaluations) -> Convergence:
+    """A fixed-step run's convergence: it stops at its cap (or diverged, or was interrupted);
+    it has converged if its final gradient is small."""
+    norm, rel = gradient_figures(module, params, train)
+    iterations = result.steps - result.first_step
+    if result.divergence:
+        return Convergence(False, "diverged", result.divergence.detail, iterations, evaluations,
+                           norm, rel)
+    if result.interrupted:
+        return Convergence(False, "interrupted", "stopped by Ctrl-C", iterations, evaluations,
+                           norm, rel)
+    return Convergence(rel <= CONVERGED_RELATIVE_GRADIENT, "step cap reached",
+                       f"ran the {result.steps} steps asked for", iterations, evaluations, norm,
+                       rel)
+
+
+def choose_optimizer(cfg: TrainConfig, module, params: dict[str, np.ndarray]) -> TrainConfig:
+    """The optimizer of a `train` block that names none (LANGUAGE.md section 2.8): lm for a
+    least-squares objective of at most MAX_SOLVER_PARAMS param elements, lbfgs for any other
+    objective of that size, gd(lr = 0.01) for bigger models."""
+    if cfg.optimizer is not None:
+        return cfg
+    if count_params(params) > MAX_SOLVER_PARAMS:
+        name = "gd"
+    else:
+        name = "lm" if is_least_squares(module) else "lbfgs"
+    return replace(cfg, optimizer=make_optimizer(name, [], None))
+
+
+MAX_SOLVER_PARAMS = 1000
+
+
+def count_params(params: dict[str, np.ndarray]) -> int:
+    return sum(int(np.size(v)) for v in params.values())
+
+
+def is_least_squares(module) -> bool:
+    """The generated module recognised its objective as a sum or mean of squares."""
+    return hasattr(module, "residuals")
+
+
+def convergence_warning(conv: Convergence, cfg: TrainConfig, module, params) -> ModelWarning | None:
+    """A warning for a run that stopped at its step cap with the gradient still large, with the
+    figures and what to try next; None otherwise."""
+    if conv.reason != "step cap reached" or not conv.relative_gradient > LARGE_RELATIVE_GRADIENT:
+        return None
+    small = count_params(params) <= MAX_SOLVER_PARAMS
+    name = cfg.optimizer.name
+    if small and is_least_squares(module) and name != "lm":
+        advice = "try `optimizer lm()` in the train block (or `--optimizer lm`)"
+    elif small and name not in SOLVERS:
+        advice = "try `optimizer lbfgs()` in the train block (or `--optimizer lbfgs`)"
+    else:
+        advice = f"raise `steps` (now {conv.iterations}), e.g. `--steps {10 * conv.iterations}`"
+    return ModelWarning(
+        f"{name} stopped at its step cap ({conv.iterations} steps) with the gradient still large "
+        f"(norm {conv.gradient_norm:.3g}, relative gradient {conv.relative_gradient:.3g}, where "
+        f"converged is at most {CONVERGED_RELATIVE_GRADIENT:g}): the params are not at a minimum",
+        None, advice)
 
 
 def _update_rule(module, cfg: TrainConfig, params):
     """The per-step update for the configured optimizer, and its state (momentum buffers,
     Adam's moments and step count) as a dict of arrays that snapshots copy. sgd without
-    momentum is the generated in-place step itself."""
+    momentum is the generated in-place step itself. Params with bounds are projected back into
+    them after every update."""
+    update, state = _unbounded_rule(module, cfg, params)
+    box = [(k, lo, hi) for k, (lo, hi) in bounds(module).items() if k in params]
+    if not box:
+        return update, state
+
+    def projected(batch):
+        update(batch)
+        for k, lo, hi in box:
+            np.clip(params[k], lo, hi, out=params[k])
+    return projected, state
+
+
+def bounds(module) -> dict[str, tuple[float, float]]:
+    """The declared bounds of params, by name (lo, hi; infinite where open)."""
+    return getattr(module, "BOUNDS", {})
+
+
+def _unbounded_rule(module, cfg: TrainConfig, params):
     opt = cfg.optimizer
     lr = opt.args["lr"]
     state: dict[str, np.ndarray] = {}
@@ -291,7 +432,7 @@ def _replay(update, opt_state, module, params, train, snapshot, bad_step, batche
         before = (_copy(params), batches.state(), _copy(opt_state))
         idx = batches.next()
         batch = train if idx is None else {k: a[idx] for k, a in train.items()}
-        node = _first_nonfinite(module.forward(params, batch), module)
+        node = first_nonfinite(module.forward(params, batch), module)
         if node is not None:
             back(previous or before)
             return Divergence(step, node, f"`{node}` became non-finite at step {step}",
@@ -303,7 +444,7 @@ def _replay(update, opt_state, module, params, train, snapshot, bad_step, batche
             return Divergence(step, bad, f"the update of step {step} made `{bad}` non-finite",
                               step - 1)
         previous = before
-    node = _first_nonfinite(module.forward(params, train), module)
+    node = first_nonfinite(module.forward(params, train), module)
     if node is None or previous is None:
         return Divergence(bad_step, node, "the loss over all training rows became non-finite",
                           bad_step)
@@ -312,7 +453,7 @@ def _replay(update, opt_state, module, params, train, snapshot, bad_step, batche
                       f"step {bad_step}", bad_step - 1)
 
 
-def _first_nonfinite(values: dict, module) -> str | None:
+def first_nonfinite(values: dict, module) -> str | None:
     for name, v in values.items():  # forward returns values in topological order
         if not np.all(np.isfinite(v)):
             return name

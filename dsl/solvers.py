@@ -1,0 +1,243 @@
+"""Full-batch fits through scipy.optimize, on the generated module's exact derivatives.
+
+- `lm`: `scipy.optimize.least_squares` on `residuals` and the exact `jacobian`: MINPACK's
+  Levenberg-Marquardt (method 'lm'), or trust-region reflective ('trf') when a param has bounds;
+  both scale each param by its Jacobian column (`x_scale='jac'`), so units do not matter.
+- `newton`: trust-region Newton with the exact `hessian` (`minimize`, method 'trust-exact'), or
+  'trust-constr' when a param has bounds.
+- `lbfgs`: L-BFGS-B (`minimize`) with the exact gradient, bounds as its box.
+
+`steps` caps the iterations (for lm, the evaluations of the residuals: MINPACK counts those;
+an iteration takes one, more when a step is rejected). The params are one vector in the order of
+`PARAMS`, each flattened in C order, as the Jacobian's columns are. A history row is written at
+every iteration. Ctrl-C, or a solver that ends on non-finite values, keeps the best params seen.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import scipy.optimize as so
+
+from dsl.train import (CONVERGED_RELATIVE_GRADIENT, Checkpoint, Convergence, Divergence, FitResult,
+                       History, bounds, first_nonfinite, relative_gradient)
+
+
+class Flat:
+    """The params as one float64 vector, in the order of PARAMS, and back."""
+
+    def __init__(self, module, params: dict[str, np.ndarray]):
+        self.names = list(module.PARAMS)
+        self.shapes = [np.shape(params[n]) for n in self.names]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.dtype = params[self.names[0]].dtype if self.names else np.float64
+
+    def pack(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        if not self.names:
+            return np.zeros(0)
+        return np.concatenate([np.asarray(values[n], dtype=np.float64).ravel() for n in self.names])
+
+    def unpack(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        out, at = {}, 0
+        for n, shape, size in zip(self.names, self.shapes, self.sizes):
+            out[n] = np.asarray(x[at:at + size], dtype=self.dtype).reshape(shape)
+            at += size
+        return out
+
+    def labels(self) -> list[str]:
+        """Each element's name: `g`, `b[2]`, `W[0, 1]`."""
+        out = []
+        for n, shape in zip(self.names, self.shapes):
+            if shape == ():
+                out.append(n)
+            else:
+                out += [f"{n}[{', '.join(map(str, i))}]" for i in np.ndindex(*shape)]
+        return out
+
+    def bounds(self, module) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bound of every element (-inf, inf where none is declared)."""
+        declared = bounds(module)
+        lo, hi = [], []
+        for n, size in zip(self.names, self.sizes):
+            a, b = declared.get(n, (-math.inf, math.inf))
+            lo.append(np.full(size, -math.inf if a is None else a, dtype=np.float64))
+            hi.append(np.full(size, math.inf if b is None else b, dtype=np.float64))
+        if not lo:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(lo), np.concatenate(hi)
+
+
+class _Run:
+    """One solver run: counts the evaluations, keeps the best params seen, writes the history."""
+
+    def __init__(self, module, flat: Flat, train, test, history: History, progress, cap: int,
+                 first: int):
+        self.module, self.flat, self.train, self.test = module, flat, train, test
+        self.history, self.progress, self.cap, self.first = history, progress, cap, first
+        self.counts = {"objective": 0, "gradient": 0, "jacobian": 0, "hessian": 0}
+        self.iterations = 0
+        self.best_x, self.best_f = None, math.inf
+        self.logging = 0.0  # seconds spent writing history rows, not solving
+        self.t0 = time.perf_counter()
+        self.before = 0.0  # seconds of the run resumed from
+
+    def seen(self, x, f: float) -> None:
+        if math.isfinite(f) and f < self.best_f and np.all(np.isfinite(x)):
+            self.best_x, self.best_f = np.array(x), f
+
+    def loss(self, x) -> float:
+        self.counts["objective"] += 1
+        f = float(self.module.loss(self.flat.unpack(x), self.train))
+        self.seen(x, f)
+        return f if math.isfinite(f) else math.inf
+
+    def loss_and_grad(self, x):
+        self.counts["objective"] += 1
+        self.counts["gradient"] += 1
+        f, g = self.module.loss_and_grad(self.flat.unpack(x), self.train)
+        f = float(f)
+        self.seen(x, f)
+        if not math.isfinite(f):
+            return math.inf, np.zeros_like(x)
+        return f, self.flat.pack(g)
+
+    def grad(self, x):
+        self.counts["gradient"] += 1
+        return self.flat.pack(self.module.grad(self.flat.unpack(x), self.train))
+
+    def hessian(self, x):
+        self.counts["hessian"] += 1
+        return np.asarray(self.module.hessian(self.flat.unpack(x), self.train), dtype=np.float64)
+
+    def residuals(self, x):
+        self.counts["objective"] += 1
+        r = np.asarray(self.module.residuals(self.flat.unpack(x), self.train), dtype=np.float64)
+        self.seen(x, float(r @ r))
+        return r
+
+    def jacobian(self, x):
+        """The Jacobian, at each accepted point: for lm an iteration begins here."""
+        self.counts["jacobian"] += 1
+        self.iteration(x)
+        return np.asarray(self.module.jacobian(self.flat.unpack(x), self.train), dtype=np.float64)
+
+    def iteration(self, x) -> None:
+        t0 = time.perf_counter()
+        self.iterations += 1
+        loss = self.row(self.first + self.iterations, x)
+        if self.progress:
+            self.progress(self.first + self.iterations, self.first + self.cap, loss)
+        self.logging += time.perf_counter() - t0
+
+    def row(self, step: int, x) -> float:
+        params = self.flat.unpack(x)
+        loss = float(self.module.loss(params, self.train))
+        h = self.history
+        h.step.append(step)
+        h.epoch.append(float(step))
+        h.train_loss.append(loss)
+        if self.test:
+            h.test_loss.append(float(self.module.loss(params, self.test)))
+        h.seconds.append(self.before + time.perf_counter() - self.t0 - self.logging)
+        return loss
+
+
+def solve(module, params, train, test, cfg, progress=None, start: Checkpoint | None = None,
+          history: History | None = None, cap: int = 1000) -> FitResult:
+    """Fit `params` in place with lm, newton or lbfgs; at most `cap` iterations."""
+    opt = cfg.optimizer
+    flat = Flat(module, params)
+    first = start.step if start else 0
+    result = FitResult(history or History(), first, 0.0, first_step=first)
+    result.history.truncate(first)
+    x0 = flat.pack(params)
+    lo, hi = flat.bounds(module)
+    bounded = bool(np.any(np.isfinite(lo)) or np.any(np.isfinite(hi)))
+    run = _Run(module, flat, train, test, result.history, progress, cap, first)
+    run.before = start.seconds if start else 0.0
+    f0 = run.row(first, x0)
+    if not math.isfinite(f0):
+        node = first_nonfinite(module.forward(params, train), module)
+        result.divergence = Divergence(first, node, f"`{node}` is not finite at the start"
+                                       if node else "the loss is not finite at the start", first)
+        result.convergence = Convergence(False, "diverged", result.divergence.detail, 0,
+                                         dict(run.counts), math.nan)
+        return result
+    run.t0 = t0 = time.perf_counter()
+    try:
+        res = _SOLVERS[opt.name](run, x0, lo, hi, bounded, opt.args, cap)
+    except KeyboardInterrupt:
+        res = None
+        result.interrupted, result.stopped_at = True, first + run.iterations
+    spent = time.perf_counter() - t0 - run.logging
+    x = run.best_x if run.best_x is not None else x0
+    reason, detail, converged = "interrupted", "stopped by Ctrl-C", False
+    if res is not None:
+        reason, detail, converged = _reason(opt.name, bounded, res)
+        if np.all(np.isfinite(res.x)) and math.isfinite(float(module.loss(flat.unpack(res.x), train))):
+            x = np.asarray(res.x, dtype=np.float64)
+        else:
+            reason, detail, converged = "diverged", ("the solver ended on non-finite values; the "
+                                                     "best params it saw are kept"), False
+    params.update(flat.unpack(x))
+    steps = first + run.iterations
+    h = result.history
+    h.truncate(steps)
+    if not h.step or h.step[-1] != steps:
+        run.row(steps, x)
+    h.seconds[-1] = (start.seconds if start else 0.0) + spent
+    result.steps, result.seconds = steps, spent
+    grad = run.flat.pack(module.grad(params, train))
+    result.convergence = Convergence(converged, reason, detail, run.iterations,
+                                     dict(run.counts), float(np.linalg.norm(grad)),
+                                     relative_gradient(grad, x, float(module.loss(params, train))))
+    if reason == "stalled" and result.convergence.relative_gradient <= CONVERGED_RELATIVE_GRADIENT:
+        result.convergence.converged = True  # no further progress possible, at a stationary point
+    result.checkpoint = Checkpoint(steps, (start.seconds if start else 0.0) + spent, opt.name,
+                                   len(next(iter(train.values()))), None, None, {})
+    return result
+
+
+def _lm(run: _Run, x0, lo, hi, bounded, args, cap):
+    return so.least_squares(run.residuals, x0, jac=run.jacobian, method="trf" if bounded else "lm",
+                            bounds=(lo, hi) if bounded else (-np.inf, np.inf), x_scale="jac",
+                            ftol=args["ftol"] or None, xtol=args["xtol"] or None,
+                            gtol=args["gtol"] or None, max_nfev=cap)
+
+
+def _newton(run: _Run, x0, lo, hi, bounded, args, cap):
+    def callback(intermediate_result):
+        run.iteration(intermediate_result.x)
+    if bounded:
+        return so.minimize(run.loss, x0, jac=run.grad, hess=run.hessian, method="trust-constr",
+                           bounds=so.Bounds(lo, hi), callback=callback,
+                           options={"gtol": args["gtol"], "maxiter": cap})
+    return so.minimize(run.loss, x0, jac=run.grad, hess=run.hessian, method="trust-exact",
+                       callback=callback, options={"gtol": args["gtol"], "maxiter": cap})
+
+
+def _lbfgs(run: _Run, x0, lo, hi, bounded, args, cap):
+    def callback(intermediate_result):
+        run.iteration(intermediate_result.x)
+    return so.minimize(run.loss_and_grad, x0, jac=True, method="L-BFGS-B",
+                       bounds=so.Bounds(lo, hi) if bounded else None, callback=callback,
+                       options={"ftol": args["ftol"], "gtol": args["gtol"], "maxiter": cap,
+                                "maxfun": 20 * cap})
+
+
+_SOLVERS = {"lm": _lm, "newton": _newton, "lbfgs": _lbfgs}
+
+
+def _reason(name: str, bounded: bool, res) -> tuple[str, str, bool]:
+    """(reason, detail, converged) from scipy's status codes, which differ by method."""
+    message, status = str(res.message), int(res.status)
+    if name == "lm":  # least_squares: 1-4 a tolerance, 0 the cap, -1 bad input
+        met, cap = status > 0, status == 0
+    elif name == "newton" and bounded:  # trust-constr: 1 gtol, 2 xtol, 0 the cap
+        met, cap = status in (1, 2), status == 0
+    else:  # L-BFGS-B and trust-exact: 0 success, 1 the cap, others a failed step
+        met, cap = status == 0, status == 1
+    if met:
+        return "tolerance met", message, True
+    return ("step cap reached" if cap else "stalled"), message, False

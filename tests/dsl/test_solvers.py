@@ -1,0 +1,133 @@
+"""The scipy solvers (lm, newton, lbfgs), the default optimizer, and the convergence every run
+reports: converged or not, why, iterations, evaluations, the final gradient, and a warning for a
+run that stopped at its cap far from a minimum."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+
+import dsl
+from compiler.errors import SemanticError, UsageError
+from dsl.cli import main
+from dsl.config import with_overrides
+from dsl.train import choose_optimizer
+
+ROOT = Path(__file__).resolve().parents[2]
+PENDULUM = ROOT / "examples" / "pendulum.model"
+
+
+def write(tmp_path, text: str, name: str = "m.model") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def pendulum_data(model):
+    ds = model.dataset()
+    return ds.train["L"], ds.train["T"], ds.train["sigma"]
+
+
+def pendulum_least_squares(model):
+    """The pendulum's minimum by scipy alone: curve_fit on the training rows."""
+    L, T, sigma = pendulum_data(model)
+
+    def period(length, g, d_cm):
+        return 2 * math.pi * np.sqrt((length + d_cm / 100) / g)
+    popt, pcov = so.curve_fit(period, L, T, p0=[9.0, 1.0], sigma=sigma, absolute_sigma=True,
+                              xtol=1e-14, ftol=1e-14, gtol=1e-14)
+    return popt, pcov
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs"])
+def test_solver_reaches_the_least_squares_minimum(optimizer):
+    model = dsl.load(str(PENDULUM))
+    model.fit(optimizer=optimizer)
+    popt, _ = pendulum_least_squares(model)
+    assert model.params["g"] == pytest.approx(popt[0], rel=1e-6)
+    assert model.params["d_cm"] == pytest.approx(popt[1], rel=1e-6)
+    conv = model.last_fit.convergence
+    assert conv.converged and conv.reason == "tolerance met"
+    assert 0 < conv.iterations < 200 and conv.evaluations["objective"] >= conv.iterations
+    assert conv.gradient_norm < 1e-4
+    # a history row per iteration, the last at the final params
+    assert model.last_fit.history.step[-1] == conv.iterations == model.last_fit.steps
+    assert model.last_fit.history.train_loss[-1] == pytest.approx(
+        float(model.module.loss(model.params, model.dataset().train)))
+
+
+def test_steps_cap_the_iterations_and_say_so():
+    model = dsl.load(str(PENDULUM))
+    model.fit(optimizer="lbfgs", steps=3)
+    conv = model.last_fit.convergence
+    assert not conv.converged and conv.reason == "step cap reached" and conv.iterations == 3
+
+
+def test_solvers_take_tolerances_not_a_learning_rate(tmp_path):
+    base = ("input x[N]\nparam k = 1\nloss = sum((k * x - 1)^2)\nminimize loss\n"
+            "train {\n optimizer %s\n}\n")
+    checked = dsl.load(str(write(tmp_path, base % "lbfgs(gtol = 1e-6)"))).checked
+    assert checked.train.optimizer.args == {"ftol": 1e-13, "gtol": 1e-6}
+    with pytest.raises(SemanticError, match="gtol must be in"):
+        dsl.load(str(write(tmp_path, base % "lbfgs(gtol = 2)")))
+    with pytest.raises(SemanticError, match="has no argument `lr`"):
+        dsl.load(str(write(tmp_path, base % "lm(lr = 0.1)")))
+    with pytest.raises(UsageError, match="has no learning rate"):
+        with_overrides(checked.train, lr=0.1)
+
+
+NLL = """\
+# a Poisson rate by maximum likelihood: not a sum of squares
+data "counts.csv"
+input n[N] <- n
+param log_rate = 0
+nll = sum(exp(log_rate) - n * log_rate)
+minimize nll
+"""
+
+
+def test_the_default_optimizer_follows_the_objective_and_the_size(tmp_path):
+    (tmp_path / "counts.csv").write_text("n\n" + "\n".join(str(v) for v in [3, 5, 4, 6, 2]))
+    model = dsl.load(str(write(tmp_path, NLL)))
+    assert model.checked.train.optimizer is None
+    assert choose_optimizer(model.checked.train, model.module, model.params).optimizer.name \
+        == "lbfgs"
+    model.fit()
+    assert model.last_fit.convergence.converged
+    assert float(np.exp(model.params["log_rate"])) == pytest.approx(4.0, rel=1e-7)
+    big = dsl.load(str(write(tmp_path, NLL.replace("param log_rate = 0", "param w[1001] = 0")
+                             .replace("log_rate", "sum(w)"), "big.model")))
+    assert choose_optimizer(big.checked.train, big.module, big.params).optimizer.name == "gd"
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_reports_convergence_and_saves_it(tmp_path, capsys):
+    code, out, err = run(["run", PENDULUM, "--optimizer", "lbfgs", "--out", tmp_path], capsys)
+    assert code == 0, err
+    assert "at most 3000 iterations" in out
+    assert "converged      " in out and "yes (tolerance met)" in out
+    assert "gradient norm" in out and "warning" not in err
+    fit = json.loads((tmp_path / "report.json").read_text())["fit"]
+    assert fit["converged"] is True and fit["reason"] == "tolerance met"
+    assert set(fit) >= {"converged", "reason", "iterations", "evaluations", "gradient_norm"}
+    assert fit["evaluations"]["gradient"] == fit["evaluations"]["objective"] > 0
+
+
+def test_a_run_stopped_far_from_a_minimum_warns_with_figures_and_advice(tmp_path, capsys):
+    code, out, err = run(["run", PENDULUM, "--steps", "50", "--out", tmp_path], capsys)
+    assert code == 0
+    assert "no (step cap reached)" in out
+    assert "warning: adam stopped at its step cap (50 steps) with the gradient still large" in err
+    assert "relative gradient" in err and "hint: try `optimizer l" in err
+    fit = json.loads((tmp_path / "report.json").read_text())["fit"]
+    assert fit["converged"] is False and fit["reason"] == "step cap reached"
+    assert fit["iterations"] == 50 and fit["evaluations"]["gradient"] == 50
