@@ -24,8 +24,6 @@ from compiler.ir import Graph, Node, Shape, broadcast_shapes
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
                             grad_name, size_name, temp_index, temp_symbols, value_name)
 
-CODEGEN_VERSION = "7"  # bumped when fixes change generated code: stale caches are not reused
-
 # Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
 _HELPERS = {
     "logsumexp": '''def _logsumexp(a, axis=None, keepdims=False):

@@ -1,4 +1,4 @@
-"""The built-in functions: the table the checker reads, and the sympy side of each.
+"""The sympy side of each built-in function (the table of them is `compiler.builtins`).
 
 Elementwise functions are sympy functions. Activations whose derivative is best written through
 their own value are `Function` subclasses with an `fdiff` (sigmoid' = sigmoid·(1 - sigmoid)), so
@@ -7,50 +7,8 @@ relu'(0) = 0, abs'(0) = 0, and ties of max/min split the gradient in half.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p, log10
-
-
-@dataclass(frozen=True)
-class Builtin:
-    name: str
-    kind: str  # elementwise | binary | reduce | softmax | transpose
-    arity: int
-    axis: bool  # takes `axis = k`
-    doc: str
-
-
-BUILTINS: dict[str, Builtin] = {b.name: b for b in [
-    Builtin("exp", "elementwise", 1, False, "e to the x"),
-    Builtin("log", "elementwise", 1, False, "natural logarithm; log(0) = -inf as in numpy"),
-    Builtin("sqrt", "elementwise", 1, False, "square root"),
-    Builtin("abs", "elementwise", 1, False, "absolute value; abs'(0) = 0"),
-    Builtin("sin", "elementwise", 1, False, "sine"),
-    Builtin("cos", "elementwise", 1, False, "cosine"),
-    Builtin("tanh", "elementwise", 1, False, "hyperbolic tangent; tanh' = 1 - tanh²"),
-    Builtin("sigmoid", "elementwise", 1, False, "1 / (1 + e^-x); sigmoid' = s·(1 - s)"),
-    Builtin("relu", "elementwise", 1, False, "max(x, 0); relu'(0) = 0"),
-    Builtin("softplus", "elementwise", 1, False, "log(1 + e^x), computed stably"),
-    Builtin("square", "elementwise", 1, False, "x²"),
-    Builtin("atan", "elementwise", 1, False, "arctangent, in (-π/2, π/2)"),
-    Builtin("asin", "elementwise", 1, False, "arcsine on [-1, 1]; NaN outside, as in numpy"),
-    Builtin("acos", "elementwise", 1, False, "arccosine on [-1, 1]; NaN outside, as in numpy"),
-    Builtin("sinh", "elementwise", 1, False, "hyperbolic sine"),
-    Builtin("cosh", "elementwise", 1, False, "hyperbolic cosine"),
-    Builtin("log10", "elementwise", 1, False, "base-10 logarithm"),
-    Builtin("log1p", "elementwise", 1, False, "log(1 + x), accurate for small x"),
-    Builtin("expm1", "elementwise", 1, False, "e^x - 1, accurate for small x"),
-    Builtin("erf", "elementwise", 1, False, "the error function; erf' = 2/√π·e^(-x²)"),
-    Builtin("max", "binary", 2, False, "elementwise maximum; ties split the gradient"),
-    Builtin("min", "binary", 2, False, "elementwise minimum; ties split the gradient"),
-    Builtin("sum", "reduce", 1, True, "sum of all elements, or along `axis`"),
-    Builtin("mean", "reduce", 1, True, "mean of all elements, or along `axis`"),
-    Builtin("logsumexp", "reduce", 1, True, "log Σ exp, computed stably"),
-    Builtin("softmax", "softmax", 1, True, "exp(x) / Σ exp(x) along `axis`"),
-    Builtin("transpose", "transpose", 1, False, "the matrix transposed"),
-]}
 
 
 class sigmoid(sp.Function):
@@ -119,7 +77,7 @@ ELEMENTWISE = {
     "log10": log10, "log1p": log1p, "expm1": expm1, "erf": sp.erf,
 }
 
-# The built-in constants: a name the model does not define itself stands for one of these.
+# The sympy side of each of `compiler.builtins.CONSTANT_NAMES`.
 CONSTANTS = {"pi": sp.pi, "e": sp.E}
 
 _w = sp.Wild("w")

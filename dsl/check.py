@@ -11,7 +11,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from compiler.errors import ModelWarning, SemanticError, Span
-from compiler.functions import BUILTINS, CONSTANTS
+from compiler.builtins import BUILTINS, CONSTANT_NAMES
 from dsl import ast
 from dsl.config import TrainConfig, train_config
 
@@ -218,7 +218,7 @@ class _Checker:
             if visited > MAX_EXPANDED:
                 raise _too_large(st)
             if isinstance(e, ast.Name):
-                if e.id not in local and (e.id in self.decls or e.id not in CONSTANTS):
+                if e.id not in local and (e.id in self.decls or e.id not in CONSTANT_NAMES):
                     if e.id not in self.decls:
                         raise SemanticError(f"unknown name `{e.id}`", e.span,
                                             _did_you_mean(e.id, [*self.decls, *local]))

@@ -18,18 +18,23 @@ import traceback
 import numpy as np
 
 from compiler.errors import DataError, DslError, TrainingDiverged, UsageError
-from dsl import __version__, explain, graphview, plots
+from dsl import __version__, plots
 from dsl.check import Checked, check, fmt_shape
 from dsl.config import SOLVERS, with_overrides
 from dsl.data import describe, read_csv, select
 from dsl.diagnostics import render_error, render_warning
-from dsl.lower import lower
 from dsl.model import Model
 from dsl.report import (load_checkpoint, load_history, load_params, metrics, save_history,
                         save_params, save_plots, save_report)
 from dsl.runtime import Compiled, atomic_write, check_sizes, compile_file, init_params
 from dsl.train import choose_optimizer, convergence_warning, fit, total_steps
 from dsl.transform import parse, read_source
+
+
+# graphview.FORMATS, named here because graphview (like explain and lower) imports sympy, which
+# the commands that run a cached module never need: those modules are imported by the commands
+# that use them (a test holds the two lists equal).
+GRAPH_FORMATS = ("dot", "svg", "text")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,17 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("graph", help="the computation graph: DOT, SVG (needs graphviz) or text")
     c.add_argument("model")
-    c.add_argument("--format", choices=graphview.FORMATS, default="dot")
+    c.add_argument("--format", choices=GRAPH_FORMATS, default="dot")
     c.add_argument("--derivatives", action="store_true", help="label edges with local derivatives")
     c.set_defaults(func=cmd_graph)
     return p
 
 
 class Session:
-    """What one command read, so that errors can show the lines they point at."""
+    """What one command read, so that errors can show the lines they point at, and the models
+    it checked, so that compiling one does not parse it again."""
 
     def __init__(self):
         self.sources: dict[str, str] = {}
+        self.checked: dict[str, Checked] = {}
 
     def load(self, path: str) -> Checked:
         try:
@@ -122,14 +129,14 @@ class Session:
         except OSError as e:
             raise UsageError(f"cannot read {path}: {e.strerror}") from None
         self.sources[path] = text
-        checked = check(parse(text, path))
+        checked = self.checked[path] = check(parse(text, path))
         for w in checked.warnings:
             print(render_warning(w, self.sources), file=sys.stderr)
         return checked
 
     def compile(self, path: str, use_cache: bool = True) -> Compiled:
         """The loaded model's module, saying why the compile cache was not used if it was not."""
-        compiled = compile_file(path, self.sources[path], use_cache=use_cache)
+        compiled = compile_file(path, self.sources[path], use_cache, self.checked.get(path))
         for w in compiled.warnings:
             print(render_warning(w, self.sources), file=sys.stderr)
         return compiled
@@ -474,6 +481,8 @@ def cmd_data(args, session: Session) -> int:
 
 
 def cmd_derive(args, session: Session) -> int:
+    from dsl import explain
+    from dsl.lower import lower
     m = session.load(args.model)
     graph = lower(m, session.sources[args.model])
     derivation = explain.derive(graph, args.wrt, expand=args.expand)
@@ -487,6 +496,8 @@ def cmd_derive(args, session: Session) -> int:
 
 
 def cmd_graph(args, session: Session) -> int:
+    from dsl import graphview
+    from dsl.lower import lower
     m = session.load(args.model)
     graph = lower(m, session.sources[args.model])
     sys.stdout.write(graphview.render(graph, args.format, args.derivatives))

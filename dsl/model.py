@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from compiler.errors import DataError
-from dsl import explain
 from dsl.config import with_overrides
 from dsl.runtime import Compiled, Dataset, check_sizes, compile_file, init_params, load_dataset
 from dsl.train import FitResult, History, choose_optimizer, fit
+
+if TYPE_CHECKING:
+    from dsl.explain import Explanation
 
 
 @dataclass
@@ -54,15 +57,18 @@ class Model:
         return self.compiled.graph
 
     def derive(self, name: str | list[str] | None = None,
-               expand: bool = False) -> explain.Explanation:
+               expand: bool = False) -> Explanation:
         """The chain rule for a param (or input or node; every param when None): `str()` is
         the text of `dsl derive`, `.latex` its LaTeX; a notebook shows it as maths."""
+        from dsl import explain  # sympy, imported by the methods that print maths
         return explain.derive(self.graph, name, expand)
 
     def _repr_markdown_(self) -> str:
+        from dsl import explain
         return explain.model_markdown(self.graph)
 
     def _repr_latex_(self) -> str:
+        from dsl import explain
         return "$$" + explain.model_latex(self.graph) + "$$"
 
     def dataset(self, dtype: str | None = None) -> Dataset:

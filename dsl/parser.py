@@ -1,18 +1,30 @@
 """Text to a Lark parse tree, with syntax errors turned into spans and plain words.
 
-The grammar is `grammar/model.lark` (LALR, positions propagated). Lark's parser is iterative,
+The grammar is `grammar/model.lark` (LALR, positions propagated). Building the parser's tables
+takes Lark ~30 ms, so they are kept in the user's cache folder as JSON, keyed by the grammar,
+Lark's version and the options: data, never code (Lark's own cache is a pickle, which runs
+whatever a planted file holds), trusted as the compiled modules are (the user's own, that no one
+else can write: other tables would parse a model into another one), and rebuilt if it does not
+load. Lark's parser is iterative,
 but the tree walks after it are recursive, so expressions nested deeper than `MAX_DEPTH` are
 refused here with a hint, before anything recurses.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from functools import lru_cache
 
+import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.grammar import Rule
+from lark.lexer import TerminalDef
 
 from compiler.errors import DslSyntaxError, Span
+from dsl.files import atomic_write, cache_dir, trusted
 from grammar import grammar_text
 
 MAX_DEPTH = 200
@@ -57,9 +69,38 @@ _KEYWORD_AS_NAME = re.compile(
     r"^\s*(input|param|const|def|minimize|predict|data|train)\s*(=|\[)")
 
 
+_OPTIONS = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    """The parser, from its cached tables when they load, else built (and its tables cached)."""
+    text = grammar_text()
+    key = hashlib.sha256(f"{lark.__version__}\0{sorted(_OPTIONS.items())}\0{text}".encode()).hexdigest()
+    path = os.path.join(cache_dir(), f"parser.{key[:24]}.json")
+    usable = trusted(os.path.dirname(path), [], folder=True)  # the compile cache says why not
+    if usable and trusted(path, []):
+        try:
+            with open(path, encoding="utf-8") as f:
+                tables = json.load(f, object_pairs_hook=_int_keys)
+            return Lark._load_from_dict(tables["data"], tables["memo"])
+        except Exception:  # noqa: BLE001 -- absent, damaged or from another Lark: build it again
+            pass
+    parser = Lark(text, **_OPTIONS)
+    if usable:
+        data, memo = parser.memo_serialize([TerminalDef, Rule])
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            atomic_write(path, json.dumps({"data": data, "memo": memo}).encode("utf-8"), private=True)
+        except OSError:  # best effort, as for compiled modules
+            pass
+    return parser
+
+
+def _int_keys(pairs: list[tuple[str, object]]) -> dict:
+    """JSON has only string keys; Lark's tables number their states and memo entries (its own
+    keys otherwise are names and options, never all digits)."""
+    return {int(k) if k.isdigit() else k: v for k, v in pairs}
 
 
 def parse_tree(text: str, file: str) -> Tree:

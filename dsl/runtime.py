@@ -15,21 +15,23 @@ import hashlib
 import linecache
 import math
 import os
-import tempfile
 import time
 import types
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from compiler.codegen import CODEGEN_VERSION, generate
+from compiler import CODEGEN_VERSION
 from compiler.errors import DataError, ModelWarning, Span
-from compiler.ir import Graph
 from dsl import __version__, ast
 from dsl.check import Checked, check, fmt_shape
 from dsl.data import Standardizer, Table, read_csv, select, split_rows
-from dsl.lower import lower
+from dsl.files import atomic_write, cache_dir, trusted
 from dsl.transform import parse, read_source
+
+if TYPE_CHECKING:
+    from compiler.ir import Graph
 
 
 @dataclass
@@ -47,22 +49,27 @@ class Compiled:
     @property
     def graph(self) -> Graph:
         if self._graph is None:
+            from dsl.lower import lower  # sympy: only when the graph is asked for
             self._graph = lower(self.checked, self.text)
         return self._graph
 
 
-def compile_file(path: str, text: str | None = None, use_cache: bool = True) -> Compiled:
-    """Parse, check, lower, derive and generate (or take the cached module), then load it."""
+def compile_file(path: str, text: str | None = None, use_cache: bool = True,
+                 checked: Checked | None = None) -> Compiled:
+    """Parse, check, lower, derive and generate (or take the cached module), then load it.
+    `checked`: the model `text` already checked (the CLI checks it first, for its warnings)."""
     start = time.perf_counter()
     text = read_source(path) if text is None else text
-    checked = check(parse(text, path))
+    checked = check(parse(text, path)) if checked is None else checked
     warnings: list[ModelWarning] = []
     cache = _cache_path(path, text) if use_cache else None
-    if cache and not _trusted(os.path.dirname(cache), warnings, folder=True):
+    if cache and not trusted(os.path.dirname(cache), warnings, folder=True):
         cache = None
     source = _read_cache(cache, warnings) if cache else None
     cached, graph = source is not None, None
     if source is None:
+        from compiler.codegen import generate  # sympy is imported on a cache miss only
+        from dsl.lower import lower
         graph = lower(checked, text)
         source = generate(graph)
         if cache:
@@ -81,41 +88,10 @@ def load_module(source: str, name: str) -> types.ModuleType:
     return module
 
 
-def cache_dir() -> str:
-    """The user's own cache folder: `$DSL_CACHE_DIR`, else `$XDG_CACHE_HOME/dsl`, else
-    `~/.cache/dsl`. Not a folder beside the model: a cached module runs as Python, and one
-    planted beside a model (shipped with it, say) would run whatever it holds."""
-    if os.environ.get("DSL_CACHE_DIR"):
-        return os.environ["DSL_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "dsl")
-
-
 def _cache_path(path: str, text: str) -> str | None:
     key = hashlib.sha256(f"{__version__}\0{CODEGEN_VERSION}\0{text}".encode()).hexdigest()[:24]
     stem = os.path.splitext(os.path.basename(path))[0]
     return os.path.join(cache_dir(), f"{stem}.{key}.py")
-
-
-def _trusted(path: str, warnings: list[ModelWarning], folder: bool = False) -> bool:
-    """Whether the cache folder (or a file in it) may be trusted: it is this user's and no one
-    else can write it. A folder that does not exist yet is made by `_write_cache`, as 0700."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return folder
-    except OSError:
-        return False
-    mine = not hasattr(os, "getuid") or st.st_uid == os.getuid()  # no owners to compare on Windows
-    if mine and not st.st_mode & 0o022:
-        return True
-    what = "compile cache folder" if folder else "cached module"
-    warnings.append(ModelWarning(
-        f"the {what} {path} is not used: "
-        + ("others can write to it" if mine else "it belongs to another user"),
-        None, "a cached module runs as Python; set DSL_CACHE_DIR to a folder of your own "
-        "(chmod go-w)" if folder else "it is compiled again and replaced"))
-    return False
 
 
 def _read_cache(cache: str, warnings: list[ModelWarning]) -> str | None:
@@ -135,7 +111,7 @@ def _read_cache(cache: str, warnings: list[ModelWarning]) -> str | None:
         return None
     except (OSError, UnicodeDecodeError):
         digest = None
-    if not (_trusted(cache, warnings) and _trusted(cache + _DIGEST, warnings)):
+    if not (trusted(cache, warnings) and trusted(cache + _DIGEST, warnings)):
         return None
     if data is None or digest != hashlib.sha256(data).hexdigest():
         warnings.append(ModelWarning(f"the cached module {cache} is damaged (it does not match "
@@ -157,25 +133,6 @@ def _write_cache(cache: str, source: str) -> None:
 
 
 _DIGEST = ".sha256"  # beside each cached module: the SHA-256 of its bytes, in hex
-_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
-os.umask(_UMASK)
-
-
-def atomic_write(path: str, data: bytes, private: bool = False) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written file. It gets
-    the usual mode (0666 less the umask), or stays 0600 when `private`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod") and not private:  # mkstemp makes 0600
-                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ---- params ----------------------------------------------------------------------------------

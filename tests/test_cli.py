@@ -205,3 +205,8 @@ def test_a_closed_pipe_is_not_an_internal_error(monkeypatch, capsys):
 def test_debug_is_accepted_after_the_command(capsys):
     rc, out, err = run(["check", SEED, "--debug"], capsys)
     assert rc == 0, err
+
+
+def test_graph_formats_named_in_the_cli_are_graphviews():
+    from dsl import graphview  # imported by `dsl graph` only: it needs sympy
+    assert dsl.cli.GRAPH_FORMATS == graphview.FORMATS

@@ -2,10 +2,14 @@
 spans, and syntax errors that are DslSyntaxErrors with a position (never another exception)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from lark.exceptions import UnexpectedInput
 
 from compiler.errors import DslError, DslSyntaxError, Span
-from dsl import ast
+from dsl import ast, parser
 from dsl.transform import parse, read_source
 
 S = None  # spans are not compared (field(compare=False)); any value will do
@@ -338,3 +342,53 @@ def test_garbage_is_always_a_syntax_error_or_a_model(text):
         parse(text, "m.model")
     except DslError as e:
         assert e.span is not None and e.span.line >= 1 and e.span.col >= 1
+
+
+# ---- the parser's tables, cached in the user's cache folder (issue 15) --------------------------
+
+def _models() -> list[Path]:
+    root = Path(__file__).resolve().parents[2]
+    return sorted([*root.glob("examples/*.model"), *root.glob("tests/golden/*/*.model")])
+
+
+def _flat(tree) -> list:
+    """A tree as a flat list (iteratively: some goldens nest deeper than recursion allows)."""
+    return [(t.data, t.meta.line, t.meta.column, [(c.type, str(c), c.line, c.column) if c is not None
+                                                  else None for c in t.children if not hasattr(c, "data")])
+            for t in tree.iter_subtrees_topdown()]
+
+
+def _fresh_lark(monkeypatch, cache: Path):
+    monkeypatch.setenv("DSL_CACHE_DIR", str(cache))
+    parser._lark.cache_clear()
+    return parser._lark()
+
+
+def test_cached_tables_parse_as_the_built_parser(monkeypatch, tmp_path):
+    built = _fresh_lark(monkeypatch, tmp_path)  # nothing cached: built, and its tables written
+    (table,) = tmp_path.glob("parser.*.json")
+    json.loads(table.read_text())  # data, not code
+    loaded = _fresh_lark(monkeypatch, tmp_path)  # from the file this time
+    assert loaded is not built
+    for path in _models():
+        text = path.read_text(encoding="utf-8", errors="replace").rstrip("\n") + "\n"
+        try:
+            want = built.parse(text)
+        except UnexpectedInput as e:  # a golden syntax error: the same error, at the same place
+            with pytest.raises(type(e)) as got:
+                loaded.parse(text)
+            assert (got.value.line, got.value.column) == (e.line, e.column), path
+            continue
+        assert _flat(loaded.parse(text)) == _flat(want), path
+    parser._lark.cache_clear()
+
+
+@pytest.mark.parametrize("damage", ["", "{not json", '{"data": 1, "memo": {}}', "[]"])
+def test_damaged_tables_are_rebuilt(monkeypatch, tmp_path, damage):
+    _fresh_lark(monkeypatch, tmp_path)
+    (table,) = tmp_path.glob("parser.*.json")
+    table.write_text(damage)
+    _fresh_lark(monkeypatch, tmp_path)
+    assert one("z = a + b\n").name == "z"
+    assert json.loads(table.read_text())["data"]  # written again, whole
+    parser._lark.cache_clear()
