@@ -78,7 +78,6 @@ class Guard:
             return source
 
         monkeypatch.setattr(compiler.codegen, "generate", generate)
-        monkeypatch.setattr(dsl.runtime, "generate", generate)
         for name in ("eval", "exec", "compile"):
             monkeypatch.setattr(builtins, name, self._wrap(name, getattr(builtins, name)))
         sympify_module = sys.modules["sympy.core.sympify"]

@@ -89,11 +89,11 @@ def test_second_load_uses_the_cache_and_skips_sympy(tmp_path, monkeypatch):
     def no_sympy(*args, **kwargs):
         raise AssertionError("generate() called although the module was cached")
 
-    monkeypatch.setattr("dsl.runtime.generate", no_sympy)
+    monkeypatch.setattr("compiler.codegen.generate", no_sympy)
     second = compile_file(str(model))
     assert second.cached and second.source == first.source
     model.write_text("input x\nparam k = 2\nloss = (k * x)^2\nminimize loss\n")
-    monkeypatch.setattr("dsl.runtime.generate", generate)
+    monkeypatch.setattr("compiler.codegen.generate", generate)
     assert not compile_file(str(model)).cached
 
 
