@@ -282,3 +282,12 @@ def test_elementwise_factor_of_two_inputs(expr):
             got = float(_plain(factor.subs(pt)).evalf(30))
             want = float(_plain(sp.diff(expr, wrt).subs(pt)).evalf(30))
             assert abs(got - want) < 1e-12 * max(1, abs(want)), (expr, wrt)
+
+
+def test_every_builtin_has_its_sympy_side():
+    """The checker's table (sympy-free, compiler.builtins) and the sympy side agree."""
+    from compiler.builtins import BUILTINS, CONSTANT_NAMES
+    from compiler.functions import CONSTANTS
+    elementwise = {n for n, b in BUILTINS.items() if b.kind in ("elementwise", "binary")}
+    assert elementwise == set(ELEMENTWISE)
+    assert set(CONSTANT_NAMES) == set(CONSTANTS)

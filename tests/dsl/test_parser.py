@@ -3,6 +3,7 @@ spans, and syntax errors that are DslSyntaxErrors with a position (never another
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -391,4 +392,21 @@ def test_damaged_tables_are_rebuilt(monkeypatch, tmp_path, damage):
     _fresh_lark(monkeypatch, tmp_path)
     assert one("z = a + b\n").name == "z"
     assert json.loads(table.read_text())["data"]  # written again, whole
+    parser._lark.cache_clear()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no file owners to compare")
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_tables_others_can_write_are_not_used(monkeypatch, tmp_path, what):
+    """Tables are trusted as compiled modules are: other tables would read another model."""
+    _fresh_lark(monkeypatch, tmp_path)
+    (table,) = tmp_path.glob("parser.*.json")
+    os.chmod(table if what == "file" else tmp_path, 0o666 if what == "file" else 0o777)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tables loaded from a file others can write")
+
+    monkeypatch.setattr(parser.Lark, "_load_from_dict", refuse)
+    _fresh_lark(monkeypatch, tmp_path)
+    assert one("z = a + b\n").name == "z"
     parser._lark.cache_clear()
