@@ -171,7 +171,7 @@ def cmd_eval(args, session: Session) -> int:
     session.load(args.model)
     model = Model(session.compile(args.model))
     if args.params:
-        params, transforms = load_params(args.params)
+        params = load_params(args.params).params
         model.set_params({k: v for k, v in params.items() if k in model.checked.params})
     values = dict(_parse_set(item, model) for item in args.set)
     result = model.eval(values)
@@ -278,7 +278,7 @@ def cmd_run(args, session: Session) -> int:
         print(f"note: {note}")
     # What training produced is saved first, before anything that could still go wrong.
     _writing(save_params, os.path.join(out, "params.npz"), model.params, ds.transforms,
-             result.checkpoint)
+             result.checkpoint, ds.classes)
     _writing(save_history, os.path.join(out, "history.csv"), result)
     with np.errstate(all="ignore"):
         report = metrics(model, ds, result)
@@ -335,7 +335,7 @@ def _resume(out: str, checked: Checked, model: Model, cfg):
     """`run --resume`: the params saved in `out`, and the checkpoint and history saved with
     them, so that training continues from the step it stopped at, up to the planned total."""
     saved = os.path.join(out, "params.npz")
-    params, _ = load_params(saved)
+    params = load_params(saved).params
     missing = [p for p in checked.params if p not in params]
     if missing:
         raise DataError(f"{saved} has no value for param `{missing[0]}`",
@@ -438,13 +438,7 @@ def cmd_predict(args, session: Session) -> int:
     if checked.predict is None:
         raise UsageError(f"{args.model} has no `predict` statement")
     model = Model(session.compile(args.model))
-    params, transforms = load_params(args.params)
-    missing = [p for p in checked.params if p not in params]
-    if missing:
-        raise DataError(f"{args.params} has no value for param `{missing[0]}`",
-                        hint="was it saved from this model?")
-    model.set_params({k: v for k, v in params.items() if k in checked.params})
-    model.transforms = transforms
+    model.load_params(args.params)
     table = read_csv(args.data)
     reads = checked.ancestors(checked.predict)
     inputs = {}
@@ -453,7 +447,8 @@ def cmd_predict(args, session: Session) -> int:
             continue
         if inp.binding is None:
             raise UsageError(f"input `{name}` is not bound to a column, so `predict` cannot read it")
-        values, _ = select(table, inp.binding.columns)
+        onehot = model.onehot(name) if inp.binding.columns.kind == "onehot" else None
+        values, _ = select(table, inp.binding.columns, onehot)
         inputs[name] = values[:, 0] if len(inp.dims) == 1 else values
     yhat = np.asarray(model.predict(**inputs))
     yhat = yhat.reshape(len(yhat), -1) if yhat.ndim else yhat.reshape(1, 1)

@@ -22,6 +22,8 @@ from dsl.ast import Columns
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_ONEHOT_CLASSES = 1000
+UNSEEN_HINT = ("a model predicts only the classes it was trained on; drop these rows, or train "
+               "again with data that has this class")
 
 
 @dataclass
@@ -247,8 +249,10 @@ def _printable(line: str) -> str:
 
 # ---- columns ------------------------------------------------------------------------------
 
-def select(table: Table, cols: Columns) -> tuple[np.ndarray, list[str]]:
-    """The matrix (rows x k) an `input ... <- COLS` is fed with, and the names of its columns."""
+def select(table: Table, cols: Columns, onehot: OneHot | None = None
+           ) -> tuple[np.ndarray, list[str]]:
+    """The matrix (rows x k) an `input ... <- COLS` is fed with, and the names of its columns;
+    `onehot(COLUMN)` through the given classes, or the table's own."""
     if cols.kind == "one":
         i = column_index(table, cols.names[0], cols.span)
         return table.values[:, [i]], [table.columns[i]]
@@ -264,26 +268,102 @@ def select(table: Table, cols: Columns) -> tuple[np.ndarray, list[str]]:
                             f"write `{last}..{first}`; a range follows the header's order")
         return table.values[:, a:b + 1], table.columns[a:b + 1]
     if cols.kind == "onehot":
-        return _onehot(table, cols)
+        onehot = onehot or OneHot.fit(table, cols)
+        name = table.columns[column_index(table, cols.names[0], cols.span)]
+        return onehot.encode(table, cols), onehot.labels(name)
     raise InternalError(f"unknown column selection kind {cols.kind!r}")
 
 
-def _onehot(table: Table, cols: Columns) -> tuple[np.ndarray, list[str]]:
-    name = table.columns[column_index(table, cols.names[0], cols.span)]
-    v = table.values[:, table.columns.index(name)]
-    not_int = np.flatnonzero(v != np.round(v))
-    if len(not_int):
-        r = int(not_int[0])
-        raise DataError(f"onehot({name}) needs whole-number class labels, but row {r + 1} of "
-                        f"{table.name} has {v[r]:g}", cols.span,
-                        "onehot is for a column of class numbers such as 0, 1, 2")
-    classes = np.unique(v)
-    if len(classes) > MAX_ONEHOT_CLASSES:
-        raise DataError(f"onehot({name}) would make {len(classes)} classes (at most "
-                        f"{MAX_ONEHOT_CLASSES})", cols.span,
-                        "is this a numeric column rather than class labels?")
-    onehot = (v[:, None] == classes[None, :]).astype(np.float64)
-    return onehot, [f"{name}={int(c)}" for c in classes]
+@dataclass
+class OneHot:
+    """The classes of a `onehot(COLUMN)` input, sorted: found in the training file, saved with
+    the params, and the only classes new rows may have (`predict` maps rows through them, so a
+    class keeps its column). Class numbers are float64; the array may as well hold text
+    categories (a numpy `str_` array), which sort and compare the same way."""
+
+    classes: np.ndarray
+
+    @classmethod
+    def fit(cls, table: Table, cols: Columns) -> OneHot:
+        name, v = _onehot_column(table, cols)
+        if v.dtype.kind == "f":
+            not_int = np.flatnonzero(v != np.round(v))
+            if len(not_int):
+                r = int(not_int[0])
+                raise DataError(f"onehot({name}) needs whole-number class labels, but row "
+                                f"{r + 1} of {table.name} has {v[r]:g}", cols.span,
+                                "onehot is for a column of class numbers such as 0, 1, 2")
+        classes = np.unique(v)
+        if len(classes) > MAX_ONEHOT_CLASSES:
+            raise DataError(f"onehot({name}) would make {len(classes)} classes (at most "
+                            f"{MAX_ONEHOT_CLASSES})", cols.span,
+                            "is this a numeric column rather than class labels?")
+        return cls(classes)
+
+    def encode(self, table: Table, cols: Columns) -> np.ndarray:
+        """One 0/1 column per class; a row of a class not in the list is an error that names
+        the file, the row and the value."""
+        name, v = _onehot_column(table, cols)
+        r = self.first_unseen(v)
+        if r is not None:
+            line = table.lines[r] if r < len(table.lines) else 1
+            raise DataError(f"row {r + 1} of `{table.path}` has class {self.show(v[r])} in column "
+                            f"{name}, {self.not_trained(name)}", Span(table.path, line, 1, line, 2),
+                            UNSEEN_HINT)
+        return self.columns(v)
+
+    def encode_values(self, name: str, column: str, v) -> np.ndarray:
+        """Class labels of input `name` (bound to `onehot(column)`) given as values (the API),
+        one per row, as one-hot columns."""
+        v = np.asarray(v)
+        if self.classes.dtype.kind == "f" and v.dtype.kind in "iub":
+            v = v.astype(np.float64)
+        r = self.first_unseen(v)
+        if r is not None:
+            raise DataError(f"value {r + 1} given for `{name}` is class {self.show(v[r])}, "
+                            f"{self.not_trained(column)}", hint=UNSEEN_HINT)
+        return self.columns(v)
+
+    def first_unseen(self, v: np.ndarray) -> int | None:
+        """The first row whose class is not one of the classes."""
+        if v.dtype.kind != self.classes.dtype.kind:  # text where numbers were, or the reverse
+            return 0 if len(v) else None
+        at = np.minimum(np.searchsorted(self.classes, v), len(self.classes) - 1)
+        unseen = np.flatnonzero(self.classes[at] != v)
+        return int(unseen[0]) if len(unseen) else None
+
+    def columns(self, v: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(v), len(self.classes)), dtype=np.float64)
+        out[np.arange(len(v)), np.searchsorted(self.classes, v)] = 1.0
+        return out
+
+    def not_trained(self, name: str) -> str:
+        return f"which onehot({name}) did not have in training (its classes: {self.shown()})"
+
+    @classmethod
+    def from_array(cls, classes: np.ndarray) -> OneHot:
+        """Classes read back from a params file: a sorted list of distinct numbers or texts."""
+        if not (classes.ndim == 1 and len(classes) and classes.dtype.kind in "fU"
+                and np.all(classes[1:] > classes[:-1])):
+            raise ValueError("the one-hot classes are not a sorted list of distinct classes")
+        return cls(classes)
+
+    def labels(self, name: str) -> list[str]:
+        """The names of the columns: `species=0`, `species=1`, ..."""
+        return [f"{name}={self.show(c)}" for c in self.classes]
+
+    def show(self, c) -> str:
+        return f"{c:g}" if self.classes.dtype.kind == "f" else str(c)
+
+    def shown(self, most: int = 10) -> str:
+        parts = [self.show(c) for c in self.classes[:most]]
+        return ", ".join(parts) + (f", ... ({len(self.classes)} in all)"
+                                   if len(self.classes) > most else "")
+
+
+def _onehot_column(table: Table, cols: Columns) -> tuple[str, np.ndarray]:
+    i = column_index(table, cols.names[0], cols.span)
+    return table.columns[i], table.values[:, i]
 
 
 def column_index(table: Table, name: str, span: Span | None = None) -> int:

@@ -8,6 +8,8 @@ import numpy as np
 
 from compiler.errors import DataError
 from dsl.config import with_overrides
+from dsl.data import OneHot, Standardizer
+from dsl.report import load_params
 from dsl.runtime import Compiled, Dataset, check_sizes, compile_file, init_params, load_dataset
 from dsl.train import FitResult, History, choose_optimizer, fit
 
@@ -40,7 +42,11 @@ class Model:
         self.checked = compiled.checked
         cfg = self.checked.train
         self.params: dict[str, np.ndarray] = init_params(self.checked, cfg.seed, cfg.dtype)
-        self.transforms = {}
+        # How raw rows become the inputs' values, as in training: known once the data is loaded
+        # (`dataset`, `fit`) or a params file is (`load_params`); `predict` needs them.
+        self.transforms: dict[str, Standardizer] = {}
+        self.classes: dict[str, OneHot] = {}
+        self._params_file: str | None = None  # where `load_params` took them from
         self._dataset: Dataset | None = None
 
     @property
@@ -76,7 +82,26 @@ class Model:
         if self._dataset is None or next(iter(self._dataset.train.values())).dtype != dtype:
             self._dataset = load_dataset(self.checked, dtype)
             self.transforms = self._dataset.transforms
+            self.classes = self._dataset.classes
         return self._dataset
+
+    def load_params(self, path: str) -> None:
+        """Params saved by `dsl run` (or `save_params`), with the `standardize` transforms and
+        one-hot classes saved beside them, so that `predict` reads rows as training did."""
+        saved = load_params(path)
+        missing = [p for p in self.checked.params if p not in saved.params]
+        if missing:
+            raise DataError(f"{path} has no value for param `{missing[0]}`",
+                            self.checked.params[missing[0]].span, "was it saved from this model?")
+        self.set_params({k: v for k, v in saved.params.items() if k in self.checked.params})
+        self.transforms, self.classes = saved.transforms, saved.classes
+        self._params_file = path
+
+    def onehot(self, name: str) -> OneHot:
+        """The classes of a one-hot input, as trained; an error when they are not known."""
+        if name not in self.classes:
+            raise self._not_known(name, "one-hot", "classes")
+        return self.classes[name]
 
     def set_params(self, params: dict[str, np.ndarray]) -> None:
         """Replace params by name, each checked against its declared shape."""
@@ -145,7 +170,9 @@ class Model:
 
     def predict(self, X=None, **inputs) -> np.ndarray:
         """The `predict` node for new inputs: an array for a model with one data input (raw
-        columns, transformed as in training), or inputs by name."""
+        columns, transformed as in training), or inputs by name. A one-hot input may be given
+        as its class labels (one per row). Refuses an input that training transformed when the
+        transformation is not known (neither fitted nor loaded)."""
         m = self.checked
         if m.predict is None:
             raise DataError("the model has no `predict` statement")
@@ -157,13 +184,42 @@ class Model:
             inputs = {feeding[0]: X}
         arrays = {}
         for name, value in inputs.items():
-            arr = np.asarray(value, dtype=m.train.dtype)
-            if name in self.transforms:
-                arr = self.transforms[name].apply(arr).astype(m.train.dtype)
-            arrays[name] = arr
+            arrays[name] = self._as_trained(name, value)
         check_sizes(m, arrays, None)
         with np.errstate(all="ignore"):
             return np.asarray(self.module.predict(self.params, arrays))
+
+
+    def _as_trained(self, name: str, value) -> np.ndarray:
+        """An input's raw value as training saw it: classes to one-hot columns, standardized."""
+        inp, dtype = self.checked.inputs.get(name), self.checked.train.dtype
+        binding = inp.binding if inp else None
+        arr = np.asarray(value)
+        if binding and binding.columns.kind == "onehot" and arr.ndim == 1 and len(inp.dims) == 2:
+            arr = self.onehot(name).encode_values(name, binding.columns.names[0], arr)
+        arr = np.asarray(arr, dtype=dtype)
+        if binding and binding.standardize:
+            t = self.transforms.get(name)
+            if t is None:
+                raise self._not_known(name, "standardized", "transformation")
+            if t.mean.shape != arr.shape[1:]:
+                raise DataError(f"the saved transformation of `{name}` has {t.mean.size} "
+                                f"column(s) but the value given has shape {list(arr.shape)}",
+                                inp.span, "was the params file saved from this model?")
+            arr = t.apply(arr).astype(dtype)
+        return arr
+
+    def _not_known(self, name: str, how: str, what: str) -> DataError:
+        """Predicting without what training applied to an input would be silently wrong."""
+        span = self.checked.inputs[name].span
+        if self._params_file:
+            return DataError(f"input `{name}` is {how} in training, but {self._params_file} has no "
+                             f"saved {what} for it", span, "were the params saved by an older dsl "
+                             "or for another model? Train again with `dsl run`")
+        return DataError(f"input `{name}` is {how} in training, but the model does not know its "
+                         f"{what} yet",
+                         span, "call fit() or dataset() first, or load_params(path) with the "
+                         "params.npz that `dsl run` saved")
 
 
 def load(path: str, use_cache: bool = True) -> Model:

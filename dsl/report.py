@@ -8,17 +8,21 @@ import json
 import math
 import os
 import zipfile
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from compiler.errors import DataError
 from dsl import baselines, plots
-from dsl.data import Standardizer
-from dsl.model import Model
+from dsl.data import OneHot, Standardizer
 from dsl.runtime import Dataset, atomic_write
 from dsl.train import Checkpoint, FitResult, History
 
+if TYPE_CHECKING:  # the API (dsl.model) reads params files with `load_params`
+    from dsl.model import Model
+
 TRANSFORM_PREFIX = "__transform__"
+CLASSES_PREFIX = "__classes__"  # a onehot input's classes, numbers or texts, sorted
 CHECKPOINT_PREFIX = "__train__"  # where training stopped, saved with the params for --resume
 HISTORY_COLUMNS = ["step", "epoch", "train_loss", "test_loss", "seconds"]
 
@@ -90,13 +94,17 @@ def _baselines(ds: Dataset, target: str, features: list[str]) -> dict[str, float
 # ---- artifacts ------------------------------------------------------------------------------
 
 def save_params(path: str, params: dict, transforms: dict[str, Standardizer],
-                checkpoint: Checkpoint | None = None) -> None:
-    """The params, the inputs' transforms and (for --resume) the training checkpoint, in one
-    file written at once: they always belong together."""
+                checkpoint: Checkpoint | None = None,
+                classes: dict[str, OneHot] | None = None) -> None:
+    """The params, the inputs' transforms and one-hot classes (what `predict` needs to read new
+    rows as training read its rows) and, for --resume, the training checkpoint, in one file
+    written at once: they always belong together."""
     arrays = dict(params)
     for name, t in transforms.items():
         for key, value in t.to_arrays().items():
             arrays[f"{TRANSFORM_PREFIX}{name}__{key}"] = value
+    for name, onehot in (classes or {}).items():
+        arrays[CLASSES_PREFIX + name] = onehot.classes
     if checkpoint is not None:
         arrays.update(_checkpoint_arrays(checkpoint))
     buf = io.BytesIO()
@@ -119,16 +127,31 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
         raise DataError(f"{path} is not a params file saved by dsl ({e})") from None
 
 
-def load_params(path: str) -> tuple[dict[str, np.ndarray], dict[str, Standardizer]]:
+class SavedParams(NamedTuple):
+    """What a params file holds besides the checkpoint."""
+
+    params: dict[str, np.ndarray]
+    transforms: dict[str, Standardizer]
+    classes: dict[str, OneHot]
+
+
+def load_params(path: str) -> SavedParams:
     arrays = _read_npz(path)
     params = {k: v for k, v in arrays.items()
-              if not k.startswith((TRANSFORM_PREFIX, CHECKPOINT_PREFIX))}
+              if not k.startswith((TRANSFORM_PREFIX, CHECKPOINT_PREFIX, CLASSES_PREFIX))}
     parts: dict[str, dict] = {}
-    for k, v in arrays.items():
-        if k.startswith(TRANSFORM_PREFIX):
-            name, key = k[len(TRANSFORM_PREFIX):].rsplit("__", 1)
-            parts.setdefault(name, {})[key] = v
-    return params, {n: Standardizer.from_arrays(d) for n, d in parts.items()}
+    classes = {}
+    try:
+        for k, v in arrays.items():
+            if k.startswith(TRANSFORM_PREFIX):
+                name, key = k[len(TRANSFORM_PREFIX):].rsplit("__", 1)
+                parts.setdefault(name, {})[key] = v
+            elif k.startswith(CLASSES_PREFIX):
+                classes[k[len(CLASSES_PREFIX):]] = OneHot.from_array(v)
+        transforms = {n: Standardizer.from_arrays(d) for n, d in parts.items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path} is not a params file saved by dsl ({e})") from None
+    return SavedParams(params, transforms, classes)
 
 
 def _checkpoint_arrays(c: Checkpoint) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ from compiler import CODEGEN_VERSION
 from compiler.errors import DataError, ModelWarning, Span
 from dsl import __version__, ast
 from dsl.check import Checked, check, fmt_shape
-from dsl.data import Standardizer, Table, read_csv, select, split_rows
+from dsl.data import OneHot, Standardizer, Table, read_csv, select, split_rows
 from dsl.files import atomic_write, cache_dir, trusted
 from dsl.transform import parse, read_source
 
@@ -175,13 +175,14 @@ def _draw(p: ast.Param, rng: np.random.Generator, dtype: str) -> np.ndarray:
 
 @dataclass
 class Dataset:
-    """The model's data: train and test arrays per bound input, and the saved transforms."""
+    """The model's data: train and test arrays per bound input, and what is saved with the
+    params to read new rows the same way: the `standardize` transforms, the one-hot classes."""
 
     table: Table
     train: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
     transforms: dict[str, Standardizer] = field(default_factory=dict)
-    classes: dict[str, list[str]] = field(default_factory=dict)  # onehot inputs' labels
+    classes: dict[str, OneHot] = field(default_factory=dict)
 
 
 def data_path(m: Checked) -> str:
@@ -205,9 +206,9 @@ def load_dataset(m: Checked, dtype: str = "float64") -> Dataset:
     for name, inp in m.inputs.items():
         if inp.binding is None:
             continue
-        values, labels = select(table, inp.binding.columns)
         if inp.binding.columns.kind == "onehot":
-            ds.classes[name] = labels
+            ds.classes[name] = OneHot.fit(table, inp.binding.columns)
+        values, _ = select(table, inp.binding.columns, ds.classes.get(name))
         values = _fit_declared(values, inp)
         if inp.binding.standardize:
             ds.transforms[name] = Standardizer().fit(values[train_rows])

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import dsl
-from compiler.errors import UsageError
+from compiler.errors import DataError, UsageError
+from dsl.report import save_params
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -36,3 +37,49 @@ def test_fit_is_reproducible():
     a = m.fit(steps=50).train_loss
     b = m.fit(steps=50).train_loss
     assert a == b
+
+
+def test_predict_before_fit_refuses_a_standardized_input():
+    """issue 12 item 3: `Model.predict(rows)` before `fit()` ignored `standardize`."""
+    m = dsl.load(str(ROOT / "examples/boston_mlp.model"))
+    raw = np.loadtxt(ROOT / "examples/data/boston.csv", delimiter=",", skiprows=1)[:5, :13]
+    with pytest.raises(DataError) as e:
+        m.predict(raw)
+    assert e.value.message == ("input `X` is standardized in training, but the model does not "
+                               "know its transformation yet")
+    assert "load_params(path)" in e.value.hint
+
+
+def test_load_params_restores_params_transforms_and_classes(tmp_path):
+    """A saved run predicts in a new session exactly as the session that trained it."""
+    (tmp_path / "c.csv").write_text("color,x,y\n" + "".join(
+        f"{c},{x},{10 * c + x}\n" for c, x in [(0, 1), (1, 5), (2, 3), (0, 7), (1, 2), (2, 9)] * 3))
+    (tmp_path / "c.model").write_text("""data "c.csv"
+input C[N, 3] <- onehot(color)
+input x[N] <- x standardize
+input y[N] <- y
+param w[3] = 0
+param k = 0
+yhat = C @ w + k * x
+minimize loss
+loss = mean((yhat - y)^2)
+predict yhat
+train {
+    optimizer gd(lr = 0.3)
+    steps 2000
+}
+""")
+    trained = dsl.load(str(tmp_path / "c.model"))
+    trained.fit()
+    ds = trained.dataset()
+    save_params(str(tmp_path / "p.npz"), trained.params, ds.transforms, classes=ds.classes)
+    fresh = dsl.load(str(tmp_path / "c.model"))
+    fresh.load_params(str(tmp_path / "p.npz"))
+    assert fresh.classes["C"].classes.tolist() == [0, 1, 2]
+    rows = {"C": [2, 0], "x": [4.0, 1.0]}  # class labels map through the saved classes
+    np.testing.assert_array_equal(fresh.predict(**rows), trained.predict(**rows))
+    np.testing.assert_allclose(fresh.predict(**rows), [24, 1], atol=1e-3)
+    with pytest.raises(DataError) as e:
+        fresh.predict(C=[1, 7], x=[0.0, 0.0])
+    assert e.value.message == ("value 2 given for `C` is class 7, which onehot(color) did not "
+                               "have in training (its classes: 0, 1, 2)")

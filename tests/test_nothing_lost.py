@@ -91,7 +91,7 @@ def run(argv, capsys):
 
 
 def saved_params(out: Path) -> dict[str, np.ndarray]:
-    params, _ = load_params(str(out / "params.npz"))
+    params = load_params(str(out / "params.npz")).params
     return params
 
 

@@ -269,7 +269,7 @@ def test_predict_from_saved_files_equals_model_predict(folder, tmp_path, capsys,
 
     m = dsl.load(str(model))
     m.dataset()  # the same split, so the same standardizer as the run
-    params, _ = load_params(str(tmp_path / "params.npz"))
+    params = load_params(str(tmp_path / "params.npz")).params
     m.set_params(params)
     with open(folder / "new.csv") as f:
         X = np.array([[float(v) for v in r] for r in list(csv.reader(f))[1:]])
@@ -278,6 +278,76 @@ def test_predict_from_saved_files_equals_model_predict(folder, tmp_path, capsys,
     np.testing.assert_array_equal(from_cli, in_process[:, 0])
     # and the prediction is the fitted plane, close to the truth for these rows
     np.testing.assert_allclose(from_cli, 2 * X[:, 0] - 3 * X[:, 1] + 1, atol=0.3)
+
+
+CLASSES = """\
+data "colors.csv"
+input C[N, 3] <- onehot(color)
+input y[N] <- y
+param w[3] = 0
+yhat = C @ w
+loss = mean((yhat - y)^2)
+minimize loss
+predict yhat
+train {
+    optimizer gd(lr = 0.5)
+    steps 300
+}
+"""
+
+
+@pytest.fixture
+def colors(tmp_path, capsys, no_plots) -> Path:
+    """A run of a model of one-hot classes 0, 1, 2 (y = 10 color + 1), saved in tmp_path/run."""
+    write_csv(tmp_path / "colors.csv", ["color", "y"], [(c, 10 * c + 1) for c in [0, 1, 2] * 5])
+    (tmp_path / "colors.model").write_text(CLASSES)
+    rc, _, err = run_cli(["run", tmp_path / "colors.model", "--out", tmp_path / "run"], capsys)
+    assert rc == 0, err
+    return tmp_path
+
+
+def test_onehot_classes_are_saved_with_the_params(colors, capsys):
+    """issue 12 item 1: rows of classes {1, 2} only were one-hot encoded as [N, 2] (a confusing
+    shape error), and classes 2, 7 as the new file's own classes (class 1's and 2's values)."""
+    write_csv(colors / "two.csv", ["color"], [(2,), (1,), (2,)])
+    rc, out, err = run_cli(["predict", colors / "colors.model", "--params",
+                            colors / "run/params.npz", "--data", colors / "two.csv"], capsys)
+    assert rc == 0, err
+    np.testing.assert_allclose([float(v) for v in out.split()[1:]], [21, 11, 21], atol=1e-3)
+
+
+def test_an_unseen_class_names_the_file_row_and_value(colors, capsys):
+    write_csv(colors / "new.csv", ["color"], [(2,), (0,), (7,)])
+    rc, out, err = run_cli(["predict", colors / "colors.model", "--params",
+                            colors / "run/params.npz", "--data", colors / "new.csv"], capsys)
+    assert rc == 1 and out == "" and "Traceback" not in err
+    assert err.startswith(f"{colors / 'new.csv'}:4:1: error: row 3 of `{colors / 'new.csv'}` has "
+                          "class 7 in column color, which onehot(color) did not have in training "
+                          "(its classes: 0, 1, 2)")
+
+
+def test_predict_refuses_params_without_the_onehot_classes(colors, capsys):
+    saved = load_params(str(colors / "run/params.npz"))
+    np.savez(colors / "old.npz", **saved.params)  # as an older dsl saved them
+    write_csv(colors / "new.csv", ["color"], [(2,), (1,)])
+    rc, out, err = run_cli(["predict", colors / "colors.model", "--params", colors / "old.npz",
+                            "--data", colors / "new.csv"], capsys)
+    assert rc == 1 and out == "" and "Traceback" not in err
+    assert (f"error: input `C` is one-hot in training, but {colors / 'old.npz'} has no saved "
+            "classes for it") in err
+
+
+def test_predict_refuses_params_without_the_transform(folder, tmp_path, capsys, no_plots):
+    """issue 12 item 3: a params file without the `standardize` transform predicted from raw
+    columns (14.15 instead of 27.66), exit 0."""
+    rc, _, err = run_cli(["run", folder / "lin.model", "--epochs", 5, "--out", tmp_path], capsys)
+    assert rc == 0, err
+    np.savez(tmp_path / "bare.npz", **load_params(str(tmp_path / "params.npz")).params)
+    rc, out, err = run_cli(["predict", folder / "lin.model", "--params", tmp_path / "bare.npz",
+                            "--data", folder / "new.csv"], capsys)
+    assert rc == 1 and out == "" and "Traceback" not in err
+    assert (f"lin.model:4:1: error: input `X` is standardized in training, but "
+            f"{tmp_path / 'bare.npz'} has no saved transformation for it") in err
 
 
 # ---- bad data through `run` --------------------------------------------------------------------

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from compiler.errors import DataError, Span
 from dsl.ast import Columns
-from dsl.data import (Standardizer, Table, correlations, describe, read_csv, select,
+from dsl.data import (OneHot, Standardizer, Table, correlations, describe, read_csv, select,
                       split_rows)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -402,3 +402,19 @@ def test_describe_unknown_target(boston):
         describe(boston, "medv")
     assert info.value.message == "unknown column `medv` in boston.csv"
     assert info.value.hint == "did you mean `MEDV`?"
+
+
+def test_onehot_classes_map_new_rows_and_hold_text(tmp_path):
+    """issue 12 item 1: new rows go through the training classes, not their own."""
+    trained = OneHot.fit(read_csv(write(tmp_path, "c.csv", "c\n5\n-1\n5\n2\n")), cols("onehot", "c"))
+    new = read_csv(write(tmp_path, "n.csv", "c\n5\n2\n"))
+    assert select(new, cols("onehot", "c"), trained)[0].tolist() == [[0, 0, 1], [0, 1, 0]]
+    with pytest.raises(DataError) as info:
+        trained.encode(read_csv(write(tmp_path, "u.csv", "c\n5\n3\n")), cols("onehot", "c"))
+    assert info.value.message.startswith(f"row 2 of `{tmp_path / 'u.csv'}` has class 3 in column c")
+    assert info.value.span.line == 3
+    text = OneHot.from_array(np.array(["blue", "green", "red"]))
+    assert text.encode_values("C", "colour", ["red", "blue"]).tolist() == [[0, 0, 1], [1, 0, 0]]
+    assert text.first_unseen(np.array([1.0])) == 0  # numbers where the classes are text
+    with pytest.raises(ValueError):
+        OneHot.from_array(np.array(["red", "blue"]))  # not sorted: not a class list dsl saved
