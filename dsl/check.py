@@ -20,9 +20,14 @@ Shape = tuple[ast.Dim, ...]
 KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "data", "train", "onehot",
             "standardize"}
 DISTRIBUTIONS = {"normal": 2, "uniform": 2, "glorot": 0, "he": 0}
-# Terms of one statement once its defs are inlined: a def that uses its argument or calls
-# another def twice doubles them at each level, and 40 levels would never finish compiling.
-MAX_EXPANDED = 100_000
+# The work of deriving a statement: its terms once its defs are inlined, times the names it
+# reads (sympy takes one derivative per name, each as large as the statement). A def that uses
+# its argument twice doubles the terms at each level, and a product of many names is derived once
+# per name, so a short line can cost minutes; these limits keep compiling a model roughly linear
+# in its size (LANGUAGE.md section 6). The model's total is twice the work of the largest
+# synthetic models of `bench/run.py --only compile` (10,000 nodes, about 45,000).
+MAX_STATEMENT_WORK = 10_000
+MAX_MODEL_WORK = 100_000
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class _Checker:
                 if isinstance(st, ast.Assign)}
         order = self._toposort(deps)
         nodes: dict[str, Typed] = {}
+        work: dict[str, int] = {}
         for name in order:
             st = self.decls[name]
             if isinstance(st, ast.Assign):
@@ -117,9 +123,9 @@ class _Checker:
                     raise SemanticError(f"`{name}` is nested too deeply once its defs are expanded",
                                         st.span, "split it into several statements, one node "
                                         "per line") from None
-                if _tree_size(nodes[name]) > MAX_EXPANDED:
-                    raise _too_large(st)
+                work[name] = self._work(st, nodes[name])
                 self.shapes[name] = nodes[name].shape
+        self._check_model_work(work)
         objective = self._target(singles.get(ast.Minimize))
         predict = self._target(singles.get(ast.Predict))
         if objective is not None and self.shapes[objective] != ():
@@ -138,6 +144,44 @@ class _Checker:
             warnings=self.warnings)
         self._warn_unused(checked)
         return checked
+
+    def _work(self, st: ast.Assign, t: Typed) -> int:
+        """Terms times names read (LANGUAGE.md section 6); above the limit, a refusal."""
+        terms = _tree_size(t)
+        reads = len(_names_in(t)) if terms <= MAX_STATEMENT_WORK else 1
+        if terms * max(reads, 1) > MAX_STATEMENT_WORK:
+            raise _too_large(st, terms, reads, self._calls_def(st.expr))
+        return terms * max(reads, 1)
+
+    def _calls_def(self, e: ast.Expr) -> bool:
+        stack = [e]
+        while stack:
+            x = stack.pop()
+            if isinstance(x, ast.Call):
+                if x.func in self.defs:
+                    return True
+                stack.extend(x.args)
+                stack.extend(v for _, v in x.kwargs)
+            elif isinstance(x, ast.Binary):
+                stack += [x.left, x.right]
+            elif isinstance(x, ast.Unary):
+                stack.append(x.operand)
+        return False
+
+    def _check_model_work(self, work: dict[str, int]) -> None:
+        """The whole model's derivation work; the statement where it passes the limit is shown."""
+        total = 0
+        for name, w in work.items():
+            total += w
+            if total > MAX_MODEL_WORK:
+                largest = max(work, key=work.__getitem__)
+                raise SemanticError(
+                    f"the model is too large to derive: its statements need more than "
+                    f"{MAX_MODEL_WORK:,} units of derivation work (terms × names read), the "
+                    f"limit, by the time `{name}` is reached", self.decls[name].span,
+                    f"compiling takes time in proportion to this work; the largest statement is "
+                    f"`{largest}` ({work[largest]:,}); split the model into smaller ones",
+                    notes=((f"`{largest}` is defined here", self.decls[largest].span),))
 
     def _declare(self, st) -> None:
         name = st.name
@@ -215,8 +259,8 @@ class _Checker:
         while stack:
             e, local, calling = stack.pop()
             visited += 1
-            if visited > MAX_EXPANDED:
-                raise _too_large(st)
+            if visited > MAX_STATEMENT_WORK:
+                raise _too_large(st, visited, 1, True)
             if isinstance(e, ast.Name):
                 if e.id not in local and (e.id in self.decls or e.id not in CONSTANT_NAMES):
                     if e.id not in self.decls:
@@ -369,10 +413,21 @@ class _Checker:
         return axis
 
 
-def _too_large(st: ast.Assign) -> SemanticError:
-    return SemanticError(f"`{st.name}` has more than {MAX_EXPANDED:,} terms once its defs are "
-                         "expanded", st.span, "defs are inlined: one that uses its argument (or "
-                         "calls a def) twice doubles the terms at each level; use intermediate nodes")
+def _too_large(st: ast.Assign, terms: int, reads: int, calls_def: bool) -> SemanticError:
+    """A statement whose derivation would take too long: terms × names read past the limit."""
+    if terms > MAX_STATEMENT_WORK:
+        size = f"more than {MAX_STATEMENT_WORK:,} terms"
+    else:
+        size = f"its {terms:,} terms × {reads} names it reads = {terms * reads:,}"
+    hint = ("defs are expanded inline: one that uses its argument (or calls a def) twice doubles "
+            "the terms at each level; compute the shared part as a node of its own, e.g. "
+            "`a1 = ...` then `g(a1)`" if calls_def else
+            "split it into several statements: each node is derived on its own, so their work "
+            "adds up instead of multiplying")
+    return SemanticError(f"`{st.name}` is too large to derive: {size}"
+                         + (" once its defs are expanded" if calls_def else "")
+                         + f", above the limit of {MAX_STATEMENT_WORK:,} for one statement",
+                         st.span, hint)
 
 
 def _tree_size(t: Typed) -> int:
@@ -383,7 +438,7 @@ def _tree_size(t: Typed) -> int:
     while stack:
         x, ready = stack.pop()
         if ready:
-            sizes[id(x)] = min(MAX_EXPANDED + 1, 1 + sum(sizes[id(a)] for a in x.args))
+            sizes[id(x)] = min(MAX_STATEMENT_WORK + 1, 1 + sum(sizes[id(a)] for a in x.args))
         elif id(x) not in sizes:
             stack.append((x, True))
             stack.extend((a, False) for a in x.args if id(a) not in sizes)

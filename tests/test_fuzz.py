@@ -111,6 +111,14 @@ def _nest(head: str, inner: str, k: int) -> str:
     return head * k + inner + ")" * k
 
 
+def _balanced(factors: list[str]) -> str:
+    """A product as a balanced tree of parentheses: shallow enough for the parser."""
+    if len(factors) == 1:
+        return factors[0]
+    half = len(factors) // 2
+    return f"({_balanced(factors[:half])} * {_balanced(factors[half:])})"
+
+
 def _defs(body: str, k: int) -> str:
     return "def f0(a) = a * w\n" + "".join(
         f"def f{i}(a) = {body.format(p=f'f{i - 1}')}\n" for i in range(1, k))
@@ -137,6 +145,9 @@ HOSTILE = {
     "huge integer": _x("w * x * 99999999999999999999999999999999999"),
     "def bomb": _x("f39(x)", _defs("{p}(a) * {p}(a)", 40)),
     "argument bomb": _x(_nest("g(", "x", 40), "def g(a) = a + a * w\n"),
+    "def nested 9 deep": _x("g(" * 9 + "x * w" + ")" * 9, "def g(a) = sin(a)*cos(a) + a\n"),
+    "a product of 300 params": _x("x * " + _balanced([f"sin(p{i})" for i in range(300)]),
+                                  "".join(f"param p{i} = 1\n" for i in range(300))),
     "def chain of 400": _x("f399(x)", _defs("sin({p}(a)) + 1", 400)),
     "def chain of 100": _x("f99(x)", _defs("sin({p}(a)) + 1", 100)),
     "sin nested 150 deep": _x(_nest("sin(", "x * w", 150)),

@@ -68,7 +68,7 @@ def test_every_error_kind_has_a_golden_file():
         "objective_not_scalar", "unknown_init", "keyword_as_name", "builtin_as_name",
         "def_recursive", "def_mutual_recursion", "syntax_incomplete", "syntax_missing_paren",
         "syntax_bad_dims", "syntax_unknown_setting", "binary_bytes", "long_line",
-        "sum_1000_terms", "warn_unused_param", "warn_unused_node",
+        "sum_1000_terms", "def_inlined_too_large", "warn_unused_param", "warn_unused_node",
     }
     have = {n[:-len(".model")] for n in BAD_MODELS}
     assert wanted <= have, wanted - have
@@ -175,6 +175,53 @@ def test_a_long_sum_split_over_statements_is_fine():
     lines += ["loss = s9^2", "minimize loss"]
     m = checked("\n".join(lines))
     assert m.order[-1] == "loss" and m.shapes["loss"] == ()
+
+
+def _nested_def(depth: int) -> str:
+    """Issue 13's inlining bomb: `def g(a) = sin(a)*cos(a) + a` nested `depth` deep."""
+    call = "k * x"
+    for _ in range(depth):
+        call = f"g({call})"
+    return (f"input x\nparam k = 1\ndef g(a) = sin(a)*cos(a) + a\ny = {call}\nloss = y^2\n"
+            "minimize loss\n")
+
+
+def test_a_def_nested_9_deep_is_refused_before_compiling():
+    e = error_of(_nested_def(9))
+    assert isinstance(e, SemanticError) and e.span.line == 4
+    assert "`y` is too large to derive" in e.message and "10,000" in e.message
+    assert "defs are expanded inline" in e.hint
+    assert checked(_nested_def(6)).order[-1] == "loss"  # 3,643 terms, 2 names: accepted
+
+
+def _product(n: int, split: bool) -> str:
+    lines = ["input x"] + [f"param p{i} = 1" for i in range(n)]
+    if split:  # the same product, ten factors a node
+        parts = [" * ".join(f"sin(p{i})" for i in range(j, j + 10)) for j in range(0, n, 10)]
+        lines += [f"u{j} = {part}" for j, part in enumerate(parts)]
+        lines.append("y = x * " + " * ".join(f"u{j}" for j in range(len(parts))))
+    else:
+        lines.append("y = x * " + " * ".join(f"(sin(p{i}))" for i in range(n)))
+    return "\n".join(lines + ["loss = y^2", "minimize loss"]) + "\n"
+
+
+def test_a_product_of_many_names_is_refused_and_its_split_form_accepted():
+    """Each name a statement reads is one derivative of the whole statement: 100 params in one
+    product are 30,000 units of work (minutes of sympy); ten nodes of ten are a few hundred."""
+    e = error_of(_product(100, split=False))
+    assert "too large to derive" in e.message and "101 names it reads" in e.message
+    assert "split it into several statements" in e.hint
+    assert checked(_product(100, split=True)).order[-1] == "loss"
+
+
+def test_the_whole_model_has_a_derivation_budget(monkeypatch):
+    import dsl.check as check_module
+    monkeypatch.setattr(check_module, "MAX_MODEL_WORK", 50)
+    lines = ["input x", "param k = 1", "z0 = k * x"]
+    lines += [f"z{i} = sin(z{i - 1}) * k" for i in range(1, 20)]
+    e = error_of("\n".join(lines + ["minimize z19"]) + "\n")
+    assert "the model is too large to derive" in e.message and "50" in e.message
+    assert e.span.line > 3 and "largest statement" in e.hint
 
 
 # ---- names, defs and order -------------------------------------------------------------------
