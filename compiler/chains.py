@@ -31,6 +31,10 @@ from compiler.errors import InternalError, UsageError
 from compiler.ir import Graph, Node, Shape, symbol
 
 MAX_PATHS = 8  # more paths than this: the adjoint recurrence per node instead of a list
+# `--expand` writes each node's value in full wherever it is used, so a chain of statements
+# that each use the previous one twice doubles at every link (30 `sin·cos` links: a billion
+# terms). Past these, it is refused before any substitution, and the chain form is suggested.
+MAX_EXPANDED_TERMS = 5_000
 
 # The adjoint a statement's factor is applied to. A Dummy, so no user name can collide with it.
 ADJOINT = sp.Dummy("G", real=True)
@@ -330,8 +334,32 @@ class Chains:
         if expand:
             d.expand_error = self.not_scalar()
             if d.expand_error is None:
+                self._check_expanded_size(wrt, on_path, reads)
                 d.expanded = self._expand(wrt, needed, on_path, reads)
         return d
+
+    def _check_expanded_size(self, wrt, on_path, reads) -> None:
+        """Refuse an expansion past MAX_EXPANDED_TERMS, counted from the sizes of the pieces
+        it would be made of (nothing large is built to find out)."""
+        full: dict[sp.Symbol, int] = {}  # a statement's value, written out
+        for s in self.statements:
+            full[symbol(s)] = _written_size(self.value(s), full)
+        adj: dict[str, int] = {self.g.objective: 1}
+        for s in reversed(on_path):
+            if s in adj:
+                for i in reads(s):
+                    part = _written_size(self.factor(s, i).map, {**full, ADJOINT: adj[s]})
+                    adj[i] = min(adj.get(i, 0) + part + 1, MAX_EXPANDED_TERMS + 1)
+        if adj.get(wrt, 1) > MAX_EXPANDED_TERMS:
+            big = next((s for s in on_path if full[symbol(s)] > MAX_EXPANDED_TERMS),
+                       self.g.objective)
+            raise UsageError(
+                f"the expanded form of ∂{self.g.objective}/∂{wrt} is too large to write: more "
+                f"than {MAX_EXPANDED_TERMS:,} terms (each node's value is written out wherever "
+                "it is used)",
+                self.g.nodes[big].span,
+                "drop --expand: the chain form shows the same derivative factor by factor, "
+                "each statement once")
 
     def not_scalar(self) -> str | None:
         """Why `--expand` cannot write this model's derivatives as one expression, or None."""
@@ -366,6 +394,27 @@ class Chains:
         for s in reversed(self.statements):
             result = result.xreplace({symbol(s): self.value(s)})
         return sp.factor_terms(tidy(result, self.scalars))
+
+
+def _written_size(e: sp.Expr, weights: dict[sp.Basic, int]) -> int:
+    """Terms of `e` written out as a tree, a symbol in `weights` standing for an expression of
+    that many terms; capped past MAX_EXPANDED_TERMS, so the counts stay small."""
+    done: dict[sp.Basic, int] = {}
+    stack = [(e, False)]
+    while stack:
+        x, ready = stack.pop()
+        if x in done:
+            continue
+        if x in weights:
+            done[x] = weights[x]
+        elif not x.args:
+            done[x] = 1
+        elif ready:
+            done[x] = min(1 + sum(done[a] for a in x.args), MAX_EXPANDED_TERMS + 1)
+        else:
+            stack.append((x, True))
+            stack.extend((a, False) for a in x.args)
+    return done[e]
 
 
 def _closest(word: str, candidates: list[str]) -> str | None:

@@ -80,6 +80,28 @@ def test_expand_on_matrices_is_a_clear_message(capsys):
     assert "cannot write ∂loss/∂W1 as one expression" in err and "Traceback" not in err
 
 
+def _chain(n: int, body: str) -> str:
+    lines = ["input x", "param k = 0.5", "n0 = k * x"]
+    lines += [f"n{i} = " + body.format(p=f"n{i - 1}") for i in range(1, n + 1)]
+    return "\n".join(lines + [f"loss = n{n}^2", "minimize loss"]) + "\n"
+
+
+@pytest.mark.parametrize("n, body", [
+    (30, "sin({p}) * cos({p})"),  # doubles at each link: 2^30 terms, never finished
+    (300, "sin({p})"),  # 45,000 terms, 300 levels deep: past Python's recursion limit
+])
+def test_expand_of_a_long_chain_is_refused_with_the_chain_form_suggested(capsys, tmp_path, n,
+                                                                         body):
+    path = tmp_path / "chain.model"
+    path.write_text(_chain(n, body))
+    code, out, err = run(capsys, "derive", str(path), "--expand")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"{path}:" in err and "the expanded form of ∂loss/∂k is too large to write" in err
+    assert "more than 5,000 terms" in err and "drop --expand" in err
+    code, out, err = run(capsys, "derive", str(path))  # the chain form is fine
+    assert code == 0 and out.startswith("∂loss/∂k = ")
+
+
 def test_unknown_wrt_is_a_usage_error_with_a_suggestion(capsys):
     code, out, err = run(capsys, "derive", "examples/seed_graph.model", "--wrt", "kl")
     assert code == 2 and out == ""
