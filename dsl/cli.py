@@ -171,12 +171,12 @@ def cmd_eval(args, session: Session) -> int:
     session.load(args.model)
     model = Model(session.compile(args.model))
     if args.params:
-        params = load_params(args.params).params
+        params = load_params(_named_file(args.params, "params file")).params
         model.set_params({k: v for k, v in params.items() if k in model.checked.params})
     values = dict(_parse_set(item, model) for item in args.set)
     result = model.eval(values)
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(result.to_json(), allow_nan=False))
         return 0
     m = model.checked
     width = max(len(n) for n in result.values)
@@ -213,9 +213,9 @@ def _parse_set(item: str, model: Model) -> tuple[str, np.ndarray]:
         try:
             value = json.loads(text)
             arr = np.asarray(value, dtype=float)
-        except (ValueError, TypeError):
-            raise UsageError(f"--set {name}: `{text}` is not a number or a JSON list of numbers",
-                             hint="e.g. --set x=3 or --set 'u=[[1, 2], [3, 4]]'") from None
+        except (ValueError, TypeError, RecursionError):  # RecursionError: lists nested 3000 deep
+            raise UsageError(f"--set {name}: `{_cut(text)}` is not a number or a JSON list of "
+                             "numbers", hint="e.g. --set x=3 or --set 'u=[[1, 2], [3, 4]]'") from None
         value = arr
     try:
         check_sizes(m, {name: value}, None)
@@ -224,16 +224,34 @@ def _parse_set(item: str, model: Model) -> tuple[str, np.ndarray]:
     return name, value
 
 
+def _named_file(path: str, what: str) -> str:
+    """A file named on the command line: missing, or a folder, is bad usage (exit 2), said
+    without a location: there is no line in it to point at."""
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a directory, not a {what}")
+    if not os.path.exists(path):
+        raise UsageError(f"no such {what}: {path}")
+    return path
+
+
+def _cut(text: str) -> str:
+    """A value from the command line, shortened for a message."""
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _read_array(path: str, name: str) -> np.ndarray:
+    if not os.path.exists(path):
+        raise UsageError(f"--set {name}: no such file {path}")
     try:
         if path.endswith(".npy"):
             return np.asarray(np.load(path, allow_pickle=False), dtype=float)
         if path.endswith(".csv"):
             return read_csv(path).values
-    except FileNotFoundError:
-        raise UsageError(f"--set {name}: no such file {path}") from None
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--set {name}: cannot read {path}: {e}") from None
+    except OSError as e:
+        raise UsageError(f"--set {name}: cannot read {path}: {e.strerror or e}") from None
+    except ValueError:  # numpy's own words would advise loading a pickle (unsafe)
+        raise UsageError(f"--set {name}: {path} is not a .npy file of numbers",
+                         hint="save one with numpy.save") from None
     raise UsageError(f"--set {name}: @{path} must be a .npy or .csv file")
 
 
@@ -389,6 +407,8 @@ def _print_report(r: dict) -> None:
     print()
     for k, v in rows:
         text = "-" if v is None else (_fmt_figure(v) if isinstance(v, float) else str(v))
+        if k.startswith("R²") and v is None:
+            text = "undefined: the target is constant"
         print(f"  {k:<{width}}  {text}")
     print()
 
@@ -437,8 +457,9 @@ def cmd_predict(args, session: Session) -> int:
     checked = session.load(args.model)
     if checked.predict is None:
         raise UsageError(f"{args.model} has no `predict` statement")
+    _named_file(args.data, "data file")
     model = Model(session.compile(args.model))
-    model.load_params(args.params)
+    model.load_params(_named_file(args.params, "params file"))
     table = read_csv(args.data)
     reads = checked.ancestors(checked.predict)
     inputs = {}
@@ -466,7 +487,7 @@ def cmd_predict(args, session: Session) -> int:
 
 
 def cmd_data(args, session: Session) -> int:
-    table = read_csv(args.csv)
+    table = read_csv(_named_file(args.csv, "data file"))
     print(describe(table, args.target))
     if args.plot:
         written = plots.correlation_heatmap(table, args.plot)

@@ -8,6 +8,7 @@ of params (LANGUAGE.md section 2.8).
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field, replace
 
 from compiler.errors import SemanticError, Span, UsageError
@@ -86,8 +87,12 @@ def make_optimizer(name: str, given: list[tuple[str | None, float, Span | None]]
 
 
 def _validate_args(name, args, span, error) -> None:
-    if "lr" in args and not args["lr"] > 0:
-        raise error(f"the learning rate must be positive, got {args['lr']:g}", span)
+    if "lr" in args and not 0 < args["lr"] < math.inf:
+        raise error(f"the learning rate must be positive and finite, got {args['lr']:g}",
+                    span, "e.g. 0.01")
+    for key, value in args.items():  # `--lr inf` diverged at step 1; nan compares false
+        if not math.isfinite(value):
+            raise error(f"`{key}` must be a finite number, got {value:g}", span)
     if name == "sgd" and not 0 <= args["momentum"] < 1:
         raise error("momentum must be in [0, 1)", span)
     if name == "adam":
@@ -154,6 +159,8 @@ def with_overrides(cfg: TrainConfig, *, epochs=None, steps=None, batch=None, lr=
     if epochs is not None and steps is not None:
         raise UsageError("give --epochs or --steps, not both")
     if seed is not None:
+        if seed < 0:
+            raise UsageError(f"--seed must be a whole number of at least 0, got {seed}")
         changes["seed"] = seed
     if dtype is not None:
         if dtype not in DTYPES:

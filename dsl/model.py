@@ -30,8 +30,13 @@ class EvalResult:
 
 
 def _jsonable(v):
+    """Numbers and nested lists; NaN and inf are not JSON, so they become null (as in
+    report.json)."""
     a = np.asarray(v, dtype=float)
-    return a.tolist() if a.ndim else float(a)
+    finite = np.isfinite(a)
+    if a.ndim == 0:
+        return float(a) if finite else None
+    return a.tolist() if finite.all() else np.where(finite, a, None).tolist()
 
 
 class Model:

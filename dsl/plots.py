@@ -47,7 +47,7 @@ def loss_curve(steps: Sequence[float], train_loss: Sequence[float],
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title(title)
+    ax.set_title(_plain(title))
     ax.grid(True, alpha=0.3)
     ax.legend()
     return _save(fig, path)
@@ -68,7 +68,7 @@ def predicted_vs_true(y: np.ndarray, yhat: np.ndarray, path: str, title: str) ->
         ax.legend(loc="upper left")
     ax.set_xlabel("true")
     ax.set_ylabel("predicted")
-    ax.set_title(title)
+    ax.set_title(_plain(title))
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
 
@@ -90,7 +90,7 @@ def residuals(y: np.ndarray, yhat: np.ndarray, path: str, title: str) -> str | N
         right.hist(r, bins=min(50, max(5, len(r) // 10)))
     right.set_xlabel("true - predicted")
     right.set_ylabel("count")
-    fig.suptitle(title)
+    fig.suptitle(_plain(title))
     return _save(fig, path)
 
 
@@ -107,16 +107,23 @@ def correlation_heatmap(table: Table, path: str) -> str | None:
                       interpolation="nearest")
     fig.colorbar(image, ax=ax, shrink=0.8, label="correlation")
     if n <= LABEL_MAX:
-        ax.set_xticks(range(n), table.columns, rotation=90)
-        ax.set_yticks(range(n), table.columns)
+        labels = [_plain(c) for c in table.columns]
+        ax.set_xticks(range(n), labels, rotation=90)
+        ax.set_yticks(range(n), labels)
     if n <= ANNOTATE_MAX:
         for i in range(n):
             for j in range(n):
                 if np.isfinite(c[i, j]):
                     ax.text(j, i, f"{c[i, j]:.2f}", ha="center", va="center", fontsize=7,
                             color="white" if abs(c[i, j]) > 0.6 else "black")
-    ax.set_title(f"correlations: {table.name}")
+    ax.set_title(_plain(f"correlations: {table.name}"))
     return _save(fig, path)
+
+
+def _plain(text: str) -> str:
+    """A name from the user (a file, a column) shown as written: matplotlib reads `$...$` as
+    maths, and a name such as `$\\frac{$` would fail at save time, after training."""
+    return text.replace("$", r"\$")
 
 
 def _figure(size: tuple[float, float]):

@@ -61,8 +61,11 @@ def metrics(model: Model, ds: Dataset, fit: FitResult) -> dict:
             else:
                 err = yhat - y
                 out["rmse"] = float(np.sqrt(np.mean(err**2)))
+                # A constant target has no variance to explain: R² is undefined (null), not
+                # 1 - SSE / (rounding error of its mean), which printed -2.268e+31.
+                constant = bool(np.all(y.max(axis=0) == y.min(axis=0))) if y.size else True
                 sst = float(np.sum((y - y.mean(axis=0)) ** 2))
-                out["r2"] = float(1 - np.sum(err**2) / sst) if sst > 0 else None
+                out["r2"] = None if constant or not sst > 0 else float(1 - np.sum(err**2) / sst)
         out["baselines"] = _baselines(ds, target, features)
         out["baseline_metric"] = "test accuracy" if target in ds.classes else "test MSE"
     else:
@@ -113,6 +116,7 @@ def save_params(path: str, params: dict, transforms: dict[str, Standardizer],
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
+    _check_is_npz(path)
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
@@ -125,6 +129,22 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
         raise DataError(f"{path} is a directory, not a params file") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path} is not a params file saved by dsl ({e})") from None
+
+
+def _check_is_npz(path: str) -> None:
+    """An .npz is a zip archive. Anything else is refused before numpy sees it: numpy takes an
+    unknown file (a CSV, say) for a pickle and advises loading it unsafely with allow_pickle."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return  # np.load says why, below
+    if head[:2] != b"PK":
+        csv = path.lower().endswith((".csv", ".csv.gz"))
+        raise DataError(f"{path} is not a params file saved by dsl: it is not an .npz archive",
+                        hint="a CSV is data: give it with --data; params come from `dsl run`, "
+                        "which saves runs/<model>/params.npz" if csv else
+                        "`dsl run` saves the params in runs/<model>/params.npz")
 
 
 class SavedParams(NamedTuple):

@@ -168,7 +168,8 @@ def _draw(p: ast.Param, rng: np.random.Generator, dtype: str) -> np.ndarray:
             v = rng.uniform(-a, a, shape)
         else:  # he
             v = math.sqrt(2.0 / fan_in) * rng.standard_normal(shape)
-    return np.array(v, dtype=dtype)
+    with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused by the caller
+        return np.array(v, dtype=dtype)
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -213,8 +214,15 @@ def load_dataset(m: Checked, dtype: str = "float64") -> Dataset:
         if inp.binding.standardize:
             ds.transforms[name] = Standardizer().fit(values[train_rows])
             values = ds.transforms[name].apply(values)
-        ds.train[name] = np.ascontiguousarray(values[train_rows], dtype=dtype)
-        ds.test[name] = np.ascontiguousarray(values[test_rows], dtype=dtype)
+        with np.errstate(over="ignore"):
+            cast = np.asarray(values, dtype=dtype)
+        if not np.all(np.isfinite(cast)):
+            big = float(np.max(np.abs(values)))
+            raise DataError(f"input `{name}` has values too large for {dtype} (up to {big:.4g})",
+                            inp.binding.span, "add `standardize` to the input, rescale the "
+                            "column, or train in float64")
+        ds.train[name] = np.ascontiguousarray(cast[train_rows])
+        ds.test[name] = np.ascontiguousarray(cast[test_rows])
     check_sizes(m, ds.train, m.data.span)
     return ds
 

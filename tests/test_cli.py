@@ -110,7 +110,89 @@ def test_bad_params_file(tmp_path, capsys):
     assert rc == 1 and no_traceback(err) and "not a params file" in err
     rc, out, err = run(["predict", BOSTON, "--params", tmp_path / "none.npz", "--data", csv],
                        capsys)
-    assert rc == 1 and no_traceback(err) and "no such params file" in err
+    assert rc == 2 and no_traceback(err) and "no such params file" in err
+
+
+def test_missing_files_named_on_the_command_line_are_usage_errors_without_a_location(tmp_path,
+                                                                                     capsys):
+    """LANGUAGE.md section 11: exit 2, and no made-up `nosuch.csv:1:1:` (issue 13 item 12)."""
+    params = tmp_path / "p.npz"
+    params.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty archive: it exists
+    for argv, words in (
+            (["data", "nosuch.csv"], "no such data file: nosuch.csv"),
+            (["data", "examples"], "examples is a directory, not a data file"),
+            (["eval", SEED, "--params", "nosuch.npz"], "no such params file: nosuch.npz"),
+            (["predict", BOSTON, "--params", params, "--data", "nosuch.csv"],
+             "no such data file: nosuch.csv"),
+            (["predict", BOSTON, "--params", "nosuch.npz", "--data", "examples/data/boston.csv"],
+             "no such params file: nosuch.npz"),
+            (["eval", SEED, "--set", "x=@nosuch.csv"], "no such file nosuch.csv")):
+        rc, out, err = run(argv, capsys)
+        assert rc == 2 and no_traceback(err), (argv, rc, err)
+        assert err.startswith("error: ") and words in err and ":1:1" not in err, err
+
+
+def test_a_csv_given_as_params_is_named_without_unsafe_advice(tmp_path, capsys):
+    for flag in ("eval", "predict"):
+        argv = ([flag, BOSTON, "--params", "examples/data/boston.csv"]
+                + (["--data", "examples/data/boston.csv"] if flag == "predict" else []))
+        rc, out, err = run(argv, capsys)
+        assert rc == 1 and no_traceback(err)
+        assert "is not a params file saved by dsl: it is not an .npz archive" in err
+        assert "pickle" not in err and "give it with --data" in err
+    npy = tmp_path / "x.npy"
+    npy.write_text("1,2,3\n")
+    rc, out, err = run(["eval", SEED, "--set", f"x=@{npy}"], capsys)
+    assert rc == 2 and "is not a .npy file of numbers" in err and "pickle" not in err
+
+
+def test_eval_json_writes_null_for_nan_and_inf(tmp_path, capsys):
+    model = tmp_path / "m.model"
+    model.write_text("input x\nparam k = 1\ny = k * log(x)\nz = k * log(-x)\nloss = y^2\n"
+                     "minimize loss\n")
+    rc, out, err = run(["eval", model, "--set", "x=0", "--json"], capsys)
+    assert rc == 0
+
+    def strict(word):
+        raise AssertionError(f"{word} is not JSON")
+
+    result = json.loads(out, parse_constant=strict)
+    assert result["values"]["y"] is None and result["values"]["z"] is None
+    assert result["gradients"]["k"] is None
+
+
+def _fit_model(tmp_path, csv: str, extra: str = "") -> Path:
+    (tmp_path / "d.csv").write_text(csv)
+    model = tmp_path / "m.model"
+    model.write_text('data "d.csv"\ninput x[N] <- x\ninput y[N] <- y\nparam k = 0\n'
+                     f"{extra}yhat = k * x\nloss = mean((yhat - y)^2)\nminimize loss\n"
+                     "predict yhat\n")
+    return model
+
+
+def test_a_constant_target_has_an_undefined_r2(tmp_path, capsys):
+    """R² = 1 - SSE/SST, and SST of a constant column is the rounding error of its mean: it
+    printed `R² -2.268e+31` (issue 13 item 13)."""
+    rows = "".join(f"{i},3.3\n" for i in range(1, 11))
+    model = _fit_model(tmp_path, "x,y\n" + rows)
+    rc, out, err = run(["run", model, "--steps", "3", "--out", tmp_path / "out"], capsys)
+    assert rc == 0 and no_traceback(err)
+    assert "R² (train)" in out and "undefined: the target is constant" in out and "e+" not in out
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["r2"] is None
+
+
+def test_values_too_large_for_float32_are_refused_without_a_numpy_warning(tmp_path, capsys,
+                                                                            recwarn):
+    model = _fit_model(tmp_path, "x,y\n1e300,1\n2,3\n")
+    rc, out, err = run(["run", model, "--dtype", "float32", "--steps", "2", "--out",
+                        tmp_path / "out"], capsys)
+    assert rc == 1 and "input `x` has values too large for float32" in err and ":2:" in err
+    model = _fit_model(tmp_path, "x,y\n1,1\n2,3\n", "param w = 1e300\n")
+    rc, out, err = run(["run", model, "--dtype", "float32", "--steps", "2", "--out",
+                        tmp_path / "out"], capsys)
+    assert rc == 1 and "param `w` starts with values that are not finite" in err
+    assert "float32" in err and "RuntimeWarning" not in err
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def test_data_command_on_bad_files(tmp_path, capsys):
@@ -139,6 +221,10 @@ def test_data_command_on_bad_files(tmp_path, capsys):
     (["run", BOSTON, "--dtype", "float16"], "unknown dtype `float16`"),
     (["run", BOSTON, "--optimizer", "random_search", "--lr", "0.1"], "has no learning rate"),
     (["run", BOSTON, "--lr", "-1"], "the learning rate must be positive"),
+    (["run", BOSTON, "--lr", "inf"], "the learning rate must be positive and finite, got inf"),
+    (["run", BOSTON, "--lr", "nan"], "the learning rate must be positive and finite, got nan"),
+    (["run", BOSTON, "--seed", "-1"], "--seed must be a whole number of at least 0, got -1"),
+    (["eval", SEED, "--set", "x=" + "[" * 3000 + "]" * 3000], "is not a number or a JSON list"),
     (["eval", SEED, "--set", "zz=3"], "`zz` is not an input or param"),
     (["eval", SEED, "--set", "k11=3"], "did you mean `k1`?"),
     (["eval", SEED, "--set", "x"], "--set takes NAME=VALUE"),

@@ -79,3 +79,18 @@ def test_none_without_matplotlib(tmp_path, monkeypatch):
     assert plots.residuals([1.0], [1.0], path, "t") is None
     assert plots.correlation_heatmap(Table("c.csv", ["a"], np.ones((2, 1))), path) is None
     assert os.listdir(tmp_path) == []
+
+
+def test_names_with_dollar_signs_are_shown_as_written(tmp_path):
+    """matplotlib reads `$...$` as maths: a model file or a column named `$\\frac{$` failed at
+    save time, after training, and the report was lost (issue 13 item 11)."""
+    name = r"a$\frac{$"
+    y = np.array([1.0, 2.0, 3.0])
+    for draw in (lambda p: plots.loss_curve([0, 1], [2.0, 1.0], None, p, f"{name}: loss"),
+                 lambda p: plots.predicted_vs_true(y, y + 0.1, p, f"{name}: predicted vs true"),
+                 lambda p: plots.residuals(y, y + 0.1, p, f"{name}: residuals")):
+        path = str(tmp_path / "plot.png")
+        assert draw(path) == path and is_png(path)
+    table = Table(f"{name}.csv", ["a", name, "$x_$"], np.array([[1.0, 2, 3], [2, 3, 5], [4, 1, 2]]))
+    path = str(tmp_path / "heat.png")
+    assert plots.correlation_heatmap(table, path) == path and is_png(path)
