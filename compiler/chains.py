@@ -276,8 +276,12 @@ class Chains:
     def resolve(self, wrt: str) -> str:
         g = self.g
         if g.objective is None:
+            scalars = [f"`{n}`" for n, node in g.nodes.items()
+                       if node.kind == "op" and "." not in n and node.shape == ()]
             raise UsageError("the model has no `minimize` statement, so there is nothing to derive",
-                             hint="add `minimize NAME` naming a scalar node")
+                             hint="add `minimize NAME` naming a scalar node"
+                             + (": " + ", ".join(scalars[:8]) if scalars else ", e.g. `loss = "
+                                "mean((yhat - y)^2)` and `minimize loss`"))
         if wrt not in g.nodes or "." in wrt:
             names = [n for n in g.nodes if "." not in n]
             close = _closest(wrt, g.params) or _closest(wrt, names)

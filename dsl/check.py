@@ -60,6 +60,14 @@ class Checked:
     train: TrainConfig
     warnings: list[ModelWarning]
 
+    def minimize_hint(self) -> str:
+        """What to add to a model without `minimize`: the scalar nodes it could name."""
+        scalars = [f"`{n}`" for n in self.nodes if self.shapes[n] == ()]
+        if not scalars:
+            return "add a scalar node, e.g. `loss = mean((yhat - y)^2)`, and `minimize loss`"
+        more = f", ... ({len(scalars)} in all)" if len(scalars) > 8 else ""
+        return ("add `minimize NAME` naming a scalar node: " + ", ".join(scalars[:8]) + more)
+
     def ancestors(self, name: str) -> set[str]:
         """Every name `name` depends on, itself included."""
         seen: set[str] = set()

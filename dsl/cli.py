@@ -266,7 +266,8 @@ def _fmt_array(v, indent: int) -> str:
 def cmd_run(args, session: Session) -> int:
     checked = session.load(args.model)
     if checked.objective is None:
-        raise UsageError(f"{args.model} has no `minimize` statement: nothing to train")
+        raise UsageError(f"{args.model} has no `minimize` statement: nothing to train",
+                         hint=checked.minimize_hint())
     compiled = session.compile(args.model, use_cache=not args.no_cache)
     model = Model(compiled)
     cfg = with_overrides(choose_optimizer(checked.train, compiled.module, model.params),

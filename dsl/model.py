@@ -145,7 +145,8 @@ class Model:
         cfg = with_overrides(choose_optimizer(self.checked.train, self.module, self.params),
                              **overrides)
         if self.checked.objective is None:
-            raise DataError("the model has no `minimize` statement: nothing to train")
+            raise DataError("the model has no `minimize` statement: nothing to train",
+                            hint=self.checked.minimize_hint())
         self.params = init_params(self.checked, cfg.seed, cfg.dtype)
         ds = self.dataset(cfg.dtype)
         self.last_fit: FitResult = fit(self.module, self.params, ds.train, ds.test, cfg, progress)

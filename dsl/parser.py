@@ -11,6 +11,7 @@ refused here with a hint, before anything recurses.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -122,6 +123,12 @@ def _syntax_error(e: UnexpectedInput, source: str, file: str) -> DslSyntaxError:
         return DslSyntaxError(f"`{keyword.group(1)}` is a keyword and cannot be a name",
                               Span(file, line, start, line, start + len(keyword.group(1))),
                               "choose another name, e.g. `" + keyword.group(1) + "_`")
+    unknown = _unknown_keyword(source.split("\n")[line - 1], col)
+    if unknown:
+        word, start, close = unknown
+        return DslSyntaxError(f"unknown keyword `{word}`", Span(file, line, start, line,
+                                                                 start + len(word)),
+                              f"did you mean `{close}`?")
     label = None
     if not isinstance(e, UnexpectedCharacters):
         label = _match_label(e)
@@ -145,6 +152,20 @@ def _syntax_error(e: UnexpectedInput, source: str, file: str) -> DslSyntaxError:
         if words:
             hint = "expected " + ", ".join(dict.fromkeys(words))
     return DslSyntaxError(message, Span(file, line, col, line, col + width), hint)
+
+
+_STATEMENT_KEYWORDS = ("input", "param", "const", "def", "minimize", "predict", "data", "train")
+_FIRST_WORD = re.compile(r"\s*([A-Za-z_]\w*)\s+[^\s=]")
+
+
+def _unknown_keyword(text: str, col: int) -> tuple[str, int, str] | None:
+    """`parm W ...`: a first word followed by another (not by `=`) and close to a statement
+    keyword, when the error lies after it; its start column and the keyword."""
+    m = _FIRST_WORD.match(text)
+    if m is None or col <= m.end(1) or m.group(1) in _STATEMENT_KEYWORDS:
+        return None
+    close = difflib.get_close_matches(m.group(1), _STATEMENT_KEYWORDS, n=1, cutoff=0.6)
+    return (m.group(1), m.start(1) + 1, close[0]) if close else None
 
 
 def _match_label(e: UnexpectedInput) -> str | None:

@@ -195,9 +195,15 @@ def data_path(m: Checked) -> str:
 def load_dataset(m: Checked, dtype: str = "float64") -> Dataset:
     if m.data is None:
         bound = [n for n, i in m.inputs.items() if i.binding]
-        span = m.inputs[bound[0]].span if bound else None
-        raise DataError("the model has no `data` statement", span,
-                        'add `data "file.csv"` to feed its `<-` inputs')
+        if bound:
+            raise DataError("the model has no `data` statement", m.inputs[bound[0]].span,
+                            'add `data "file.csv"` to feed its `<-` inputs')
+        first = next(iter(m.inputs.values()), None)
+        example = f"input {first.name}[N] <- COLUMN" if first else "input x[N] <- COLUMN"
+        raise DataError("the model has no `data` statement and no input bound to a column: "
+                        "there is nothing to train on", first.span if first else None,
+                        f'add `data "file.csv"` and bind the inputs to its columns, e.g. '
+                        f"`{example}`")
     table = read_csv(data_path(m), m.data.span)
     train_rows, test_rows = split_rows(len(table.values), m.data.split, m.data.seed)
     if len(train_rows) == 0:

@@ -99,6 +99,19 @@ def test_bad_models_with_debug_still_have_no_traceback(capsys):
 def test_run_without_data_is_bad_data(capsys):
     rc, out, err = run(["run", SEED, "--steps", "1", "--out", "/nonexistent/never"], capsys)
     assert rc == 1 and no_traceback(err) and "no `data` statement" in err
+    # seed_graph binds no input to a column: adding `data` alone would not be enough
+    assert err.startswith(f"{SEED}:2:1: error: ") and "no input bound to a column" in err
+    assert 'add `data "file.csv"` and bind the inputs to its columns' in err
+    assert "`input x[N] <- COLUMN`" in err
+
+
+def test_a_model_without_minimize_is_told_which_scalar_nodes_it_could_name(tmp_path, capsys):
+    p = tmp_path / "m.model"
+    p.write_text("input x\nparam w = 1\ny = w * x\nz = sum(y)\n")
+    for command in ("run", "derive"):
+        rc, out, err = run([command, p], capsys)
+        assert rc == 2 and no_traceback(err) and "no `minimize` statement" in err
+        assert "hint: add `minimize NAME` naming a scalar node: `y`, `z`" in err
 
 
 def test_bad_params_file(tmp_path, capsys):

@@ -318,6 +318,23 @@ def test_syntax_errors(text, line, col, words):
     assert e.span.end_col > e.span.col
 
 
+@pytest.mark.parametrize("text, line, word, keyword", [
+    ("input x\nparm W[3] ~ normal(0, 1)\n", 2, "parm", "param"),
+    ("inpt x\n", 1, "inpt", "input"),
+    ("input x\nloss = x^2\nminimise loss\n", 3, "minimise", "minimize"),
+    ('dat "d.csv"\n', 1, "dat", "data"),
+])
+def test_a_misspelt_keyword_is_named_with_the_one_meant(text, line, word, keyword):
+    e = syntax_error(text)
+    assert e.message == f"unknown keyword `{word}`" and e.hint == f"did you mean `{keyword}`?"
+    assert (e.span.line, e.span.col, e.span.end_col) == (line, 1, 1 + len(word))
+
+
+def test_a_first_word_far_from_any_keyword_keeps_the_general_message():
+    e = syntax_error("input x\nfoo x\n")
+    assert "a statement starts with a keyword" in e.message
+
+
 def test_unlabelled_syntax_errors_read_well():
     e = syntax_error("train {\n  batch 2\n  steps\n}\n")
     assert e.message == "unexpected end of the line" and e.hint == "expected a whole number"
