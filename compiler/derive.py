@@ -29,6 +29,7 @@ class Local:
     input: str
     factor: sp.Expr | None = None  # elementwise: G ⊙ factor
     rule: StructuralMap | None = None  # structural: a stated map
+    index: int = 0  # which operand of the node (`x @ x` has two Locals for x)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def local_derivatives(g: Graph, node: Node, wanted=None) -> list[Local]:
         if node.op == "elementwise":
             out.append(Local(node.name, i, factor=elementwise_factor(node, i)))
         else:
-            out.append(Local(node.name, i, rule=structural_map(g, node, k)))
+            out.append(Local(node.name, i, rule=structural_map(g, node, k), index=k))
     return out
 
 

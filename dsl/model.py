@@ -1,12 +1,13 @@
 """The Python API: `dsl.load(path)` gives a Model to evaluate, train, predict with and explain."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from compiler.errors import DataError
+from compiler.errors import DataError, UsageError
 from dsl.config import with_overrides
 from dsl.data import OneHot, Standardizer
 from dsl.report import load_params
@@ -155,24 +156,70 @@ class Model:
     def eval(self, values: dict[str, object] | None = None) -> EvalResult:
         """Values of every input, param and node, and the objective's gradient for every param
         and input; `values` may set inputs and params by name."""
+        with self._at(values) as (params, inputs), np.errstate(all="ignore"):
+            if self.checked.objective:
+                vals, grads = self.module.gradients(params, inputs)
+            else:
+                vals, grads = self.module.forward(params, inputs), {}
+            vals = {k: np.array(v) for k, v in vals.items()}
+        return EvalResult(self.checked.objective, vals, {k: np.array(v) for k, v in grads.items()})
+
+    @property
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """Each param's (lo, hi), floats (±inf where unbounded); every element of an array
+        param has the same bounds."""
+        return dict(self.module.BOUNDS)
+
+    @property
+    def least_squares(self) -> str | None:
+        """"sum" or "mean" when the objective is a sum or mean of squares, else None."""
+        return self.module.LEAST_SQUARES
+
+    def residuals(self, values: dict[str, object] | None = None) -> np.ndarray:
+        """The least-squares residuals, flattened, at the model's params with `values` set by
+        name as in `eval`: objective == LEAST_SQUARES_FACTOR · sum (or mean) of their squares."""
+        return self._call_second_order("residuals", values)
+
+    def jacobian(self, values: dict[str, object] | None = None) -> np.ndarray:
+        """∂residuals/∂params: M x N_PARAMS, columns in the order of PARAMS, each flattened."""
+        return self._call_second_order("jacobian", values)
+
+    def hessian(self, values: dict[str, object] | None = None) -> np.ndarray:
+        """∂²objective/∂params²: N_PARAMS x N_PARAMS, in the jacobian's column order."""
+        return self._call_second_order("hessian", values)
+
+    def _call_second_order(self, name: str, values) -> np.ndarray:
+        mod = self.module
+        if self.checked.objective is None:
+            raise UsageError(f"the model has no `minimize` statement, so there is no {name}")
+        if name != "hessian" and mod.LEAST_SQUARES is None:
+            raise UsageError(f"`{self.checked.objective}` is not a sum or mean of squares, so "
+                             f"there are no residuals and no {name}",
+                             hint="write the objective as `sum(r^2)` or `mean((f - y)^2)`")
+        if name == "hessian" and not hasattr(mod, "hessian"):
+            raise UsageError(f"the model has {mod.N_PARAMS:,} param elements: the Hessian is "
+                             f"generated for at most {mod.HESSIAN_MAX_PARAMS:,}",
+                             hint="its N_PARAMS² entries would not fit; use the gradient "
+                                  "(or the jacobian, for least squares)")
+        with self._at(values) as (params, inputs), np.errstate(all="ignore"):
+            return np.array(getattr(mod, name)(params, inputs))
+
+    @contextmanager
+    def _at(self, values: dict[str, object] | None):
+        """(params, inputs) with `values` set by name; the model's own params are left as
+        they were."""
         values = dict(values or {})
         unknown = [k for k in values if k not in self.checked.inputs and k not in self.checked.params]
         if unknown:
             raise DataError(f"`{unknown[0]}` is not an input or param of this model",
-                            hint="eval sets inputs and params; nodes are computed")
+                            hint="set inputs and params by name; nodes are computed")
         saved = dict(self.params)
         try:
             self.set_params({k: v for k, v in values.items() if k in self.checked.params})
-            inputs = self.inputs_for({k: v for k, v in values.items() if k in self.checked.inputs})
-            with np.errstate(all="ignore"):
-                if self.checked.objective:
-                    vals, grads = self.module.gradients(self.params, inputs)
-                else:
-                    vals, grads = self.module.forward(self.params, inputs), {}
-            vals = {k: np.array(v) for k, v in vals.items()}
+            yield self.params, self.inputs_for({k: v for k, v in values.items()
+                                                if k in self.checked.inputs})
         finally:
             self.params = saved
-        return EvalResult(self.checked.objective, vals, {k: np.array(v) for k, v in grads.items()})
 
     def predict(self, X=None, **inputs) -> np.ndarray:
         """The `predict` node for new inputs: an array for a model with one data input (raw

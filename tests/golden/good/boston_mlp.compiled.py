@@ -6,6 +6,12 @@ OBJECTIVE = 'loss'
 PREDICT = 'yhat'
 PARAMS = ['W1', 'b1', 'W2', 'b2']
 INPUTS = ['X', 'y']
+N_PARAMS = 151
+BOUNDS = {"W1": (-np.inf, np.inf), "b1": (-np.inf, np.inf), "W2": (-np.inf, np.inf), "b2": (-np.inf, np.inf)}
+LEAST_SQUARES = 'mean'
+LEAST_SQUARES_FACTOR = 1.0
+SIGMA_WEIGHTED = False
+HESSIAN_MAX_PARAMS = 1000
 
 def forward(params, inputs):
     """Every input, param and node, by name."""
@@ -172,3 +178,80 @@ def sgd_step(params, inputs, lr):
     v_W2 -= g_W2
     v_b2 -= g_b2
     return None
+
+def residuals(params, inputs):
+    """The residuals r, flattened: `loss` == LEAST_SQUARES_FACTOR · mean(r²)."""
+    v_W1 = params["W1"]
+    v_b1 = params["b1"]
+    v_W2 = params["W2"]
+    v_b2 = params["b2"]
+    v_X = inputs["X"]
+    v_y = inputs["y"]
+    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
+    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
+    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
+    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
+    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
+    res = v_yhat - v_y
+    return np.reshape(res, -1)
+
+def jacobian(params, inputs):
+    """∂r/∂params: one row per residual, one column per param element (PARAMS order, each flattened in C order)."""
+    v_W1 = params["W1"]
+    v_b1 = params["b1"]
+    v_W2 = params["W2"]
+    v_X = inputs["X"]
+    dt = v_W1.dtype
+    dv_W1 = np.eye(N_PARAMS, dtype=dt)[0:130].reshape(13, 10, N_PARAMS)
+    dv_b1 = np.eye(N_PARAMS, dtype=dt)[130:140].reshape(10, N_PARAMS)
+    dv_W2 = np.eye(N_PARAMS, dtype=dt)[140:150].reshape(10, 1, N_PARAMS)
+    dv_b2 = np.eye(N_PARAMS, dtype=dt)[150:151].reshape(1, N_PARAMS)
+    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
+    dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)  # d/dθ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
+    dv_L1 = dt1_L1 + dv_b1  # d/dθ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
+    dv_h = (v_h*(1 - v_h))[..., None]*dv_L1  # d/dθ h    = sigmoid(L1)   [boston_mlp.model:13]
+    dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)  # d/dθ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    dv_yhat = dv_b2 + dt1_yhat  # d/dθ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    d_res = dv_yhat
+    return np.reshape(d_res, (-1, N_PARAMS))
+
+def hessian(params, inputs):
+    """∂²loss/∂params²: N_PARAMS x N_PARAMS, rows and columns in the order of the jacobian's columns."""
+    v_W1 = params["W1"]
+    v_b1 = params["b1"]
+    v_W2 = params["W2"]
+    v_b2 = params["b2"]
+    v_X = inputs["X"]
+    v_y = inputs["y"]
+    dt = v_W1.dtype
+    n_N = v_X.shape[0]
+    dv_W1 = np.eye(N_PARAMS, dtype=dt)[0:130].reshape(13, 10, N_PARAMS)
+    dv_b1 = np.eye(N_PARAMS, dtype=dt)[130:140].reshape(10, N_PARAMS)
+    dv_W2 = np.eye(N_PARAMS, dtype=dt)[140:150].reshape(10, 1, N_PARAMS)
+    dv_b2 = np.eye(N_PARAMS, dtype=dt)[150:151].reshape(1, N_PARAMS)
+    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
+    dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)  # d/dθ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
+    dv_L1 = dt1_L1 + dv_b1  # d/dθ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
+    dv_h = (v_h*(1 - v_h))[..., None]*dv_L1  # d/dθ h    = sigmoid(L1)   [boston_mlp.model:13]
+    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
+    dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)  # d/dθ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
+    dv_yhat = dv_b2 + dt1_yhat  # d/dθ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    gt1_loss = 1 / n_N  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
+    g_yhat = 2*gt1_loss*(v_yhat - v_y)  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
+    dg_yhat = 2*gt1_loss*dv_yhat  # d/dθ ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
+    dg_b2 = dg_yhat.sum(axis=0)  # d/dθ ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    gt1_yhat = g_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    dgt1_yhat = dg_yhat  # d/dθ ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    g_h = gt1_yhat @ v_W2.T  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    dg_h = np.einsum("ijp,kj->ikp", dgt1_yhat, v_W2) + np.einsum("ij,kjp->ikp", gt1_yhat, dv_W2)  # d/dθ ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    dg_W2 = np.einsum("ikp,ij->kjp", dv_h, gt1_yhat) + np.einsum("ik,ijp->kjp", v_h, dgt1_yhat)  # d/dθ ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    dg_L1 = (v_h*(1 - v_h))[..., None]*dg_h + (g_h*(1 - 2*v_h))[..., None]*dv_h  # d/dθ ∂ h    = sigmoid(L1)   [boston_mlp.model:13]
+    dgt1_L1 = dg_L1  # d/dθ ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    dg_b1 = dg_L1.sum(axis=0)  # d/dθ ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    dg_W1 = np.einsum("ik,ijp->kjp", v_X, dgt1_L1)  # d/dθ ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    return np.concatenate([np.reshape(dg_W1, (130, N_PARAMS)), np.reshape(dg_b1, (10, N_PARAMS)), np.reshape(dg_W2, (10, N_PARAMS)), np.reshape(dg_b2, (1, N_PARAMS))])

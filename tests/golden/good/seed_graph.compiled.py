@@ -6,6 +6,12 @@ OBJECTIVE = 'loss'
 PREDICT = 'L2'
 PARAMS = ['k1', 'b1', 'k2', 'b2']
 INPUTS = ['x', 'y']
+N_PARAMS = 4
+BOUNDS = {"k1": (-np.inf, np.inf), "b1": (-np.inf, np.inf), "k2": (-np.inf, np.inf), "b2": (-np.inf, np.inf)}
+LEAST_SQUARES = None
+LEAST_SQUARES_FACTOR = 1.0
+SIGMA_WEIGHTED = False
+HESSIAN_MAX_PARAMS = 1000
 
 def forward(params, inputs):
     """Every input, param and node, by name."""
@@ -135,3 +141,33 @@ def sgd_step(params, inputs, lr):
     v_k2 -= g_k2
     v_b2 -= g_b2
     return None
+
+def hessian(params, inputs):
+    """∂²loss/∂params²: N_PARAMS x N_PARAMS, rows and columns in the order of the jacobian's columns."""
+    v_k1 = params["k1"]
+    v_b1 = params["b1"]
+    v_k2 = params["k2"]
+    v_b2 = params["b2"]
+    v_x = inputs["x"]
+    v_y = inputs["y"]
+    dt = v_k1.dtype
+    dv_k1 = np.eye(N_PARAMS, dtype=dt)[0]
+    dv_b1 = np.eye(N_PARAMS, dtype=dt)[1]
+    dv_k2 = np.eye(N_PARAMS, dtype=dt)[2]
+    dv_b2 = np.eye(N_PARAMS, dtype=dt)[3]
+    v_L1 = v_b1 + v_k1*v_x  # L1   = k1 * x + b1   [seed_graph.model:10]
+    dv_L1 = dv_b1 + v_x*dv_k1  # d/dθ L1   = k1 * x + b1   [seed_graph.model:10]
+    v_s = (0.5 + 0.5*np.tanh(0.5*v_L1))  # s    = sigmoid(L1)   [seed_graph.model:11]
+    dv_s = v_s*(1 - v_s)*dv_L1  # d/dθ s    = sigmoid(L1)   [seed_graph.model:11]
+    v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
+    dv_L2 = dv_b2 + v_s*dv_k2 + v_k2*dv_s  # d/dθ L2   = k2 * s + b2   [seed_graph.model:12]
+    g_L2 = 2*(v_L2 - v_y)  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
+    dg_L2 = 2*dv_L2  # d/dθ ∂ loss = (L2 - y)^2   [seed_graph.model:13]
+    dg_b2 = dg_L2  # d/dθ ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    dg_k2 = v_s*dg_L2 + g_L2*dv_s  # d/dθ ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    g_s = g_L2*v_k2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    dg_s = v_k2*dg_L2 + g_L2*dv_k2  # d/dθ ∂ L2   = k2 * s + b2   [seed_graph.model:12]
+    dg_L1 = v_s*(1 - v_s)*dg_s + g_s*(1 - 2*v_s)*dv_s  # d/dθ ∂ s    = sigmoid(L1)   [seed_graph.model:11]
+    dg_b1 = dg_L1  # d/dθ ∂ L1   = k1 * x + b1   [seed_graph.model:10]
+    dg_k1 = v_x*dg_L1  # d/dθ ∂ L1   = k1 * x + b1   [seed_graph.model:10]
+    return np.concatenate([np.reshape(dg_k1, (1, N_PARAMS)), np.reshape(dg_b1, (1, N_PARAMS)), np.reshape(dg_k2, (1, N_PARAMS)), np.reshape(dg_b2, (1, N_PARAMS))])

@@ -1,0 +1,440 @@
+"""Exact Jacobians and Hessians in the generated module, by forward mode.
+
+Every param element is one direction: a node's tangent `dv_h` is its value's derivative with
+respect to every flattened param at once, an array of the node's shape with one more axis of
+`N_PARAMS` at the end (the columns of the Jacobian, in the order of `PARAMS`, each param
+flattened in C order). Trailing that axis keeps numpy's broadcasting of the model's own shapes
+intact. Elementwise tangents are sympy's local derivatives (the same `elementwise_factor` as the
+gradient) times the inputs' tangents; structural nodes have stated maps (`einsum` for `@`).
+
+- `jacobian`: the residual of a least-squares objective (`compiler.leastsq`) pushed forward.
+- `hessian`: forward over reverse. The backward pass of the gradient is written as usual, and
+  each adjoint `g_h` gets a tangent `dg_h` beside it: the derivative of every contribution
+  `G·f(values)` is `dG·f + G·Σ ∂f/∂s·ds` (second derivatives from sympy; a step function's
+  derivative, a Dirac delta, is 0 almost everywhere as in PyTorch), and of every structural map
+  its stated product rule. The tangent of the gradient is the Hessian, one row per param element.
+
+Memory is the model's values times N_PARAMS; the Hessian is generated only up to
+`HESSIAN_MAX_PARAMS` flattened params.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import sympy as sp
+
+from compiler.codegen import (ModuleWriter, _Body, _loses_count, _paren, _paren_expr,
+                              _reduce_to, print_expr)
+from compiler.derive import elementwise_factor, needs_gradient
+from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
+from compiler.leastsq import LeastSquares, least_squares
+from compiler.names import Adjoint, grad_name, size_name, value_name
+
+HESSIAN_MAX_PARAMS = 1000
+P = "N_PARAMS"  # the module constant: how many param elements, the tangents' last axis
+
+
+def param_sizes(g: Graph) -> dict[str, int]:
+    return {p: math.prod(int(d) for d in g.nodes[p].shape) for p in g.params}
+
+
+def tangent(name: str) -> str:
+    """`dv_h` for the value of h, `dg_h` for its adjoint (`dt1_h`, `dgt1_h` inside a statement)."""
+    return "d" + name
+
+
+def _col(code: str, shape: Shape) -> str:
+    """A value against a tangent: an array gets the params' axis, a scalar broadcasts as it is."""
+    return f"{_paren_expr(code)}[..., None]" if shape else code
+
+
+def _no_delta(e: sp.Expr) -> sp.Expr:
+    """The derivative of a step (relu', a tie of max/min, sign) is 0 almost everywhere."""
+    return e.replace(sp.DiracDelta, lambda *a: sp.S.Zero) if e.has(sp.DiracDelta) else e
+
+
+_LETTERS = {(0, 1): "k", (0, 2): "ik", (1, 1): "k", (1, 2): "kj"}
+
+
+def _einsum(nd_a: int, nd_b: int, parts: tuple[str, str, str]) -> str:
+    """An einsum spec of `@` for operands of these ndims: `parts` picks, per slot, `a`, `b` or
+    `o` (the product), with `p` (the params' axis) appended where a slot is a tangent (`A`)."""
+    a, b = _LETTERS[(0, nd_a)], _LETTERS[(1, nd_b)]
+    o = a.replace("k", "") + b.replace("k", "")
+    letters = {"a": a, "b": b, "o": o}
+    spec = [letters[s.lower()] + ("p" if s.isupper() else "") for s in parts]
+    return f"{spec[0]},{spec[1]}->{spec[2]}"
+
+
+class SecondOrderWriter(ModuleWriter):
+    """ModuleWriter with forward tangents, and tangents of the backward pass for `hessian`."""
+
+    def __init__(self, graph: Graph):
+        super().__init__(graph)
+        self.sizes = param_sizes(graph)
+        self.n_params = sum(self.sizes.values())
+        self.varies = needs_gradient(graph, graph.params) | set(graph.params)  # have tangents
+        self.tadj: dict[str, Shape] | None = None  # adjoint tangents' static shapes (hessian)
+
+    # ---- forward tangents ------------------------------------------------------------------
+
+    def seed_lines(self) -> list[str]:
+        """Each param's tangent: its rows of the identity."""
+        lines, at = [], 0
+        for p in self.g.params:
+            n, shape = self.sizes[p], tuple(self.g.nodes[p].shape)
+            rows = f"np.eye({P}, dtype=dt)[{at}:{at + n}]"
+            lines.append(f"{tangent(value_name(p))} = " + (
+                f"np.eye({P}, dtype=dt)[{at}]" if shape == () else
+                f"{rows}.reshape({', '.join(map(str, shape))}, {P})"))
+            at += n
+        return lines
+
+    def forward_tangent(self, body: _Body, node: Node) -> None:
+        """dv_h from the tangents of h's inputs; always of h's full shape."""
+        name = tangent(value_name(node.name))
+        ins = [i for i in dict.fromkeys(node.inputs) if i in self.varies]
+        if not ins:
+            return
+        if node.op == "elementwise":
+            terms = [(elementwise_factor(node, i), tangent(value_name(i)), self.g.nodes[i].shape)
+                     for i in ins]
+            code, shape = self._terms(body, terms, self._value_shapes(node))
+            if shape != tuple(node.shape):
+                code = self._full(body, code, node.shape)
+            body.emit(name, code, node, "d/dθ ")
+            return
+        a = [value_name(i) for i in node.inputs]
+        da = [tangent(x) if i in self.varies else None for x, i in zip(a, node.inputs)]
+        nd = len(self.g.nodes[node.inputs[0]].shape)
+        k = None if node.axis is None else node.axis % max(nd, 1)
+        y = value_name(node.name)
+        if node.op == "matmul":
+            nd_b = len(self.g.nodes[node.inputs[1]].shape)
+            parts = []
+            if da[0]:
+                parts.append(f'np.einsum("{_einsum(nd, nd_b, ("A", "b", "O"))}", {da[0]}, {a[1]})')
+            if da[1]:
+                parts.append(f'np.einsum("{_einsum(nd, nd_b, ("a", "B", "O"))}", {a[0]}, {da[1]})')
+            code = " + ".join(parts)
+        elif node.op in ("sum", "mean"):
+            axes = tuple(range(nd)) if k is None else k
+            code = da[0] if axes == () else f"np.sum({da[0]}, axis={_axes(axes)})"
+            if node.op == "mean":
+                src = self.g.nodes[node.inputs[0]].shape
+                code = f"{code} / {_paren(body.count_code(src if k is None else (src[k],)))}"
+        elif node.op == "logsumexp":
+            if nd == 0:
+                code = da[0]
+            else:
+                ey = y if node.keepdims or k is None else f"np.expand_dims({y}, {k})"
+                axes = tuple(range(nd)) if k is None else k
+                keep = ", keepdims=True" if node.keepdims else ""
+                code = f"np.sum(np.exp({a[0]} - {ey})[..., None] * {da[0]}, axis={_axes(axes)}{keep})"
+        elif node.op == "softmax":
+            if nd == 0:  # softmax of a scalar is 1
+                body.emit(name, f"np.zeros({P}, dtype=dt)", node, "d/dθ ")
+                return
+            code = (f"{y}[..., None] * ({da[0]} - np.sum({y}[..., None] * {da[0]}, axis={k}, "
+                    f"keepdims=True))")
+        elif node.op == "transpose":
+            code = f"np.transpose({da[0]}, (1, 0, 2))" if nd == 2 else da[0]
+        else:
+            raise NotImplementedError(node.op)
+        body.emit(name, code, node, "d/dθ ")
+
+    def _value_shapes(self, node: Node) -> dict[sp.Symbol, Shape]:
+        shapes = {s: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
+        shapes[symbol(node.name)] = node.shape
+        return shapes
+
+    def _terms(self, body: _Body, terms, shapes: dict[sp.Symbol, Shape]) -> tuple[str, Shape]:
+        """Σ coefficient·tangent as code, and its static shape (without the params' axis).
+        `terms`: (sympy coefficient over values, tangent code, the tangent's static shape)."""
+        out, shape = "", ()
+        for coef, code, tshape in terms:
+            coef = _no_delta(coef)
+            if coef == 0:
+                continue
+            minus = coef.could_extract_minus_sign()
+            c = -coef if minus else coef
+            cshape = broadcast_shapes(*(shapes[s] for s in c.free_symbols))
+            pc = print_expr(c)
+            pc = f"({pc})" if c.is_Add and not cshape else pc
+            term = code if c == 1 else f"{_col(pc, cshape)}*{code}"
+            out += (" - " if minus else " + ") + term if out else ("-" if minus else "") + term
+            shape = broadcast_shapes(shape, cshape, tshape)
+        return out or "0.0", shape
+
+    def _full(self, body: _Body, code: str, shape: Shape) -> str:
+        return f"np.broadcast_to({code}, {_tangent_shape(body, shape)})"
+
+    # ---- tangents of the backward pass (hessian) -------------------------------------------
+
+    def _accumulate(self, body, node, target, code, shape, adjoint, local=None, G=None,
+                    gshape=()) -> None:
+        super()._accumulate(body, node, target, code, shape, adjoint)
+        if self.tadj is None or local is None:
+            return
+        got = (self._elementwise_tangent(body, node, local, G, gshape) if node.op == "elementwise"
+               else self._structural_tangent(body, node, local, G, gshape))
+        if got is None:
+            return
+        tcode, tshape = got
+        if node.op == "elementwise" and _loses_count(tshape, node.shape, self.g.nodes[target].shape):
+            tcode, tshape = self._full(body, tcode, node.shape), tuple(node.shape)
+        tcode, tshape = _reduce_to(tcode, tshape, self.g.nodes[target].shape)
+        name = tangent(grad_name(target))
+        if target in self.tadj:
+            body.emit(name, f"{name} + {tcode}", node, "d/dθ ∂ ")
+            self.tadj[target] = broadcast_shapes(self.tadj[target], tshape)
+        else:
+            body.emit(name, tcode, node, "d/dθ ∂ ")
+            self.tadj[target] = tshape
+
+    def _adjoint_tangent(self, node: Node, G) -> tuple[str, Shape] | None:
+        """The tangent of the adjoint G reaching `node`, if it has one (the seed has none)."""
+        if isinstance(G, Adjoint) and node.name in self.tadj:
+            return tangent(grad_name(node.name)), self.tadj[node.name]
+        return None
+
+    def _elementwise_tangent(self, body, node, local, G, gshape):
+        """d(G·f) = dG·f + G·Σ ∂f/∂s·ds over the values s that f reads."""
+        factor = local.factor
+        shapes = self._value_shapes(node)
+        if isinstance(G, Adjoint):
+            shapes[G] = gshape
+        terms = []
+        dG = self._adjoint_tangent(node, G)
+        if dG is not None:
+            terms.append((factor, dG[0], dG[1]))
+        for s in sorted(factor.free_symbols, key=lambda s: s.name):
+            if s.name in self.varies:
+                terms.append((G * sp.diff(factor, s), tangent(value_name(s.name)),
+                              self.g.nodes[s.name].shape))
+        code, shape = self._terms(body, terms, shapes)
+        return None if code == "0.0" else (code, shape)
+
+    def _structural_tangent(self, body, node, local, G, gshape):
+        g = self.g
+        k_in = local.index
+        a = [value_name(i) for i in node.inputs]
+        da = [tangent(x) if i in self.varies else None for x, i in zip(a, node.inputs)]
+        y, dy = value_name(node.name), tangent(value_name(node.name))
+        dy = dy if node.name in self.varies else None
+        G_code = print_expr(G)
+        dG = self._adjoint_tangent(node, G)
+        nd = len(g.nodes[node.inputs[0]].shape)
+        k = None if node.axis is None else node.axis % max(nd, 1)
+        full_g = G_code if gshape == tuple(node.shape) else body.broadcast(G_code, gshape, node.shape)
+
+        def full_dg():
+            code, shape = dG
+            return code if shape == tuple(node.shape) else self._full(body, code, node.shape)
+
+        if node.op in ("sum", "mean"):
+            if dG is None:
+                return None
+            if k is None:
+                code, shape = dG
+            else:
+                code, shape = f"np.expand_dims({full_dg()}, {k})", \
+                    tuple(node.shape[:k]) + (1,) + tuple(node.shape[k:])
+            if node.op == "mean":
+                src = g.nodes[node.inputs[0]].shape
+                code = f"{code} / {_paren(body.count_code(src if k is None else (src[k],)))}"
+            return code, shape
+        if node.op == "transpose":
+            if dG is None:
+                return None
+            return (f"np.transpose({full_dg()}, (1, 0, 2))" if nd == 2 else full_dg(),
+                    tuple(g.nodes[local.input].shape))
+        if node.op == "matmul":
+            nd_b = len(g.nodes[node.inputs[1]].shape)
+            other = da[1 - k_in]
+            parts = []
+            if k_in == 0:
+                if dG is not None:
+                    parts.append(f'np.einsum("{_einsum(nd, nd_b, ("O", "b", "A"))}", {full_dg()}, {a[1]})')
+                if other:
+                    parts.append(f'np.einsum("{_einsum(nd, nd_b, ("o", "B", "A"))}", {full_g}, {other})')
+            else:
+                if other:
+                    parts.append(f'np.einsum("{_einsum(nd, nd_b, ("A", "o", "B"))}", {other}, {full_g})')
+                if dG is not None:
+                    parts.append(f'np.einsum("{_einsum(nd, nd_b, ("a", "O", "B"))}", {a[0]}, {full_dg()})')
+            return (" + ".join(parts), tuple(g.nodes[local.input].shape)) if parts else None
+        if node.op == "logsumexp":  # c = s·Gk, s = exp(a - y): dc = s·(dGk + Gk·(da - dy))
+            if nd == 0:
+                return dG
+            keep = node.keepdims or k is None
+            s_ = f"np.exp({a[0]} - {y if keep else f'np.expand_dims({y}, {k})'})[..., None]"
+            inner = []
+            if dG is not None:
+                inner.append(dG[0] if keep else f"np.expand_dims({full_dg()}, {k})")
+            if da[0]:  # y varies exactly when a does
+                gk = G_code if keep else f"np.expand_dims({full_g}, {k})"
+                dyk = dy if keep else f"np.expand_dims({dy}, {k})"
+                inner.append(f"np.expand_dims({gk}, -1)*({da[0]} - {dyk})")
+            if not inner:
+                return None
+            return f"{s_}*({' + '.join(inner)})", tuple(g.nodes[local.input].shape)
+        if node.op == "softmax":  # c = y·u, u = G - Σ_k G·y: dc = dy·u + y·(dG - Σ_k(dG·y + G·dy))
+            if nd == 0:
+                return None
+            parts, summed = [], []
+            if dy:
+                u = f"({G_code} - np.sum({G_code}*{y}, axis={k}, keepdims=True))"
+                parts.append(f"{dy}*np.expand_dims({u}, -1)")
+                summed.append(f"np.expand_dims({G_code}, -1)*{dy}")
+            if dG is not None:
+                summed.insert(0, f"{dG[0]}*{y}[..., None]")
+            if not summed:
+                return None
+            du = f"np.sum({' + '.join(summed)}, axis={k}, keepdims=True)"
+            du = f"{dG[0]} - {du}" if dG is not None else f"-{du}"
+            parts.append(f"{y}[..., None]*({du})")
+            return " + ".join(parts), tuple(node.shape)
+        raise NotImplementedError(node.op)
+
+    # ---- the functions ---------------------------------------------------------------------
+
+    def second_order(self) -> tuple[list[str], list[str]]:
+        """The constants the solvers read, and residuals, jacobian and hessian."""
+        g = self.g
+        ls = least_squares(g)
+        meta = [f"N_PARAMS = {self.n_params}",
+                "BOUNDS = {" + ", ".join(f'"{p}": ({_float(lo)}, {_float(hi)})'
+                                         for p, (lo, hi) in self.bounds().items()) + "}",
+                f"LEAST_SQUARES = {ls.kind if ls else None!r}",
+                f"LEAST_SQUARES_FACTOR = {ls.factor if ls else 1.0!r}",
+                f"SIGMA_WEIGHTED = {bool(ls and ls.weighted)!r}",
+                f"HESSIAN_MAX_PARAMS = {HESSIAN_MAX_PARAMS}"]
+        funcs = []
+        if ls is not None and g.params:
+            funcs += self.residual_functions(ls)
+        if g.objective and g.params and self.n_params <= HESSIAN_MAX_PARAMS:
+            funcs.append(self.hessian_function())
+        return meta, funcs
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return {p: self.g.bounds.get(p, (-math.inf, math.inf)) for p in self.g.params}
+
+    def _head(self, body: _Body, with_seed: bool) -> list[str]:
+        g = self.g
+        head = [f'{value_name(n)} = params["{n}"]' for n in g.params]
+        head += [f'{value_name(n)} = inputs["{n}"]' for n in g.inputs]
+        source = (g.params or g.inputs)[0]
+        head.append(f"dt = {value_name(source)}.dtype")
+        for d, (owner, axis) in g.size_names().items():
+            head.append(f"{size_name(d)} = {value_name(owner)}.shape[{axis}]")
+        return head + (self.seed_lines() if with_seed else [])
+
+    def _forward(self, body: _Body, roots) -> None:
+        live = self.g.ancestors(roots)
+        for n, node in self.g.nodes.items():
+            if n in live and not node.is_leaf:
+                self.forward_code(body, node)
+                if n in self.varies:
+                    self.forward_tangent(body, node)
+
+    def _function(self, name: str, body: _Body, lines: list[str], returns: str, doc: str) -> str:
+        kept = _live_lines(lines, returns)
+        text = f"def {name}(params, inputs):\n    \"\"\"{doc}\"\"\"\n"
+        return text + "".join(f"    {ln}\n" for ln in kept + [f"return {returns}"])
+
+    def residual_functions(self, ls: LeastSquares) -> list[str]:
+        g = self.g
+        roots = [s.name for s in ls.residual.free_symbols]
+        out = []
+        for with_tangent in (False, True):
+            body = _Body(g, "_t")
+            saved, self.varies = self.varies, (self.varies if with_tangent else set())
+            self._forward(body, roots)
+            self.varies = saved
+            shape = tuple(ls.shape)
+            shapes = {s: g.nodes[s.name].shape for s in ls.residual.free_symbols}
+            have = broadcast_shapes(*shapes.values())
+            res = print_expr(ls.residual)
+            if have != shape:
+                res = body.broadcast(res, have, shape)
+            lines = self._head(body, with_tangent) + body.lines + [f"res = {res}"]
+            if not with_tangent:
+                out.append(self._function(
+                    "residuals", body, lines, "np.reshape(res, -1)",
+                    f"The residuals r, flattened: `{g.objective}` == LEAST_SQUARES_FACTOR · "
+                    f"{ls.kind}(r²)."))
+                continue
+            terms = [(sp.diff(ls.residual, s), tangent(value_name(s.name)), shapes[s])
+                     for s in sorted(ls.residual.free_symbols, key=lambda s: s.name)
+                     if s.name in self.varies]
+            code, tshape = self._terms(body, terms, shapes)
+            if code == "0.0":
+                code = f"np.zeros({_tangent_shape(body, shape)}, dtype=dt)"
+            elif tshape != shape:
+                code = self._full(body, code, shape)
+            lines.append(f"d_res = {code}")
+            out.append(self._function(
+                "jacobian", body, lines, f"np.reshape(d_res, (-1, {P}))",
+                "∂r/∂params: one row per residual, one column per param element (PARAMS "
+                "order, each flattened in C order)."))
+        return out
+
+    def hessian_function(self) -> str:
+        g = self.g
+        back = _Body(g, "_d")
+        self.tadj = {}
+        reads, adjoint = self.backward(back, g.params, False)
+        fwd = _Body(g, "_t")
+        self._forward(fwd, [g.objective])
+        rows = []
+        tail = []
+        for p in g.params:
+            n, shape = self.sizes[p], tuple(g.nodes[p].shape)
+            if p not in self.tadj:
+                rows.append(f"np.zeros(({n}, {P}), dtype=dt)")
+                continue
+            code = tangent(grad_name(p))
+            if self.tadj[p] != shape:
+                tail.append(f"{code} = {self._full(fwd, code, shape)}")
+            rows.append(f"np.reshape({code}, ({n}, {P}))")
+        self.tadj = None
+        lines = self._head(fwd, True) + fwd.lines + back.lines + tail
+        returns = f"np.concatenate([{', '.join(rows)}])" if len(rows) > 1 else rows[0]
+        return self._function("hessian", fwd, lines, returns,
+                              f"∂²{g.objective}/∂params²: N_PARAMS x N_PARAMS, rows and columns "
+                              "in the order of the jacobian's columns.")
+
+
+_IDENT = re.compile(r"[A-Za-z_]\w*")
+
+
+def _live_lines(lines: list[str], returns: str) -> list[str]:
+    """The lines the return value needs, in order: the others are dropped (liveness, backwards;
+    `g_h = g_h + ...` reads what it overwrites)."""
+    live = set(_IDENT.findall(returns))
+    kept = []
+    for ln in reversed(lines):
+        target, _, code = ln.partition(" = ")
+        if target not in live:
+            continue
+        live.discard(target)
+        live |= set(_IDENT.findall(code.split("  # ")[0]))
+        kept.append(ln)
+    return kept[::-1]
+
+
+def _tangent_shape(body: _Body, shape: Shape) -> str:
+    """A shape with the params' axis at the end, as code: `(n_N, 3, N_PARAMS)`."""
+    return "(" + ", ".join([body.dim_code(d) for d in shape] + [P]) + ")"
+
+
+def _axes(axes) -> str:
+    if isinstance(axes, int):
+        return str(axes)
+    return str(axes[0]) if len(axes) == 1 else str(tuple(axes))
+
+
+def _float(x: float) -> str:
+    return "np.inf" if x == math.inf else "-np.inf" if x == -math.inf else repr(float(x))

@@ -1,0 +1,313 @@
+"""The generated `residuals`, `jacobian` and `hessian`, and the constants the solvers read.
+
+Jacobian and Hessian are checked against central differences of the module's own residuals
+and exact gradient on models that use every operation (the gradient tests' models), and
+against `torch.autograd.functional.jacobian/hessian` on models written in both languages.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from compiler.errors import DslError  # noqa: E402
+from tests.gradcheck import assert_close, load_model, random_point, split_point  # noqa: E402
+from tests.golden_util import compare  # noqa: E402
+
+N = {"N": 4}
+
+
+def flatten(m, params) -> np.ndarray:
+    return np.concatenate([np.ravel(params[p]) for p in m.module.PARAMS])
+
+
+def unflatten(m, v, like) -> dict[str, np.ndarray]:
+    out, at = {}, 0
+    for p in m.module.PARAMS:
+        n = int(np.prod(np.shape(like[p]), dtype=int))
+        out[p] = v[at:at + n].reshape(np.shape(like[p]))
+        at += n
+    return out
+
+
+def central(f, v: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """∂f/∂v by central differences, one column per element of v."""
+    cols = []
+    for j in range(len(v)):
+        h = eps * max(1.0, abs(v[j]))
+        up, down = v.copy(), v.copy()
+        up[j] += h
+        down[j] -= h
+        cols.append((np.asarray(f(up)) - np.asarray(f(down))) / (up[j] - down[j]))
+    return np.stack(cols, axis=-1)
+
+
+def verify_second_order(m, point):
+    """hessian against differences of the exact gradient; for least squares, jacobian against
+    differences of the residuals, and the objective equal to its residuals' sum of squares."""
+    mod = m.module
+    params, inputs = split_point(m, point)
+    v = flatten(m, params)
+    assert mod.N_PARAMS == len(v)
+    H = mod.hessian(params, inputs)
+    assert H.shape == (len(v), len(v))
+    numeric = central(lambda w: flatten(m, mod.grad(unflatten(m, w, params), inputs)), v)
+    scale = max(1.0, float(np.abs(numeric).max()))
+    assert_close(H, numeric, rtol=1e-6, atol=1e-7 * scale, what="hessian")
+    if mod.LEAST_SQUARES is None:
+        return
+    r = mod.residuals(params, inputs)
+    J = mod.jacobian(params, inputs)
+    assert r.ndim == 1 and J.shape == (len(r), len(v))
+    numeric = central(lambda w: mod.residuals(unflatten(m, w, params), inputs), v)
+    assert_close(J, numeric, rtol=1e-6, atol=1e-8 * max(1.0, float(np.abs(numeric).max())),
+                 what="jacobian")
+    rss = float(np.sum(r**2)) * mod.LEAST_SQUARES_FACTOR
+    if mod.LEAST_SQUARES == "mean":
+        rss /= len(r)
+    assert_close(mod.loss(params, inputs), rss, rtol=1e-12, what="objective vs residuals")
+
+
+UNARY = ["exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "relu", "softplus",
+         "square", "atan", "asin", "sinh", "cosh", "log10", "log1p", "expm1", "erf"]
+
+
+@pytest.mark.parametrize("f", UNARY)
+def test_elementwise_functions(tmp_path, f):
+    text = f"""
+input x[N, 3]
+input G[N, 3]
+param a[3] ~ normal(0, 1)
+param c = 0.1
+z = {f}(0.3 * a * x + c)
+loss = sum(G * z) + mean(({f}(x * c) - 1)^2)
+minimize loss
+"""
+    m = load_model(tmp_path, text)
+    signed = () if f in ("log", "sqrt", "log10") else ("x",)
+    point = random_point(m, N, ranges={"a": (0.5, 1.5), "x": (0.3, 1.5), "c": (0.1, 0.2)},
+                         signed=signed)
+    verify_second_order(m, point)
+
+
+@pytest.mark.parametrize("op", ["+", "-", "*", "/", "^"])
+@pytest.mark.parametrize("shapes", [("[4, 3]", "[4, 3]"), ("[4, 3]", "[3]"), ("[3]", "[4, 3]"),
+                                    ("[4, 3]", ""), ("", "[4, 3]"), ("", "")])
+@pytest.mark.parametrize("loss", ["sum(G * z * z)", "mean(z)", "sum((z - G)^2)"])
+def test_operators_and_broadcasting(tmp_path, op, shapes, loss):
+    sa, sb = shapes
+    m = load_model(tmp_path, f"input a{sa}\nparam b{sb} = 1\nparam c = 2\ninput G[4, 3]\n"
+                             f"z = c * (a {op} b)\nloss = {loss}\nminimize loss\n")
+    point = random_point(m, ranges={"a": (0.5, 1.5), "b": (0.5, 1.5)})
+    verify_second_order(m, point)
+
+
+MODELS = {
+    "matrix@matrix": "input A[N, 3]\nparam B[3, 2] ~ normal(0, 1)\nz = A @ B\nloss = sum(sin(z))\n",
+    "param@param": "param A[2, 3] ~ normal(0, 1)\nparam B[3, 2] ~ normal(0, 1)\n"
+                   "loss = sum(sin(A @ B))\n",
+    "matrix@vector": "param A[2, 3] ~ normal(0, 1)\ninput B[3]\nloss = sum(exp(A @ B))\n",
+    "vector@matrix": "input A[3]\nparam B[3, 2] ~ normal(0, 1)\nloss = sum((A @ B)^3)\n",
+    "vector@vector": "param A[3] ~ normal(0, 1)\nparam B[3] ~ normal(0, 1)\nloss = sin(A @ B)\n",
+    "same operand twice": "input v[3]\nparam W[3, 3] ~ normal(0, 1)\n"
+                          "loss = v @ W @ v + sum((W @ W) * W)\n",
+    "transpose": "input x[N, 3]\nparam W[3, 3] ~ normal(0, 1)\ninput G[3, N]\n"
+                 "loss = sum(G * sin(transpose(x @ W))) + sum(transpose(W) @ W)\n",
+    "reductions": "input x[N, 3]\nparam a[3] = 1\nu = a * x + a^2\n"
+                  "loss = mean(sum(u^2, axis = 1)) + sum(mean(u, axis = 0)^2) + "
+                  "logsumexp(u) + sum(logsumexp(u, axis = 1)^2) + sum(sin(logsumexp(u, axis = 0)))\n",
+    "3-d axes": "input T[2, 3, 4]\nparam c[3, 4] = 0.5\nU = T * c + c^2\n"
+                "loss = sum(sum(U, axis = 1)^2) + sum(sin(mean(U, axis = 0))) + "
+                "sum(logsumexp(U, axis = 2)^2) + sum(softmax(U, axis = 1)^2)\n",
+    "softmax": "input x[N, 3]\nparam W[3, 3] ~ normal(0, 1)\ninput G[N, 3]\n"
+               "loss = sum(G * softmax(x @ W, axis = 1)) + sum(softmax(x @ W, axis = 0)^2)\n",
+    "softmax of a vector": "input v[5]\nparam w[5] ~ normal(0, 1)\n"
+                           "loss = sum(v * softmax(w * v))\n",
+    "cross-entropy": "input X[N, 4]\ninput Y[N, 3]\nparam W[4, 3] ~ normal(0, 1)\nparam b[3] = 0\n"
+                     "loss = -mean(sum(Y * log(softmax(X @ W + b, axis = 1)), axis = 1))\n",
+    "scalars": "input s\nparam p = 0.5\nloss = sum(s * p) + logsumexp(p) + softmax(s * p) * p + "
+               "transpose(s) * p^2\n",
+    "network": "input X[N, 2]\ninput y[N]\nparam W1[2, 4] ~ normal(0, 1)\nparam b1[4] = 0.1\n"
+               "param w2[4] ~ normal(0, 1)\nparam b2 = 0\nh = tanh(X @ W1 + b1)\n"
+               "yhat = h @ w2 + b2\nloss = mean((yhat - y)^2)\n",
+    "max and min": "input x[N, 3]\nparam p[3] = 0.3\nloss = sum(max(x, p)^2 + min(x * p, 0.2)^2)\n",
+    "a param minimized": "param p[2] = 1\ninput x\nloss = sum(p * p) * x\n",
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_structural_operations(tmp_path, name):
+    m = load_model(tmp_path, MODELS[name] + "minimize loss\n")
+    point = random_point(m, N, seed=7)
+    verify_second_order(m, point)
+
+
+@pytest.mark.parametrize("example", ["seed_graph", "boston_rm", "pendulum", "iris_softmax"])
+def test_examples(example):
+    import dsl
+    m = dsl.load(str(ROOT / "examples" / f"{example}.model"), use_cache=False)
+    if m.checked.data is None:
+        point = random_point(m)
+    else:
+        rows = {k: v[:20] for k, v in m.dataset().train.items()}
+        point = {**{k: np.asarray(v, dtype=float) + 0.1 for k, v in m.params.items()}, **rows}
+    verify_second_order(m, point)
+
+
+# ---- least squares recognised on the graph -----------------------------------------------------
+
+LS_FORMS = {
+    "loss = sum(r^2)": ("sum", 1.0, False),
+    "loss = mean((f - y)^2)": ("mean", 1.0, False),
+    "loss = sum(((f - y) / sigma)^2)": ("sum", 1.0, True),
+    "loss = mean(square((y - f) / sigma))": ("mean", 1.0, True),
+    "loss = 0.5 * sum(r * r)": ("sum", 0.5, False),
+    "sq = r^2\nloss = sum(sq)": ("sum", 1.0, False),
+    "loss = mean(((f - y) / k)^2)": ("mean", 1.0, False),  # k is a param: not given sigmas
+    "loss = mean(4 * (f - y)^2 / sigma^2)": ("mean", 1.0, True),
+    "loss = sum(abs(r))": None,
+    "loss = sum(r^2) + k^2": None,
+    "loss = sum(r^3)": None,
+    "loss = -sum(r^2)": None,
+    "loss = sum(log(sigma) + r^2)": None,
+    "loss = mean(sum(r2d^2, axis = 1))": None,
+}
+
+
+@pytest.mark.parametrize("form", list(LS_FORMS))
+def test_least_squares_forms(tmp_path, form):
+    text = f"""
+input x[N]
+input y[N]
+input sigma[N]
+param k = 1.5
+param b = 0.5
+f = k * exp(-b * x)
+r = f - y
+input X2[N, 2]
+r2d = k * X2 - b
+{form}
+minimize loss
+"""
+    m = load_model(tmp_path, text)
+    want = LS_FORMS[form]
+    got = (m.module.LEAST_SQUARES, m.module.LEAST_SQUARES_FACTOR, m.module.SIGMA_WEIGHTED)
+    if want is None:
+        assert got[0] is None and not hasattr(m.module, "residuals")
+        assert not hasattr(m.module, "jacobian")
+        with pytest.raises(DslError, match="not a sum or mean of squares"):
+            m.jacobian({"x": [1.0], "y": [2.0], "sigma": [1.0]})
+        return
+    assert got == want
+    point = random_point(m, N, ranges={"sigma": (0.5, 1.0)})
+    verify_second_order(m, point)
+    assert m.residuals(point).shape == (4,)
+
+
+def test_residuals_are_weighted_by_the_given_sigmas(tmp_path):
+    m = load_model(tmp_path, "input x[N]\ninput y[N]\ninput s[N]\nparam a = 2\n"
+                             "chi2 = sum(((a * x - y) / s)^2)\nminimize chi2\n")
+    x, y, s = np.array([1.0, 2.0]), np.array([1.0, 5.0]), np.array([0.5, 2.0])
+    point = {"x": x, "y": y, "s": s}
+    assert_close(m.residuals(point), (2 * x - y) / s, rtol=1e-15, what="residuals")
+    assert_close(m.jacobian(point), (x / s)[:, None], rtol=1e-15, what="jacobian")
+    assert_close(m.hessian(point), [[2 * np.sum((x / s)**2)]], rtol=1e-15, what="hessian")
+    assert_close(m.residuals({**point, "a": 1.0}), (x - y) / s, rtol=1e-15, what="with a = 1")
+    assert float(m.params["a"]) == 2.0  # values are set for the call only
+
+
+def test_hessian_limit(tmp_path):
+    m = load_model(tmp_path, "input x[N, 40]\ninput y[N]\nparam W[40, 26] ~ normal(0, 1)\n"
+                             "loss = mean((sum(x @ W, axis = 1) - y)^2)\nminimize loss\n")
+    assert m.module.N_PARAMS == 1040 > m.module.HESSIAN_MAX_PARAMS == 1000
+    assert not hasattr(m.module, "hessian") and hasattr(m.module, "jacobian")
+    with pytest.raises(DslError) as info:
+        m.hessian({"x": np.ones((2, 40)), "y": np.ones(2)})
+    assert "1,040 param elements" in info.value.message and "at most 1,000" in info.value.message
+    assert m.jacobian({"x": np.ones((2, 40)), "y": np.ones(2)}).shape == (2, 1040)
+
+
+def test_golden_least_squares_module(monkeypatch):
+    from compiler.codegen import generate
+    from dsl.check import check
+    from dsl.lower import lower
+    from dsl.transform import parse
+    monkeypatch.chdir(ROOT)
+    path = "examples/pendulum.model"
+    text = open(path).read()
+    compare("good/pendulum.compiled.py", generate(lower(check(parse(text, path)), text)))
+
+
+# ---- torch -------------------------------------------------------------------------------------
+
+TORCH_MODELS = {
+    "pendulum chi-square": (
+        "input L[N]\ninput T[N]\ninput sigma[N]\nparam g = 9\nparam d = 2\n"
+        "That = 2 * pi * sqrt((L + d / 100) / g)\nchi2 = sum(((That - T) / sigma)^2)\nminimize chi2\n",
+        lambda t, L, T, sigma: (2 * np.pi * torch.sqrt((L + t["d"] / 100) / t["g"]) - T) / sigma,
+        {"L": (0.3, 1.5), "T": (1.0, 2.5), "sigma": (0.01, 0.05), "g": (9, 10), "d": (1, 3)}),
+    "network": (
+        "input X[N, 2]\ninput y[N]\nparam W1[2, 4] ~ normal(0, 1)\nparam b1[4] = 0.1\n"
+        "param w2[4] ~ normal(0, 1)\nparam b2 = 0\nyhat = tanh(X @ W1 + b1) @ w2 + b2\n"
+        "loss = mean((yhat - y)^2)\nminimize loss\n",
+        lambda t, X, y: torch.tanh(X @ t["W1"] + t["b1"]) @ t["w2"] + t["b2"] - y, {}),
+}
+
+
+def _torch_case(tmp_path, name):
+    text, residual, ranges = TORCH_MODELS[name]
+    m = load_model(tmp_path, text)
+    point = random_point(m, N, ranges=ranges)
+    params, inputs = split_point(m, point)
+    tin = {k: torch.tensor(v) for k, v in inputs.items()}
+
+    def as_dict(v):
+        out, at = {}, 0
+        for p in m.module.PARAMS:
+            n = int(np.prod(np.shape(params[p]), dtype=int))
+            out[p] = v[at:at + n].reshape(np.shape(params[p]))
+            at += n
+        return out
+
+    return m, params, inputs, tin, as_dict, residual
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("name", ["pendulum chi-square", "network"])
+def test_against_torch(tmp_path, name):
+    m, params, inputs, tin, as_dict, residual = _torch_case(tmp_path, name)
+    v = torch.tensor(flatten(m, params))
+    r = lambda w: residual(as_dict(w), **tin).reshape(-1)  # noqa: E731
+    J = torch.autograd.functional.jacobian(r, v).numpy()
+    assert_close(m.module.jacobian(params, inputs), J, rtol=1e-10, atol=1e-12, what="jacobian")
+    scale = 1.0 if m.module.LEAST_SQUARES == "sum" else 1.0 / len(r(v))
+    H = torch.autograd.functional.hessian(lambda w: scale * torch.sum(r(w)**2), v).numpy()
+    assert_close(m.module.hessian(params, inputs), H, rtol=1e-9, atol=1e-10 * np.abs(H).max(),
+                 what="hessian")
+
+
+def test_cross_entropy_hessian_against_torch(tmp_path):
+    m = load_model(tmp_path, "input X[N, 4]\ninput Y[N, 3]\nparam W[4, 3] ~ normal(0, 1)\n"
+                             "param b[3] = 0.1\nz = X @ W + b\n"
+                             "loss = -mean(sum(Y * log(softmax(z, axis = 1)), axis = 1)) + "
+                             "sum(softmax(z, axis = 0) * Y) + logsumexp(z)\nminimize loss\n")
+    point = random_point(m, N, seed=3)
+    params, inputs = split_point(m, point)
+    X, Y = (torch.tensor(inputs[k]) for k in ("X", "Y"))
+
+    def f(w):
+        W, b = w[:12].reshape(4, 3), w[12:]
+        z = X @ W + b
+        return (-(Y * torch.log_softmax(z, dim=1)).sum(dim=1).mean()
+                + (torch.softmax(z, dim=0) * Y).sum() + torch.logsumexp(z.reshape(-1), 0))
+
+    H = torch.autograd.functional.hessian(f, torch.tensor(flatten(m, params))).numpy()
+    assert_close(m.module.hessian(params, inputs), H, rtol=1e-9, atol=1e-12, what="hessian")
