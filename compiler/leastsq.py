@@ -34,7 +34,7 @@ def least_squares(g: Graph) -> LeastSquares | None:
     factor = sp.S.One
     if node.op == "elementwise":  # `0.5 * sum(...)`: a positive number times a reduction
         factor, rest = node.expr.as_coeff_Mul()
-        if not (factor.is_Number and factor > 0 and rest.is_Symbol):
+        if not (factor.is_Number and factor.is_positive and factor.is_finite and rest.is_Symbol):
             return None
         node = g.nodes[rest.name]
     if node.op not in ("sum", "mean") or node.axis is not None:
@@ -52,7 +52,7 @@ def least_squares(g: Graph) -> LeastSquares | None:
 def _square_root(expr: sp.Expr) -> sp.Expr | None:
     """r with r² == expr when expr is a positive number times even powers, else None."""
     coeff, factors = expr.as_coeff_mul()
-    if not (coeff.is_Number and coeff > 0) or not factors:
+    if not (coeff.is_Number and coeff.is_positive and coeff.is_finite) or not factors:
         return None
     root = sp.sqrt(coeff)
     for f in factors:

@@ -32,6 +32,14 @@ from compiler.leastsq import LeastSquares, least_squares
 from compiler.names import Adjoint, grad_name, size_name, value_name
 
 HESSIAN_MAX_PARAMS = 1000
+# A local derivative larger than this (sympy tree nodes) is not differentiated again: its second
+# derivative grows with the square of a deep nest (110 nested sigmoids take minutes), so such a
+# model has no `hessian` and says why in HESSIAN_SKIPPED.
+MAX_FACTOR_SIZE = 400
+
+
+class _TooLarge(Exception):
+    """A local derivative past MAX_FACTOR_SIZE: the Hessian is left out."""
 P = "N_PARAMS"  # the module constant: how many param elements, the tangents' last axis
 
 
@@ -202,6 +210,9 @@ class SecondOrderWriter(ModuleWriter):
     def _elementwise_tangent(self, body, node, local, G, gshape):
         """d(G·f) = dG·f + G·Σ ∂f/∂s·ds over the values s that f reads."""
         factor = local.factor
+        if _size_over(factor, MAX_FACTOR_SIZE):
+            raise _TooLarge(f"`{node.stmt or node.name}` has a local derivative too large to "
+                            "differentiate again")
         shapes = self._value_shapes(node)
         if isinstance(G, Adjoint):
             shapes[G] = gshape
@@ -314,8 +325,16 @@ class SecondOrderWriter(ModuleWriter):
         funcs = []
         if ls is not None and g.params:
             funcs += self.residual_functions(ls)
+        skipped = None
         if g.objective and g.params and self.n_params <= HESSIAN_MAX_PARAMS:
-            funcs.append(self.hessian_function())
+            try:
+                funcs.append(self.hessian_function())
+            except _TooLarge as e:
+                skipped = str(e)
+        elif g.objective and g.params:
+            skipped = (f"{self.n_params:,} param elements: the Hessian is generated for at most "
+                       f"{HESSIAN_MAX_PARAMS:,}")
+        meta.append(f"HESSIAN_SKIPPED = {skipped!r}")
         return meta, funcs
 
     def bounds(self) -> dict[str, tuple[float, float]]:
@@ -385,21 +404,24 @@ class SecondOrderWriter(ModuleWriter):
         g = self.g
         back = _Body(g, "_d")
         self.tadj = {}
-        reads, adjoint = self.backward(back, g.params, False)
+        try:
+            self.backward(back, g.params, False)
+            tadj = self.tadj
+        finally:
+            self.tadj = None
         fwd = _Body(g, "_t")
         self._forward(fwd, [g.objective])
         rows = []
         tail = []
         for p in g.params:
             n, shape = self.sizes[p], tuple(g.nodes[p].shape)
-            if p not in self.tadj:
+            if p not in tadj:
                 rows.append(f"np.zeros(({n}, {P}), dtype=dt)")
                 continue
             code = tangent(grad_name(p))
-            if self.tadj[p] != shape:
+            if tadj[p] != shape:
                 tail.append(f"{code} = {self._full(fwd, code, shape)}")
             rows.append(f"np.reshape({code}, ({n}, {P}))")
-        self.tadj = None
         lines = self._head(fwd, True) + fwd.lines + back.lines + tail
         returns = f"np.concatenate([{', '.join(rows)}])" if len(rows) > 1 else rows[0]
         return self._function("hessian", fwd, lines, returns,
@@ -438,3 +460,11 @@ def _axes(axes) -> str:
 
 def _float(x: float) -> str:
     return "np.inf" if x == math.inf else "-np.inf" if x == -math.inf else repr(float(x))
+
+
+def _size_over(e: sp.Expr, limit: int) -> bool:
+    """Has the expression tree more than `limit` nodes? (stops counting there)"""
+    for n, _ in enumerate(sp.preorder_traversal(e)):
+        if n >= limit:
+            return True
+    return False

@@ -197,10 +197,8 @@ class Model:
                              f"there are no residuals and no {name}",
                              hint="write the objective as `sum(r^2)` or `mean((f - y)^2)`")
         if name == "hessian" and not hasattr(mod, "hessian"):
-            raise UsageError(f"the model has {mod.N_PARAMS:,} param elements: the Hessian is "
-                             f"generated for at most {mod.HESSIAN_MAX_PARAMS:,}",
-                             hint="its N_PARAMS² entries would not fit; use the gradient "
-                                  "(or the jacobian, for least squares)")
+            raise UsageError(f"this model has no exact Hessian: {mod.HESSIAN_SKIPPED}",
+                             hint="use the gradient (or the jacobian, for least squares)")
         with self._at(values) as (params, inputs), np.errstate(all="ignore"):
             return np.array(getattr(mod, name)(params, inputs))
 

@@ -229,8 +229,19 @@ def test_hessian_limit(tmp_path):
     assert not hasattr(m.module, "hessian") and hasattr(m.module, "jacobian")
     with pytest.raises(DslError) as info:
         m.hessian({"x": np.ones((2, 40)), "y": np.ones(2)})
-    assert "1,040 param elements" in info.value.message and "at most 1,000" in info.value.message
+    assert info.value.message == ("this model has no exact Hessian: 1,040 param elements: the "
+                                  "Hessian is generated for at most 1,000")
     assert m.jacobian({"x": np.ones((2, 40)), "y": np.ones(2)}).shape == (2, 1040)
+
+
+def test_hessian_of_a_deep_nest_is_left_out_in_bounded_time(tmp_path):
+    """A second derivative of 30 nested sigmoids (one inner node) is too large to generate."""
+    nest = "sigmoid(" * 60 + "x * w" + ")" * 60
+    m = load_model(tmp_path, f"input x\nparam w = 1\nloss = {nest}\nminimize loss\n")
+    assert not hasattr(m.module, "hessian")
+    assert "too large to differentiate again" in m.module.HESSIAN_SKIPPED
+    assert load_model(tmp_path, "param w = 1\nloss = w^2\nminimize loss\n",
+                      name="small").module.HESSIAN_SKIPPED is None
 
 
 def test_golden_least_squares_module(monkeypatch):

@@ -12,6 +12,7 @@ LEAST_SQUARES = 'mean'
 LEAST_SQUARES_FACTOR = 1.0
 SIGMA_WEIGHTED = False
 HESSIAN_MAX_PARAMS = 1000
+HESSIAN_SKIPPED = None
 
 def forward(params, inputs):
     """Every input, param and node, by name."""
