@@ -4,8 +4,10 @@ A user's name `x` (a node, param, input, constant or size) reaches the module on
 mangling: `v_x` for its value, `g_x` for its adjoint, `n_x` for a size; a statement's inner node
 `x.2` (a dot never appears in a user's name) becomes `t2_x` and `gt2_x`. Everything else the
 module defines (the cse temporaries `_t0` and `_d0`, the locals `dt` and `lr`, the arguments
-`params` and `inputs`, `np`, the helpers `_logsumexp` and `_softmax`) has none of these forms,
-so no model can produce or shadow it, whatever it names its nodes.
+`params` and `inputs`, `np`, the helpers `_logsumexp` and `_softmax`; for the Jacobian and
+Hessian, the tangents `dv_x` and `dg_x` (`d` + a value's or an adjoint's name), `res`, `d_res`
+and `N_PARAMS`) has none of these forms, so no model can produce or shadow it, whatever it
+names its nodes.
 
 In sympy the same separation holds by type: a temporary is a `Temp` and an adjoint is an
 `Adjoint`, never equal to the plain symbol of a user's name, and the printer asks the type, not
@@ -38,6 +40,12 @@ def grad_name(node: str) -> str:
     """A node's adjoint: `g_` + its name; an inner node `x.2` gets `gt2_x`."""
     base, _, k = node.partition(".")
     return f"gt{k}_{base}" if k else f"g_{base}"
+
+
+def tangent_name(name: str) -> str:
+    """The tangent of a generated variable (`v_x`, `g_x`): its derivative with respect to every
+    param element, `dv_x`, `dg_x`."""
+    return "d" + name
 
 
 def size_name(dim: str) -> str:

@@ -30,6 +30,7 @@ from compiler.derive import elementwise_factor, needs_gradient
 from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 from compiler.leastsq import LeastSquares, least_squares
 from compiler.names import Adjoint, grad_name, size_name, value_name
+from compiler.names import tangent_name as tangent
 
 HESSIAN_MAX_PARAMS = 1000
 # A local derivative larger than this (sympy tree nodes) is not differentiated again: its second
@@ -45,11 +46,6 @@ P = "N_PARAMS"  # the module constant: how many param elements, the tangents' la
 
 def param_sizes(g: Graph) -> dict[str, int]:
     return {p: math.prod(int(d) for d in g.nodes[p].shape) for p in g.params}
-
-
-def tangent(name: str) -> str:
-    """`dv_h` for the value of h, `dg_h` for its adjoint (`dt1_h`, `dgt1_h` inside a statement)."""
-    return "d" + name
 
 
 def _col(code: str, shape: Shape) -> str:

@@ -169,8 +169,11 @@ def test_every_generated_name_belongs_to_one_space():
     src = _source((ROOT / "examples/boston_mlp.model").read_text())
     tree = ast.parse(src)
     user = re.compile(r"^(v|g|n|t\d+|gt\d+)_")
-    own = {"np", "dt", "lr", "params", "inputs", "a", "axis", "keepdims", "m", "out", "e"}
+    own = {"np", "dt", "lr", "params", "inputs", "a", "axis", "keepdims", "m", "out", "e", "res",
+           "d_res", "N_PARAMS"}
+    tangents = re.compile(r"^d(v|g|t\d+|gt\d+)_")  # the Jacobian's and Hessian's
     for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
         for node in ast.walk(fn):
             if isinstance(node, ast.Name):
-                assert user.match(node.id) or node.id in own or re.match(r"^_[td]\d+$", node.id), node.id
+                assert (user.match(node.id) or node.id in own or tangents.match(node.id)
+                        or re.match(r"^_[td]\d+$", node.id)), node.id
