@@ -33,10 +33,12 @@ from compiler.names import Adjoint, grad_name, size_name, value_name
 from compiler.names import tangent_name as tangent
 
 HESSIAN_MAX_PARAMS = 1000
-# A local derivative larger than this (sympy tree nodes) is not differentiated again: its second
-# derivative grows with the square of a deep nest (110 nested sigmoids take minutes), so such a
-# model has no `hessian` and says why in HESSIAN_SKIPPED.
-MAX_FACTOR_SIZE = 400
+# Local derivatives are differentiated again only up to these sizes (sympy tree nodes), each and
+# all together: a second derivative grows with the square of a deep nest (110 nested sigmoids
+# took minutes), so a model past them has no `hessian` and says why in HESSIAN_SKIPPED. NIST's
+# formulas have local derivatives of 30 to 100 nodes.
+MAX_FACTOR_SIZE = 200
+MAX_FACTORS_SIZE = 2000
 
 
 class _TooLarge(Exception):
@@ -206,9 +208,13 @@ class SecondOrderWriter(ModuleWriter):
     def _elementwise_tangent(self, body, node, local, G, gshape):
         """d(G·f) = dG·f + G·Σ ∂f/∂s·ds over the values s that f reads."""
         factor = local.factor
-        if _size_over(factor, MAX_FACTOR_SIZE):
+        size = _size(factor, MAX_FACTOR_SIZE)
+        self.budget -= size
+        if size > MAX_FACTOR_SIZE or self.budget < 0:
             raise _TooLarge(f"`{node.stmt or node.name}` has a local derivative too large to "
-                            "differentiate again")
+                            "differentiate again" if size > MAX_FACTOR_SIZE else
+                            "its local derivatives are too large together to differentiate "
+                            f"again (more than {MAX_FACTORS_SIZE:,} terms)")
         shapes = self._value_shapes(node)
         if isinstance(G, Adjoint):
             shapes[G] = gshape
@@ -400,6 +406,7 @@ class SecondOrderWriter(ModuleWriter):
         g = self.g
         back = _Body(g, "_d")
         self.tadj = {}
+        self.budget = MAX_FACTORS_SIZE
         try:
             self.backward(back, g.params, False)
             tadj = self.tadj
@@ -458,9 +465,10 @@ def _float(x: float) -> str:
     return "np.inf" if x == math.inf else "-np.inf" if x == -math.inf else repr(float(x))
 
 
-def _size_over(e: sp.Expr, limit: int) -> bool:
-    """Has the expression tree more than `limit` nodes? (stops counting there)"""
-    for n, _ in enumerate(sp.preorder_traversal(e)):
-        if n >= limit:
-            return True
-    return False
+def _size(e: sp.Expr, limit: int) -> int:
+    """The expression tree's node count, counted up to just past `limit`."""
+    n = 0
+    for n, _ in enumerate(sp.preorder_traversal(e), start=1):
+        if n > limit:
+            break
+    return n
