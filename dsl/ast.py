@@ -86,12 +86,35 @@ class Init:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """`in [lo, hi]`, each end closed or open; `inf` and `-inf` for no bound."""
+
+    lo: float
+    hi: float
+    lo_open: bool
+    hi_open: bool
+    span: Span = field(compare=False)
+
+    def __str__(self) -> str:
+        def end(x: float) -> str:
+            return "inf" if x == float("inf") else "-inf" if x == float("-inf") else f"{x:g}"
+        return (("(" if self.lo_open else "[") + f"{end(self.lo)}, {end(self.hi)}"
+                + (")" if self.hi_open else "]"))
+
+    def holds(self, x: float) -> bool:
+        above = x > self.lo if self.lo_open else x >= self.lo
+        below = x < self.hi if self.hi_open else x <= self.hi
+        return above and below
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     dims: tuple[Dim, ...]
     init: Init
     span: Span = field(compare=False)
     name_span: Span = field(compare=False)
+    bounds: Bounds | None = None
 
 
 @dataclass(frozen=True)

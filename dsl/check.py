@@ -7,6 +7,7 @@ graph is sorted deterministically (ties by source line) and iteratively, so 10,0
 from __future__ import annotations
 
 import difflib
+import math
 import heapq
 from dataclasses import dataclass, field
 
@@ -241,6 +242,8 @@ class _Checker:
             if init.dist == "uniform" and init.args[1] - init.args[0] == float("inf"):
                 raise SemanticError("uniform(lo, hi) needs hi - lo to be a float64 (at most "
                                     "about 1.8e308)", init.span)
+        if st.bounds is not None:
+            _check_bounds(st)
         self.shapes[st.name] = st.dims
 
     @staticmethod
@@ -419,6 +422,46 @@ class _Checker:
                                     "axis 0 runs over rows, axis 1 over columns")
             axis = k % nd
         return axis
+
+
+def _check_bounds(st: ast.Param) -> None:
+    """The bounds are an interval with something in it, and the start lies inside them."""
+    b = st.bounds
+    if b.lo > b.hi or (b.lo == b.hi and (b.lo_open or b.hi_open)):
+        raise SemanticError(f"the bounds {b} of `{st.name}` are empty: the lower bound must be "
+                            "below the upper one", b.span,
+                            "write the lower bound first, e.g. `in [0, 10]`")
+    init = st.init
+    if init.dist == "const":
+        if not b.holds(init.args[0]):
+            raise SemanticError(f"the start {init.args[0]:g} of `{st.name}` is outside its bounds "
+                                f"{b}", b.span, "start inside the bounds, or widen them")
+        return
+    lo, hi = _support(st)
+    if lo is None and b.lo == -math.inf and b.hi == math.inf:
+        return
+    if lo is None or not (b.holds(lo) and hi <= b.hi):  # draws stay below hi
+        what = "can fall" if lo is None else f"fall in [{lo:g}, {hi:g}), which reaches"
+        raise SemanticError(f"the start of `{st.name}` is drawn from {init.dist}, whose values "
+                            f"{what} outside its bounds {b}", b.span,
+                            "draw it from uniform(lo, hi) inside the bounds, or start at "
+                            "`= NUMBER`")
+
+
+def _support(st: ast.Param) -> tuple[float | None, float | None]:
+    """The smallest and largest start a distribution can draw (None: unbounded)."""
+    init = st.init
+    if init.dist == "uniform":
+        return init.args[0], init.args[1]
+    if init.dist == "normal" and init.args[1] == 0:
+        return init.args[0], init.args[0]
+    if init.dist == "glorot":
+        dims = [int(d) for d in st.dims]
+        fan_in = dims[0] if dims else 1
+        fan_out = dims[1] if len(dims) > 1 else fan_in
+        a = (6 / (fan_in + fan_out)) ** 0.5
+        return -a, a
+    return None, None
 
 
 def _too_large(st: ast.Assign, terms: int, reads: int, calls_def: bool) -> SemanticError:

@@ -38,7 +38,8 @@ _STRUCTURAL = {"@": "matmul", "sum": "sum", "mean": "mean", "logsumexp": "logsum
 
 
 def lower(m: Checked, text: str) -> Graph:
-    g = Graph(m.file, objective=m.objective, predict=m.predict)
+    g = Graph(m.file, objective=m.objective, predict=m.predict,
+              bounds={n: _closed(p.bounds) for n, p in m.params.items() if p.bounds})
     lines = text.split("\n")
     for name in m.order:
         st = m.statements[name]
@@ -135,6 +136,15 @@ class _Statement:
         self.g.add(Node(lse, "op", shape, t.span, "logsumexp", (x,), axis=axis, keepdims=True,
                         stmt=self.name, source=self.source))
         return symbol(x) - symbol(lse)
+
+
+def _closed(b) -> tuple[float, float]:
+    """Bounds as the closed interval of float64s they hold: an open end at a finite value moves
+    to the next float inside (`(0, inf)` is [5e-324, inf]), so a solver's closed bounds and a
+    projection keep the start's strict inequality."""
+    lo = float(np.nextafter(b.lo, np.inf)) if b.lo_open and math.isfinite(b.lo) else float(b.lo)
+    hi = float(np.nextafter(b.hi, -np.inf)) if b.hi_open and math.isfinite(b.hi) else float(b.hi)
+    return lo, hi
 
 
 def _number(v: float) -> sp.Expr:

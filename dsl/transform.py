@@ -66,13 +66,36 @@ class _ToAst(Transformer):
         return tuple(int(t) if t.type == "INT" else str(t) for t in c)
 
     def param_dist(self, meta, c):
-        name, dims, init = c
-        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name))
+        name, dims, init, bounds = c
+        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name), bounds)
 
     def param_const(self, meta, c):
-        name, dims, value = c
+        name, dims, value, bounds = c
         init = ast.Init("const", (value,), self._s(meta))
-        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name))
+        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name), bounds)
+
+    def bounds(self, meta, c):
+        lo_open, lo, hi, hi_open = c
+        return ast.Bounds(lo, hi, lo_open, hi_open, self._s(meta))
+
+    def lo_closed(self, meta, c):
+        return False
+
+    hi_closed = lo_closed
+
+    def lo_open(self, meta, c):
+        return True
+
+    hi_open = lo_open
+
+    def inf(self, meta, c):
+        if str(c[-1]) != "inf":
+            raise DslSyntaxError(f"a bound is a number, `inf` or `-inf`, not `{c[-1]}`",
+                                 self._s(c[-1]), "for example `param Km = 1 in [0, inf)`")
+        return math.inf
+
+    def neg_inf(self, meta, c):
+        return -self.inf(meta, c)
 
     def init(self, meta, c):
         name, *args = c

@@ -69,6 +69,7 @@ def test_every_error_kind_has_a_golden_file():
         "def_recursive", "def_mutual_recursion", "syntax_incomplete", "syntax_missing_paren",
         "syntax_bad_dims", "syntax_unknown_setting", "binary_bytes", "long_line",
         "sum_1000_terms", "def_inlined_too_large", "warn_unused_param", "warn_unused_node",
+        "bounds_start_outside", "bounds_empty", "bounds_draw_outside", "bounds_not_a_number",
     }
     have = {n[:-len(".model")] for n in BAD_MODELS}
     assert wanted <= have, wanted - have
