@@ -342,6 +342,29 @@ class Chains:
                 d.expanded = self._expand(wrt, needed, on_path, reads)
         return d
 
+    def expanded(self, expr: sp.Expr, what: str) -> sp.Expr:
+        """`expr` with every statement's value substituted (over params, inputs, constants);
+        past MAX_EXPANDED_TERMS written terms, a UsageError naming `what`."""
+        self.require_scalars(what)
+        full: dict[sp.Symbol, int] = {}
+        for s in self.statements:
+            full[symbol(s)] = _written_size(self.value(s), full)
+        if _written_size(expr, full) > MAX_EXPANDED_TERMS:
+            raise UsageError(f"{what} is too large to write out: more than "
+                             f"{MAX_EXPANDED_TERMS:,} terms once every node's value is "
+                             "substituted", hint="the generated module computes it all the same "
+                             "(`dsl compile`)")
+        for s in reversed(self.statements):
+            expr = expr.xreplace({symbol(s): self.value(s)})
+        return expr
+
+    def require_scalars(self, what: str) -> None:
+        why = self.not_scalar()
+        if why is not None:
+            raise UsageError(f"cannot write {what} as expressions: {why}",
+                             hint="this is for models of scalars (a value per data row, [N], is "
+                                  "fine); the generated module computes it for any model")
+
     def _check_expanded_size(self, wrt, on_path, reads) -> None:
         """Refuse an expansion past MAX_EXPANDED_TERMS, counted from the sizes of the pieces
         it would be made of (nothing large is built to find out)."""
@@ -419,6 +442,22 @@ def _written_size(e: sp.Expr, weights: dict[sp.Basic, int]) -> int:
             stack.append((x, True))
             stack.extend((a, False) for a in x.args)
     return done[e]
+
+
+def total_diff(e: sp.Expr, wrt: sp.Symbol) -> sp.Expr:
+    """d e/d wrt where `e` may hold reductions (`mean(f)`, `sum(f)`): they are linear, so the
+    derivative goes inside them (sympy alone would leave an unevaluated Derivative)."""
+    aggs = [a for a in e.atoms(MeanOf, SumOf) if wrt in a.free_symbols]
+    if not aggs:
+        return sp.diff(e, wrt)
+    stand_ins = [sp.Dummy() for _ in aggs]
+    flat = e.xreplace(dict(zip(aggs, stand_ins)))
+    out = sp.diff(flat, wrt)
+    for a, d in zip(aggs, stand_ins):
+        inner = total_diff(a.args[0], wrt)
+        if inner != 0:
+            out += sp.diff(flat, d) * a.func(inner, *a.args[1:])
+    return out.xreplace(dict(zip(stand_ins, aggs)))
 
 
 def _closest(word: str, candidates: list[str]) -> str | None:

@@ -96,8 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model")
     c.add_argument("--wrt", metavar="NAME",
                    help="one param (or input or node); default: every param")
-    c.add_argument("--expand", action="store_true",
-                   help="substitute everything into one simplified expression (models of scalars)")
+    what = c.add_mutually_exclusive_group()
+    what.add_argument("--expand", action="store_true",
+                      help="substitute everything into one simplified expression (models of scalars)")
+    what.add_argument("--jacobian", action="store_true",
+                      help="∂r/∂p of a least-squares objective's residual r, written out")
+    what.add_argument("--hessian", action="store_true",
+                      help="∂²objective/∂a∂b for every pair of params, written out")
     form = c.add_mutually_exclusive_group()
     form.add_argument("--latex", action="store_true", help="print LaTeX")
     form.add_argument("--json", action="store_true", help="print one JSON object")
@@ -502,7 +507,10 @@ def cmd_derive(args, session: Session) -> int:
     from dsl.lower import lower
     m = session.load(args.model)
     graph = lower(m, session.sources[args.model])
-    derivation = explain.derive(graph, args.wrt, expand=args.expand)
+    if args.jacobian or args.hessian:
+        derivation = (explain.jacobian if args.jacobian else explain.hessian)(graph, args.wrt)
+    else:
+        derivation = explain.derive(graph, args.wrt, expand=args.expand)
     if args.json:
         print(json.dumps(derivation.to_json(), ensure_ascii=False, indent=2))
     elif args.latex:

@@ -15,10 +15,10 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.str import StrPrinter
 
 from compiler import chains
-from compiler.chains import ADJOINT, Chains, Derivation, Factor
+from compiler.chains import ADJOINT, Chains, Derivation, Factor, total_diff
 from compiler.codegen import PositiveTermsFirst
 from compiler.errors import UsageError
-from compiler.ir import Graph
+from compiler.ir import Graph, symbol
 
 _MUL = PRECEDENCE["Mul"]
 _POW = PRECEDENCE["Pow"]
@@ -513,3 +513,124 @@ def model_markdown(g: Graph) -> str:
             f"| `{n}` | {node.kind} | {_shape_text(node.shape)} |" for n, node in leaves))
     parts.append("$$\n" + model_latex(g) + "\n$$")
     return "\n\n".join(parts)
+
+
+# ---- Jacobian and Hessian --------------------------------------------------------------------
+
+def latex_second(of: str, a: str, b: str) -> str:
+    below = (rf"\partial {latex_name(a)}^{{2}}" if a == b else
+             rf"\partial {latex_name(a)} \, \partial {latex_name(b)}")
+    return rf"\frac{{\partial^{{2}} {latex_name(of)}}}{{{below}}}"
+
+
+def second(of: str, a: str, b: str) -> str:
+    return f"∂²{of}/∂{a}²" if a == b else f"∂²{of}/∂{a}∂{b}"
+
+
+class Entries:
+    """`dsl derive --jacobian` / `--hessian`: a heading and one written-out derivative per
+    line, printable as text, LaTeX and JSON like an Explanation."""
+
+    def __init__(self, heading: list[tuple[str, str]], rows: list[tuple[str, str, sp.Expr]],
+                 adjoint: str = "G"):
+        self.heading = heading  # (text, latex) lines that say what is derived
+        self.rows = rows  # (text label, latex label, expression)
+        self._text = TextPrinter(adjoint)
+        self._latex = LatexMaths(adjoint)
+
+    @property
+    def text(self) -> str:
+        width = max(len(label) for label, _, _ in self.rows)
+        lines = [t for t, _ in self.heading] + [""]
+        lines += [f"{label:<{width}} = {self._text.doprint(e)}" for label, _, e in self.rows]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def latex(self) -> str:
+        rows = [t for _, t in self.heading]
+        rows += [f"{label} &= {self._latex.doprint(e)}" for _, label, e in self.rows]
+        return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
+
+    def to_json(self) -> dict:
+        return {"heading": [t for t, _ in self.heading],
+                "entries": [{"name": label, "text": self._text.doprint(e),
+                             "latex": self._latex.doprint(e)} for label, _, e in self.rows]}
+
+
+def _wanted(g: Graph, wrt) -> list[str]:
+    names = list(g.params) if wrt is None else [wrt] if isinstance(wrt, str) else list(wrt)
+    for n in names:
+        if n not in g.params:
+            raise UsageError(f"`{n}` is not a param of {g.file}",
+                             hint="params: " + (", ".join(g.params) or "none"))
+    return names
+
+
+def _residual_name(g: Graph, ls) -> str:
+    if ls.residual.is_Symbol:
+        return ls.residual.name
+    return next(n for n in ("r", "res", "residual", "r_") if n not in g.nodes)
+
+
+def _reduction(ls, r: sp.Symbol) -> sp.Expr:
+    """The objective as the reduction of r² it is: `mean(r^2)`, `0.5·sum(r^2)`."""
+    agg = (chains.MeanOf if ls.kind == "mean" else chains.SumOf)(r**2)
+    return agg if ls.factor == 1 else sp.Float(ls.factor) * agg
+
+
+def _tidy(e: sp.Expr) -> sp.Expr:
+    """Common factors out, and the mean of a number is that number."""
+    e = e.replace(lambda x: isinstance(x, chains.MeanOf) and x.args[0].is_Number,
+                  lambda x: x.args[0])
+    return sp.factor_terms(e)
+
+
+def jacobian(g: Graph, wrt=None) -> Entries:
+    """∂r/∂p for the residual r of a least-squares objective, written out for each param."""
+    from compiler.leastsq import least_squares
+    if g.objective is None:
+        raise UsageError("the model has no `minimize` statement, so there is nothing to derive",
+                         hint="add `minimize NAME` naming a scalar node")
+    ls = least_squares(g)
+    if ls is None:
+        raise UsageError(f"`{g.objective}` is not a sum or mean of squares, so it has no "
+                         "residuals and no Jacobian",
+                         hint="write it as `sum(r^2)` or `mean((f - y)^2)`; --hessian works for "
+                              "any objective")
+    c = Chains(g)
+    r = _residual_name(g, ls)
+    text, latex = TextPrinter(), LatexMaths()
+    whole = _reduction(ls, sp.Symbol(r, real=True))
+    head, head_latex = (f"{g.objective} = {text.doprint(whole)}",
+                        f"{latex_name(g.objective)} &= {latex.doprint(whole)}")
+    if not ls.residual.is_Symbol:
+        head += f", {r} = {text.doprint(ls.residual)}"
+        head_latex += rf", \quad {latex_name(r)} = {latex.doprint(ls.residual)}"
+    heading = [(head, head_latex)]
+    expr = c.expanded(ls.residual, f"the Jacobian of {r}")
+    rows = [(partial(r, p), latex_partial(r, p), _tidy(total_diff(expr, symbol(p))))
+            for p in _wanted(g, wrt)]
+    return Entries(heading, rows, adjoint_letter(g.nodes))
+
+
+def hessian(g: Graph, wrt=None) -> Entries:
+    """∂²objective/∂a∂b for every pair of params (each pair once), written out."""
+    if g.objective is None:
+        raise UsageError("the model has no `minimize` statement, so there is nothing to derive",
+                         hint="add `minimize NAME` naming a scalar node")
+    c = Chains(g)
+    obj = g.objective
+    expr = c.expanded(symbol(obj), f"the Hessian of {obj}")
+    names = _wanted(g, wrt)
+    rows = []
+    for i, a in enumerate(names):
+        first = total_diff(expr, symbol(a))
+        for b in names[i:]:
+            rows.append((second(obj, a, b), latex_second(obj, a, b),
+                         _tidy(total_diff(first, symbol(b)))))
+    heading = [(f"{obj} = {TextPrinter().doprint(expr)}",
+                f"{latex_name(obj)} &= {LatexMaths().doprint(expr)}")]
+    return Entries(heading, rows, adjoint_letter(g.nodes))

@@ -142,3 +142,79 @@ def test_graph_pipes_into_dot(capsys):
     assert png.returncode == 0 and png.stdout.startswith(b"\x89PNG")
     code, out, _ = run(capsys, "graph", "examples/seed_graph.model", "--format", "svg")
     assert code == 0 and "<svg" in out
+
+
+# ---- --jacobian and --hessian ----------------------------------------------------------------
+
+@pytest.mark.parametrize("example, flag, form", [
+    ("pendulum", "--jacobian", "txt"), ("pendulum", "--jacobian", "tex"),
+    ("pendulum", "--hessian", "txt"), ("pendulum", "--hessian", "tex"),
+    ("boston_rm", "--jacobian", "txt"), ("boston_rm", "--hessian", "txt"),
+    ("seed_graph", "--hessian", "txt"),
+])
+def test_jacobian_and_hessian_are_golden(capsys, example, flag, form):
+    extra = ["--latex"] if form == "tex" else []
+    code, out, err = run(capsys, "derive", f"examples/{example}.model", flag, *extra)
+    assert code == 0 and err == ""
+    compare(f"good/{example}.{flag[2:]}.{form}", out)
+
+
+def test_jacobian_and_hessian_in_the_users_names(capsys):
+    code, out, _ = run(capsys, "derive", "examples/pendulum.model", "--jacobian")
+    lines = out.splitlines()
+    assert lines[0] == "chi2 = mean(r^2), r = (That - T) / sigma"
+    assert lines[2].startswith("∂r/∂g    = ") and lines[3].startswith("∂r/∂d_cm = ")
+    code, out, _ = run(capsys, "derive", "examples/pendulum.model", "--hessian")
+    assert [ln.split(" =")[0].strip() for ln in out.splitlines()[2:]] == [
+        "∂²chi2/∂g²", "∂²chi2/∂g∂d_cm", "∂²chi2/∂d_cm²"]
+    code, out, _ = run(capsys, "derive", "examples/boston_rm.model", "--hessian", "--wrt", "b")
+    assert out.splitlines()[2:] == ["∂²loss/∂b² = 2"]
+    code, out, _ = run(capsys, "derive", "examples/pendulum.model", "--hessian", "--json")
+    data = json.loads(out)
+    assert [e["name"] for e in data["entries"]] == ["∂²chi2/∂g²", "∂²chi2/∂g∂d_cm", "∂²chi2/∂d_cm²"]
+    assert data["entries"][1]["latex"].startswith(r"\operatorname{mean}")
+
+
+def _numeric(expr, values):
+    """A printed derivative evaluated with numpy: mean(...) and sum(...) over the rows."""
+    import numpy as np
+    import sympy as sp
+    from compiler.chains import MeanOf, SumOf
+    MEAN, SUM = sp.Function("MEAN"), sp.Function("SUM")
+    e = expr.replace(MeanOf, MEAN).replace(SumOf, SUM)
+    syms = sorted(e.free_symbols, key=lambda s: s.name)
+    f = sp.lambdify(syms, e, modules=[{"MEAN": np.mean, "SUM": np.sum}, "numpy"])
+    return f(*(values[s.name] for s in syms))
+
+
+@pytest.mark.parametrize("example", ["pendulum", "boston_rm"])
+def test_printed_derivatives_equal_the_generated_module(example):
+    """The written-out Jacobian and Hessian are the numbers the module computes."""
+    import numpy as np
+    import dsl
+    from dsl import explain
+    m = dsl.load(f"examples/{example}.model", use_cache=False)
+    ds = m.dataset()
+    params = {k: np.asarray(v, dtype=float) + 0.5 for k, v in m.params.items()}
+    values = {**params, **ds.train, **{c: float(m.checked.consts[c].value)
+                                       for c in m.checked.consts}}
+    J = m.module.jacobian(params, ds.train)
+    for k, (_, _, e) in enumerate(explain.jacobian(m.graph).rows):
+        np.testing.assert_allclose(np.broadcast_to(_numeric(e, values), J[:, k].shape), J[:, k],
+                                   rtol=1e-10)
+    H = m.module.hessian(params, ds.train)
+    rows = explain.hessian(m.graph).rows
+    pairs = [(i, j) for i in range(len(params)) for j in range(i, len(params))]
+    for (i, j), (_, _, e) in zip(pairs, rows):
+        np.testing.assert_allclose(_numeric(e, values), H[i, j], rtol=1e-10)
+
+
+def test_jacobian_and_hessian_refusals_are_clear(capsys):
+    code, out, err = run(capsys, "derive", "examples/seed_graph.model", "--jacobian")
+    assert code == 2 and out == "" and "`loss` is not a sum or mean of squares" in err
+    code, out, err = run(capsys, "derive", "examples/boston_mlp.model", "--hessian")
+    assert code == 2 and "cannot write the Hessian of loss as expressions: `X` is [N, 13]" in err
+    code, out, err = run(capsys, "derive", "examples/pendulum.model", "--jacobian", "--wrt", "T")
+    assert code == 2 and "`T` is not a param" in err and "params: g, d_cm" in err
+    code, out, err = run(capsys, "derive", "examples/pendulum.model", "--jacobian", "--expand")
+    assert code == 2 and "not allowed with argument --jacobian" in err
