@@ -23,6 +23,7 @@ from dsl.check import Checked, check, fmt_shape
 from dsl.config import SOLVERS, with_overrides
 from dsl.data import describe, read_csv, select
 from dsl.diagnostics import render_error, render_warning
+from dsl.files import open_regular, special_file
 from dsl.model import Model
 from dsl.report import (load_checkpoint, load_history, load_params, metrics, save_history,
                         save_params, save_plots, save_report)
@@ -176,8 +177,7 @@ def cmd_eval(args, session: Session) -> int:
     session.load(args.model)
     model = Model(session.compile(args.model))
     if args.params:
-        params = load_params(_named_file(args.params, "params file")).params
-        model.set_params({k: v for k, v in params.items() if k in model.checked.params})
+        model.set_params(load_params(_named_file(args.params, "params file"), model.checked).params)
     values = dict(_parse_set(item, model) for item in args.set)
     result = model.eval(values)
     if args.json:
@@ -230,12 +230,16 @@ def _parse_set(item: str, model: Model) -> tuple[str, np.ndarray]:
 
 
 def _named_file(path: str, what: str) -> str:
-    """A file named on the command line: missing, or a folder, is bad usage (exit 2), said
-    without a location: there is no line in it to point at."""
+    """A file named on the command line: missing, a folder, or a device or FIFO (never opened:
+    it would be read without end, or block) is bad usage (exit 2), said without a location:
+    there is no line in it to point at."""
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory, not a {what}")
     if not os.path.exists(path):
         raise UsageError(f"no such {what}: {path}")
+    if special_file(path):
+        raise UsageError(f"cannot read {what} {path}: {special_file(path)}",
+                         hint="give the path of a file")
     return path
 
 
@@ -247,14 +251,17 @@ def _cut(text: str) -> str:
 def _read_array(path: str, name: str) -> np.ndarray:
     if not os.path.exists(path):
         raise UsageError(f"--set {name}: no such file {path}")
+    if special_file(path):
+        raise UsageError(f"--set {name}: cannot read {path}: {special_file(path)}")
     try:
         if path.endswith(".npy"):
-            return np.asarray(np.load(path, allow_pickle=False), dtype=float)
+            with open_regular(path) as f:
+                return np.asarray(np.load(f, allow_pickle=False), dtype=float)
         if path.endswith(".csv"):
             return read_csv(path).values
     except OSError as e:
         raise UsageError(f"--set {name}: cannot read {path}: {e.strerror or e}") from None
-    except ValueError:  # numpy's own words would advise loading a pickle (unsafe)
+    except (ValueError, EOFError):  # numpy's own words would advise loading a pickle (unsafe)
         raise UsageError(f"--set {name}: {path} is not a .npy file of numbers",
                          hint="save one with numpy.save") from None
     raise UsageError(f"--set {name}: @{path} must be a .npy or .csv file")
@@ -359,7 +366,7 @@ def _resume(out: str, checked: Checked, model: Model, cfg):
     """`run --resume`: the params saved in `out`, and the checkpoint and history saved with
     them, so that training continues from the step it stopped at, up to the planned total."""
     saved = os.path.join(out, "params.npz")
-    params = load_params(saved).params
+    params = load_params(saved, checked).params
     missing = [p for p in checked.params if p not in params]
     if missing:
         raise DataError(f"{saved} has no value for param `{missing[0]}`",
@@ -463,10 +470,10 @@ def cmd_predict(args, session: Session) -> int:
     checked = session.load(args.model)
     if checked.predict is None:
         raise UsageError(f"{args.model} has no `predict` statement")
-    _named_file(args.data, "data file")
+    params, data = _named_file(args.params, "params file"), _named_file(args.data, "data file")
     model = Model(session.compile(args.model))
-    model.load_params(_named_file(args.params, "params file"))
-    table = read_csv(args.data)
+    model.load_params(params)
+    table = read_csv(data)
     reads = checked.ancestors(checked.predict)
     inputs = {}
     for name, inp in checked.inputs.items():

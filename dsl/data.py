@@ -9,7 +9,6 @@ from __future__ import annotations
 import codecs
 import difflib
 import gzip
-import io
 import os
 import warnings
 import zlib
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.errors import DataError, InternalError, Span
+from dsl.files import open_regular
 from dsl.ast import Columns
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -33,7 +33,7 @@ class Table:
     path: str
     columns: list[str]
     values: np.ndarray
-    lines: list[int] = field(default_factory=list)  # the file line of each row, for messages
+    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # each row's file line
 
     @property
     def name(self) -> str:
@@ -41,38 +41,110 @@ class Table:
 
 
 # ---- reading ------------------------------------------------------------------------------
+#
+# A CSV is read twice, streaming: a first pass counts its lines (refusing a file or an expanded
+# .csv.gz larger than MAX_TEXT_BYTES, and a float array larger than MAX_VALUES_BYTES, before any
+# parsing), the second parses CHUNK_BYTES of whole lines at a time into the one float array,
+# allocated once. Peak memory is that array plus a chunk and its parsing. A cell's text is seen
+# only inside its chunk, so a column could be kept as text chunk by chunk too.
+
+CHUNK_BYTES = 1 << 20  # 1 MiB of text parsed at a time
+MAX_TEXT_BYTES = 1 << 30  # a data file's text, a .csv.gz's once expanded
+MAX_VALUES_BYTES = 1 << 30  # the float64 array of its values (rows x columns x 8 bytes)
+MAX_LINE_BYTES = 1 << 26  # one line (a row of a million columns is about 10 MiB)
+
 
 def read_csv(path: str, span: Span | None = None) -> Table:
     """Load a numeric CSV (or gzipped CSV) with a header row; any bad content is a DataError.
 
     `span` is the model's `data` statement: problems with the file as a whole point there.
     """
-    raw = _read_bytes(path, span)
-    text = _decode(path, raw)
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    numbered = [(no, line) for no, line in enumerate(lines, start=1) if line.strip()]
-    if not numbered:
+    most_rows = sum(_count_lines(chunk) for chunk in _chunks(path, span))  # lines - header
+    columns: list[str] | None = None
+    values = lines = None
+    n, offset = 0, 0  # rows parsed; lines before the chunk
+    for chunk in _chunks(path, span):
+        text = _decode(path, chunk, offset, first=offset == 0)
+        parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        keep = [i for i, line in enumerate(parts) if line.strip()]
+        numbers = offset + 1 + np.asarray(keep, dtype=np.int64)
+        rows = [parts[i] for i in keep] if len(keep) < len(parts) else parts
+        offset += len(parts) - 1
+        if columns is None:
+            if not rows:
+                continue
+            header_no, header_line = int(numbers[0]), rows[0]
+            columns = _parse_header(path, header_no, header_line)
+            rows, numbers = rows[1:], numbers[1:]
+            values, lines = _allocate(path, span, most_rows, len(columns))
+        if not rows:
+            continue
+        if n + len(rows) > len(values):
+            raise DataError(f"data file `{path}` changed while it was read",
+                            _whole_file(path, span), "read it again once it is written")
+        values[n:n + len(rows)] = _parse_rows(path, columns, rows, numbers, n)
+        lines[n:n + len(rows)] = numbers
+        n += len(rows)
+    if columns is None:
         raise DataError(f"data file `{path}` is empty", _whole_file(path, span),
                         "a data file needs a header row naming the columns, then rows of numbers")
-    header_no, header_line = numbered[0]
-    columns = _parse_header(path, header_no, header_line)
-    rows = numbered[1:]
-    if not rows:
+    if n == 0:
         raise DataError(f"data file `{path}` has a header but no data rows",
                         _line_span(path, header_no, header_line),
                         "add rows of numbers below the header", source_line=_printable(header_line))
-    _check_row_lengths(path, columns, rows)
-    values = _parse_values(path, columns, rows)
-    _check_finite(path, columns, rows, values)
-    return Table(path, columns, values, [no for no, _ in rows])
+    return Table(path, columns, values[:n], lines[:n])
 
 
-def _read_bytes(path: str, span: Span | None) -> bytes:
+def _allocate(path: str, span: Span | None, most_rows: int, ncols: int):
+    """The float array for every row (and their line numbers), refused above MAX_VALUES_BYTES."""
+    need = most_rows * ncols * 8
+    if need > MAX_VALUES_BYTES:
+        raise DataError(f"data file `{path}` has up to {most_rows:,} rows of {ncols:,} columns: "
+                        f"{_bytes(need)} as floats, more than the limit of "
+                        f"{_bytes(MAX_VALUES_BYTES)}", _whole_file(path, span),
+                        "use fewer rows or columns (see `Limits` in docs/LANGUAGE.md)")
+    return np.empty((most_rows, ncols), dtype=np.float64), np.empty(most_rows, dtype=np.int64)
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def _count_lines(chunk: bytes) -> int:
+    """Line breaks in whole lines: \\n, \\r\\n or a lone \\r."""
+    return chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+
+
+def _chunks(path: str, span: Span | None):
+    """The file's text as bytes, about CHUNK_BYTES of whole lines at a time (a `\\r` that ends
+    a block waits for the next, which may start with its `\\n`)."""
+    carry: list[bytes] = []
+    carried = 0
+    for block in _blocks(path, span):
+        cut = max(block.rfind(b"\n"), block.rfind(b"\r", 0, len(block) - 1)) + 1
+        if cut == 0:
+            carry.append(block)
+            carried += len(block)
+            if carried > MAX_LINE_BYTES:
+                raise DataError(f"data file `{path}` has a line longer than "
+                                f"{_bytes(MAX_LINE_BYTES)}", _whole_file(path, span),
+                                "is it a CSV file? (see `Limits` in docs/LANGUAGE.md)")
+            continue
+        yield b"".join(carry + [block[:cut]]) if carry else block[:cut]
+        carry, carried = [block[cut:]], len(block) - cut
+    if carried:
+        yield b"".join(carry)
+
+
+def _blocks(path: str, span: Span | None):
+    """The file's bytes (a gzipped file's expanded) CHUNK_BYTES at a time, up to MAX_TEXT_BYTES."""
     where = _whole_file(path, span)
     hint = "paths in `data` are relative to the .model file" if span is not None else None
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        f = open_regular(path)
     except FileNotFoundError:
         raise DataError(f"data file `{path}` not found", where, hint) from None
     except IsADirectoryError:
@@ -80,26 +152,52 @@ def _read_bytes(path: str, span: Span | None) -> bytes:
     except (OSError, ValueError) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise DataError(f"cannot read data file `{path}`: {reason}", where, hint) from None
-    if path.endswith(".gz") and not raw.startswith(GZIP_MAGIC) and raw:
-        raise DataError(f"data file `{path}` is not a gzip file", where,
-                        "rename it without `.gz` if it is plain CSV text")
-    if raw.startswith(GZIP_MAGIC):
+    with f:
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"data file `{path}` is a damaged gzip file ({e})", where,
-                            "the file may be truncated; download or compress it again") from None
-    return raw
+            head = f.read(len(GZIP_MAGIC))
+            f.seek(0)
+            size = os.fstat(f.fileno()).st_size
+        except OSError as e:
+            raise DataError(f"cannot read data file `{path}`: {e.strerror or e}", where,
+                            hint) from None
+        gz = head == GZIP_MAGIC
+        if path.endswith(".gz") and not gz and head:
+            raise DataError(f"data file `{path}` is not a gzip file", where,
+                            "rename it without `.gz` if it is plain CSV text")
+        if not gz and size > MAX_TEXT_BYTES:
+            raise DataError(f"data file `{path}` is {_bytes(size)}, more than the limit of "
+                            f"{_bytes(MAX_TEXT_BYTES)}", where,
+                            "use a smaller file (see `Limits` in docs/LANGUAGE.md)")
+        stream = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
+        total = 0
+        while True:
+            try:
+                block = stream.read(CHUNK_BYTES)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                raise DataError(f"data file `{path}` is a damaged gzip file ({e})", where,
+                                "the file may be truncated; download or compress it again") from None
+            except OSError as e:
+                raise DataError(f"cannot read data file `{path}`: {e.strerror or e}", where,
+                                hint) from None
+            if not block:
+                return
+            total += len(block)
+            if total > MAX_TEXT_BYTES:
+                raise DataError(f"data file `{path}` expands to more than "
+                                f"{_bytes(MAX_TEXT_BYTES)} of text", where,
+                                "is it a gzip bomb? (see `Limits` in docs/LANGUAGE.md)")
+            yield block
 
 
-def _decode(path: str, raw: bytes) -> str:
-    if raw.startswith(codecs.BOM_UTF8):
+def _decode(path: str, raw: bytes, offset: int, first: bool) -> str:
+    """A chunk of whole lines as text; `offset` lines come before it in the file."""
+    if first and raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8):]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         before = raw[:e.start]
-        line_no = 1 + before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n")
+        line_no = offset + 1 + before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n")
         start = max(before.rfind(b"\n"), before.rfind(b"\r")) + 1
         ends = [i for i in (raw.find(b"\n", e.start), raw.find(b"\r", e.start)) if i >= 0]
         line = raw[start:min(ends) if ends else len(raw)].decode("utf-8", "replace")
@@ -136,69 +234,77 @@ def _parse_header(path: str, line_no: int, line: str) -> list[str]:
     return names
 
 
-def _check_row_lengths(path: str, columns: list[str], rows: list[tuple[int, str]]) -> None:
+def _parse_rows(path: str, columns: list[str], rows: list[str], numbers: np.ndarray,
+                before: int) -> np.ndarray:
+    """A chunk's rows as floats, parsed by numpy in one go; only when that fails, row by row
+    for the first bad row or cell. `numbers` are the rows' file lines, `before` the rows of
+    earlier chunks (messages count rows from the file's first)."""
+    values = _loadtxt(rows)
+    if values is None or values.shape != (len(rows), len(columns)):
+        _check_row_lengths(path, columns, rows, numbers, before)
+        _find_bad_cell(path, columns, rows, numbers, before)
+    _check_finite(path, columns, rows, numbers, before, values)
+    return values
+
+
+def _check_row_lengths(path, columns, rows, numbers, before) -> None:
     want = len(columns) - 1
-    for row, (no, line) in enumerate(rows, start=1):
+    for i, line in enumerate(rows):
         if line.count(",") != want:
             got = line.count(",") + 1
-            raise DataError(f"row {row} of `{path}` has {got} values but the header has "
-                            f"{len(columns)} columns", _line_span(path, no, line),
+            raise DataError(f"row {before + i + 1} of `{path}` has {got} values but the header "
+                            f"has {len(columns)} columns", _line_span(path, int(numbers[i]), line),
                             _separator_hint(line) or "every row needs one value per column",
                             source_line=_printable(line))
 
 
-def _parse_values(path: str, columns: list[str], rows: list[tuple[int, str]]) -> np.ndarray:
-    """Parse with numpy in one go; only when that fails, look row by row for the bad cell."""
-    values = _loadtxt("\n".join(line for _, line in rows))
-    if values is not None and values.shape == (len(rows), len(columns)):
-        return values
-    for row, (no, line) in enumerate(rows, start=1):
-        if _loadtxt(line) is not None:
+def _find_bad_cell(path, columns, rows, numbers, before) -> None:
+    for i, line in enumerate(rows):
+        if _loadtxt([line]) is not None:
             continue
         cells = line.split(",")
         for c, (cell, offset) in enumerate(zip(cells, _cell_offsets(cells))):
             if _is_number(cell):
                 continue
-            where = _cell_span(path, no, cell, offset)
+            where = _cell_span(path, int(numbers[i]), cell, offset)
             if not cell.strip():
-                raise DataError(f"empty value in column {columns[c]}, row {row} of `{path}`",
-                                where, "fill in or drop rows with missing values",
+                raise DataError(f"empty value in column {columns[c]}, row {before + i + 1} of "
+                                f"`{path}`", where, "fill in or drop rows with missing values",
                                 source_line=_printable(line))
             raise DataError(f"non-numeric value {_show(cell)} in column {columns[c]}, "
-                            f"row {row} of `{path}`", where,
+                            f"row {before + i + 1} of `{path}`", where,
                             _separator_hint(line) or "every cell below the header must be a number",
                             source_line=_printable(line))
     raise DataError(f"cannot read the numbers in `{path}`", _whole_file(path, None))
 
 
-def _check_finite(path: str, columns: list[str], rows: list[tuple[int, str]],
-                  values: np.ndarray) -> None:
+def _check_finite(path, columns, rows, numbers, before, values) -> None:
     bad = np.argwhere(~np.isfinite(values))
     if len(bad) == 0:
         return
     r, c = int(bad[0][0]), int(bad[0][1])
-    no, line = rows[r]
+    line = rows[r]
     cells = line.split(",")
     kind = "NaN" if np.isnan(values[r, c]) else "infinite"
-    raise DataError(f"{kind} value {_show(cells[c])} in column {columns[c]}, row {r + 1} "
-                    f"of `{path}`", _cell_span(path, no, cells[c], _cell_offsets(cells)[c]),
+    raise DataError(f"{kind} value {_show(cells[c])} in column {columns[c]}, row {before + r + 1} "
+                    f"of `{path}`", _cell_span(path, int(numbers[r]), cells[c],
+                                               _cell_offsets(cells)[c]),
                     "remove or fill in missing and infinite values before training",
                     source_line=_printable(line))
 
 
-def _loadtxt(text: str) -> np.ndarray | None:
+def _loadtxt(lines: list[str]) -> np.ndarray | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return np.loadtxt(io.StringIO(text), delimiter=",", comments=None, ndmin=2,
-                              dtype=np.float64)
+            return np.loadtxt(lines, delimiter=",", comments=None, ndmin=2, dtype=np.float64)
     except Exception:
         return None
 
 
 def _is_number(cell: str) -> bool:
     """The same test numpy applies when parsing the whole file."""
-    return bool(cell.strip()) and _loadtxt(cell) is not None
+    return bool(cell.strip()) and _loadtxt([cell]) is not None
 
 
 def _unquote(name: str) -> str:

@@ -1,11 +1,58 @@
-"""Files the tool writes: the user's cache folder, when to trust what is in it, and writes that
-never leave half a file. Below the front end, so that the parser keeps its tables there too."""
+"""Files the tool reads and writes: only regular files are read; the user's cache folder, when
+to trust what is in it, and writes that never leave half a file. Below the front end, so that
+the parser keeps its tables there too.
+
+`/dev/zero` or `/dev/urandom` never end, and a FIFO blocks until someone writes to it: reading
+one as a model, a CSV or a params file would use memory without limit or hang. A file is
+opened without blocking and checked with fstat, so nothing can swap it between check and read.
+"""
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 
 from compiler.errors import ModelWarning
+
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+class NotRegularFile(OSError):
+    """The path names a device, a FIFO or a socket; `strerror` says which."""
+
+
+def _not_regular(mode: int) -> str:
+    kind = next((name for test, name in _KINDS if test(mode)), "something else")
+    return f"it is {kind}, not a regular file"
+
+
+def open_regular(path: str):
+    """A binary file object for `path`; FileNotFoundError, IsADirectoryError or NotRegularFile
+    (all OSError, with a `strerror` for messages) when it is not a regular file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "it is a directory", path)
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(errno.EINVAL, _not_regular(mode), path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def special_file(path: str) -> str | None:
+    """Why `path` is not a file to read when it names a device, a FIFO or a socket (`it is a
+    character device, not a regular file`), else None (a regular file, a folder, or nothing).
+    For paths on the command line: stat neither opens nor blocks."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _not_regular(mode)
 
 
 def cache_dir() -> str:

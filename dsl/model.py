@@ -94,7 +94,7 @@ class Model:
     def load_params(self, path: str) -> None:
         """Params saved by `dsl run` (or `save_params`), with the `standardize` transforms and
         one-hot classes saved beside them, so that `predict` reads rows as training did."""
-        saved = load_params(path)
+        saved = load_params(path, self.checked)
         missing = [p for p in self.checked.params if p not in saved.params]
         if missing:
             raise DataError(f"{path} has no value for param `{missing[0]}`",

@@ -8,14 +8,17 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from compiler.errors import DataError
 from dsl import baselines, plots
+from dsl.check import Checked
 from dsl.data import OneHot, Standardizer
-from dsl.runtime import Dataset, atomic_write
+from dsl.files import NotRegularFile, open_regular
+from dsl.runtime import Dataset, atomic_write, check_sizes
 from dsl.train import Checkpoint, FitResult, History
 
 if TYPE_CHECKING:  # the API (dsl.model) reads params files with `load_params`
@@ -115,19 +118,34 @@ def save_params(path: str, params: dict, transforms: dict[str, Standardizer],
     atomic_write(path, buf.getvalue())
 
 
-def _read_npz(path: str) -> dict[str, np.ndarray]:
+def _read_npz(path: str, wanted, checked: Checked | None = None) -> dict[str, np.ndarray]:
+    """The members of an .npz whose names `wanted(name)` accepts, and only those: each one's
+    header (dtype and shape) is checked before its data is read, so that a small file cannot
+    make us allocate gigabytes for a member the model never names. Never unpickles."""
     _check_is_npz(path)
     try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError("it holds one array, not named params")
-        with z:
-            return {k: z[k] for k in z.files}
+        with open_regular(path) as f, zipfile.ZipFile(f) as z:
+            out = {}
+            for member in z.namelist():
+                name = member[:-len(".npy")]
+                if not member.endswith(".npy") or not wanted(name):
+                    continue
+                with z.open(member) as m:
+                    version = np.lib.format.read_magic(m)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(m)
+                _check_member(path, name, shape, dtype, checked)
+                with z.open(member) as m:
+                    out[name] = np.lib.format.read_array(m, allow_pickle=False)
+            return out
     except FileNotFoundError:
         raise DataError(f"no such params file: {path}", hint="`dsl run` saves runs/<model>/params.npz") from None
     except IsADirectoryError:
         raise DataError(f"{path} is a directory, not a params file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except NotRegularFile as e:
+        raise DataError(f"cannot read params file {path}: {e.strerror}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path} is not a params file saved by dsl ({e})") from None
 
 
@@ -135,10 +153,10 @@ def _check_is_npz(path: str) -> None:
     """An .npz is a zip archive. Anything else is refused before numpy sees it: numpy takes an
     unknown file (a CSV, say) for a pickle and advises loading it unsafely with allow_pickle."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             head = f.read(4)
     except OSError:
-        return  # np.load says why, below
+        return  # _read_npz says why
     if head[:2] != b"PK":
         csv = path.lower().endswith((".csv", ".csv.gz"))
         raise DataError(f"{path} is not a params file saved by dsl: it is not an .npz archive",
@@ -155,10 +173,39 @@ class SavedParams(NamedTuple):
     classes: dict[str, OneHot]
 
 
-def load_params(path: str) -> SavedParams:
-    arrays = _read_npz(path)
-    params = {k: v for k, v in arrays.items()
-              if not k.startswith((TRANSFORM_PREFIX, CHECKPOINT_PREFIX, CLASSES_PREFIX))}
+def _check_member(path: str, name: str, shape: tuple, dtype: np.dtype,
+                  checked: Checked | None) -> None:
+    """Params and transforms are real arrays (classes may be text), a param of the model's
+    declared shape: checked from the header, before the data is read."""
+    if name.startswith(CHECKPOINT_PREFIX):
+        return
+    span = checked.params[name].span if checked and name in checked.params else None
+    if dtype.kind not in ("biufU" if name.startswith(CLASSES_PREFIX) else "biuf"):
+        raise DataError(f"`{name}` in {path} is an array of {dtype}, not of real numbers", span,
+                        "was the file saved by `dsl run`?")
+    if span is not None:
+        check_sizes(checked, {name: np.broadcast_to(np.zeros((), dtype), shape)}, None)
+
+
+def _input_of(name: str) -> str | None:
+    """The input a transform's or classes' member belongs to, else None."""
+    if name.startswith(CLASSES_PREFIX):
+        return name[len(CLASSES_PREFIX):]
+    if name.startswith(TRANSFORM_PREFIX) and "__" in name[len(TRANSFORM_PREFIX):]:
+        return name[len(TRANSFORM_PREFIX):].rsplit("__", 1)[0]
+    return None
+
+
+def load_params(path: str, checked: Checked | None = None) -> SavedParams:
+    """The params, the inputs' transforms and classes saved in `path`: with `checked`, only the
+    model's own (each param checked against its declaration before it is read), else all."""
+    def wanted(name: str) -> bool:
+        if name.startswith((TRANSFORM_PREFIX, CLASSES_PREFIX, CHECKPOINT_PREFIX)):
+            inp = _input_of(name)
+            return inp is not None and (checked is None or inp in checked.inputs)
+        return checked is None or name in checked.params
+    arrays = _read_npz(path, wanted, checked)
+    params = {k: v for k, v in arrays.items() if not k.startswith((TRANSFORM_PREFIX, CLASSES_PREFIX))}
     parts: dict[str, dict] = {}
     classes = {}
     try:
@@ -190,8 +237,8 @@ def _checkpoint_arrays(c: Checkpoint) -> dict[str, np.ndarray]:
 
 def load_checkpoint(path: str) -> Checkpoint | None:
     """The training checkpoint saved with the params, or None when the file has none."""
-    arrays = _read_npz(path)
     p = CHECKPOINT_PREFIX
+    arrays = _read_npz(path, lambda name: name.startswith(p))
     if p + "step" not in arrays:
         return None
     try:

@@ -8,6 +8,7 @@ from lark.exceptions import VisitError
 
 from compiler.errors import DslError, DslSyntaxError, Span
 from dsl import ast
+from dsl.files import open_regular
 from dsl.parser import parse_tree
 
 
@@ -215,7 +216,7 @@ def _finite(token, span: Span) -> float:
 
 def read_source(path: str) -> str:
     """A model file's text; bytes that are not UTF-8 are a syntax error at their position."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         raw = f.read()
     try:
         return raw.decode("utf-8-sig")
