@@ -27,7 +27,7 @@ from dsl.files import open_regular, special_file
 from dsl.model import Model
 from dsl.report import (load_checkpoint, load_history, load_params, metrics, save_history,
                         save_params, save_plots, save_report)
-from dsl.runtime import Compiled, atomic_write, check_sizes, compile_file, init_params
+from dsl.runtime import MAX_NODE_BYTES, Compiled, atomic_write, check_sizes, compile_file
 from dsl.train import choose_optimizer, convergence_warning, fit, total_steps
 from dsl.transform import parse, read_source
 
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a number, a JSON list, or @file.npy / @file.csv")
     c.add_argument("--params", help="params saved by `dsl run` (.npz)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.add_argument("--full", action="store_true",
+                   help="with --json: every element of large arrays, not a summary")
+    _memory_flag(c)
     c.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("run", help="train on the model's data, report, save artifacts")
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="folder for the artifacts (default: runs/<model name>)")
     c.add_argument("--resume", action="store_true", help="start from the params saved in --out")
     c.add_argument("--no-cache", action="store_true", help="compile again, ignoring the cache")
+    _memory_flag(c)
     c.set_defaults(func=cmd_run)
 
     c = sub.add_parser("predict", help="the model's prediction for new data")
@@ -85,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--params", required=True, help="params saved by `dsl run` (.npz)")
     c.add_argument("--data", required=True, help="a CSV with the columns the inputs are bound to")
     c.add_argument("--out", help="CSV to write (default: standard output)")
+    _memory_flag(c)
     c.set_defaults(func=cmd_predict)
 
     c = sub.add_parser("data", help="look at a CSV: columns, statistics, correlations")
@@ -115,6 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--derivatives", action="store_true", help="label edges with local derivatives")
     c.set_defaults(func=cmd_graph)
     return p
+
+
+def _memory_flag(c) -> None:
+    c.add_argument("--max-node-memory", type=_size, default=MAX_NODE_BYTES, metavar="SIZE",
+                   help="the largest array a node may need, e.g. 16G (default 4G)")
+
+
+def _size(text: str) -> int:
+    """A size in bytes: `4G`, `512M`, `1.5GiB`, `100000`."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (t[:-1], t[-1]) if t[-1:] in units else (t, "")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a size such as 4G or 512M") from None
+    if not 1 <= value < 1 << 60:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a size such as 4G or 512M")
+    return int(value)
 
 
 class Session:
@@ -176,12 +200,13 @@ def cmd_compile(args, session: Session) -> int:
 def cmd_eval(args, session: Session) -> int:
     session.load(args.model)
     model = Model(session.compile(args.model))
+    model.max_node_bytes = args.max_node_memory
     if args.params:
         model.set_params(load_params(_named_file(args.params, "params file"), model.checked).params)
     values = dict(_parse_set(item, model) for item in args.set)
     result = model.eval(values)
     if args.json:
-        print(json.dumps(result.to_json(), allow_nan=False))
+        print(json.dumps(result.to_json(full=args.full), allow_nan=False))
         return 0
     m = model.checked
     width = max(len(n) for n in result.values)
@@ -281,13 +306,15 @@ def cmd_run(args, session: Session) -> int:
         raise UsageError(f"{args.model} has no `minimize` statement: nothing to train",
                          hint=checked.minimize_hint())
     compiled = session.compile(args.model, use_cache=not args.no_cache)
-    model = Model(compiled)
+    drawn = with_overrides(checked.train, seed=args.seed, dtype=args.dtype)
+    model = Model(compiled, drawn.seed, drawn.dtype)  # the params are drawn once, with the flags'
+    model.max_node_bytes = args.max_node_memory
     cfg = with_overrides(choose_optimizer(checked.train, compiled.module, model.params),
                          epochs=args.epochs, steps=args.steps, batch=args.batch, lr=args.lr,
                          optimizer=args.optimizer, seed=args.seed, dtype=args.dtype)
-    model.params = init_params(checked, cfg.seed, cfg.dtype)
     ds = model.dataset(cfg.dtype)
     _check_fed(checked, ds)
+    model.check_data_memory(ds, cfg.dtype)
     name = os.path.splitext(os.path.basename(args.model))[0]
     out = args.out or os.path.join("runs", name)
     _writing(lambda folder: os.makedirs(folder, exist_ok=True), out)
@@ -472,6 +499,7 @@ def cmd_predict(args, session: Session) -> int:
         raise UsageError(f"{args.model} has no `predict` statement")
     params, data = _named_file(args.params, "params file"), _named_file(args.data, "data file")
     model = Model(session.compile(args.model))
+    model.max_node_bytes = args.max_node_memory
     model.load_params(params)
     table = read_csv(data)
     reads = checked.ancestors(checked.predict)
@@ -504,7 +532,11 @@ def cmd_data(args, session: Session) -> int:
     print(describe(table, args.target))
     if args.plot:
         written = plots.correlation_heatmap(table, args.plot)
-        print(f"wrote {written}" if written else
+        shown = plots.heatmap_columns(table)
+        capped = (f" (the correlations of the first {shown} of {len(table.columns)} columns: "
+                  f"a heatmap shows at most {plots.HEATMAP_MAX})" if shown < len(table.columns)
+                  else "")
+        print(f"wrote {written}{capped}" if written else
               "plot skipped: matplotlib is not installed (pip install 'dsl[plot]')")
     return 0
 
@@ -562,6 +594,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return 0
+    except MemoryError as e:  # past --max-node-memory or the data limits: the machine's limit
+        print(render_error(DataError(f"out of memory: {e}", hint="use fewer rows or smaller "
+                                     "shapes (limits: docs/LANGUAGE.md section 14)"),
+                           session.sources), file=sys.stderr)
+        return 1
     except Exception as e:  # a bug in dsl, not a user mistake
         if debug:
             traceback.print_exc()

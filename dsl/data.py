@@ -100,14 +100,15 @@ def _allocate(path: str, span: Span | None, most_rows: int, ncols: int):
     need = most_rows * ncols * 8
     if need > MAX_VALUES_BYTES:
         raise DataError(f"data file `{path}` has up to {most_rows:,} rows of {ncols:,} columns: "
-                        f"{_bytes(need)} as floats, more than the limit of "
-                        f"{_bytes(MAX_VALUES_BYTES)}", _whole_file(path, span),
+                        f"{fmt_bytes(need)} as floats, more than the limit of "
+                        f"{fmt_bytes(MAX_VALUES_BYTES)}", _whole_file(path, span),
                         "use fewer rows or columns (see `Limits` in docs/LANGUAGE.md)")
     return np.empty((most_rows, ncols), dtype=np.float64), np.empty(most_rows, dtype=np.int64)
 
 
-def _bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+def fmt_bytes(n: int) -> str:
+    """A size in bytes for messages: `298 GiB`, `1.58 KiB`."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n} bytes"
@@ -130,7 +131,7 @@ def _chunks(path: str, span: Span | None):
             carried += len(block)
             if carried > MAX_LINE_BYTES:
                 raise DataError(f"data file `{path}` has a line longer than "
-                                f"{_bytes(MAX_LINE_BYTES)}", _whole_file(path, span),
+                                f"{fmt_bytes(MAX_LINE_BYTES)}", _whole_file(path, span),
                                 "is it a CSV file? (see `Limits` in docs/LANGUAGE.md)")
             continue
         yield b"".join(carry + [block[:cut]]) if carry else block[:cut]
@@ -165,8 +166,8 @@ def _blocks(path: str, span: Span | None):
             raise DataError(f"data file `{path}` is not a gzip file", where,
                             "rename it without `.gz` if it is plain CSV text")
         if not gz and size > MAX_TEXT_BYTES:
-            raise DataError(f"data file `{path}` is {_bytes(size)}, more than the limit of "
-                            f"{_bytes(MAX_TEXT_BYTES)}", where,
+            raise DataError(f"data file `{path}` is {fmt_bytes(size)}, more than the limit of "
+                            f"{fmt_bytes(MAX_TEXT_BYTES)}", where,
                             "use a smaller file (see `Limits` in docs/LANGUAGE.md)")
         stream = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
         total = 0
@@ -184,7 +185,7 @@ def _blocks(path: str, span: Span | None):
             total += len(block)
             if total > MAX_TEXT_BYTES:
                 raise DataError(f"data file `{path}` expands to more than "
-                                f"{_bytes(MAX_TEXT_BYTES)} of text", where,
+                                f"{fmt_bytes(MAX_TEXT_BYTES)} of text", where,
                                 "is it a gzip bomb? (see `Limits` in docs/LANGUAGE.md)")
             yield block
 

@@ -11,7 +11,8 @@ from compiler.errors import DataError, UsageError
 from dsl.config import with_overrides
 from dsl.data import OneHot, Standardizer
 from dsl.report import load_params
-from dsl.runtime import Compiled, Dataset, check_sizes, compile_file, init_params, load_dataset
+from dsl.runtime import (MAX_NODE_BYTES, Compiled, Dataset, check_memory, check_sizes, compile_file,
+                         init_params, load_dataset)
 from dsl.train import FitResult, History, choose_optimizer, fit
 
 if TYPE_CHECKING:
@@ -24,35 +25,58 @@ class EvalResult:
     values: dict[str, np.ndarray]
     gradients: dict[str, np.ndarray]
 
-    def to_json(self) -> dict:
+    def to_json(self, full: bool = False) -> dict:
+        """Arrays as nested lists; one of more than JSON_FULL_MAX elements as a summary
+        (`_summary`) unless `full`: its list would take gigabytes."""
         return {"objective": self.objective,
-                "values": {k: _jsonable(v) for k, v in self.values.items()},
-                "gradients": {k: _jsonable(v) for k, v in self.gradients.items()}}
+                "values": {k: _jsonable(v, full) for k, v in self.values.items()},
+                "gradients": {k: _jsonable(v, full) for k, v in self.gradients.items()}}
 
 
-def _jsonable(v):
-    """Numbers and nested lists; NaN and inf are not JSON, so they become null (as in
-    report.json)."""
+JSON_FULL_MAX = 100_000
+SUMMARY_ELEMENTS = 5
+
+
+def _jsonable(v, full: bool = False):
+    """Numbers and nested lists, or a summary (`_summary`) of an array of more than
+    JSON_FULL_MAX elements unless `full`."""
     a = np.asarray(v, dtype=float)
+    return _summary(a) if a.ndim and not full and a.size > JSON_FULL_MAX else _finite(a)
+
+
+def _finite(a: np.ndarray):
+    """NaN and inf are not JSON, so they become null (as in report.json)."""
     finite = np.isfinite(a)
     if a.ndim == 0:
         return float(a) if finite else None
     return a.tolist() if finite.all() else np.where(finite, a, None).tolist()
 
 
+def _summary(a: np.ndarray) -> dict:
+    """What a large array is in a few numbers: shape, min, max, mean, first and last elements."""
+    flat = a.reshape(-1)
+    with np.errstate(all="ignore"):
+        return {"summary": True, "shape": list(a.shape), "size": int(a.size),
+                "min": _finite(np.min(a)), "max": _finite(np.max(a)), "mean": _finite(np.mean(a)),
+                "first": _finite(flat[:SUMMARY_ELEMENTS]), "last": _finite(flat[-SUMMARY_ELEMENTS:])}
+
+
 class Model:
     """A compiled model, its params (seeded start until trained or loaded) and its data."""
 
-    def __init__(self, compiled: Compiled):
+    def __init__(self, compiled: Compiled, seed: int | None = None, dtype: str | None = None):
+        """Params drawn with `seed` and `dtype` (default: the `train { }` block's)."""
         self.compiled = compiled
         self.checked = compiled.checked
         cfg = self.checked.train
-        self.params: dict[str, np.ndarray] = init_params(self.checked, cfg.seed, cfg.dtype)
+        self.params: dict[str, np.ndarray] = init_params(
+            self.checked, cfg.seed if seed is None else seed, dtype or cfg.dtype)
         # How raw rows become the inputs' values, as in training: known once the data is loaded
         # (`dataset`, `fit`) or a params file is (`load_params`); `predict` needs them.
         self.transforms: dict[str, Standardizer] = {}
         self.classes: dict[str, OneHot] = {}
         self._params_file: str | None = None  # where `load_params` took them from
+        self.max_node_bytes = MAX_NODE_BYTES  # the largest array a node may need (check_memory)
         self._dataset: Dataset | None = None
 
     @property
@@ -109,6 +133,14 @@ class Model:
             raise self._not_known(name, "one-hot", "classes")
         return self.classes[name]
 
+    def check_data_memory(self, ds: Dataset, dtype: str) -> None:
+        """Before training: no node may need an array above `max_node_bytes`, on the training
+        rows or on the test rows (the loss is computed on both at log points)."""
+        for rows in (ds.train, ds.test):
+            if rows:
+                check_memory(self.checked, check_sizes(self.checked, rows, None), dtype,
+                             self.max_node_bytes)
+
     def set_params(self, params: dict[str, np.ndarray]) -> None:
         """Replace params by name, each checked against its declared shape."""
         for name, value in params.items():
@@ -135,7 +167,7 @@ class Model:
             ds = self.dataset()
             for n in missing:
                 out[n] = ds.train[n]
-        check_sizes(m, out, None)
+        check_memory(m, check_sizes(m, out, None), dtype, self.max_node_bytes)
         return out
 
     def fit(self, progress=None, **overrides) -> History:
@@ -150,6 +182,7 @@ class Model:
                             hint=self.checked.minimize_hint())
         self.params = init_params(self.checked, cfg.seed, cfg.dtype)
         ds = self.dataset(cfg.dtype)
+        self.check_data_memory(ds, cfg.dtype)
         self.last_fit: FitResult = fit(self.module, self.params, ds.train, ds.test, cfg, progress)
         return self.last_fit.history
 
@@ -236,7 +269,7 @@ class Model:
         arrays = {}
         for name, value in inputs.items():
             arrays[name] = self._as_trained(name, value)
-        check_sizes(m, arrays, None)
+        check_memory(m, check_sizes(m, arrays, None), m.train.dtype, self.max_node_bytes)
         with np.errstate(all="ignore"):
             return np.asarray(self.module.predict(self.params, arrays))
 

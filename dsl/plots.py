@@ -18,6 +18,9 @@ from dsl.data import Table, correlations
 
 ANNOTATE_MAX = 20  # annotate each heatmap cell with its value up to this many columns
 LABEL_MAX = 40  # name the heatmap's rows and columns up to this many columns
+# A heatmap shows at most this many columns: more are unreadable, and their n x n correlations
+# grow without bound (40,000 columns would need 12 GiB).
+HEATMAP_MAX = 100
 
 
 def available() -> bool:
@@ -95,8 +98,11 @@ def residuals(y: np.ndarray, yhat: np.ndarray, path: str, title: str) -> str | N
 
 
 def correlation_heatmap(table: Table, path: str) -> str | None:
-    """Pearson correlations between a data file's columns; blank where a column is constant."""
-    n = len(table.columns)
+    """Pearson correlations between a data file's first HEATMAP_MAX columns (`heatmap_columns`);
+    blank where a column is constant."""
+    n, total = heatmap_columns(table), len(table.columns)
+    if n < total:
+        table = Table(table.path, table.columns[:n], table.values[:, :n])
     side = min(4 + 0.45 * n, 16)
     fig = _figure((side + 1.5, side))
     if fig is None:
@@ -116,7 +122,8 @@ def correlation_heatmap(table: Table, path: str) -> str | None:
                 if np.isfinite(c[i, j]):
                     ax.text(j, i, f"{c[i, j]:.2f}", ha="center", va="center", fontsize=7,
                             color="white" if abs(c[i, j]) > 0.6 else "black")
-    ax.set_title(_plain(f"correlations: {table.name}"))
+    ax.set_title(_plain(f"correlations: {table.name}" + (f" (first {n} of {total} columns)"
+                                                         if n < total else "")))
     return _save(fig, path)
 
 
@@ -124,6 +131,11 @@ def _plain(text: str) -> str:
     """A name from the user (a file, a column) shown as written: matplotlib reads `$...$` as
     maths, and a name such as `$\\frac{$` would fail at save time, after training."""
     return text.replace("$", r"\$")
+
+
+def heatmap_columns(table: Table) -> int:
+    """How many of the table's columns, the first ones, a heatmap shows."""
+    return min(len(table.columns), HEATMAP_MAX)
 
 
 def _figure(size: tuple[float, float]):

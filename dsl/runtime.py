@@ -26,7 +26,7 @@ from compiler import CODEGEN_VERSION
 from compiler.errors import DataError, ModelWarning, Span
 from dsl import __version__, ast
 from dsl.check import Checked, check, fmt_shape
-from dsl.data import OneHot, Standardizer, Table, read_csv, select, split_rows
+from dsl.data import OneHot, Standardizer, Table, fmt_bytes, read_csv, select, split_rows
 from dsl.files import atomic_write, cache_dir, trusted
 from dsl.transform import parse, read_source
 
@@ -272,3 +272,33 @@ def check_sizes(m: Checked, values: dict[str, np.ndarray], span: Span | None) ->
                                     f"`{name}`", span or where, "every use of a size name must agree")
                 sizes.setdefault(d, (n, name))
     return {d: n for d, (n, _) in sizes.items()}
+
+
+# ---- memory ----------------------------------------------------------------------------------
+
+MAX_NODE_BYTES = 4 << 30  # one array of a node's value (or of a part of its expression)
+
+
+def check_memory(m: Checked, sizes: dict[str, int], dtype: str,
+                 limit: int = MAX_NODE_BYTES) -> None:
+    """Refuse, before running, a node whose value or any part of its expression would be an
+    array larger than `limit` bytes with the sizes the data binds (`X @ transpose(X)` with
+    200,000 rows is 298 GiB): numpy would fail after minutes, or the machine would swap."""
+    itemsize = np.dtype(dtype).itemsize
+    for name, typed in m.nodes.items():
+        seen: set[int] = set()
+        stack = [typed]
+        while stack:
+            t = stack.pop()
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            stack.extend(t.args)
+            shape = [d if isinstance(d, int) else sizes.get(d, 1) for d in t.shape]
+            need = math.prod(shape) * itemsize
+            if need > limit:
+                raise DataError(f"`{name}` needs an array of {shape} {dtype}, {fmt_bytes(need)}: "
+                                f"more than the limit of {fmt_bytes(limit)} for one array", t.span,
+                                "use fewer rows or a smaller shape, or raise the limit with "
+                                "--max-node-memory (docs/LANGUAGE.md section 14)")
+

@@ -146,3 +146,103 @@ def test_load_params_without_a_model_reads_everything(tmp_path):
     np.savez(path, a=np.ones(3), __transform__X__mean=np.zeros(2), __transform__X__std=np.ones(2))
     saved = load_params(str(path))
     assert list(saved.params) == ["a"] and saved.transforms["X"].std.tolist() == [1, 1]
+
+
+
+# ---- 5. `run` draws the initial params once -----------------------------------------------------
+
+def test_run_draws_the_initial_params_once(tmp_path, capsys, monkeypatch):
+    import dsl.cli
+    import dsl.model
+    import dsl.runtime
+    calls = []
+
+    def counting(checked, seed, dtype="float64"):
+        calls.append((seed, dtype))
+        return dsl.runtime.init_params(checked, seed, dtype)
+    monkeypatch.setattr(dsl.model, "init_params", counting)
+    monkeypatch.setattr(dsl.cli, "init_params", counting, raising=False)  # where it drew again
+    rc, out, _ = run(["run", "examples/boston_rm.model", "--steps", "2", "--seed", "3",
+                      "--dtype", "float32", "--out", tmp_path / "r"], capsys)
+    assert rc == 0 and calls == [(3, "float32")]
+
+
+# ---- 7. `data --plot` plots at most HEATMAP_MAX columns, and says so -----------------------------
+
+def test_data_plot_caps_its_columns_and_says_so(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import dsl.plots
+    seen = []
+    real = dsl.plots.correlations
+    monkeypatch.setattr(dsl.plots, "correlations", lambda t: seen.append(len(t.columns)) or real(t))
+    wide = tmp_path / "wide.csv"
+    rng = np.random.default_rng(0)
+    np.savetxt(wide, rng.standard_normal((5, 2000)), delimiter=",", comments="",
+               header=",".join(f"c{i}" for i in range(2000)))
+    rc, out, _ = run(["data", wide, "--plot", tmp_path / "corr.png"], capsys)
+    assert rc == 0 and seen == [100] and (tmp_path / "corr.png").exists()
+    assert (f"wrote {tmp_path / 'corr.png'} (the correlations of the first 100 of 2000 columns: "
+            "a heatmap shows at most 100)") in out
+
+
+# ---- 8. `eval --json` summarizes a large array; --full prints it --------------------------------
+
+def test_eval_json_summarizes_large_arrays(tmp_path, capsys):
+    import json
+    model = tmp_path / "big.model"
+    model.write_text("input x[N]\nparam w[500, 400] = 0.5\ns = sum(w) * sum(x)\nminimize s\n")
+    rc, out, _ = run(["eval", model, "--set", "x=[1, 2]", "--json"], capsys)
+    assert rc == 0
+    r = json.loads(out)
+    assert r["values"]["w"] == {"summary": True, "shape": [500, 400], "size": 200000, "min": 0.5,
+                                "max": 0.5, "mean": 0.5, "first": [0.5] * 5, "last": [0.5] * 5}
+    assert r["gradients"]["w"]["shape"] == [500, 400] and r["gradients"]["w"]["mean"] == 3.0
+    assert r["values"]["x"] == [1.0, 2.0] and r["values"]["s"] == 300000.0
+    rc, out, _ = run(["eval", model, "--set", "x=[1, 2]", "--json", "--full"], capsys)
+    full = json.loads(out)["values"]["w"]
+    assert rc == 0 and len(full) == 500 and len(full[0]) == 400
+
+
+# ---- 4. a node too large for memory is refused before running, with its line -------------------
+
+GRAM = ('data "rows.csv"\ninput X[N, 2] <- a..b\nparam w[2] = 0.1\n'
+        "G = X @ transpose(X)\nloss = mean(G) + sum(w^2)\nminimize loss\n")
+
+
+def _gram(tmp_path: Path, rows: int) -> Path:
+    np.savetxt(tmp_path / "rows.csv", np.random.default_rng(0).standard_normal((rows, 2)),
+               delimiter=",", header="a,b", comments="", fmt="%.3f")
+    (tmp_path / "gram.model").write_text(GRAM)
+    return tmp_path / "gram.model"
+
+
+@pytest.mark.parametrize("command", [["eval"], ["run", "--steps", "1"]])
+def test_a_node_too_large_is_refused_with_its_line(tmp_path, capsys, command):
+    model = _gram(tmp_path, 200_000)
+    rc, _, err = run([command[0], model, *command[1:], "--out", tmp_path / "r"]
+                     if command[0] == "run" else [command[0], model], capsys)
+    assert rc == 1
+    assert (f"{model}:4:5: error: `G` needs an array of [200000, 200000] float64, 298 GiB: more "
+            "than the limit of 4 GiB for one array") in err
+    assert "--max-node-memory" in err
+
+
+def test_the_node_limit_is_a_flag(tmp_path, capsys):
+    model = _gram(tmp_path, 1000)  # G is 7.63 MiB
+    rc, _, err = run(["eval", model, "--max-node-memory", "1M"], capsys)
+    assert rc == 1 and "7.63 MiB: more than the limit of 1 MiB for one array" in err
+    rc, out, _ = run(["eval", model, "--max-node-memory", "16MiB"], capsys)
+    assert rc == 0 and "G" in out
+    rc, _, err = run(["eval", model, "--max-node-memory", "lots"], capsys)
+    assert rc == 2 and "`lots` is not a size such as 4G or 512M" in err
+
+
+def test_the_api_refuses_a_node_too_large(tmp_path):
+    import dsl
+    from compiler.errors import DataError
+    m = dsl.load(str(_gram(tmp_path, 1000)))
+    m.max_node_bytes = 1 << 20
+    with pytest.raises(DataError, match="`G` needs an array of \\[1000, 1000\\] float64"):
+        m.eval()
+    with pytest.raises(DataError, match="`G` needs"):
+        m.fit(steps=1)
