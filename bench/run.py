@@ -14,6 +14,9 @@ Sections (select with --only):
            each cold compile the first of a fresh process; stages, sympy's share, time in gc,
            cached compiles, the growth exponent
   grad     the seed network's full-batch gradient on 1e3 to 1e6 rows: ns per row against numpy
+  data     reading a CSV of 800,000 rows x 20 columns (about 190 MB) into a float array: dsl's
+           streaming reader against numpy.loadtxt and pandas.read_csv (the bench extra), each in
+           a fresh process: rows/s and peak memory (only with --only data: not in the default run)
 
 torch and jax are optional: absent (or left out with --without torch,jax), their columns are
 skipped with a note. BLAS, PyTorch and XLA get one thread and the process one CPU (--no-pin);
@@ -595,6 +598,98 @@ def bench_grad(cfg):
     return {"model": os.path.relpath(SEED_MODEL, ROOT), "function": "grad", "rows": rows}
 
 
+# ---- reading CSVs ---------------------------------------------------------------------------
+
+CSV_SHAPE = {"full": (800_000, 20), "quick": (50_000, 20)}
+CSV_REPEATS = {"full": 3, "quick": 1}
+CSV_READERS = ("dsl", "numpy", "pandas")
+
+
+def _proc_status(key: str) -> int:
+    """A memory figure of this process from /proc/self/status, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def csv_worker(path: str, reader: str) -> dict:
+    """`run.py --worker PATH csv-READER`: one read of the CSV into a float64 array in a fresh
+    process; the peak is the resident memory above what the process held before reading (the
+    kernel's high-water mark, reset just before)."""
+    if reader == "pandas":
+        import pandas as pd
+
+        def read():
+            return pd.read_csv(path, dtype=np.float64).to_numpy()
+    elif reader == "numpy":
+        def read():
+            return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    else:
+        from dsl.data import read_csv
+
+        def read():
+            return read_csv(path).values
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size
+    before = _proc_status("VmRSS")
+    t, cpu = time.perf_counter(), time.process_time()
+    values = read()
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return {"seconds": seconds, "cpu_s": cpu, "peak_bytes": _proc_status("VmHWM") - before,
+            "array_bytes": values.nbytes, "shape": list(values.shape),
+            "checksum": float(np.sum(values, dtype=np.float64))}
+
+
+def bench_data(mode: str, tmp: str, notes: list) -> dict:
+    rows, cols = CSV_SHAPE[mode]
+    path = os.path.join(tmp, "bench.csv")
+    rng = np.random.default_rng(5)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(",".join(f"c{j}" for j in range(cols)) + "\n")
+        for start in range(0, rows, 50_000):
+            np.savetxt(f, rng.standard_normal((min(50_000, rows - start), cols)), delimiter=",",
+                       fmt="%.8g")
+    size = os.path.getsize(path)
+    log(f"reading a CSV: {rows:,} rows x {cols} columns, {size / 1e6:.0f} MB")
+    readers = list(CSV_READERS)
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        readers.remove("pandas")
+        notes.append("pandas is not installed (pip install 'dsl[bench]'): no pandas.read_csv row")
+    runs = {r: [] for r in readers}
+    for i in range(CSV_REPEATS[mode]):
+        for r in (readers if i % 2 == 0 else readers[::-1]):
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", path,
+                                  f"csv-{r}", "--without", "torch,jax", "--no-pin"],
+                                 capture_output=True, text=True, cwd=ROOT, check=False)
+            if out.returncode != 0:
+                raise SystemExit(f"the CSV worker failed for {r}:\n{out.stderr}")
+            runs[r].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    table = []
+    base = median([x["seconds"] for x in runs["dsl"]])
+    for r in readers:
+        sec = median([x["seconds"] for x in runs[r]])
+        peak = median([x["peak_bytes"] for x in runs[r]])
+        first = runs[r][0]
+        row = {"reader": {"dsl": "dsl.data.read_csv", "numpy": "numpy.loadtxt",
+                          "pandas": "pandas.read_csv"}[r],
+               "seconds": sec, "cpu_s": median([x["cpu_s"] for x in runs[r]]),
+               "rows_per_s": rows / sec, "mb_per_s": size / 1e6 / sec, "x_dsl_time": sec / base,
+               "peak_mib": peak / 2**20, "peak_over_array": peak / first["array_bytes"],
+               "agrees": first["shape"] == [rows, cols] and math.isclose(
+                   first["checksum"], runs["dsl"][0]["checksum"], rel_tol=1e-12, abs_tol=1e-6)}
+        table.append(row)
+        log(f"  {row['reader']:<18} {sec:6.2f} s  {row['rows_per_s']:>10,.0f} rows/s  "
+            f"peak {row['peak_mib']:6.0f} MiB ({row['peak_over_array']:.2f} x the array)")
+    os.unlink(path)
+    return {"rows": rows, "columns": cols, "file_mb": size / 1e6,
+            "array_mib": rows * cols * 8 / 2**20, "repeats": CSV_REPEATS[mode], "readers": table}
+
+
 # ---- targets, machine, report ---------------------------------------------------------------
 
 def _row(section, impl):
@@ -769,6 +864,18 @@ def markdown(res) -> str:
             L.append(f"| {r['rows']:,} | {r['dsl_s'] * 1e3:.2f} ms | {r['numpy_s'] * 1e3:.2f} ms "
                      f"| {r['dsl_ns_per_row']:.1f} | {r['numpy_ns_per_row']:.1f} | {r['ratio']:.2f} "
                      f"| {'yes' if r['agrees'] else 'NO'} ({r['max_rel_diff']:.0e}) |")
+        L.append("")
+    if "data" in res:
+        d = res["data"]
+        L.append(f"### Reading a CSV: {d['rows']:,} rows x {d['columns']} columns, {d['file_mb']:.0f} MB, "
+                 f"into a float64 array of {d['array_mib']:.0f} MiB (each a fresh process, median of "
+                 f"{d['repeats']})\n")
+        L.append("| reader | time | x dsl | rows/s | MB/s | peak memory | peak / array | same numbers |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for r in d["readers"]:
+            L.append(f"| {r['reader']} | {r['seconds']:.2f} s | {r['x_dsl_time']:.2f} | {r['rows_per_s']:,.0f} "
+                     f"| {r['mb_per_s']:.1f} | {r['peak_mib']:.0f} MiB | {r['peak_over_array']:.2f} "
+                     f"| {'yes' if r['agrees'] else 'NO'} |")
         L.append("")
     L.append("### Targets\n")
     L.append("| target | measured (wall) | bound | holds | on CPU time | holds |")
@@ -947,7 +1054,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         path, mode = args.worker
-        print(profile_worker(path) if mode == "profile" else json.dumps(worker(path, mode)))
+        if mode.startswith("csv-"):
+            print(json.dumps(csv_worker(path, mode[len("csv-"):])))
+        else:
+            print(profile_worker(path) if mode == "profile" else json.dumps(worker(path, mode)))
         return 0
     cfg = QUICK if args.quick else FULL
     out = args.out or (os.path.join(HERE, "quick") if args.quick else HERE)
@@ -955,7 +1065,7 @@ def main(argv=None) -> int:
     if args.report_only:
         return report(out)
     sections = [s for s in args.only.split(",") if s]
-    unknown = set(sections) - {"seed", "mnist", "compile", "grad"}
+    unknown = set(sections) - {"seed", "mnist", "compile", "grad", "data"}
     if unknown:
         ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     command = " ".join(["python bench/run.py", *(argv if argv is not None else sys.argv[1:])])
@@ -977,6 +1087,8 @@ def main(argv=None) -> int:
     if "grad" in sections:
         log("full-batch gradient of the seed network")
         res["grad"] = bench_grad(cfg)
+    if "data" in sections:
+        res["data"] = bench_data(res["mode"], run_cache, res["notes"])
     res["targets"] = targets(res)
     if args.profile:
         log("profiles: " + ", ".join(os.path.relpath(p, ROOT) for p in (profile_steps(out), profile_compile(out))))

@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import string
+import subprocess
 import sys
 import time
 import warnings
@@ -634,3 +635,127 @@ def test_time_limit_reports_a_hang(monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "main", forever)
     outcome = invoke(["check", "x.model"], seconds=0.2)
     assert outcome.problem().startswith("hang")
+
+
+# ---- resource attacks (issue 13): each in a child process under a memory and a time limit -------
+
+RESOURCE_MEMORY = 3 << 30  # RLIMIT_AS of each child: far below what the attacks used to take
+RESOURCE_SECONDS = 180
+
+
+def _bomb(path: Path, head: bytes, unit: bytes, expanded: int) -> Path:
+    """A .csv.gz of `head` and then `unit` repeated to `expanded` bytes: a few MB on disk."""
+    import zlib
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    block = unit * ((1 << 20) // len(unit))
+    with open(path, "wb") as f:
+        f.write(z.compress(head))
+        for _ in range(expanded // len(block)):
+            f.write(z.compress(block))
+        f.write(z.flush())
+    return path
+
+
+def _npz_with(path: Path, members: dict[str, tuple[str, tuple, int]]) -> Path:
+    """An .npz whose members are headers claiming (dtype, shape) and then `n` zero bytes."""
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, (dtype, shape, n) in members.items():
+            with z.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_2_0(
+                    f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+                for start in range(0, n, 1 << 20):
+                    f.write(bytes(min(1 << 20, n - start)))
+    return path
+
+
+def _resource_cases(tmp: Path) -> dict[str, tuple[list[str], tuple[int, ...]]]:
+    """name: (argv, the exit statuses allowed). Attacks must end in 1 or 2 with a message; a
+    command that can do its work in bounded memory ends in 0."""
+    fifo = tmp / "pipe.csv"
+    os.mkfifo(fifo)
+    rows = tmp / "rows.csv"
+    np.savetxt(rows, np.random.default_rng(0).standard_normal((200_000, 2)), delimiter=",",
+               header="a,b", comments="", fmt="%.3f")
+    zeros_bomb = _bomb(tmp / "zeros.csv.gz", b"a,b\n", b"0,0\n", 3 << 29)  # 1.5 GiB of rows
+    nul_bomb = _bomb(tmp / "nul.csv.gz", b"", b"\0", 3 << 29)  # one endless line
+    wide = tmp / "wide.csv"
+    np.savetxt(wide, np.ones((3, 40_000)), delimiter=",", comments="", fmt="%d",
+               header=",".join(f"c{i}" for i in range(40_000)))
+    junk_npz = _npz_with(tmp / "junk.npz", {"k1": ("<f8", (), 8), "k2": ("<f8", (), 8),
+                                             "junk": ("<f8", (1 << 27,), 1 << 30)})
+    huge_npz = _npz_with(tmp / "huge.npz", {"k1": ("<f8", (100_000, 100_000), 0)})
+    text_npz = _npz_with(tmp / "text.npz", {"k1": ("<U9", (), 36), "k2": ("<f8", (), 8)})
+
+    def model(name: str, data: str, body: str) -> str:
+        p = tmp / name
+        p.write_text(f'data "{data}"\n{body}')
+        return str(p)
+    xy = "input x[N] <- a\ninput y[N] <- b\nparam k = 0\nloss = mean((k * x - y)^2)\nminimize loss\n"
+    gram = ("input X[N, 2] <- a..b\nparam w[2] = 0.1\nG = X @ transpose(X)\n"
+            "loss = mean(G) + sum(w^2)\nminimize loss\n")
+    big_param = tmp / "big_param.model"
+    big_param.write_text("input x\nparam W[100000, 100000] ~ normal(0, 1)\nloss = sum(W) * x\n"
+                         "minimize loss\n")
+    wide_param = tmp / "wide_param.model"
+    wide_param.write_text("input x\nparam w[4000, 4000] = 0.5\nloss = sum(w) * x\nminimize loss\n")
+    seed = str(EXAMPLES / "seed_graph.model")
+    attack = (1, 2)
+    return {
+        "data /dev/zero in a model": (["run", model("z.model", "/dev/zero", xy)], (1,)),
+        "data /dev/urandom in a model": (["run", model("u.model", "/dev/urandom", xy)], (1,)),
+        "data FIFO in a model": (["run", model("f.model", str(fifo), xy)], (1,)),
+        "check /dev/zero": (["check", "/dev/zero"], (2,)),
+        "data /dev/zero": (["data", "/dev/zero"], (2,)),
+        "data FIFO": (["data", str(fifo)], (2,)),
+        "eval --params /dev/zero": (["eval", seed, "--params", "/dev/zero"], (2,)),
+        "eval --set @/dev/urandom": (["eval", seed, "--set", "x=@/dev/urandom"], (2,)),
+        "predict --data FIFO": (["predict", str(EXAMPLES / "boston_mlp.model"), "--params",
+                                 str(junk_npz), "--data", str(fifo)], (2,)),
+        "gzip bomb of rows, data": (["data", str(zeros_bomb)], attack),
+        "gzip bomb of rows, run": (["run", model("b.model", str(zeros_bomb), xy)], attack),
+        "gzip bomb of one line": (["data", str(nul_bomb)], attack),
+        "X @ transpose(X) on 200,000 rows, run": (["run", model("g.model", str(rows), gram)], (1,)),
+        "X @ transpose(X) on 200,000 rows, eval": (["eval", model("g2.model", str(rows), gram)],
+                                                    (1,)),
+        "a param of 10^10 elements": (["eval", str(big_param), "--set", "x=1"], (1,)),
+        "npz member of 1 GiB the model does not name": (
+            ["eval", seed, "--params", str(junk_npz), "--set", "x=1", "--set", "y=0"], (0,)),
+        "npz param claiming 75 GiB": (["eval", seed, "--params", str(huge_npz)], (1,)),
+        "npz param of text": (["eval", seed, "--params", str(text_npz)], (1,)),
+        "eval --json of a 4000 x 4000 param": (["eval", str(wide_param), "--set", "x=1",
+                                                "--json"], (0,)),
+        "data --plot of 40,000 columns": (["data", str(wide), "--plot", str(tmp / "w.png")], (0,)),
+    }
+
+
+def _limited():
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (RESOURCE_MEMORY, RESOURCE_MEMORY))
+
+
+@pytest.mark.fuzz
+def test_resource_attacks_end_cleanly_under_a_memory_limit(tmp_path):
+    """Devices, FIFOs, gzip bombs, huge declared sizes and params files: each `dsl` command runs
+    in a child under RLIMIT_AS and a time limit, and ends in 1 or 2 with a message (or 0 where
+    the command can do its work in bounded memory); never 3, never killed, never a hang."""
+    failures = []
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "DSL_CACHE_DIR": str(tmp_path / "cache"), "MPLBACKEND": "Agg"}
+    for name, (argv, allowed) in _resource_cases(tmp_path).items():
+        if argv[0] == "run":
+            argv = [*argv, "--steps", "1", "--out", str(tmp_path / "out")]
+        try:
+            p = subprocess.run([sys.executable, "-m", "dsl", *argv], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=RESOURCE_SECONDS,
+                               preexec_fn=_limited)
+        except subprocess.TimeoutExpired:
+            failures.append(f"{name}: no answer in {RESOURCE_SECONDS} s")
+            continue
+        message = p.returncode == 0 or "error: " in p.stderr
+        if p.returncode not in allowed or not message or "Traceback" in p.stderr \
+                or "internal error" in p.stderr:
+            failures.append(f"{name}: exit {p.returncode}\n{_tail(p.stderr)}")
+        if "--json" in argv and len(p.stdout) > 1 << 16:  # a summary, not 16 million numbers
+            failures.append(f"{name}: printed {len(p.stdout)} characters")
+    assert not failures, "\n\n".join(failures)
