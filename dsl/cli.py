@@ -25,7 +25,7 @@ from dsl.data import describe, read_csv, select
 from dsl.diagnostics import render_error, render_warning
 from dsl.files import open_regular, special_file
 from dsl.model import Model
-from dsl.report import (load_checkpoint, load_history, load_params, metrics, save_history,
+from dsl.report import (HistoryFile, load_checkpoint, load_params, metrics, save_history,
                         save_params, save_plots, save_report)
 from dsl.runtime import MAX_NODE_BYTES, Compiled, atomic_write, check_sizes, compile_file
 from dsl.train import choose_optimizer, convergence_warning, fit, total_steps
@@ -318,7 +318,8 @@ def cmd_run(args, session: Session) -> int:
     name = os.path.splitext(os.path.basename(args.model))[0]
     out = args.out or os.path.join("runs", name)
     _writing(lambda folder: os.makedirs(folder, exist_ok=True), out)
-    start, history = _resume(out, checked, model, cfg) if args.resume else (None, None)
+    start, history = (_resume(out, checked, model, cfg) if args.resume else
+                      (None, _writing(HistoryFile, os.path.join(out, "history.csv")).history))
     for pname, value in model.params.items():
         if not np.all(np.isfinite(value)):
             raise DataError(f"param `{pname}` starts with values that are not finite",
@@ -401,14 +402,14 @@ def _resume(out: str, checked: Checked, model: Model, cfg):
     model.set_params({k: params[k] for k in checked.params})
     model.params = {k: v.astype(cfg.dtype) for k, v in model.params.items()}
     start = load_checkpoint(saved)
-    history = load_history(os.path.join(out, "history.csv")) if start else None
+    sink = _writing(HistoryFile, os.path.join(out, "history.csv"), start.step if start else None)
     if start is None:
         print(f"resuming from {saved}, which has no checkpoint: steps, optimizer state and "
               "history start again")
     else:
         print(f"resuming from {saved} at step {start.step}"
-              + ("" if history else " (no readable history.csv: the history starts here)"))
-    return start, history
+              + ("" if sink.readable else " (no readable history.csv: the history starts here)"))
+    return start, sink.history
 
 
 def _check_fed(checked: Checked, ds) -> None:

@@ -12,6 +12,7 @@ import errno
 import os
 import stat
 import tempfile
+from contextlib import contextmanager
 
 from compiler.errors import ModelWarning
 
@@ -72,13 +73,22 @@ os.umask(_UMASK)
 def atomic_write(path: str, data: bytes, private: bool = False) -> None:
     """Write to a temporary file beside `path`, then rename: never a half-written file. It gets
     the usual mode (0666 less the umask), or stays 0600 when `private`."""
+    with replacing(path, private) as f:
+        f.write(data)
+
+
+@contextmanager
+def replacing(path: str, private: bool = False, text: bool = False):
+    """A new file beside `path` (binary, or UTF-8 text), renamed over `path` when the block ends
+    and removed if it fails: never a half-written file. Modes as `atomic_write`'s."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "wb") as f:
+        with (os.fdopen(fd, "w", encoding="utf-8", newline="") if text else
+              os.fdopen(fd, "wb")) as f:
             if hasattr(os, "fchmod") and not private:  # mkstemp makes 0600
                 os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-            f.write(data)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -17,7 +17,7 @@ from compiler.errors import DataError
 from dsl import baselines, plots
 from dsl.check import Checked
 from dsl.data import OneHot, Standardizer
-from dsl.files import NotRegularFile, open_regular
+from dsl.files import NotRegularFile, open_regular, replacing
 from dsl.runtime import Dataset, atomic_write, check_sizes
 from dsl.train import Checkpoint, FitResult, History
 
@@ -28,6 +28,7 @@ TRANSFORM_PREFIX = "__transform__"
 CLASSES_PREFIX = "__classes__"  # a onehot input's classes, numbers or texts, sorted
 CHECKPOINT_PREFIX = "__train__"  # where training stopped, saved with the params for --resume
 HISTORY_COLUMNS = ["step", "epoch", "train_loss", "test_loss", "seconds"]
+PLOT_ROWS = 5000  # a loss curve shows about this many of a history's rows (at most twice as many)
 
 
 def target_and_features(model: Model) -> tuple[str | None, list[str]]:
@@ -265,34 +266,91 @@ def load_checkpoint(path: str) -> Checkpoint | None:
                         hint="run without --resume to start again") from None
 
 
-def load_history(path: str) -> History | None:
-    """A history written by `save_history`, or None when there is none or it cannot be read."""
+def _history_rows(path: str):
+    """The rows of a history.csv, parsed one at a time; ValueError when it is not one."""
+    with open_regular(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        if next(reader, None) != HISTORY_COLUMNS:
+            raise ValueError("not a history written by dsl")
+        for r in reader:
+            yield int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4])
+
+
+_HISTORY_ERRORS = (OSError, UnicodeDecodeError, csv.Error, ValueError, IndexError)
+
+
+def load_history(path: str, most: int | None = None) -> History | None:
+    """A history written by `dsl run`, or None when there is none or it cannot be read. With
+    `most`, at most about twice that many rows, evenly spaced, and the last (for a plot): read
+    streaming, so that a long run's history is never in memory whole."""
+    h, stride, last = History(), 1, None
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows or rows[0] != HISTORY_COLUMNS:
-            return None
-        h = History()
-        for r in rows[1:]:
-            h.step.append(int(r[0]))
-            h.epoch.append(float(r[1]))
-            h.train_loss.append(float(r[2]))
-            h.test_loss.append(float(r[3]))
-            h.seconds.append(float(r[4]))
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError, IndexError):
+        for i, row in enumerate(_history_rows(path)):
+            last = (i, row)
+            if i % stride == 0:
+                _append(h, row)
+                if most and len(h.step) > 2 * most:
+                    for c in (h.step, h.epoch, h.train_loss, h.test_loss, h.seconds):
+                        del c[1::2]
+                    stride *= 2
+    except _HISTORY_ERRORS:
         return None
+    if last is not None and last[0] % stride:
+        _append(h, last[1])
     if all(math.isnan(t) for t in h.test_loss):
         h.test_loss.clear()
     return h
 
 
+def _append(h: History, row: tuple) -> None:
+    for column, value in zip((h.step, h.epoch, h.train_loss, h.test_loss, h.seconds), row):
+        column.append(value)
+
+
+class HistoryFile:
+    """`dsl run`'s history.csv, written as training logs (`history`, the History whose sink it
+    is) rather than kept in memory. It starts with the earlier run's rows before the step a
+    resumed run continues from; the rows at that step start `history`, which training keeps or
+    drops as before. `finish` writes the rows `history` still holds."""
+
+    def __init__(self, path: str, resume_step: int | None = None):
+        self.path, self.history, self.readable = path, History(sink=self), True
+        with replacing(path, text=True) as f:
+            self.file, self.csv = f, csv.writer(f, lineterminator="\n")
+            self.csv.writerow(HISTORY_COLUMNS)
+            if resume_step is not None:
+                self._copy(path, resume_step)
+        self.file = open(path, "a", encoding="utf-8", newline="")
+        self.csv = csv.writer(self.file, lineterminator="\n")
+
+    def _copy(self, path: str, resume_step: int) -> None:
+        start = self.file.tell()
+        try:
+            for row in _history_rows(path):
+                if row[0] < resume_step:
+                    self.write([row])
+                elif row[0] == resume_step:
+                    _append(self.history, row)
+        except _HISTORY_ERRORS:  # the history starts here, as `run` says
+            self.readable, self.history = False, History(sink=self)
+            self.file.seek(start)
+            self.file.truncate()
+
+    def write(self, rows) -> None:
+        self.csv.writerows([r[0], f"{r[1]:.6g}", repr(r[2]), repr(r[3]), f"{r[4]:.6f}"]
+                           for r in rows)
+        self.file.flush()  # a run killed outright keeps the rows written so far
+
+    def finish(self, history: History) -> None:
+        """Write the rows `history` still holds, and close."""
+        self.write(list(history.rows()))
+        self.file.close()
+
+
 def save_history(path: str, fit: FitResult) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(HISTORY_COLUMNS)
-    for row in fit.history.rows():
-        w.writerow([row[0], f"{row[1]:.6g}", repr(row[2]), repr(row[3]), f"{row[4]:.6f}"])
-    atomic_write(path, buf.getvalue().encode())
+    """The end of a run's history.csv (`path`, written by its HistoryFile as training went):
+    the rows the History still holds."""
+    fit.history.sink.finish(fit.history)
 
 
 def save_report(path: str, report: dict) -> None:
@@ -317,6 +375,8 @@ def save_plots(out: str, model: Model, ds: Dataset, fit: FitResult) -> list[str]
         return []
     name = os.path.splitext(os.path.basename(model.checked.file))[0]
     h = fit.history
+    if isinstance(h.sink, HistoryFile):  # the rows are in the file: read a plot's worth back
+        h = load_history(h.sink.path, PLOT_ROWS) or h
     written = [plots.loss_curve(h.step, h.train_loss, h.test_loss or None,
                                 os.path.join(out, "loss.png"), f"{name}: loss")]
     target, _ = target_and_features(model)

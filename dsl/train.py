@@ -30,13 +30,39 @@ SNAPSHOTS_PER_RUN = 100
 LOG_COST = 3.0
 
 
+# Rows a History with a sink keeps in memory: more than a truncation ever drops (a Ctrl-C or a
+# divergence drops the rows after the last snapshot, at most one log point's).
+HISTORY_IN_MEMORY = 4
+
+
 @dataclass
 class History:
+    """The rows logged: step, epoch, losses, time. With a `sink` (`dsl run`'s history.csv,
+    `dsl.report.HistoryFile`) the older rows go there as training logs and only the last
+    HISTORY_IN_MEMORY stay here: `log every 1` would otherwise grow the lists without bound."""
+
     step: list[int] = field(default_factory=list)
     epoch: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    sink: object = None  # `write(rows)`: rows no longer kept here
+    written: int = 0  # rows handed to the sink
+
+    @property
+    def logged(self) -> int:
+        """Rows logged, those handed to the sink included."""
+        return self.written + len(self.step)
+
+    def spill(self) -> None:
+        """Hand all but the last HISTORY_IN_MEMORY rows to the sink (after a whole row)."""
+        n = len(self.step) - HISTORY_IN_MEMORY
+        if self.sink is None or n <= 0:
+            return
+        self.sink.write(list(self.rows())[:n])
+        for c in (self.step, self.epoch, self.train_loss, self.test_loss, self.seconds):
+            del c[:n]
+        self.written += n
 
     def truncate(self, last_step: int) -> None:
         """Keep the whole rows up to `last_step` (a row being written when Ctrl-C came is
@@ -202,7 +228,7 @@ def fit(module, params: dict[str, np.ndarray], train: dict[str, np.ndarray],
             evaluations = {"objective": result.steps - result.first_step + 1}
         else:
             result = _descend(module, params, train, test, cfg, progress, start, history)
-            evaluations = {"objective": len(result.history.step),
+            evaluations = {"objective": result.history.logged,
                            "gradient": result.steps - result.first_step}
         result.convergence = _at_cap(module, params, train, result, evaluations)
         return result
@@ -468,6 +494,7 @@ def _log(module, params, train, test, history, step, batches, spent) -> float:
     if test:
         history.test_loss.append(float(module.loss(params, test)))
     history.seconds.append(spent)
+    history.spill()
     return loss
 
 
@@ -529,6 +556,7 @@ def _row(module, history, trial, best, best_params, test, spent) -> None:
     if test:
         history.test_loss.append(float(module.loss(best_params, test)))
     history.seconds.append(spent)
+    history.spill()
 
 
 def _copy(params):

@@ -246,3 +246,44 @@ def test_the_api_refuses_a_node_too_large(tmp_path):
         m.eval()
     with pytest.raises(DataError, match="`G` needs"):
         m.fit(steps=1)
+
+
+# ---- 6. `log every 1` streams the history to history.csv ----------------------------------------
+
+def test_log_every_1_streams_the_history_to_history_csv(tmp_path, capsys, monkeypatch):
+    import csv
+
+    import dsl.report
+    from dsl.train import HISTORY_IN_MEMORY
+    model = tmp_path / "m.model"
+    model.write_text(f'data "{ROOT}/examples/data/boston.csv"\ninput x[N] <- RM\n'
+                     "input y[N] <- MEDV\nparam k = 0\nloss = mean((k * x - y)^2)\nminimize loss\n"
+                     "train {\n optimizer gd(lr = 0.001)\n steps 400\n log every 1\n}\n")
+    seen = []  # at each write: rows the History holds, rows already in the file
+    real = dsl.report.HistoryFile.write
+
+    def spy(self, rows):
+        real(self, rows)
+        with open(self.path) as f:
+            seen.append((len(self.history.step), sum(1 for _ in f) - 1))
+    monkeypatch.setattr(dsl.report.HistoryFile, "write", spy)
+    out = tmp_path / "out"
+    rc, _, err = run(["run", model, "--out", out], capsys)
+    assert rc == 0, err
+    with open(out / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(401))
+    assert max(held for held, _ in seen) <= HISTORY_IN_MEMORY + 1  # the row being handed over
+    assert seen[len(seen) // 2][1] >= 150  # half way, the file held what was logged so far
+
+
+def test_load_history_keeps_a_plots_worth_evenly_and_the_last_row(tmp_path):
+    from dsl.report import load_history
+    path = tmp_path / "history.csv"
+    path.write_text("step,epoch,train_loss,test_loss,seconds\n"
+                    + "".join(f"{i},{i},{1 / (i + 1)!r},nan,0.0\n" for i in range(10_001)))
+    h = load_history(str(path), most=100)
+    assert h.step[0] == 0 and h.step[-1] == 10_000 and len(h.step) <= 201
+    gaps = {b - a for a, b in zip(h.step[:-2], h.step[1:-1])}
+    assert len(gaps) == 1 and h.test_loss == []
+    assert load_history(str(path)).step == list(range(10_001))
