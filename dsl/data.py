@@ -563,6 +563,19 @@ def _zscores(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return z, constant
 
 
+def _target_correlations(X: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's correlation with column `t` (nan where constant), and which are constant:
+    a block of columns at a time, so that the z-scores' copies stay small beside X."""
+    zt, _ = _zscores(X[:, [t]])
+    corr, constant = np.empty(X.shape[1]), np.empty(X.shape[1], dtype=bool)
+    block = max(1, CHUNK_BYTES // 8 // max(len(X), 1))
+    for a in range(0, X.shape[1], block):
+        z, constant[a:a + block] = _zscores(X[:, a:a + block])
+        corr[a:a + block] = np.clip(z.T @ zt[:, 0] / len(z), -1.0, 1.0)
+    corr[constant] = np.nan
+    return corr, constant
+
+
 def describe(table: Table, target: str | None = None) -> str:
     """The `dsl data` report: shape, per-column stats, and correlation with a target column."""
     X = table.values
@@ -572,9 +585,7 @@ def describe(table: Table, target: str | None = None) -> str:
     corr = None
     if target is not None:
         t = column_index(table, target)
-        z, constant = _zscores(X)
-        corr = np.clip(z.T @ z[:, t] / len(z), -1.0, 1.0)
-        corr[constant] = np.nan
+        corr, constant = _target_correlations(X, t)
         if constant[t]:
             corr[:] = np.nan
         rest = [i for i in order if i != t]

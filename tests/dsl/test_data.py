@@ -526,3 +526,17 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
     e = fails(path)
     assert e.message == (f"cannot read data file `{path}`: it is a FIFO (named pipe), not a "
                          "regular file")
+
+
+def test_describe_with_a_target_needs_little_beside_the_array():
+    """The correlations with the target were z-scores of the whole array: six copies of it."""
+    import tracemalloc
+    rng = np.random.default_rng(3)
+    t = Table("big.csv", [f"c{i}" for i in range(40)], rng.standard_normal((50_000, 40)))
+    tracemalloc.start()
+    try:
+        describe(t, "c7")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * t.values.nbytes
