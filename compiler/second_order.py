@@ -339,6 +339,22 @@ class SecondOrderWriter(ModuleWriter):
         meta.append(f"HESSIAN_SKIPPED = {skipped!r}")
         return meta, funcs
 
+    def docstring(self) -> str:
+        return '''"""The compiled model: forward pass, objective, gradients, training step, and for
+the solvers (dsl's docs/LANGUAGE.md, section 12):
+
+N_PARAMS              how many param elements: each param flattened in C order, in the order of
+                      PARAMS; the columns of `jacobian` and the rows and columns of `hessian`
+BOUNDS                {param: (lo, hi)}, floats, -inf and inf where unbounded (every element)
+LEAST_SQUARES         "sum" or "mean" when the objective is a sum or mean of squares, else None:
+                      objective == LEAST_SQUARES_FACTOR * sum (or mean) of residuals(...)**2
+LEAST_SQUARES_FACTOR  the positive number in front (1.0 unless the model writes one)
+SIGMA_WEIGHTED        True when the residuals are divided by data-only values (given sigmas: a
+                      chi-square, whose covariance is (JᵀJ)⁻¹, curve_fit's absolute_sigma=True)
+HESSIAN_MAX_PARAMS    the most param elements for which `hessian` is generated
+HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
+"""'''
+
     def bounds(self) -> dict[str, tuple[float, float]]:
         return {p: self.g.bounds.get(p, (-math.inf, math.inf)) for p in self.g.params}
 

@@ -278,13 +278,8 @@ def _torch_case(tmp_path, name):
     params, inputs = split_point(m, point)
     tin = {k: torch.tensor(v) for k, v in inputs.items()}
 
-    def as_dict(v):
-        out, at = {}, 0
-        for p in m.module.PARAMS:
-            n = int(np.prod(np.shape(params[p]), dtype=int))
-            out[p] = v[at:at + n].reshape(np.shape(params[p]))
-            at += n
-        return out
+    def as_dict(v):  # torch tensors slice and reshape as numpy arrays do
+        return unflatten(m, v, params)
 
     return m, params, inputs, tin, as_dict, residual
 
@@ -322,3 +317,13 @@ def test_cross_entropy_hessian_against_torch(tmp_path):
 
     H = torch.autograd.functional.hessian(f, torch.tensor(flatten(m, params))).numpy()
     assert_close(m.module.hessian(params, inputs), H, rtol=1e-9, atol=1e-12, what="hessian")
+
+
+def test_the_module_docstring_names_what_the_solvers_read(tmp_path):
+    m = load_model(tmp_path, "input x[N]\ninput y[N]\nparam k = 1 in [0, inf)\n"
+                             "loss = mean((k * x - y)^2)\nminimize loss\n")
+    for name in ("N_PARAMS", "BOUNDS", "LEAST_SQUARES", "LEAST_SQUARES_FACTOR", "SIGMA_WEIGHTED",
+                 "HESSIAN_MAX_PARAMS", "HESSIAN_SKIPPED"):
+        assert name in m.module.__doc__ and hasattr(m.module, name), name
+    assert (m.module.N_PARAMS, m.module.BOUNDS, m.module.LEAST_SQUARES) == (1, {"k": (0.0, np.inf)},
+                                                                            "mean")
