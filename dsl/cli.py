@@ -27,7 +27,8 @@ from dsl.files import open_regular, special_file
 from dsl.model import Model
 from dsl.report import (HistoryFile, load_checkpoint, load_params, metrics, save_history,
                         save_params, save_plots, save_report)
-from dsl.runtime import MAX_NODE_BYTES, Compiled, atomic_write, check_sizes, compile_file
+from dsl.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_header, check_sizes,
+                         compile_file, data_path)
 from dsl.train import choose_optimizer, convergence_warning, fit, total_steps
 from dsl.transform import parse, read_source
 
@@ -174,6 +175,7 @@ class Session:
 
 def cmd_check(args, session: Session) -> int:
     m = session.load(args.model)
+    header = check_header(m) if m.data else None
     print(f"{args.model}: ok, {len(m.order)} names"
           + (f", minimize {m.objective}" if m.objective else "")
           + (f", predict {m.predict}" if m.predict else ""))
@@ -182,6 +184,11 @@ def cmd_check(args, session: Session) -> int:
         st = m.statements[name]
         kind = type(st).__name__.lower().replace("assign", "node")
         print(f"  {kind:<6} {name:<{width}}  {fmt_shape(m.shapes[name]):<12} line {st.span.line}")
+    if header:
+        ncols, sizes = header
+        print(f"  data   {data_path(m)}: {ncols} columns in its header (rows not read)")
+        for d, k in sizes.items():
+            print(f"  size   {d} = {k}, from the columns bound to it")
     return 0
 
 

@@ -10,6 +10,7 @@ import codecs
 import difflib
 import gzip
 import os
+import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -188,6 +189,49 @@ def _blocks(path: str, span: Span | None):
                                 f"{fmt_bytes(MAX_TEXT_BYTES)} of text", where,
                                 "is it a gzip bomb? (see `Limits` in docs/LANGUAGE.md)")
             yield block
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a name in a .model file (LANGUAGE.md section 1)
+MAX_HEADER_BYTES = 1 << 20  # `check` reads a data file up to its header line, at most this
+
+
+def read_header(path: str, span: Span | None = None) -> list[str]:
+    """The column names of a CSV (or gzipped CSV), reading no further than its header line:
+    what `dsl check` needs to check a model's `<-` inputs without loading the rows."""
+    where = _whole_file(path, span)
+    hint = "paths in `data` are relative to the .model file" if span is not None else None
+    try:
+        with open_regular(path) as f:  # a FIFO or a device would block or never end
+            gz = f.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+            f.seek(0)
+            stream = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
+            head = b""
+            while len(head) <= MAX_HEADER_BYTES:
+                block = stream.readline(MAX_HEADER_BYTES + 1 - len(head))
+                if not block:
+                    break
+                head += block
+                if head.strip() and head.endswith((b"\n", b"\r")):
+                    break
+    except FileNotFoundError:
+        raise DataError(f"data file `{path}` not found", where, hint) from None
+    except IsADirectoryError:
+        raise DataError(f"data file `{path}` is a directory", where, hint) from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"data file `{path}` is a damaged gzip file ({e})", where,
+                        "the file may be truncated; download or compress it again") from None
+    except OSError as e:
+        raise DataError(f"cannot read data file `{path}`: {e.strerror or e}", where,
+                        "a data file is a CSV file (or a gzipped one)") from None
+    if len(head) > MAX_HEADER_BYTES:
+        raise DataError(f"the first line of data file `{path}` is longer than "
+                        f"{MAX_HEADER_BYTES >> 20} MiB", where, "is it a CSV file?")
+    lines = _decode(path, head, 0, first=True).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    numbered = [(no, line) for no, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise DataError(f"data file `{path}` is empty", where,
+                        "a data file needs a header row naming the columns, then rows of numbers")
+    return _parse_header(path, *numbered[0])
 
 
 def _decode(path: str, raw: bytes, offset: int, first: bool) -> str:
@@ -477,16 +521,22 @@ def column_index(table: Table, name: str, span: Span | None = None) -> int:
     """The position of a column, or a DataError with a did-you-mean hint."""
     if name in table.columns:
         return table.columns.index(name)
+    # Only names a model can write are offered: a file that is not a CSV (/etc/passwd) has a
+    # "header" of its first line, which is no business of an error message.
+    nameable = [c for c in table.columns if _NAME.fullmatch(c)]
     by_lower: dict[str, str] = {}
-    for column in table.columns:
+    for column in nameable:
         by_lower.setdefault(column.lower(), column)
     close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
     if close:
         hint = f"did you mean `{by_lower[close[0]]}`?"
-    else:
-        shown = ", ".join(table.columns[:8])
-        more = f", ... ({len(table.columns)} in all)" if len(table.columns) > 8 else ""
+    elif nameable:
+        shown = ", ".join(nameable[:8])
+        more = f", ... ({len(nameable)} in all)" if len(nameable) > 8 else ""
         hint = f"the columns are {shown}{more}"
+    else:
+        hint = (f"its header has {len(table.columns)} column(s), none of them a name a model can "
+                "use: is it a CSV file?")
     raise DataError(f"unknown column `{name}` in {table.name}", span, hint)
 
 

@@ -309,3 +309,59 @@ def test_debug_is_accepted_after_the_command(capsys):
 def test_graph_formats_named_in_the_cli_are_graphviews():
     from dsl import graphview  # imported by `dsl graph` only: it needs sympy
     assert dsl.cli.GRAPH_FORMATS == graphview.FORMATS
+
+
+# ---- check reads the data file's header ---------------------------------------------------------
+
+def _with_data(tmp_path, csv: str | None, inputs: str) -> Path:
+    if csv is not None:
+        (tmp_path / "d.csv").write_text(csv)
+    p = tmp_path / "m.model"
+    p.write_text(f'data "d.csv"\n{inputs}param w = 1\nloss = w * mean(x)\nminimize loss\n')
+    return p
+
+
+def test_check_reads_the_header_and_binds_sizes_from_column_counts(tmp_path, capsys):
+    """Only the header is read: a bad row further down is `run`'s to find (issue 13 item 15)."""
+    model = _with_data(tmp_path, "a,b,c,d,e\n1,2,3,4,5\nx,y,z,t,u\n",
+                       "input x[N] <- a\ninput X[N, D] <- a..d\n")
+    rc, out, err = run(["check", model], capsys)
+    assert rc == 0 and no_traceback(err), err
+    assert f"  data   {tmp_path / 'd.csv'}: 5 columns in its header (rows not read)\n" in out
+    assert "  size   D = 4, from the columns bound to it\n" in out
+
+
+@pytest.mark.parametrize("csv, inputs, line, words", [
+    (None, "input x[N] <- a\n", 1, "not found"),
+    ("a,b\n1,2\n", "input x[N] <- A\n", 2, "unknown column `A` in d.csv"),
+    ("a,b\n1,2\n", "input x[N] <- a\ninput X[N, 3] <- a..b\n", 3,
+     "input `X` is declared [N, 3] but its columns give 2"),
+    ("a,b\n1,2\n", "input x[N] <- b..a\n", 2, "column range `b..a` is backwards"),
+    ("a,b,c\n1,2,3\n", "input x[N] <- a\ninput X[N, D] <- a..c\ninput Y[N, D] <- a, b\n", 4,
+     "size `D` is 3 for `X` but 2 for `Y`"),
+    ("1,2\n3,4\n", "input x[N] <- a\n", 1, "looks like data, not a header"),
+    ("", "input x[N] <- a\n", 1, "is empty"),
+])
+def test_check_finds_what_run_would_find_in_the_header(tmp_path, capsys, csv, inputs, line, words):
+    model = _with_data(tmp_path, csv, inputs)
+    rc, out, err = run(["check", model], capsys)
+    assert rc == 1 and no_traceback(err) and out == "" and words in err, err
+    where = f"{model}:{line}:" if "d.csv:1:" not in err else "d.csv:1:"
+    assert where in err, err
+
+
+def test_check_refuses_a_data_path_that_is_not_a_regular_file(tmp_path, capsys):
+    p = tmp_path / "m.model"
+    p.write_text('data "/dev/zero"\ninput x[N] <- a\nparam w = 1\nloss = w * mean(x)\n'
+                 "minimize loss\n")
+    rc, out, err = run(["check", p], capsys)
+    assert rc == 1 and "not a regular file" in err and f"{p}:1:1" in err
+
+
+def test_a_file_that_is_not_a_csv_has_its_first_line_kept_out_of_the_hint(tmp_path, capsys):
+    """Only names a model can write are offered as columns (issue 13 items 14 and 15)."""
+    model = _with_data(tmp_path, "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/:/bin/sh\n",
+                       "input x[N] <- a\n")
+    rc, out, err = run(["check", model], capsys)
+    assert rc == 1 and "unknown column `a`" in err and "root:x" not in err and "bash" not in err
+    assert "its header has 1 column(s), none of them a name a model can use" in err

@@ -146,6 +146,7 @@ HOSTILE = {
     "huge integer": _x("w * x * 99999999999999999999999999999999999"),
     "def bomb": _x("f39(x)", _defs("{p}(a) * {p}(a)", 40)),
     "argument bomb": _x(_nest("g(", "x", 40), "def g(a) = a + a * w\n"),
+    "/etc/passwd as data": 'data "/etc/passwd"\ninput x[N] <- root\n' + _x("w * mean(x)")[8:],
     "def nested 9 deep": _x("g(" * 9 + "x * w" + ")" * 9, "def g(a) = sin(a)*cos(a) + a\n"),
     "a product of 300 params": _x("x * " + _balanced([f"sin(p{i})" for i in range(300)]),
                                   "".join(f"param p{i} = 1\n" for i in range(300))),
