@@ -83,6 +83,8 @@ def read_csv(path: str, span: Span | None = None) -> Table:
         if n + len(rows) > len(values):
             raise DataError(f"data file `{path}` changed while it was read",
                             _whole_file(path, span), "read it again once it is written")
+        if n == 0:
+            _check_looks_like_csv(path, columns, int(numbers[0]), rows[0])
         values[n:n + len(rows)] = _parse_rows(path, columns, rows, numbers, n)
         lines[n:n + len(rows)] = numbers
         n += len(rows)
@@ -247,10 +249,11 @@ def _decode(path: str, raw: bytes, offset: int, first: bool) -> str:
         ends = [i for i in (raw.find(b"\n", e.start), raw.find(b"\r", e.start)) if i >= 0]
         line = raw[start:min(ends) if ends else len(raw)].decode("utf-8", "replace")
         col = len(raw[start:e.start].decode("utf-8", "replace")) + 1
+        binary = "\x00" in line or sum(not ch.isprintable() for ch in line) > len(line) // 10
         raise DataError(f"data file `{path}` is not UTF-8 text: byte 0x{raw[e.start]:02x} "
                         f"on line {line_no}", Span(path, line_no, col, line_no, col + 1),
                         "is it a CSV file? save it as UTF-8 text",
-                        source_line=_printable(line)) from None
+                        source_line=None if binary else _printable(line)) from None
 
 
 def _parse_header(path: str, line_no: int, line: str) -> list[str]:
@@ -277,6 +280,19 @@ def _parse_header(path: str, line_no: int, line: str) -> list[str]:
                             source_line=_printable(line))
         seen[name] = i
     return names
+
+
+def _check_looks_like_csv(path: str, columns: list[str], line_no: int, line: str) -> None:
+    """A first row without a single number (nor semicolons or tabs for separators): the file is
+    not a CSV of numbers (/etc/passwd, a text file), and its content is no business of an error
+    message: say where and how many values, not what they are."""
+    cells = line.split(",")
+    if not any(_is_number(c) for c in cells) and not _separator_hint(line):
+        raise DataError(f"data file `{path}` does not look like a CSV of numbers: line {line_no}, "
+                        f"its first row, has {len(cells)} value(s) and none is a number (the "
+                        f"header has {len(columns)} column(s))", Span(path, line_no, 1, line_no, 1),
+                        "a data file is a header row naming the columns, then rows of numbers "
+                        "separated by commas; its lines are not shown, as it may not be a CSV")
 
 
 def _parse_rows(path: str, columns: list[str], rows: list[str], numbers: np.ndarray,

@@ -365,3 +365,22 @@ def test_a_file_that_is_not_a_csv_has_its_first_line_kept_out_of_the_hint(tmp_pa
     rc, out, err = run(["check", model], capsys)
     assert rc == 1 and "unknown column `a`" in err and "root:x" not in err and "bash" not in err
     assert "its header has 1 column(s), none of them a name a model can use" in err
+
+
+def test_a_data_file_that_is_not_a_csv_gets_its_line_and_count_not_its_content(tmp_path, capsys):
+    """/etc/passwd, or a binary file, as data: where and how many values, never the content
+    (issue 13 item 14)."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/bin/sh\n")
+    rc, out, err = run(["data", passwd], capsys)
+    assert rc == 1 and no_traceback(err)
+    assert f"{passwd}:2:1: error: data file `{passwd}` does not look like a CSV of numbers: line 2" in err
+    assert "has 1 value(s) and none is a number (the header has 1 column(s))" in err
+    assert "root:x" not in err and "daemon" not in err and "/bin/" not in err
+    binary = tmp_path / "prog"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00secret\xd0\x00\x00key\n")
+    rc, out, err = run(["data", binary], capsys)
+    assert rc == 1 and "is not UTF-8 text: byte 0xd0 on line 1" in err
+    assert "secret" not in err and "key" not in err
+    rc, out, err = run(["data", "examples/data/boston.csv"], capsys)  # a CSV is read as before
+    assert rc == 0
