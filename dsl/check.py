@@ -219,11 +219,29 @@ class _Checker:
         self._positive_dims(st.dims, st.span)
         self.shapes[st.name] = st.dims
 
+    def _size_name_hint(self, st: ast.Param, size: str) -> str:
+        """A column count a binding fixes is the number to write: `<- a, b, c` makes `D` 3."""
+        for inp in self.decls.values():
+            if not (isinstance(inp, ast.Input) and inp.binding and len(inp.dims) == 2
+                    and inp.dims[1] == size):
+                continue
+            cols = inp.binding.columns
+            count = {"one": 1, "list": len(cols.names)}.get(cols.kind)
+            if count is None:
+                where = f"{cols.names[0]}..{cols.names[-1]}" if cols.kind == "range" \
+                    else f"the classes of `{cols.names[0]}`"
+                return (f"a param's dims are whole numbers, known before data: write the count "
+                        f"of {where} (the columns of `{inp.name}`) in place of `{size}`")
+            dims = ", ".join(str(count) if x == size else str(x) for x in st.dims)
+            return (f"`{size}` is {count} here (the columns of `{inp.name}`): "
+                    f"write `param {st.name}[{dims}]`")
+        return "a param's dims are whole numbers, known before data"
+
     def _check_param(self, st: ast.Param) -> None:
         for d in st.dims:
             if isinstance(d, str):
                 raise SemanticError(f"param `{st.name}` has size name `{d}` in its shape",
-                                    st.span, "a param's dims are whole numbers, known before data")
+                                    st.span, self._size_name_hint(st, d))
         self._positive_dims(st.dims, st.span)
         init = st.init
         if init.dist != "const":

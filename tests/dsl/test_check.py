@@ -336,6 +336,16 @@ def test_column_against_flat_hint_for_a_node():
     assert e.hint == "numpy would broadcast these to [N, N]; make both [N, 1] or both [N]"
 
 
+def test_a_size_name_in_a_param_is_told_the_column_count_that_fixes_it():
+    """Issue 13 item 16: `D` bound by a binding's columns is the number to write in the param."""
+    e = error_of('data "d.csv"\ninput X[N, D] <- a, b, c, d\nparam W[D, 1] = 0\n')
+    assert e.hint == "`D` is 4 here (the columns of `X`): write `param W[4, 1]`"
+    e = error_of('data "d.csv"\ninput X[N, D] <- a..d\nparam W[D, 1] = 0\n')
+    assert "count of a..d (the columns of `X`) in place of `D`" in e.hint
+    e = error_of("param W[N, 2] = 0\n")
+    assert e.hint == "a param's dims are whole numbers, known before data"
+
+
 def test_declarations_are_checked():
     assert "size name `N`" in error_of("param W[N, 2] = 0\n").message
     assert "at least 1" in error_of("input x[0]\n").message
