@@ -21,7 +21,7 @@ OPTIMIZERS: dict[str, tuple[tuple[str, float | None], ...]] = {
     "adam": (("lr", 0.001), ("beta1", 0.9), ("beta2", 0.999), ("eps", 1e-8)),
     "random_search": (("trials", 1000.0), ("low", -1.0), ("high", 1.0)),
     # full-batch solvers of scipy.optimize (dsl/solvers.py): their tolerances
-    "lm": (("ftol", 1e-12), ("xtol", 1e-12), ("gtol", 1e-12)),
+    "lm": (("ftol", 1e-15), ("xtol", 1e-15), ("gtol", 1e-15)),
     "newton": (("gtol", 1e-10),),
     "lbfgs": (("ftol", 1e-13), ("gtol", 1e-10)),
 }

@@ -21,51 +21,7 @@ import numpy as np
 import scipy.optimize as so
 
 from dsl.train import (CONVERGED_RELATIVE_GRADIENT, Checkpoint, Convergence, Divergence, FitResult,
-                       History, bounds, first_nonfinite, relative_gradient)
-
-
-class Flat:
-    """The params as one float64 vector, in the order of PARAMS, and back."""
-
-    def __init__(self, module, params: dict[str, np.ndarray]):
-        self.names = list(module.PARAMS)
-        self.shapes = [np.shape(params[n]) for n in self.names]
-        self.sizes = [math.prod(s) for s in self.shapes]
-        self.dtype = params[self.names[0]].dtype if self.names else np.float64
-
-    def pack(self, values: dict[str, np.ndarray]) -> np.ndarray:
-        if not self.names:
-            return np.zeros(0)
-        return np.concatenate([np.asarray(values[n], dtype=np.float64).ravel() for n in self.names])
-
-    def unpack(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        out, at = {}, 0
-        for n, shape, size in zip(self.names, self.shapes, self.sizes):
-            out[n] = np.asarray(x[at:at + size], dtype=self.dtype).reshape(shape)
-            at += size
-        return out
-
-    def labels(self) -> list[str]:
-        """Each element's name: `g`, `b[2]`, `W[0, 1]`."""
-        out = []
-        for n, shape in zip(self.names, self.shapes):
-            if shape == ():
-                out.append(n)
-            else:
-                out += [f"{n}[{', '.join(map(str, i))}]" for i in np.ndindex(*shape)]
-        return out
-
-    def bounds(self, module) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper bound of every element (-inf, inf where none is declared)."""
-        declared = bounds(module)
-        lo, hi = [], []
-        for n, size in zip(self.names, self.sizes):
-            a, b = declared.get(n, (-math.inf, math.inf))
-            lo.append(np.full(size, -math.inf if a is None else a, dtype=np.float64))
-            hi.append(np.full(size, math.inf if b is None else b, dtype=np.float64))
-        if not lo:
-            return np.zeros(0), np.zeros(0)
-        return np.concatenate(lo), np.concatenate(hi)
+                       Flat, History, first_nonfinite, relative_gradient)
 
 
 class _Run:
@@ -80,6 +36,7 @@ class _Run:
         self.best_x, self.best_f = None, math.inf
         self.logging = 0.0  # seconds spent writing history rows, not solving
         self.t0 = time.perf_counter()
+        self.last = None  # (x, sum of squares, size) of the latest residuals
         self.before = 0.0  # seconds of the run resumed from
 
     def seen(self, x, f: float) -> None:
@@ -113,7 +70,9 @@ class _Run:
     def residuals(self, x):
         self.counts["objective"] += 1
         r = np.asarray(self.module.residuals(self.flat.unpack(x), self.train), dtype=np.float64)
-        self.seen(x, float(r @ r))
+        rss = float(r @ r)
+        self.seen(x, rss)
+        self.last = (np.array(x), rss, r.size)
         return r
 
     def jacobian(self, x):
@@ -132,7 +91,12 @@ class _Run:
 
     def row(self, step: int, x) -> float:
         params = self.flat.unpack(x)
-        loss = float(self.module.loss(params, self.train))
+        if self.last is not None and np.array_equal(self.last[0], x):  # lm: from the residuals
+            _, rss, size = self.last
+            mean = self.module.LEAST_SQUARES == "mean"
+            loss = self.module.LEAST_SQUARES_FACTOR * (rss / size if mean else rss)
+        else:
+            loss = float(self.module.loss(params, self.train))
         h = self.history
         h.step.append(step)
         h.epoch.append(float(step))
@@ -200,10 +164,37 @@ def solve(module, params, train, test, cfg, progress=None, start: Checkpoint | N
 
 
 def _lm(run: _Run, x0, lo, hi, bounded, args, cap):
-    return so.least_squares(run.residuals, x0, jac=run.jacobian, method="trf" if bounded else "lm",
-                            bounds=(lo, hi) if bounded else (-np.inf, np.inf), x_scale="jac",
-                            ftol=args["ftol"] or None, xtol=args["xtol"] or None,
-                            gtol=args["gtol"] or None, max_nfev=cap)
+    """least_squares: 'lm' (MINPACK), or 'trf' with bounds. An 'lm' fit that ends where a
+    param has stopped changing the residuals (its Jacobian column vanished: a saturated
+    exponential, as in NIST's BoxBOD from start 1) is stuck on a plateau MINPACK cannot leave;
+    it is fitted again from the start with 'trf', and the lower sum of squares is kept."""
+    tol = {k: max(args[k], EPS) for k in ("ftol", "xtol", "gtol")}
+    if bounded:
+        return so.least_squares(run.residuals, x0, jac=run.jacobian, method="trf",
+                                bounds=(lo, hi), x_scale="jac", max_nfev=cap, **tol)
+    res = so.least_squares(run.residuals, x0, jac=run.jacobian, method="lm", x_scale="jac",
+                           max_nfev=cap, **tol)
+    if not _vanished(res.jac, res.x):
+        return res
+    used = res.nfev
+    again = so.least_squares(run.residuals, x0, jac=run.jacobian, method="trf", x_scale="jac",
+                             max_nfev=max(cap - used, 1), **tol)
+    better = again if np.all(np.isfinite(again.fun)) and again.cost < res.cost else res
+    better.message = (f"{better.message} (after 'lm' stopped where a param no longer changed "
+                      f"the residuals, fitted again with 'trf'; kept the {'trf' if better is again else 'lm'} fit)")
+    return better
+
+
+EPS = float(np.finfo(float).eps)
+
+
+def _vanished(jac, x) -> bool:
+    """Some param's Jacobian column, scaled by the param (∂r/∂log p), is nothing next to the
+    largest: below 1e-10 of it."""
+    if jac is None or not np.all(np.isfinite(jac)) or jac.shape[1] < 2:
+        return False
+    scaled = np.linalg.norm(jac, axis=0) * np.maximum(np.abs(x), 1.0)
+    return bool(scaled.max() > 0 and scaled.min() < 1e-10 * scaled.max())
 
 
 def _newton(run: _Run, x0, lo, hi, bounded, args, cap):
@@ -212,7 +203,11 @@ def _newton(run: _Run, x0, lo, hi, bounded, args, cap):
     if bounded:
         return so.minimize(run.loss, x0, jac=run.grad, hess=run.hessian, method="trust-constr",
                            bounds=so.Bounds(lo, hi), callback=callback,
-                           options={"gtol": args["gtol"], "maxiter": cap})
+                           options={"gtol": args["gtol"], "maxiter": cap,
+                                    # a barrier that starts small lets an active bound be
+                                    # reached to machine precision, not to the barrier's 1e-5
+                                    "initial_barrier_parameter": 1e-10,
+                                    "initial_barrier_tolerance": 1e-10})
     return so.minimize(run.loss, x0, jac=run.grad, hess=run.hessian, method="trust-exact",
                        callback=callback, options={"gtol": args["gtol"], "maxiter": cap})
 

@@ -152,6 +152,50 @@ def gradient_figures(module, params, train) -> tuple[float, float]:
     return float(np.linalg.norm(grad)), relative_gradient(grad, x, float(f))
 
 
+class Flat:
+    """The params as one float64 vector, in the order of PARAMS, and back."""
+
+    def __init__(self, module, params: dict[str, np.ndarray]):
+        self.names = list(module.PARAMS)
+        self.shapes = [np.shape(params[n]) for n in self.names]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.dtype = params[self.names[0]].dtype if self.names else np.float64
+
+    def pack(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        if not self.names:
+            return np.zeros(0)
+        return np.concatenate([np.asarray(values[n], dtype=np.float64).ravel() for n in self.names])
+
+    def unpack(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        out, at = {}, 0
+        for n, shape, size in zip(self.names, self.shapes, self.sizes):
+            out[n] = np.asarray(x[at:at + size], dtype=self.dtype).reshape(shape)
+            at += size
+        return out
+
+    def labels(self) -> list[str]:
+        """Each element's name: `g`, `b[2]`, `W[0, 1]`."""
+        out = []
+        for n, shape in zip(self.names, self.shapes):
+            if shape == ():
+                out.append(n)
+            else:
+                out += [f"{n}[{', '.join(map(str, i))}]" for i in np.ndindex(*shape)]
+        return out
+
+    def bounds(self, module) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bound of every element (-inf, inf where none is declared)."""
+        declared = bounds(module)
+        lo, hi = [], []
+        for n, size in zip(self.names, self.sizes):
+            a, b = declared.get(n, (-math.inf, math.inf))
+            lo.append(np.full(size, -math.inf if a is None else a, dtype=np.float64))
+            hi.append(np.full(size, math.inf if b is None else b, dtype=np.float64))
+        if not lo:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(lo), np.concatenate(hi)
+
+
 @dataclass
 class FitResult:
     history: History
@@ -272,7 +316,7 @@ def count_params(params: dict[str, np.ndarray]) -> int:
 
 def is_least_squares(module) -> bool:
     """The generated module recognised its objective as a sum or mean of squares."""
-    return hasattr(module, "residuals")
+    return module.LEAST_SQUARES is not None
 
 
 def convergence_warning(conv: Convergence, cfg: TrainConfig, module, params) -> ModelWarning | None:
@@ -301,7 +345,8 @@ def _update_rule(module, cfg: TrainConfig, params):
     momentum is the generated in-place step itself. Params with bounds are projected back into
     them after every update."""
     update, state = _unbounded_rule(module, cfg, params)
-    box = [(k, lo, hi) for k, (lo, hi) in bounds(module).items() if k in params]
+    box = [(k, lo, hi) for k, (lo, hi) in bounds(module).items()
+           if k in params and (lo > -math.inf or hi < math.inf)]
     if not box:
         return update, state
 

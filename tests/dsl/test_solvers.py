@@ -43,7 +43,7 @@ def pendulum_least_squares(model):
     return popt, pcov
 
 
-@pytest.mark.parametrize("optimizer", ["lbfgs"])
+@pytest.mark.parametrize("optimizer", ["lm", "newton", "lbfgs"])
 def test_solver_reaches_the_least_squares_minimum(optimizer):
     model = dsl.load(str(PENDULUM))
     model.fit(optimizer=optimizer)
@@ -127,7 +127,39 @@ def test_a_run_stopped_far_from_a_minimum_warns_with_figures_and_advice(tmp_path
     assert code == 0
     assert "no (step cap reached)" in out
     assert "warning: adam stopped at its step cap (50 steps) with the gradient still large" in err
-    assert "relative gradient" in err and "hint: try `optimizer l" in err
+    assert "relative gradient" in err and "hint: try `optimizer lm()`" in err
     fit = json.loads((tmp_path / "report.json").read_text())["fit"]
     assert fit["converged"] is False and fit["reason"] == "step cap reached"
     assert fit["iterations"] == 50 and fit["evaluations"]["gradient"] == 50
+
+
+LINE = """\
+data "line.csv"
+input x[N] <- x
+input y[N] <- y
+param a = 1
+param b = 0
+loss = sum((a * x + b - y)^2)
+minimize loss
+"""
+
+
+@pytest.mark.parametrize("optimizer, steps", [("lm", None), ("newton", None), ("lbfgs", None),
+                                              ("gd", 3000), ("sgd", 3000), ("adam", 3000)])
+def test_every_optimizer_honours_bounds(tmp_path, optimizer, steps):
+    """y = 2x + 1 exactly, a bounded to [0, 1.5]: the constrained least squares has a = 1.5
+    and b = 1 + 0.5·mean(x) = 1.25. Bounds reach the solvers as the module's BOUNDS."""
+    xs = np.linspace(0, 1, 11)
+    rows = "".join(f"{float(x)!r},{float(2 * x + 1)!r}\n" for x in xs)
+    (tmp_path / "line.csv").write_text("x,y\n" + rows)
+    model = dsl.load(str(write(tmp_path, LINE)))
+    model.module.BOUNDS = {"a": (0.0, 1.5), "b": (-math.inf, math.inf)}
+    overrides = {"optimizer": optimizer} | ({"steps": steps, "lr": 0.05} if steps else {})
+    seen = []
+    model.fit(progress=lambda step, total, loss: seen.append(float(model.params["a"])),
+              **overrides)
+    assert float(model.params["a"]) == pytest.approx(1.5, abs=1e-6)
+    assert float(model.params["b"]) == pytest.approx(1.25, abs=1e-3 if steps else 1e-6)
+    assert max(seen) <= 1.5  # never outside, at any logged point
+    if not steps:
+        assert model.last_fit.convergence.converged, model.last_fit.convergence
