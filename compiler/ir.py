@@ -47,6 +47,7 @@ class Graph:
     nodes: dict[str, Node] = field(default_factory=dict)  # insertion order is topological
     objective: str | None = None
     predict: str | None = None
+    reports: list[str] = field(default_factory=list)  # scalars given ± σ after a fit
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # param -> (lo, hi)
 
     def add(self, node: Node) -> Node:

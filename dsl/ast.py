@@ -157,6 +157,15 @@ class Predict:
 
 
 @dataclass(frozen=True)
+class Report:
+    """`report NAME`: after a fit, the scalar's value ± σ by the delta method."""
+
+    name: str
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
 class Data:
     path: str
     split: float | None
@@ -179,7 +188,7 @@ class Train:
     span: Span = field(compare=False)
 
 
-Statement = Input | Param | Const | Assign | Def | Minimize | Predict | Data | Train
+Statement = Input | Param | Const | Assign | Def | Minimize | Predict | Report | Data | Train
 
 
 @dataclass(frozen=True)

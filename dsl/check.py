@@ -18,7 +18,7 @@ from dsl.config import TrainConfig, train_config
 
 Shape = tuple[ast.Dim, ...]
 
-KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "data", "train", "onehot",
+KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "report", "data", "train", "onehot",
             "standardize"}
 DISTRIBUTIONS = {"normal": 2, "uniform": 2, "glorot": 0, "he": 0}
 # The work of deriving a statement: its terms once its defs are inlined, times the names it
@@ -57,6 +57,7 @@ class Checked:
     shapes: dict[str, Shape]
     objective: str | None
     predict: str | None
+    reports: list[str]  # `report NAME`: scalars given ± σ after a fit
     data: ast.Data | None
     train: TrainConfig
     warnings: list[ModelWarning]
@@ -102,8 +103,11 @@ class _Checker:
 
     def run(self) -> Checked:
         singles: dict[type, ast.Statement] = {}
+        reports: list[ast.Report] = []
         for st in self.model.statements:
-            if isinstance(st, (ast.Minimize, ast.Predict, ast.Data, ast.Train)):
+            if isinstance(st, ast.Report):
+                reports.append(st)
+            elif isinstance(st, (ast.Minimize, ast.Predict, ast.Data, ast.Train)):
                 if type(st) in singles:
                     first = singles[type(st)]
                     raise SemanticError(f"a second `{_keyword(st)}` statement", st.span,
@@ -143,13 +147,15 @@ class _Checker:
                                 f"{fmt_shape(self.shapes[objective])}", st.name_span,
                                 "take `mean(...)` or `sum(...)` over its rows")
         train = train_config(singles.get(ast.Train))
+        reported = self._reports(reports)
         checked = Checked(
             file=self.model.file,
             inputs={n: s for n, s in self.decls.items() if isinstance(s, ast.Input)},
             params={n: s for n, s in self.decls.items() if isinstance(s, ast.Param)},
             consts={n: s for n, s in self.decls.items() if isinstance(s, ast.Const)},
             nodes=nodes, statements=dict(self.decls), order=order, shapes=self.shapes,
-            objective=objective, predict=predict, data=singles.get(ast.Data), train=train,
+            objective=objective, predict=predict, reports=reported, data=singles.get(ast.Data),
+            train=train,
             warnings=self.warnings)
         self._warn_unused(checked)
         return checked
@@ -191,6 +197,21 @@ class _Checker:
                     f"compiling takes time in proportion to this work; the largest statement is "
                     f"`{largest}` ({work[largest]:,}); split the model into smaller ones",
                     notes=((f"`{largest}` is defined here", self.decls[largest].span),))
+
+    def _reports(self, reports: list[ast.Report]) -> list[str]:
+        """The names of `report` statements: each a scalar node or param, reported once."""
+        seen: dict[str, ast.Report] = {}
+        for st in reports:
+            target = self._target(st)
+            if self.shapes[target] != ():
+                raise SemanticError(f"`report` gives a scalar ± σ, but `{target}` is "
+                                    f"{fmt_shape(self.shapes[target])}", st.name_span,
+                                    f"report a scalar made from it, e.g. `m = mean({target})`")
+            if target in seen:
+                raise SemanticError(f"`{target}` is reported twice", st.name_span,
+                                    notes=(("reported here first", seen[target].span),))
+            seen[target] = st
+        return list(seen)
 
     def _declare(self, st) -> None:
         name = st.name
@@ -353,7 +374,7 @@ class _Checker:
 
     def _warn_unused(self, checked: Checked) -> None:
         objective, predict, nodes = checked.objective, checked.predict, checked.nodes
-        used = {n for n in (objective, predict) if n}
+        used = {n for n in (objective, predict) if n} | set(checked.reports)
         reaches = checked.ancestors(objective) if objective else set()
         for t in nodes.values():
             used.update(_names_in(t))

@@ -349,7 +349,6 @@ def cmd_run(args, session: Session) -> int:
     with np.errstate(all="ignore"):
         report = metrics(model, ds, result)
         report["optimizer"] = str(cfg.optimizer)  # the one used, with the overrides applied
-        report["fit"] = result.convergence.to_json()
         _writing(save_report, os.path.join(out, "report.json"), report)
         _writing(atomic_write, os.path.join(out, f"{name}_compiled.py"),
                  compiled.source.encode("utf-8"))
@@ -459,6 +458,55 @@ def _print_report(r: dict) -> None:
             text = "undefined: the target is constant"
         print(f"  {k:<{width}}  {text}")
     print()
+    if r.get("params"):
+        _print_params(r)
+
+
+def _print_params(r: dict) -> None:
+    """The fitted params with their error bars, the rule behind them, the reported scalars, and
+    the correlations (the whole matrix for up to 6 params, else the strongest entries)."""
+    u, params = r["uncertainty"], r["params"]
+    if u["why_not"]:
+        print(f"fitted params (no error bars: {u['why_not']})")
+    else:
+        print(f"fitted params, ± one standard error, 95% interval ({u['interval']})")
+        print(f"  error bars: {u['rule']}")
+    _print_values(params)
+    if r.get("reports"):
+        print("reported, by the delta method: σ² = ∇fᵀ·Σ·∇f, with f's exact gradient and Σ the "
+              "params' covariance")
+        _print_values(r["reports"])
+    corr = r.get("correlation")
+    if corr and len(corr) > 1:
+        names = list(corr)
+        if len(names) <= 6:
+            print("correlation")
+            w = max(max(len(n) for n in names), 6)
+            print("  " + " " * w + "".join(f"  {n:>{w}}" for n in names))
+            for a in names:
+                print(f"  {a:<{w}}" + "".join(f"  {corr[a][b]:>{w}.3f}" for b in names))
+        else:
+            pairs = sorted(((a, b, corr[a][b]) for i, a in enumerate(names) for b in names[:i]),
+                           key=lambda t: -abs(t[2]))[:10]
+            print("strongest correlations")
+            for a, b, v in pairs:
+                print(f"  {a} ~ {b}  {v:.3f}")
+    print()
+
+
+def _print_values(items: dict) -> None:
+    """`name = value ± stderr [95% interval]`, in columns; the value alone without a stderr."""
+    width = max(len(k) for k in items)
+    values = {name: f"{p['value']:.6g}" for name, p in items.items()}
+    errors = {name: f"{p['stderr']:.3g}" for name, p in items.items() if p["stderr"] is not None}
+    vw = max(len(v) for v in values.values())
+    ew = max((len(e) for e in errors.values()), default=0)
+    for name, p in items.items():
+        line = f"  {name:<{width}}  = {values[name]}"
+        if name in errors:
+            lo, hi = p["ci95"]
+            line = f"{line:<{width + vw + 6}} ± {errors[name]:<{ew}}   [{lo:.6g}, {hi:.6g}]"
+        print(line)
 
 
 def _fmt_figure(v: float) -> str:
@@ -558,12 +606,18 @@ def cmd_derive(args, session: Session) -> int:
         derivation = (explain.jacobian if args.jacobian else explain.hessian)(graph, args.wrt)
     else:
         derivation = explain.derive(graph, args.wrt, expand=args.expand)
+    reports = ({r: explain.propagation(graph, r) for r in graph.reports}
+               if not (args.wrt or args.jacobian or args.hessian) else {})
     if args.json:
-        print(json.dumps(derivation.to_json(), ensure_ascii=False, indent=2))
+        out = derivation.to_json()
+        if reports:
+            out["reports"] = [{"name": r, "text": t, "latex": tex}
+                              for r, (t, tex) in reports.items()]
+        print(json.dumps(out, ensure_ascii=False, indent=2))
     elif args.latex:
-        print(derivation.latex)
+        print("\n\n".join([derivation.latex] + [tex for _, tex in reports.values()]))
     else:
-        print(derivation.text)
+        print("\n\n".join([derivation.text] + [t for t, _ in reports.values()]))
     return 0
 
 

@@ -8,6 +8,7 @@ axes, and `G ↦ ...` for a factor that is a map applied to the incoming gradien
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
@@ -482,6 +483,29 @@ def derive(g: Graph, wrt: str | list[str] | None = None, expand: bool = False) -
                              hint="expansion is for models of scalars (a value per data row, [N], "
                                   "is fine); without it the chain shows matrix factors as maps")
     return Explanation(derivations, expand, adjoint_letter(g.nodes))
+
+
+def propagation(g: Graph, name: str) -> tuple[str, str]:
+    """How `report NAME` propagates the params' covariance Σ to a derived scalar f (the delta
+    method), as text and LaTeX: the formula, then f's gradient by the chain rule."""
+    params = list(g.params)
+    grads = derive(replace(g, objective=name), params)
+    text = [f"report {name}: by the delta method, with Σ the params' covariance after the fit",
+            "", f"  σ²({name}) = ∇{name}ᵀ · Σ · ∇{name},  ∇{name} = ("
+            + ", ".join(partial(name, p) for p in params) + ")"]
+    latex = (rf"\sigma^2_{{{latex_name(name)}}} &= \sum_{{i,j}} "
+             rf"\frac{{\partial {latex_name(name)}}}{{\partial p_i}}\,\Sigma_{{ij}}\,"
+             rf"\frac{{\partial {latex_name(name)}}}{{\partial p_j}}, \quad p = ("
+             + ", ".join(latex_name(p) for p in params) + ")")
+    if all(g.nodes[p].shape == () for p in params) and len(params) <= 6:
+        terms = []
+        for i, a in enumerate(params):
+            terms.append(f"({partial(name, a)})²·Var({a})")
+            terms += [f"2·{partial(name, a)}·{partial(name, b)}·Cov({a}, {b})"
+                      for b in params[i + 1:]]
+        text.append(f"  σ²({name}) = " + " + ".join(terms))
+    return ("\n".join(text) + "\n\n" + grads.text,
+            "\\begin{aligned}\n" + latex + "\n\\end{aligned}\n" + grads.latex)
 
 
 # ---- models ----------------------------------------------------------------------------------

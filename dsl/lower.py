@@ -38,7 +38,7 @@ _STRUCTURAL = {"@": "matmul", "sum": "sum", "mean": "mean", "logsumexp": "logsum
 
 
 def lower(m: Checked, text: str) -> Graph:
-    g = Graph(m.file, objective=m.objective, predict=m.predict,
+    g = Graph(m.file, objective=m.objective, predict=m.predict, reports=list(m.reports),
               bounds={n: _closed(p.bounds) for n, p in m.params.items() if p.bounds})
     lines = text.split("\n")
     for name in m.order:

@@ -19,7 +19,8 @@ from dsl.check import Checked
 from dsl.data import OneHot, Standardizer
 from dsl.files import NotRegularFile, open_regular, replacing
 from dsl.runtime import Dataset, atomic_write, check_sizes
-from dsl.train import Checkpoint, FitResult, History
+from dsl.train import Checkpoint, FitResult, Flat, History
+from dsl.uncertainty import Uncertainty, delta_method, error_bars
 
 if TYPE_CHECKING:  # the API (dsl.model) reads params files with `load_params`
     from dsl.model import Model
@@ -77,10 +78,46 @@ def metrics(model: Model, ds: Dataset, fit: FitResult) -> dict:
     if fit.divergence:
         out["diverged"] = {"step": fit.divergence.step, "node": fit.divergence.node,
                            "detail": fit.divergence.detail}
+    if fit.convergence:
+        out["fit"] = fit.convergence.to_json()
+    if not fit.divergence:
+        out.update(error_report(model, ds, fit))
     out["interrupted"] = fit.interrupted
     if fit.first_step:
         out["resumed_from_step"] = fit.first_step
     return out
+
+
+def error_report(model: Model, ds: Dataset, fit: FitResult) -> dict:
+    """`params` (value, stderr, ci95 of each scalar param and each element of a small one),
+    `correlation` between them, and `uncertainty`: the rule used, or why there are no numbers.
+    Error bars describe a minimum: a fit that did not converge gets the values alone."""
+    with np.errstate(all="ignore"):
+        bars, cov = error_bars(model.module, model.params, ds.train)
+    conv = fit.convergence
+    if conv is not None and not conv.converged and cov is not None:
+        bars.covariance = cov = None
+        bars.why_not = (f"the fit did not converge ({conv.reason}), and error bars describe a "
+                        "minimum")
+    with np.errstate(all="ignore"):
+        reports = {name: reported(model, ds, name, bars, cov) for name in model.checked.reports}
+    out = {"params": bars.params_json(), "correlation": bars.correlation_json(),
+           "uncertainty": bars.to_json()}
+    if reports:
+        out["reports"] = reports
+    return out
+
+
+def reported(model: Model, ds: Dataset, name: str, bars: Uncertainty, cov) -> dict:
+    """A `report NAME` scalar on the training rows, ± σ by the delta method with its exact
+    gradient (the generated `report_NAME`) and the params' covariance."""
+    value, grads = getattr(model.module, f"report_{name}")(model.params, ds.train)
+    value = float(value)
+    if cov is None:
+        return {"value": value, "stderr": None, "ci95": None}
+    gradient = Flat(model.module, model.params).pack(grads)
+    sigma = delta_method(gradient, cov)
+    return {"value": value, "stderr": sigma, "ci95": list(bars.interval(value, sigma))}
 
 
 def _rows(arrays: dict) -> int:

@@ -122,6 +122,9 @@ class _ToAst(Transformer):
     def predict_stmt(self, meta, c):
         return ast.Predict(str(c[0]), self._s(meta), self._s(c[0]))
 
+    def report_stmt(self, meta, c):
+        return ast.Report(str(c[0]), self._s(meta), self._s(c[0]))
+
     def data_stmt(self, meta, c):
         path, _split_kw, split, _seed_kw, seed = c
         if split is not None and not 0 < split <= 1:

@@ -92,6 +92,24 @@ def check_pendulum(report, params):
     assert abs(float(params["d_cm"]) - 2.1) < 0.5
 
 
+def check_michaelis_menten(report, params):
+    # no train block: lm by default, converged, with error bars (R's nls: 212.68 ± 6.947,
+    # 0.06412 ± 0.008281)
+    assert report["optimizer"].startswith("lm(") and report["fit"]["converged"]
+    assert report["params"]["Vmax"]["value"] == pytest.approx(212.68, abs=0.01)
+    assert report["params"]["Vmax"]["stderr"] == pytest.approx(6.947, abs=0.001)
+    assert report["params"]["Km"]["stderr"] == pytest.approx(0.008281, abs=1e-6)
+
+
+def check_arrhenius(report, params):
+    # lm by default; A and Ea as made (1.2e7, 40.5 kJ/mol) within their error bars
+    assert report["fit"]["converged"] and report["uncertainty"]["dof"] == 14
+    a, ea = report["params"]["A"], report["params"]["Ea"]
+    assert abs(a["value"] - 1.2e7) < 2 * a["stderr"] and abs(ea["value"] - 40500) < 2 * ea["stderr"]
+    assert report["correlation"]["A"]["Ea"] > 0.99
+    assert report["reports"]["Ea_kJ"]["stderr"] == pytest.approx(ea["stderr"] / 1000)
+
+
 TRAINED = {
     "boston_rm": ((), check_boston_rm),
     "boston_rm_random": ((), check_boston_rm_random),
@@ -99,6 +117,8 @@ TRAINED = {
     "iris_softmax": ((), check_iris_softmax),
     "mnist_mlp": (("--steps", "150"), check_mnist_mlp),
     "pendulum": ((), check_pendulum),
+    "michaelis_menten": ((), check_michaelis_menten),
+    "arrhenius": ((), check_arrhenius),
 }
 NOT_TRAINED = {"seed_graph"}  # no data: for derive, graph and eval (tested below)
 
