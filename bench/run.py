@@ -17,6 +17,8 @@ Sections (select with --only):
   data     reading a CSV of 800,000 rows x 20 columns (about 190 MB) into a float array: dsl's
            streaming reader against numpy.loadtxt and pandas.read_csv (the bench extra), each in
            a fresh process: rows/s and peak memory (only with --only data: not in the default run)
+  fit      the 27 NIST StRD problems fitted by lm in process, against scipy's least_squares
+           with the exact Jacobian and with finite differences; `dsl run` of a NIST model (bench/fit.py)
 
 torch and jax are optional: absent (or left out with --without torch,jax), their columns are
 skipped with a note. BLAS, PyTorch and XLA get one thread and the process one CPU (--no-pin);
@@ -112,6 +114,7 @@ for _mod in filter(None, (_option("--without") or "").split(",")):
 import numpy as np  # noqa: E402
 import sympy  # noqa: E402
 
+import fit as fit_section  # noqa: E402
 import references as ref  # noqa: E402
 import synthetic  # noqa: E402
 from dsl import runtime  # noqa: E402
@@ -132,10 +135,12 @@ MNIST_PRESCALED = os.path.join(HERE, "models", "mnist_prescaled.model")
 
 FULL = dict(seed_steps=20000, mnist_steps=2000, repeats=7, warmup=0.05,
             sizes=[10, 30, 100, 300, 1000, 3000, 10000], cold_repeats=3, cold_repeats_upto=1000,
-            example_repeats=5, cached_repeats=5, grad_rows=[1000, 10000, 100000, 1000000])
+            example_repeats=5, cached_repeats=5, grad_rows=[1000, 10000, 100000, 1000000],
+            fit_repeats=7, fit_cli_repeats=3)
 QUICK = dict(seed_steps=2000, mnist_steps=200, repeats=5, warmup=0.05,
              sizes=[10, 100, 300, 1000], cold_repeats=1, cold_repeats_upto=0,
-             example_repeats=3, cached_repeats=3, grad_rows=[1000, 10000, 100000])
+             example_repeats=3, cached_repeats=3, grad_rows=[1000, 10000, 100000],
+             fit_repeats=3, fit_cli_repeats=1)
 
 F64_TOL, F32_TOL = 1e-6, 1e-2  # relative agreement of final losses with hand numpy
 
@@ -748,6 +753,8 @@ def targets(res) -> list[dict]:
         for kind, slope in c["growth_exponent"].items():
             add(f"compile-time growth exponent, {kind}", slope, "<=", 1.10,
                 "log-log slope of cold compile CPU time on node count, over >= 290 nodes; 1 is linear")
+    if "fit" in res:
+        fit_section.fit_targets(res, add)
     return out
 
 
@@ -877,6 +884,8 @@ def markdown(res) -> str:
                      f"| {r['mb_per_s']:.1f} | {r['peak_mib']:.0f} MiB | {r['peak_over_array']:.2f} "
                      f"| {'yes' if r['agrees'] else 'NO'} |")
         L.append("")
+    if "fit" in res:
+        L += fit_section.fit_markdown(res)
     L.append("### Targets\n")
     L.append("| target | measured (wall) | bound | holds | on CPU time | holds |")
     L.append("| --- | ---: | ---: | --- | ---: | --- |")
@@ -1065,7 +1074,7 @@ def main(argv=None) -> int:
     if args.report_only:
         return report(out)
     sections = [s for s in args.only.split(",") if s]
-    unknown = set(sections) - {"seed", "mnist", "compile", "grad", "data"}
+    unknown = set(sections) - {"seed", "mnist", "compile", "grad", "data", "fit"}
     if unknown:
         ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     command = " ".join(["python bench/run.py", *(argv if argv is not None else sys.argv[1:])])
@@ -1089,6 +1098,8 @@ def main(argv=None) -> int:
         res["grad"] = bench_grad(cfg)
     if "data" in sections:
         res["data"] = bench_data(res["mode"], run_cache, res["notes"])
+    if "fit" in sections:
+        res["fit"] = fit_section.bench_fit(cfg, log)
     res["targets"] = targets(res)
     if args.profile:
         log("profiles: " + ", ".join(os.path.relpath(p, ROOT) for p in (profile_steps(out), profile_compile(out))))
