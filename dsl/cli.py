@@ -380,8 +380,10 @@ def cmd_run(args, session: Session) -> int:
             f"training diverged: {d.detail}; the last finite params (step {d.kept}) are saved in "
             f"{os.path.join(out, 'params.npz')} and the history in {os.path.join(out, 'history.csv')}",
             node.span if node else None,
-            f"lower the learning rate (now {cfg.optimizer.args.get('lr', float('nan')):g}) or "
-            f"standardize the inputs; {again} continues from step {d.kept}")
+            (f"lower the learning rate (now {cfg.optimizer.args['lr']:g}) or standardize the "
+             f"inputs; {again} continues from step {d.kept}" if "lr" in cfg.optimizer.args else
+             "start the params where the model is finite (the values on the `param` lines), or "
+             "bound them (`in [lo, hi]`)"))
     return 0
 
 

@@ -174,6 +174,7 @@ def _lm(run: _Run, x0, lo, hi, bounded, args, cap):
                                 bounds=(lo, hi), x_scale="jac", max_nfev=cap, **tol)
     res = so.least_squares(run.residuals, x0, jac=run.jacobian, method="lm", x_scale="jac",
                            max_nfev=cap, **tol)
+    run.iterations -= 1  # least_squares takes MINPACK's Jacobian once more at the solution
     if not _vanished(res.jac, res.x):
         return res
     used = res.nfev
