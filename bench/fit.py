@@ -79,32 +79,38 @@ def bench_fit(cfg, log):
 
         fns = {"dsl": run_dsl, "scipy_exact": run_exact, "scipy_fd": run_fd}
         times = {k: [] for k in fns}
+        cpu = {k: [] for k in fns}
         results = {}
         with np.errstate(all="ignore"):
             for rep in range(cfg["fit_repeats"]):
                 for k in (list(fns) if rep % 2 == 0 else list(fns)[::-1]):
-                    t = time.perf_counter()
+                    t, c0 = time.perf_counter(), time.process_time()
                     results[k] = fns[k]()
                     times[k].append(time.perf_counter() - t)
+                    cpu[k].append(time.process_time() - c0)
         row = {"problem": name, "level": c["level"], "params": len(names),
                "observations": c["observations"]}
         for k in fns:
             row[f"{k}_ms"] = _median(times[k]) * 1e3
+            row[f"{k}_cpu_ms"] = _median(cpu[k]) * 1e3
             row[f"{k}_digits"] = digits(results[k], want)
         row["ratio_to_exact"] = row["dsl_ms"] / row["scipy_exact_ms"]
+        row["cpu_ratio_to_exact"] = row["dsl_cpu_ms"] / row["scipy_exact_cpu_ms"]
         rows.append(row)
         log(f"  {name:9s} dsl {row['dsl_ms']:7.2f} ms ({row['dsl_digits']:4.1f} digits)  "
             f"scipy exact {row['scipy_exact_ms']:7.2f} ms ({row['scipy_exact_digits']:4.1f})  "
             f"scipy fd {row['scipy_fd_ms']:7.2f} ms ({row['scipy_fd_digits']:4.1f})  "
-            f"x{row['ratio_to_exact']:.2f}")
+            f"x{row['ratio_to_exact']:.2f} (CPU x{row['cpu_ratio_to_exact']:.2f})")
     log("python -m dsl run of NIST models, a fresh process, wall time including the compile")
     cli = [_cli(name, cfg["fit_cli_repeats"]) for name in CLI_PROBLEMS]
     for c in cli:
         log(f"  {c['problem']:9s} cold {c['cold_s']:.3f} s (CPU {c['cold_cpu_s']:.3f} s)  "
             f"cached {c['cached_s']:.3f} s (CPU {c['cached_cpu_s']:.3f} s)")
     ratios = [r["ratio_to_exact"] for r in rows]
+    cpu_ratios = [r["cpu_ratio_to_exact"] for r in rows]
     return {"rows": rows, "cli": cli, "median_ratio_to_exact": _median(ratios),
-            "max_ratio_to_exact": max(ratios),
+            "max_ratio_to_exact": max(ratios), "median_cpu_ratio_to_exact": _median(cpu_ratios),
+            "max_cpu_ratio_to_exact": max(cpu_ratios),
             "dsl_six_digits": sum(r["dsl_digits"] >= 6 for r in rows),
             "fd_six_digits": sum(r["scipy_fd_digits"] >= 6 for r in rows)}
 
@@ -136,9 +142,11 @@ def _children_cpu() -> float:
 def fit_targets(res, add) -> None:
     f = res["fit"]
     add("NIST fit, dsl lm / scipy least_squares with the exact Jacobian (median)",
-        f["median_ratio_to_exact"], "<=", 2.0, "in process, from NIST's start 1")
+        f["median_ratio_to_exact"], "<=", 2.0, "in process, from NIST's start 1",
+        f["median_cpu_ratio_to_exact"])
     add("NIST fit, dsl lm / scipy least_squares with the exact Jacobian (worst)",
-        f["max_ratio_to_exact"], "<=", 2.0)
+        f["max_ratio_to_exact"], "<=", 2.0, "BoxBOD: lm stalls on a plateau, dsl fits again "
+        "with trf and gets 8 digits where scipy's lm gets none", f["max_cpu_ratio_to_exact"])
     add("python -m dsl run of a NIST model, cold compile (s, slowest)",
         max(c["cold_s"] for c in f["cli"]), "<", 1.0, ", ".join(CLI_PROBLEMS),
         max(c["cold_cpu_s"] for c in f["cli"]))
@@ -148,13 +156,14 @@ def fit_markdown(res) -> list[str]:
     f = res["fit"]
     L = ["### NIST StRD fits from start 1 (in process, median of repeats)\n",
          "| problem | level | params | rows | dsl lm | digits | scipy exact J | digits "
-         "| scipy finite differences | digits | dsl / exact |",
-         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+         "| scipy finite differences | digits | dsl / exact | on CPU time |",
+         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in f["rows"]:
         L.append(f"| {r['problem']} | {r['level']} | {r['params']} | {r['observations']} "
                  f"| {r['dsl_ms']:.2f} ms | {r['dsl_digits']:.1f} | {r['scipy_exact_ms']:.2f} ms "
                  f"| {r['scipy_exact_digits']:.1f} | {r['scipy_fd_ms']:.2f} ms "
-                 f"| {r['scipy_fd_digits']:.1f} | {r['ratio_to_exact']:.2f} |")
+                 f"| {r['scipy_fd_digits']:.1f} | {r['ratio_to_exact']:.2f} "
+                 f"| {r['cpu_ratio_to_exact']:.2f} |")
     L.append("")
     L.append(f"At 6 digits or more: dsl {f['dsl_six_digits']} of {len(f['rows'])}, scipy with "
              f"finite differences {f['fd_six_digits']} of {len(f['rows'])}.\n")

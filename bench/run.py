@@ -136,7 +136,7 @@ MNIST_PRESCALED = os.path.join(HERE, "models", "mnist_prescaled.model")
 FULL = dict(seed_steps=20000, mnist_steps=2000, repeats=7, warmup=0.05,
             sizes=[10, 30, 100, 300, 1000, 3000, 10000], cold_repeats=3, cold_repeats_upto=1000,
             example_repeats=5, cached_repeats=5, grad_rows=[1000, 10000, 100000, 1000000],
-            fit_repeats=7, fit_cli_repeats=3)
+            fit_repeats=15, fit_cli_repeats=3)
 QUICK = dict(seed_steps=2000, mnist_steps=200, repeats=5, warmup=0.05,
              sizes=[10, 100, 300, 1000], cold_repeats=1, cold_repeats_upto=0,
              example_repeats=3, cached_repeats=3, grad_rows=[1000, 10000, 100000],
