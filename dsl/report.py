@@ -99,12 +99,29 @@ def error_report(model: Model, ds: Dataset, fit: FitResult) -> dict:
         bars.covariance = cov = None
         bars.why_not = (f"the fit did not converge ({conv.reason}), and error bars describe a "
                         "minimum")
+    pinned = at_bounds(model.module, model.params)
+    if pinned and cov is not None:
+        bars.covariance = cov = None
+        bars.why_not = (", ".join(pinned) + (" is" if len(pinned) == 1 else " are")
+                        + " at a bound, where the curvature does not give error bars")
     with np.errstate(all="ignore"):
         reports = {name: reported(model, ds, name, bars, cov) for name in model.checked.reports}
     out = {"params": bars.params_json(), "correlation": bars.correlation_json(),
            "uncertainty": bars.to_json()}
     if reports:
         out["reports"] = reports
+    return out
+
+
+def at_bounds(module, params) -> list[str]:
+    """The params with an element on (within 1e-9 relative of) a finite bound."""
+    out = []
+    for name, (lo, hi) in module.BOUNDS.items():
+        v = np.asarray(params[name], dtype=float)
+        for end in (lo, hi):
+            if np.isfinite(end) and np.any(np.abs(v - end) <= 1e-9 * max(1.0, abs(end))):
+                out.append(name)
+                break
     return out
 
 

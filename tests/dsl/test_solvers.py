@@ -163,3 +163,17 @@ def test_every_optimizer_honours_bounds(tmp_path, optimizer, steps):
     assert max(seen) <= 1.5  # never outside, at any logged point
     if not steps:
         assert model.last_fit.convergence.converged, model.last_fit.convergence
+
+
+def test_a_bound_in_the_model_reaches_lm_and_withholds_error_bars_when_active(tmp_path, capsys):
+    xs = np.linspace(0, 1, 11)
+    rows = "".join(f"{float(x)!r},{float(2 * x + 1 + 0.01 * (-1) ** i)!r}\n"
+                   for i, x in enumerate(xs))
+    (tmp_path / "line.csv").write_text("x,y\n" + rows)
+    path = write(tmp_path, LINE.replace("param a = 1", "param a = 1 in [0, 1.5]"))
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["optimizer"].startswith("lm(") and report["fit"]["converged"]
+    assert report["params"]["a"]["value"] == pytest.approx(1.5)
+    assert "no error bars: a is at a bound" in out and report["params"]["b"]["stderr"] is None
