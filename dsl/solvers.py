@@ -104,6 +104,7 @@ class _Run:
         if self.test:
             h.test_loss.append(float(self.module.loss(params, self.test)))
         h.seconds.append(self.before + time.perf_counter() - self.t0 - self.logging)
+        h.spill()
         return loss
 
 
