@@ -55,7 +55,8 @@ _EXAMPLES = {
 
 _HINTS = {
     "this expression is incomplete": "an operator needs a value on both sides",
-    "missing `)`": "every `(` needs a matching `)` on the same line",
+    "missing `)`": "every `(` needs a matching `)`; inside brackets a statement may go on over "
+                   "several lines",
     "unbalanced `)`": "remove the extra `)` or add the `(` it closes",
     "two values with no operator between them": "write `a * b` for a product; juxtaposition is not multiplication",
     "a dimension list looks like `[N, 13]`": "dims are whole numbers or size names, separated by commas",
@@ -71,6 +72,30 @@ _KEYWORD_AS_NAME = re.compile(
 
 
 _OPTIONS = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True)
+_OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
+_ASSIGNMENT_START = re.compile(r"^\s*[A-Za-z_]\w*\s*=(?!=)")
+
+
+class _Continuation:
+    """Line continuation: a newline inside `( )` or `[ ]` continues the statement (the Lark
+    postlexer drops it). Tokens keep their own positions, so error spans stay exact; a bracket
+    left open is found by `_swallowed_statement`."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        for tok in stream:
+            if tok.type in _OPENERS:
+                depth += 1
+            elif tok.type in _OPENERS.values():
+                depth = max(0, depth - 1)
+            elif tok.type == "_NL" and depth:
+                continue
+            yield tok
+
+
+_CONTINUATION = _Continuation()
 
 
 @lru_cache(maxsize=1)
@@ -84,15 +109,18 @@ def _lark() -> Lark:
         try:
             with open(path, encoding="utf-8") as f:
                 tables = json.load(f, object_pairs_hook=_int_keys)
-            return Lark._load_from_dict(tables["data"], tables["memo"])
+            return Lark._load_from_dict(tables["data"], tables["memo"], postlex=_CONTINUATION)
         except Exception:  # noqa: BLE001 -- absent, damaged or from another Lark: build it again
             pass
-    parser = Lark(text, **_OPTIONS)
+    parser = Lark(text, postlex=_CONTINUATION, **_OPTIONS)
     if usable:
+        parser.options.postlex = None  # an object, not data: given again when the tables load
         data, memo = parser.memo_serialize([TerminalDef, Rule])
+        tables = json.dumps({"data": data, "memo": memo}).encode("utf-8")
+        parser.options.postlex = _CONTINUATION
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            atomic_write(path, json.dumps({"data": data, "memo": memo}).encode("utf-8"), private=True)
+            atomic_write(path, tables, private=True)
         except OSError:  # best effort, as for compiled modules
             pass
     return parser
@@ -115,7 +143,9 @@ def parse_tree(text: str, file: str) -> Tree:
     return tree
 
 
-def _syntax_error(e: UnexpectedInput, source: str, file: str) -> DslSyntaxError:
+def _syntax_error(e: UnexpectedInput, source: str, file: str, cut: bool = False) -> DslSyntaxError:
+    """The error for a failed parse. `cut`: `source` is the text before a statement that an
+    open bracket swallowed, so its end is the end of a line, not of the file."""
     line, col = _position(e, source)
     keyword = _KEYWORD_AS_NAME.match(source.split("\n")[line - 1])
     if keyword:
@@ -129,6 +159,23 @@ def _syntax_error(e: UnexpectedInput, source: str, file: str) -> DslSyntaxError:
         return DslSyntaxError(f"unknown keyword `{word}`", Span(file, line, start, line,
                                                                  start + len(word)),
                               f"did you mean `{close}`?")
+    swallowed = _swallowed_statement(e, source)
+    if swallowed is not None:  # parse up to it: the same message as without continuation
+        before = "\n".join(source.split("\n")[:swallowed - 1]) + "\n"
+        try:
+            _lark().parse(before)
+        except UnexpectedInput as inner:
+            return _syntax_error(inner, before, file, cut=True)
+    end = "the end of the line" if cut else "the end of the file"
+    at_end = isinstance(e, UnexpectedToken) and e.token.type == "$END"
+    opened = _open_brackets(source, len(source.split("\n")) + 1) if at_end else []
+    if opened and _accepts(e, "RPAR" if opened[-1][2] == "(" else "RSQB"):
+        bline, bcol, bracket = opened[-1]
+        closer = ")" if bracket == "(" else "]"
+        return DslSyntaxError(f"missing `{closer}` (found {end})", Span(file, line, col, line, col + 1),
+                              _HINTS["missing `)`"].replace("(", bracket).replace(")", closer),
+                              notes=((f"the `{bracket}` opened here",
+                                      Span(file, bline, bcol, bline, bcol + 1)),))
     label = None
     if not isinstance(e, UnexpectedCharacters):
         label = _match_label(e)
@@ -140,7 +187,7 @@ def _syntax_error(e: UnexpectedInput, source: str, file: str) -> DslSyntaxError:
         ch = source[e.pos_in_stream] if e.pos_in_stream < len(source) else ""
         found = f"character {ch!r}" if ch.isprintable() else f"character {ch!r} (not printable)"
     else:
-        found = "the end of the file"
+        found = end
     if label:
         message = f"{label} (found {found})"
     else:
@@ -166,6 +213,50 @@ def _unknown_keyword(text: str, col: int) -> tuple[str, int, str] | None:
         return None
     close = difflib.get_close_matches(m.group(1), _STATEMENT_KEYWORDS, n=1, cutoff=0.6)
     return (m.group(1), m.start(1) + 1, close[0]) if close else None
+
+
+def _accepts(e: UnexpectedInput, terminal: str) -> bool:
+    return terminal in (getattr(e, "accepts", None) or getattr(e, "expected", None) or ())
+
+
+def _swallowed_statement(e: UnexpectedInput, source: str) -> int | None:
+    """The line of a statement that an unclosed bracket above it swallowed: a line that starts
+    with a statement keyword (never part of an expression) at or before the failure, or the
+    failure at the `NAME =` that starts its line, with a bracket open from an earlier line."""
+    token = getattr(e, "token", None)
+    if token is None or token.type == "$END" or isinstance(e, UnexpectedCharacters):
+        return None
+    lines = source.split("\n")
+    start = _ASSIGNMENT_START.match(lines[token.line - 1])
+    candidates = [n for n in range(2, token.line + 1)
+                  if lines[n - 1].split(maxsplit=1)[:1] and
+                  lines[n - 1].split(maxsplit=1)[0] in _STATEMENT_KEYWORDS]
+    if start and token.column <= start.end():
+        candidates.append(token.line)
+    for n in candidates:
+        if _open_brackets(source, n):
+            return n
+    return None
+
+
+def _open_brackets(source: str, before_line: int) -> list[tuple[int, int, str]]:
+    """The brackets still open at the start of `before_line` (line, column, bracket), skipping
+    comments and quoted paths."""
+    stack: list[tuple[int, int, str]] = []
+    for n, text in enumerate(source.split("\n")[:before_line - 1], start=1):
+        quoted = False
+        for col, ch in enumerate(text, start=1):
+            if ch == '"':
+                quoted = not quoted
+            elif quoted:
+                continue
+            elif ch == "#":
+                break
+            elif ch in "([":
+                stack.append((n, col, ch))
+            elif ch in ")]" and stack:
+                stack.pop()
+    return stack
 
 
 def _match_label(e: UnexpectedInput) -> str | None:
@@ -211,9 +302,12 @@ def _describe_token(tok: Token) -> str:
 
 def _position(e: UnexpectedInput, source: str) -> tuple[int, int]:
     """1-based line and column; Lark reports -1 at the end of the text."""
-    if isinstance(e, UnexpectedEOF) or getattr(e, "line", -1) in (-1, None):
-        lines = source.rstrip("\n").split("\n")
-        return len(lines), len(lines[-1]) + 1
+    token = getattr(e, "token", None)
+    if isinstance(e, UnexpectedEOF) or getattr(e, "line", -1) in (-1, None) or (
+            token is not None and token.type == "$END"):
+        lines = [ln.split("#")[0].rstrip() for ln in source.split("\n")]
+        last = max([n for n, ln in enumerate(lines, start=1) if ln], default=1)
+        return last, len(lines[last - 1]) + 1
     if isinstance(e, UnexpectedToken) and e.token.type == "_NL":
         # A newline token starts at the end of the previous line: point just after its text.
         line = e.token.line

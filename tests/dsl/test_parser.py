@@ -427,3 +427,49 @@ def test_tables_others_can_write_are_not_used(monkeypatch, tmp_path, what):
     _fresh_lark(monkeypatch, tmp_path)
     assert one("z = a + b\n").name == "z"
     parser._lark.cache_clear()
+
+
+# ---- line continuation -----------------------------------------------------------------------
+
+def test_a_newline_inside_brackets_continues_the_statement():
+    one_line = stmts("input X[N, 3]\nloss = mean(sum(X, axis = 1) + 1)\nminimize loss\n")
+    broken = stmts("input X[N,\n        3]\nloss = mean(  # a comment inside\n\n"
+                   "    sum(X,\n        axis = 1)\n  + 1\n)\nminimize loss\n")
+    assert broken == one_line
+    assert broken[1].span == Span("m.model", 3, 1, 8, 2)
+    assert broken[1].expr.args[0].left.span.line == 5  # sum(X, axis = 1) keeps its own lines
+
+
+def test_a_newline_outside_brackets_still_ends_the_statement():
+    e = syntax_error("input x\ny = x +\n  1\n")
+    assert "this expression is incomplete" in e.message
+    assert (e.span.line, e.span.col) == (2, 8)
+
+
+def test_errors_inside_a_continued_statement_point_at_their_own_line():
+    e = syntax_error("input x\ny = exp(x +\n        2 3)\n")
+    assert "(found `3`)" in e.message
+    assert (e.span.line, e.span.col) == (3, 11)
+
+
+@pytest.mark.parametrize("text, line, col, words", [
+    # the bracket swallows the next statement: reported where the first line ends, with a note
+    ("input x\ny = exp(x\nminimize y\n", 2, 10, "missing `)` (found the end of the line)"),
+    ("input x\ny = (x\n\n# c\nz = 3\n", 2, 7, "missing `)` (found the end of the line)"),
+    ("input x\ny = (x +\nminimize y\n", 2, 9, "this expression is incomplete"),
+    ("input x\ny = (x\n", 2, 7, "missing `)` (found the end of the file)"),
+    ("input x\ny = exp((x\n", 2, 11, "missing `)`"),
+])
+def test_an_unclosed_bracket_is_found_where_it_was_left_open(text, line, col, words):
+    e = syntax_error(text)
+    assert words in e.message, e.message
+    assert (e.span.line, e.span.col) == (line, col), e.span
+    if "missing" in words:
+        assert e.notes and e.notes[0][0].startswith("the `(` opened here")
+
+
+def test_continuation_works_with_the_parser_loaded_from_cached_tables(monkeypatch, tmp_path):
+    _fresh_lark(monkeypatch, tmp_path)  # built, tables written
+    _fresh_lark(monkeypatch, tmp_path)  # loaded from the tables
+    assert stmts("y = (1 +\n  2)\n") == stmts("y = (1 + 2)\n")
+    parser._lark.cache_clear()
