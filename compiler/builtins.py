@@ -11,7 +11,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Builtin:
     name: str
-    kind: str  # elementwise | binary | reduce | softmax | transpose
+    kind: str  # elementwise | binary | select | reduce | softmax | transpose
     arity: int
     axis: bool  # takes `axis = k`
     doc: str
@@ -39,6 +39,10 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin("expm1", "elementwise", 1, False, "e^x - 1, accurate for small x"),
     Builtin("erf", "elementwise", 1, False, "the error function; erf' = 2/√π·e^(-x²)"),
     Builtin("max", "binary", 2, False, "elementwise maximum; ties split the gradient"),
+    Builtin("where", "select", 3, False,
+            "where(cond, a, b): a where cond is not 0, else b; the gradient goes to the branch taken"),
+    Builtin("clip", "select", 3, False,
+            "clip(x, lo, hi): x limited to [lo, hi]; the gradient goes to whichever is returned"),
     Builtin("min", "binary", 2, False, "elementwise minimum; ties split the gradient"),
     Builtin("sum", "reduce", 1, True, "sum of all elements, or along `axis`"),
     Builtin("mean", "reduce", 1, True, "mean of all elements, or along `axis`"),

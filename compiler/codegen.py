@@ -20,6 +20,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
+from compiler.functions import ComparisonBase
 from compiler.ir import Graph, Node, Shape, broadcast_shapes
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
                             grad_name, size_name, temp_index, temp_symbols, value_name)
@@ -110,6 +111,29 @@ class NumpyCode(PositiveTermsFirst, NumPyPrinter):
 
     def _print_erf(self, expr):
         return f"_erf({self._print(expr.args[0])})"
+
+    def _print_ComparisonBase(self, expr):
+        """As the params' dtype: a boolean array cannot be negated or subtracted."""
+        return f"({self._condition(expr)}).astype(dt)"
+
+    def _condition(self, expr) -> str:
+        """A test as a boolean array: a comparison itself, anything else `!= 0`."""
+        if isinstance(expr, ComparisonBase):
+            a, b = (self.parenthesize(x, sp.printing.precedence.PRECEDENCE["Add"])
+                    for x in expr.args)
+            return f"{a} {expr.symbol} {b}"
+        return f"{self.parenthesize(expr, sp.printing.precedence.PRECEDENCE['Add'])} != 0"
+
+    def _print_where(self, expr):
+        c, a, b = expr.args
+        return f"np.where({self._condition(c)}, {self._branch(a)}, {self._branch(b)})"
+
+    def _branch(self, expr) -> str:
+        """A whole-number branch as a float: `np.where(c, 1, 0)` would be an integer array."""
+        return f"{float(expr)!r}" if expr.is_Integer else self._print(expr)
+
+    def _print_clip(self, expr):
+        return "np.clip({}, {}, {})".format(*(self._print(a) for a in expr.args))
 
     def _print_sign(self, expr):
         return f"np.sign({self._print(expr.args[0])})"
@@ -221,6 +245,7 @@ class ModuleWriter:
     def forward_code(self, body: _Body, node: Node) -> None:
         name = value_name(node.name)
         if node.op == "elementwise":
+            body.uses_dtype |= node.expr.has(ComparisonBase)  # a comparison is cast to `dt`
             # every function repeats the forward lines: cse and print a node once (unless cse
             # made temporaries, which are numbered per function)
             code = self._forward_lines.get(node.name)
@@ -290,6 +315,7 @@ class ModuleWriter:
 
     def _push_elementwise(self, body, node, locals_, G, gshape, adjoint, reads) -> None:
         exprs = [G * local.factor for local in locals_]
+        body.uses_dtype |= any(e.has(ComparisonBase) for e in exprs)
         replacements, reduced = body.cse(exprs)
         for sym, e in replacements:
             reads.update(_values_read(e))

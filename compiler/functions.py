@@ -68,6 +68,75 @@ class minimum(sp.Function):
         return "min(%s)" % ", ".join(printer._print(a) for a in self.args)
 
 
+class ComparisonBase(sp.Function):
+    """(The name ends in `Base` so that sympy's printers find `_print_ComparisonBase` for every
+    subclass.) A comparison as a number: 1 where it holds, else 0 (as numpy compares, so a NaN compares
+    false except under `!=`). A step: its derivative is 0 everywhere."""
+
+    nargs = 2
+    symbol = ""  # `<`, ...: set by each subclass
+    holds = staticmethod(lambda a, b: False)
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Number and b.is_Number:
+            return sp.S.One if cls.holds(float(a), float(b)) else sp.S.Zero
+
+
+def _compare(name: str, symbol: str, holds) -> type:
+    return type(name, (ComparisonBase,), {"symbol": symbol, "holds": staticmethod(holds),
+                                   "__doc__": f"`a {symbol} b` as 1 or 0."})
+
+
+COMPARISONS = {
+    "<": _compare("less", "<", lambda a, b: a < b),
+    "<=": _compare("less_equal", "<=", lambda a, b: a <= b),
+    ">": _compare("greater", ">", lambda a, b: a > b),
+    ">=": _compare("greater_equal", ">=", lambda a, b: a >= b),
+    "==": _compare("equal", "==", lambda a, b: a == b),
+    "!=": _compare("not_equal", "!=", lambda a, b: a != b),
+}
+
+
+class where(sp.Function):
+    """where(cond, a, b): a where cond is not 0, else b. Its derivative selects too, so the
+    branch not taken sends nothing back, not even the NaN of a `sqrt` of a negative number."""
+
+    nargs = 3
+
+    @classmethod
+    def eval(cls, c, a, b):
+        if c.is_Number:
+            return a if c != 0 else b  # NaN is not 0, as in numpy
+        if a == b:
+            return a
+        if isinstance(c, ComparisonBase) and a == 1 and b == 0:
+            return c
+
+    def _eval_derivative(self, s):
+        c, a, b = self.args
+        return where(c, a.diff(s), b.diff(s))
+
+
+class clip(sp.Function):
+    """clip(x, lo, hi) = min(max(x, lo), hi), as numpy: hi when lo > hi. Each argument gets the
+    gradient where it is the value returned (x at a bound, as PyTorch)."""
+
+    nargs = 3
+
+    def fdiff(self, argindex=1):
+        x, lo, hi = self.args
+        lt, le = COMPARISONS["<"], COMPARISONS["<="]
+        if argindex == 1:
+            return le(lo, x) * le(x, hi)
+        if argindex == 2:
+            return lt(x, lo) * le(lo, hi)
+        return lt(hi, x) * le(lo, hi) + lt(hi, lo)
+
+
 # The sympy side of each elementwise built-in.
 ELEMENTWISE = {
     "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "abs": sp.Abs, "sin": sp.sin, "cos": sp.cos,
@@ -75,6 +144,7 @@ ELEMENTWISE = {
     "square": lambda x: x**2, "max": maximum, "min": minimum,
     "atan": sp.atan, "asin": sp.asin, "acos": sp.acos, "sinh": sp.sinh, "cosh": sp.cosh,
     "log10": log10, "log1p": log1p, "expm1": expm1, "erf": sp.erf,
+    "where": where, "clip": clip, **COMPARISONS,
 }
 
 # The sympy side of each of `compiler.builtins.CONSTANT_NAMES`.

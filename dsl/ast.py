@@ -31,7 +31,7 @@ class Unary:
 
 @dataclass(frozen=True)
 class Binary:
-    op: str  # + - * / ^ @
+    op: str  # + - * / ^ @, or a comparison == != < <= > >=
     left: Expr
     right: Expr
     span: Span = field(compare=False)

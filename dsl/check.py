@@ -433,6 +433,13 @@ class _Checker:
             return Typed(e.func, args, args[0].shape, e.span)
         if b.kind == "binary":
             return Typed(e.func, args, _broadcast(args[0], args[1], e.func, e.span), e.span)
+        if b.kind == "select":
+            names = _SELECT_ARGS[e.func]
+            shape = _broadcast(args[0], args[1], e.func, e.span, names[:2])
+            wider = names[1] if shape == args[1].shape else names[0]
+            shape = _broadcast(Typed("all", (), shape, e.span), args[2], e.func, e.span,
+                               (wider, names[2]))
+            return Typed(e.func, args, shape, e.span)
         if b.kind == "transpose":
             if len(args[0].shape) > 2:
                 raise SemanticError("transpose takes a vector or a matrix", e.span)
@@ -560,8 +567,14 @@ def _names_in(t: Typed) -> set[str]:
     return out
 
 
-def _broadcast(a: Typed, b: Typed, op: str, span: Span) -> Shape:
-    """LANGUAGE.md 2.3: equal shapes, a scalar, or one the trailing part of the other."""
+# How a mismatch names the arguments of where and clip.
+_SELECT_ARGS = {"where": ("the condition", "the value if true", "the value if false"),
+                "clip": ("x", "lo", "hi")}
+
+
+def _broadcast(a: Typed, b: Typed, op: str, span: Span, labels=None) -> Shape:
+    """LANGUAGE.md 2.3: equal shapes, a scalar, or one the trailing part of the other.
+    `labels` name the two sides in a mismatch (default: a name, or left and right side)."""
     sa, sb = a.shape, b.shape
     if sa == sb or not sb:
         return sa
@@ -573,6 +586,8 @@ def _broadcast(a: Typed, b: Typed, op: str, span: Span) -> Shape:
         return sb
     left = f"{a.name} is" if a.op == "name" else "the left side is"  # LANGUAGE.md 3.4 wording
     right = f"{b.name} is" if b.op == "name" else "the right side is"
+    if labels:
+        left, right = f"{labels[0]} is", f"{labels[1]} is"
     message = f"shape mismatch in `{op}`: {left} {fmt_shape(sa)} but {right} {fmt_shape(sb)}"
     wide = _numpy_broadcast(sa, sb)
     if wide is not None:

@@ -19,8 +19,11 @@ from compiler import chains
 from compiler.chains import ADJOINT, Chains, Derivation, Factor, total_diff
 from compiler.codegen import PositiveTermsFirst
 from compiler.errors import UsageError
+from compiler.functions import ComparisonBase
 from compiler.ir import Graph, symbol
 
+_TEXT_COMPARISON = {"<": "<", "<=": "≤", ">": ">", ">=": "≥", "==": "=", "!=": "≠"}
+_LATEX_COMPARISON = {"<": "<", "<=": r"\leq", ">": ">", ">=": r"\geq", "==": "=", "!=": r"\neq"}
 _MUL = PRECEDENCE["Mul"]
 _POW = PRECEDENCE["Pow"]
 
@@ -130,6 +133,20 @@ class TextPrinter(_Shared, StrPrinter):
         if h0 == 1:
             return f"[{x} ≥ 0]"
         return f"step({x})"
+
+    def _print_ComparisonBase(self, expr):
+        return f"[{self._test(expr)}]"
+
+    def _test(self, expr) -> str:
+        """A condition as written: `x > a`, or `c ≠ 0` for any other value."""
+        if isinstance(expr, ComparisonBase):
+            a, b = (self.parenthesize(x, PRECEDENCE["Add"]) for x in expr.args)
+            return f"{a} {_TEXT_COMPARISON[expr.symbol]} {b}"
+        return f"{self.parenthesize(expr, PRECEDENCE['Add'])} ≠ 0"
+
+    def _print_where(self, expr):
+        c, a, b = expr.args
+        return f"where({self._test(c)}, {self._print(a)}, {self._print(b)})"
 
     # array operations
     def _operand(self, e) -> str:
@@ -245,6 +262,23 @@ class LatexMaths(_Shared, LatexPrinter):
     def _power(text: str, exp) -> str:
         return text if exp is None else f"{text}^{{{exp}}}"
 
+    def _print_ComparisonBase(self, expr, exp=None):
+        return rf"\left[{self._test(expr)}\right]"
+
+    def _test(self, expr) -> str:
+        if isinstance(expr, ComparisonBase):
+            a, b = (self.parenthesize(x, PRECEDENCE["Add"]) for x in expr.args)
+            return f"{a} {_LATEX_COMPARISON[expr.symbol]} {b}"
+        return rf"{self.parenthesize(expr, PRECEDENCE['Add'])} \neq 0"
+
+    def _print_where(self, expr, exp=None):
+        c, a, b = expr.args
+        return (rf"\begin{{cases}} {self._print(a)} & \text{{if }} {self._test(c)} \\ "
+                rf"{self._print(b)} & \text{{otherwise}} \end{{cases}}")
+
+    def _print_clip(self, expr, exp=None):
+        return r"\operatorname{clip}\left(" + ", ".join(self._print(a) for a in expr.args) + r"\right)"
+
     def _print_maximum(self, expr, exp=None):
         return r"\max\left(" + ", ".join(self._print(a) for a in expr.args) + r"\right)"
 
@@ -320,8 +354,10 @@ class Explanation:
     """One or more derivations of a model's objective, printable as text (`str`), LaTeX
     (`.latex`), JSON (`.to_json()`) and, in a notebook, as maths."""
 
-    def __init__(self, derivations: list[Derivation], expand: bool = False, adjoint: str = "G"):
+    def __init__(self, derivations: list[Derivation], expand: bool = False, adjoint: str = "G",
+                 steps: bool = False):
         self.derivations = derivations
+        self.steps = steps  # a statement on the way compares: say that its derivative is 0
         self.expand = expand
         self.adjoint = adjoint
         self._text = TextPrinter(adjoint)
@@ -362,6 +398,9 @@ class Explanation:
         text = "\n\n".join(self._one_text(d) for d in self.derivations)
         if "𝟙" in text:
             text += "\n\n  (𝟙: an array of ones, a scalar gradient spread over a shape)"
+        if self.steps:
+            text += ("\n\n  ([a < b]: 1 where the comparison holds, else 0; a comparison is a step,"
+                     " so its derivative is 0)")
         return text
 
     def _one_text(self, d: Derivation) -> str:
@@ -482,7 +521,10 @@ def derive(g: Graph, wrt: str | list[str] | None = None, expand: bool = False) -
                              f"{d.expand_error}",
                              hint="expansion is for models of scalars (a value per data row, [N], "
                                   "is fine); without it the chain shows matrix factors as maps")
-    return Explanation(derivations, expand, adjoint_letter(g.nodes))
+    stmts = {f.node for d in derivations for f in d.factors}
+    steps = any(node.expr is not None and node.expr.has(ComparisonBase)
+                for node in g.nodes.values() if node.stmt in stmts)
+    return Explanation(derivations, expand, adjoint_letter(g.nodes), steps)
 
 
 def propagation(g: Graph, name: str) -> tuple[str, str]:

@@ -31,6 +31,9 @@ _FOLD = {
     "square": np.square, "max": np.maximum, "min": np.minimum,
     "atan": np.arctan, "asin": np.arcsin, "acos": np.arccos, "sinh": np.sinh, "cosh": np.cosh,
     "log10": np.log10, "log1p": np.log1p, "expm1": np.expm1, "erf": math.erf,
+    "clip": np.clip, "where": lambda c, a, b: np.where(c != 0, a, b),
+    "<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal,
+    "!=": np.not_equal,
 }
 
 _STRUCTURAL = {"@": "matmul", "sum": "sum", "mean": "mean", "logsumexp": "logsumexp",

@@ -49,11 +49,14 @@ _EXAMPLES = {
     "unknown setting in `train { }`": ["train {\n foo 1\n}\n", "train {\n lr 0.1\n}\n",
                                        "train {\n batch 1\n foo 1\n}\n",
                                        "train {\n batch 1\n seed 1\n foo 1\n}\n"],
+    "comparisons do not chain": [f"x = a {op} b < c\n" for op in ("==", "!=", "<", "<=", ">", ">=")],
     "a dimension list looks like `[N, 13]`": ["input x[N 13]\n", "input x[]\n", "param w[2.5] = 0\n"],
     "`param` needs `~ distribution` or `= number`": ["param w\n", "param w[2]\n", "param w = x\n"],
 }
 
 _HINTS = {
+    "comparisons do not chain": "`a < b < c` is not `a < b and b < c`: write "
+                                "`(a < b) * (b < c)`, which is 1 where both hold",
     "this expression is incomplete": "an operator needs a value on both sides",
     "missing `)`": "every `(` needs a matching `)`; inside brackets a statement may go on over "
                    "several lines",

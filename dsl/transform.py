@@ -185,6 +185,12 @@ class _ToAst(Transformer):
     div = _binary("/")
     matmul = _binary("@")
     pow = _binary("^")
+    eq = _binary("==")
+    ne = _binary("!=")
+    lt = _binary("<")
+    le = _binary("<=")
+    gt = _binary(">")
+    ge = _binary(">=")
 
     def neg(self, meta, c):
         return ast.Unary("-", c[0], self._s(meta))

@@ -110,6 +110,12 @@ def check_arrhenius(report, params):
     assert report["reports"]["Ea_kJ"]["stderr"] == pytest.approx(ea["stderr"] / 1000)
 
 
+def check_linear_plateau(report, params):
+    assert report["r2"] > 0.9
+    assert abs(float(params["nc"]) - 1.4) < 0.15  # the critical rate, 140 kg/ha
+    assert abs(float(params["a"]) - 4.0) < 0.4 and abs(float(params["b"]) - 3.0) < 0.5
+
+
 TRAINED = {
     "boston_rm": ((), check_boston_rm),
     "boston_rm_random": ((), check_boston_rm_random),
@@ -119,8 +125,15 @@ TRAINED = {
     "pendulum": ((), check_pendulum),
     "michaelis_menten": ((), check_michaelis_menten),
     "arrhenius": ((), check_arrhenius),
+    "linear_plateau": ((), check_linear_plateau),
 }
-NOT_TRAINED = {"seed_graph"}  # no data: for derive, graph and eval (tested below)
+NOT_def check_linear_plateau(report, params):
+    assert report["r2"] > 0.9
+    assert abs(float(params["nc"]) - 1.4) < 0.15  # the critical rate, 140 kg/ha
+    assert abs(float(params["a"]) - 4.0) < 0.4 and abs(float(params["b"]) - 3.0) < 0.5
+
+
+TRAINED = {"seed_graph"}  # no data: for derive, graph and eval (tested below)
 
 
 def test_every_example_is_covered():
@@ -210,9 +223,10 @@ def test_predict_on_new_rows(copy, trained):
     assert np.allclose([float(x) for x in lines[1:]], [17.4, 23.2, 22.4], atol=8)
 
 
-def test_pendulum_data_is_reproducible(tmp_path):
-    shutil.copy(EXAMPLES / "data" / "make_pendulum.py", tmp_path)
-    r = subprocess.run([sys.executable, str(tmp_path / "make_pendulum.py")], capture_output=True,
+@pytest.mark.parametrize("name", ["pendulum", "linear_plateau"])
+def test_simulated_data_is_reproducible(tmp_path, name):
+    shutil.copy(EXAMPLES / "data" / f"make_{name}.py", tmp_path)
+    r = subprocess.run([sys.executable, str(tmp_path / f"make_{name}.py")], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "pendulum.csv").read_bytes() == (EXAMPLES / "data" / "pendulum.csv").read_bytes()
+    assert (tmp_path / f"{name}.csv").read_bytes() == (EXAMPLES / "data" / f"{name}.csv").read_bytes()

@@ -473,3 +473,30 @@ def test_continuation_works_with_the_parser_loaded_from_cached_tables(monkeypatc
     _fresh_lark(monkeypatch, tmp_path)  # loaded from the tables
     assert stmts("y = (1 +\n  2)\n") == stmts("y = (1 + 2)\n")
     parser._lark.cache_clear()
+
+
+# ---- comparisons -----------------------------------------------------------------------------
+
+def B(op, a, b):
+    return ast.Binary(op, a, b, S)
+
+
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+def test_comparisons_bind_looser_than_arithmetic(op):
+    assert expr(f"a + 1 {op} -b * 2") == B(op, B("+", N("a"), Num(1)),
+                                              B("*", ast.Unary("-", N("b"), S), Num(2)))
+
+
+def test_a_comparison_is_an_argument_and_equals_is_not_a_keyword_argument():
+    assert expr("where(s == 0, 1, x)") == ast.Call(
+        "where", (B("==", N("s"), Num(0)), Num(1), N("x")), (), S, S)
+    assert one("y = s == 0\n").expr == B("==", N("s"), Num(0))
+    assert one("input x <-y\n").binding.columns.names == ("y",)  # `<-` is still the binding
+    assert expr("a <-1") == B("<", N("a"), ast.Unary("-", Num(1), S))
+
+
+@pytest.mark.parametrize("text", ["y = a < b < c\n", "y = a == b != c\n", "y = 0 <= x <= 1\n"])
+def test_chained_comparisons_are_refused_with_a_hint(text):
+    e = syntax_error(text)
+    assert e.message.startswith("comparisons do not chain")
+    assert "(a < b) * (b < c)" in e.hint
