@@ -138,6 +138,19 @@ class SoftmaxOf(_ArrayOp):
     nargs = (1, 2)
 
 
+class Part(_ArrayOp):
+    """`(x, start, stop, ndim, keep)`: `x[:, start]` (keep 0) or `x[:, start:stop]` (keep 1)."""
+
+    nargs = 5
+
+
+class Scatter(_ArrayOp):
+    """`(G, start, stop, ndim, keep)`: G put back in the part of the last axis a `Part` took,
+    zeros elsewhere."""
+
+    nargs = 5
+
+
 _SCALAR_RESULT = (Total,)  # always a scalar; MeanOf/SumOf/LogSumExpOf are when they have no axis
 
 
@@ -253,7 +266,8 @@ class Chains:
             if G is None:
                 continue
             node = g.nodes[n]
-            if node.op in ("matmul", "transpose") and node.shape and _is_scalar(G, scalars):
+            if node.op in ("matmul", "transpose", "index", "slice") and node.shape and \
+                    _is_scalar(G, scalars):
                 G = G * ones(node.shape)  # a scalar broadcast by a sum or mean, entering `@`
             for k, i in enumerate(node.inputs):
                 if node.op == "elementwise":
@@ -502,10 +516,18 @@ def node_value(g: Graph, node: Node) -> sp.Expr:
         return MatProd(*ins)
     if node.op == "transpose":
         return Tr(ins[0])
+    if node.op in ("index", "slice"):
+        return Part(ins[0], *_part_args(g, node))
     ops = {"sum": SumOf, "mean": MeanOf, "logsumexp": LogSumExpOf, "softmax": SoftmaxOf}
     if node.op in ops:
         return ops[node.op](ins[0], *axis)
     raise InternalError(f"node {node.name} has no value form (op {node.op})")
+
+
+def _part_args(g: Graph, node: Node) -> tuple[sp.Integer, ...]:
+    start, stop = node.part
+    ndim = len(g.nodes[node.inputs[0]].shape)
+    return tuple(sp.Integer(v) for v in (start, stop, ndim, node.op == "slice"))
 
 
 def count(shape: Shape) -> sp.Expr:
@@ -531,6 +553,8 @@ def structural_adjoint(g: Graph, node: Node, k: int, G: sp.Expr, operands: list[
         return MatProd(Tr(a), G)
     if op == "transpose":
         return Tr(G)
+    if op in ("index", "slice"):
+        return Scatter(G, *_part_args(g, node))
     if op in ("sum", "mean"):
         out = G if node.axis is None else Repeat(G, sp.Integer(node.axis))
         if op == "mean":

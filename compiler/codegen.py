@@ -279,6 +279,8 @@ class ModuleWriter:
             code = f"_softmax({a[0]}, axis={node.axis})"
         elif node.op == "transpose":
             code = f"np.transpose({a[0]})"
+        elif node.op in ("index", "slice"):
+            code = f"{a[0]}[{node.part_code()}]"
         else:
             raise InternalError(f"no code for op {node.op}")
         body.emit(name, code, node)
@@ -363,6 +365,8 @@ class ModuleWriter:
             if "{" + key + "}" in rule.numpy:
                 reads.add(inp)
         src = self.g.nodes[node.inputs[0]].shape
+        if "{pad}" in rule.numpy:
+            names["pad"] = _pad_widths(node.part, src)
         if "{n}" in rule.numpy:
             dims = src if node.axis is None else (src[node.axis],)
             names["n"] = _paren(body.count_code(dims))
@@ -527,6 +531,13 @@ def _values_read(expr: sp.Expr) -> set[str]:
             if s != LR_SEED and not isinstance(s, (Adjoint, Temp))}
 
 
+def _pad_widths(part: tuple[int, int], shape: Shape) -> str:
+    """np.pad's widths that put a part [start, stop) of the last axis back in its place."""
+    start, stop = part
+    widths = ["(0, 0)"] * (len(shape) - 1) + [f"({start}, {shape[-1] - stop})"]
+    return "(" + ", ".join(widths) + ("," if len(widths) == 1 else "") + ")"
+
+
 def _paren(code: str) -> str:
     return f"({code})" if "*" in code else code
 
@@ -535,17 +546,19 @@ def _paren_expr(code: str) -> str:
     return code if code.isidentifier() else f"({code})"
 
 
-_VIEW = re.compile(r"^(?:np\.(?:broadcast_to|expand_dims|transpose)\()?([A-Za-z_]\w*)(?:\.T)?(?:,.*)?\)?$")
+_VIEW = re.compile(r"^(?:np\.(?:broadcast_to|expand_dims|transpose)\()?([A-Za-z_]\w*)(?:\.T)?(?:,.*)?\)?$"
+                   r"|^([A-Za-z_]\w*)\[[^\]]*\]$")
 
 
 def _may_alias(lines: list[str], roots: list[str]) -> set[str]:
     """The variables that may share memory with `roots`: assigned a root, its transpose, a
-    broadcast or expand_dims of it (numpy views), transitively. Conservative."""
+    broadcast or expand_dims of it, or an index or slice of it (numpy views), transitively.
+    Conservative."""
     out = set(roots)
     for ln in lines:
         target, _, code = ln.partition(" = ")
         m = _VIEW.match(code.split("  # ")[0].strip())
-        if m and m.group(1) in out:
+        if m and (m.group(1) or m.group(2)) in out:
             out.add(target)
     return out
 

@@ -34,8 +34,9 @@ class Local:
 
 @dataclass(frozen=True)
 class StructuralMap:
-    """A map G ↦ ... as numpy code and as maths; `{G}`, `{a}`, `{b}`, `{y}`, `{k}`, `{n}`
-    stand for the adjoint, the inputs, the node's value, the axis and the reduced count."""
+    """A map G ↦ ... as numpy code and as maths; `{G}`, `{a}`, `{b}`, `{y}`, `{k}`, `{n}`,
+    `{pad}` stand for the adjoint, the inputs, the node's value, the axis, the reduced count
+    and the zeros around a slice (np.pad's widths)."""
 
     numpy: str
     maths: str
@@ -71,6 +72,9 @@ STRUCTURAL_MAPS = {
     ("softmax", True): _m("{y} * ({G} - np.sum({G} * {y}, axis={k}, keepdims=True))",
                           "{y} ⊙ (G - Σ_{k} G ⊙ {y})", needs_full_g=False),
     ("transpose", False): _m("{G}.T", "Gᵀ"),
+    # a scatter: G placed in the part of the last axis that was taken, zeros elsewhere
+    ("slice", False): _m("np.pad({G}, {pad})", "G in the slice, 0 elsewhere"),
+    ("index", False): _m("np.pad(np.expand_dims({G}, -1), {pad})", "G in the column, 0 elsewhere"),
 }
 
 

@@ -2,7 +2,8 @@
 
 A `.model` statement lowers to one or more nodes. Elementwise maths stays whole inside one node
 as a sympy expression over the scalar symbols of its inputs (sympy differentiates it); each
-structural operation (`@`, reductions, softmax, transpose) is a node of its own, whose derivative
+structural operation (`@`, reductions, softmax, transpose, index, slice) is a node of its own,
+whose derivative
 is a stated map. Nodes a statement needs in between are named `stmt.1`, `stmt.2`, ...: a dot
 cannot appear in a user's name, so they never collide.
 """
@@ -18,7 +19,7 @@ Dim = int | str
 Shape = tuple[Dim, ...]
 
 LEAF_KINDS = ("input", "param", "const")
-STRUCTURAL_OPS = ("matmul", "sum", "mean", "logsumexp", "softmax", "transpose")
+STRUCTURAL_OPS = ("matmul", "sum", "mean", "logsumexp", "softmax", "transpose", "index", "slice")
 
 
 @dataclass
@@ -35,6 +36,13 @@ class Node:
     stmt: str = ""  # the statement this node belongs to
     source: str = ""  # that statement's text, for comments in generated code
     value: float | None = None  # const
+    part: tuple[int, int] | None = None  # index and slice: [start, stop) of the last axis
+
+    def part_code(self) -> str:
+        """The subscript of an index or slice as numpy writes it: `:, 0` or `:, 1:3`."""
+        start, stop = self.part
+        last = str(start) if self.op == "index" else f"{start}:{stop}"
+        return ", ".join([":"] * (len(self.shape) - (self.op == "slice")) + [last])
 
     @property
     def is_leaf(self) -> bool:

@@ -46,7 +46,26 @@ class Call:
     func_span: Span = field(compare=False)
 
 
-Expr = Num | Name | Unary | Binary | Call
+@dataclass(frozen=True)
+class Subscript:
+    """One entry of `x[...]`: an index `k`, or a slice `start:stop` (either may be left out)."""
+
+    start: int | None
+    stop: int | None
+    is_slice: bool
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Index:
+    """`x[:, 0]`, `x[:, 1:3]`: a part of the last axis."""
+
+    base: Expr
+    subscripts: tuple[Subscript, ...]
+    span: Span = field(compare=False)
+
+
+Expr = Num | Name | Unary | Binary | Call | Index
 
 
 # ---- statements --------------------------------------------------------------------------

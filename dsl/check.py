@@ -34,7 +34,8 @@ MAX_MODEL_WORK = 100_000
 @dataclass(frozen=True)
 class Typed:
     """An expression with its shape: op is num, name, constant (`pi`, `e`), neg, + - * / ^ @,
-    or a built-in's name."""
+    a comparison, index (`x[:, k]`: the last axis dropped), slice (`x[:, a:b]`), or a
+    built-in's name."""
 
     op: str
     args: tuple[Typed, ...]
@@ -43,6 +44,7 @@ class Typed:
     value: float | None = None
     name: str | None = None
     axis: int | None = None
+    part: tuple[int, int] | None = None  # index and slice: [start, stop) of the last axis
 
 
 @dataclass
@@ -322,6 +324,8 @@ class _Checker:
             elif isinstance(e, ast.Binary):
                 stack.append((e.left, local, calling))
                 stack.append((e.right, local, calling))
+            elif isinstance(e, ast.Index):
+                stack.append((e.base, local, calling))
             elif isinstance(e, ast.Call):
                 stack.extend((a, local, calling) for a in e.args)
                 stack.extend((v, local, calling) for _, v in e.kwargs)
@@ -408,6 +412,8 @@ class _Checker:
             if e.op == "@":
                 return Typed("@", (a, b), _matmul_shape(a, b, e.span), e.span)
             return Typed(e.op, (a, b), _broadcast(a, b, e.op, e.span), e.span)
+        if isinstance(e, ast.Index):
+            return _index(e, self._type(e.base, env, calling))
         return self._call(e, env, calling)
 
     def _call(self, e: ast.Call, env, calling) -> Typed:
@@ -508,6 +514,54 @@ def _support(st: ast.Param) -> tuple[float | None, float | None]:
         a = (6 / (fan_in + fan_out)) ** 0.5
         return -a, a
     return None, None
+
+
+def _index(e: ast.Index, base: Typed) -> Typed:
+    """`x[:, k]` or `x[:, a:b]`: only the last axis, of a fixed size, with static bounds."""
+    shape = base.shape
+    what = f"`{base.name}`" if base.op == "name" else "this value"
+    if not shape:
+        raise SemanticError(f"{what} is a scalar and cannot be indexed", e.span,
+                            "index a vector `v[k]` or the columns of a matrix `X[:, k]`")
+    written = "[" + ", ".join(":" for _ in shape[:-1]) + (", " if len(shape) > 1 else "") + "k]"
+    if len(e.subscripts) != len(shape):
+        raise SemanticError(f"{what} is {fmt_shape(shape)}: it takes {len(shape)} subscript"
+                            f"{'s' * (len(shape) > 1)}, got {len(e.subscripts)}", e.span,
+                            f"only the last axis is indexed or sliced: `{written}`")
+    for sub in e.subscripts[:-1]:
+        if not sub.is_slice or sub.start is not None or sub.stop is not None:
+            raise SemanticError("only the last axis can be indexed or sliced", sub.span,
+                                f"keep every other axis whole with `:`: `{written}`")
+    n, sub = shape[-1], e.subscripts[-1]
+    if not isinstance(n, int):
+        raise SemanticError(f"the last axis of {what} has size `{n}`, known only when data "
+                            "arrives", sub.span, "index or slice an axis of fixed size, such as "
+                            "the 13 columns of `X[N, 13]`")
+    if not sub.is_slice:
+        if not -n <= sub.start < n:
+            raise SemanticError(f"index {sub.start} is out of range for an axis of size {n}",
+                                sub.span, f"indices run from 0 to {n - 1}, or from {-n} to -1 "
+                                "counting from the end")
+        k = sub.start % n
+        return Typed("index", (base,), shape[:-1], e.span, part=(k, k + 1))
+    start = 0 if sub.start is None else sub.start
+    stop = n if sub.stop is None else sub.stop
+    for bound in (start, stop):
+        if not -n <= bound <= n:
+            raise SemanticError(f"slice bound {bound} is out of range for an axis of size {n}",
+                                sub.span, f"bounds run from 0 to {n}, or from {-n} counting "
+                                "from the end")
+    start, stop = (b + n if b < 0 else b for b in (start, stop))
+    if start >= stop:
+        raise SemanticError(f"the slice {_slice_text(sub)} of an axis of size {n} is empty",
+                            sub.span, "a slice `a:b` takes elements a to b - 1, so b must be "
+                            "after a")
+    return Typed("slice", (base,), shape[:-1] + (stop - start,), e.span, part=(start, stop))
+
+
+def _slice_text(sub: ast.Subscript) -> str:
+    return ("" if sub.start is None else str(sub.start)) + ":" + (
+        "" if sub.stop is None else str(sub.stop))
 
 
 def _too_large(st: ast.Assign, terms: int, reads: int, calls_def: bool) -> SemanticError:

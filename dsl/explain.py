@@ -182,10 +182,23 @@ class TextPrinter(_Shared, StrPrinter):
     def _print_Repeat(self, expr):
         return f"repeat({self._print(expr.args[0])}, axis={expr.args[1]})"
 
+    def _print_Part(self, expr):
+        return f"{self.parenthesize(expr.args[0], _POW + 1)}[{part_text(expr)}]"
+
+    def _print_Scatter(self, expr):
+        return f"scatter({self._print(expr.args[0])}, [{part_text(expr)}])"
+
     def _call(self, name, expr):
         axis = f", axis={expr.args[1]}" if len(expr.args) > 1 else ""
         return f"{name}({self._print(expr.args[0])}{axis})"
 
+
+
+def part_text(expr) -> str:
+    """The subscript of a `Part` or `Scatter` as the model writes it: `:, 0` or `:, 1:3`."""
+    _, start, stop, ndim, keep = expr.args
+    last = f"{start}:{stop}" if keep else f"{start}"
+    return ", ".join([":"] * (int(ndim) - 1) + [last])
 
 
 # ---- LaTeX -----------------------------------------------------------------------------------
@@ -315,6 +328,13 @@ class LatexMaths(_Shared, LatexPrinter):
     def _print_Repeat(self, expr):
         inner = self._print(expr.args[0])
         return rf"\operatorname{{repeat}}_{{{expr.args[1]}}}\left({inner}\right)"
+
+    def _print_Part(self, expr):
+        return rf"{self.parenthesize(expr.args[0], _POW + 1)}_{{[{part_text(expr)}]}}"
+
+    def _print_Scatter(self, expr):
+        inner = self._print(expr.args[0])
+        return rf"\operatorname{{scatter}}_{{[{part_text(expr)}]}}\left({inner}\right)"
 
     def _call(self, name, expr):
         sub = f"_{{{expr.args[1]}}}" if len(expr.args) > 1 else ""

@@ -45,6 +45,8 @@ def definition(g: Graph, node: Node, printer: TextPrinter) -> str:
     """The right-hand side of an op node as maths (`k1·x + b1`, `X @ W1`, `mean(loss.1)`)."""
     if node.op == "matmul":
         return " @ ".join(node.inputs)
+    if node.op in ("index", "slice"):
+        return f"{node.inputs[0]}[{node.part_code()}]"
     if node.op in _OPS:
         axis = f", axis={node.axis}" if node.axis is not None else ""
         return f"{_OPS[node.op]}({node.inputs[0]}{axis})"

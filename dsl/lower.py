@@ -37,7 +37,7 @@ _FOLD = {
 }
 
 _STRUCTURAL = {"@": "matmul", "sum": "sum", "mean": "mean", "logsumexp": "logsumexp",
-               "softmax": "softmax", "transpose": "transpose"}
+               "softmax": "softmax", "transpose": "transpose", "index": "index", "slice": "slice"}
 
 
 def lower(m: Checked, text: str) -> Graph:
@@ -97,8 +97,8 @@ class _Statement:
     def _structural(self, t: Typed, name: str) -> str:
         op = _STRUCTURAL[t.op]
         inputs = tuple(self._operand(a) for a in t.args)
-        self.g.add(Node(name, "op", t.shape, t.span, op, inputs, axis=t.axis, stmt=self.name,
-                        source=self.source))
+        self.g.add(Node(name, "op", t.shape, t.span, op, inputs, axis=t.axis, part=t.part,
+                        stmt=self.name, source=self.source))
         return name
 
     def _scalar(self, t: Typed, depth: int = 0) -> sp.Expr:

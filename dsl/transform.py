@@ -210,6 +210,22 @@ class _ToAst(Transformer):
                 positional.append(a)
         return ast.Call(str(func), tuple(positional), tuple(keywords), self._s(meta), self._s(func))
 
+    def index(self, meta, c):
+        base, *subs = c
+        return ast.Index(base, tuple(subs), self._s(meta))
+
+    def sub_slice(self, meta, c):
+        return ast.Subscript(c[0], c[1], True, self._s(meta))
+
+    def sub_at(self, meta, c):
+        return ast.Subscript(c[0], None, False, self._s(meta))
+
+    def signed_int(self, meta, c):
+        return int(c[0])
+
+    def neg_int(self, meta, c):
+        return -int(c[-1])
+
     def kwarg(self, meta, c):
         return (str(c[0]), c[1])
 

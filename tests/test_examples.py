@@ -116,6 +116,12 @@ def check_linear_plateau(report, params):
     assert abs(float(params["a"]) - 4.0) < 0.4 and abs(float(params["b"]) - 3.0) < 0.5
 
 
+def check_boston_curved(report, params):
+    assert report["test_loss"] < report["baselines"]["least_squares"]  # the curves pay off
+    assert report["r2"] > 0.8
+    assert float(params["c"][1]) > 0  # prices level off as LSTAT grows
+
+
 TRAINED = {
     "boston_rm": ((), check_boston_rm),
     "boston_rm_random": ((), check_boston_rm_random),
@@ -126,6 +132,7 @@ TRAINED = {
     "michaelis_menten": ((), check_michaelis_menten),
     "arrhenius": ((), check_arrhenius),
     "linear_plateau": ((), check_linear_plateau),
+    "boston_curved": ((), check_boston_curved),
 }
 NOT_TRAINED = {"seed_graph"}  # no data: for derive, graph and eval (tested below)
 

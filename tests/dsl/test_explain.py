@@ -207,3 +207,29 @@ def test_graph_edges_of_an_input_used_twice_carry_both_shares(tmp_path):
     assert "<- u     ∂q/∂u = 2·u" in graphview.to_text(m.graph, derivatives=True)
     assert str(m.derive("u")).splitlines() == [
         "∂loss/∂u = ∂loss/∂q · ∂q/∂u", "", "  ∂loss/∂q = w", "  ∂q/∂u    = 2·u"]
+
+
+# ---- comparisons, where, clip, index and slice -------------------------------------------------
+
+def test_derive_states_that_a_comparison_has_zero_derivative(tmp_path):
+    m = load_model(tmp_path, "input x[N]\ninput y[N]\nparam a = 0.5\nb = x > a\n"
+                             "loss = mean((b - y)^2) + a^2\nminimize loss\n")
+    text = explain.derive(m.graph, "a").text
+    assert "∂b/∂a    : G ↦ 0" in text
+    assert "a comparison is a step, so its derivative is 0" in text
+    where = load_model(tmp_path, "input x[N]\nparam a = 1\nloss = mean(where(x > a, a * x, clip(x, 0, a)))\n"
+                                 "minimize loss\n", name="where")
+    e = explain.derive(where.graph, "a")
+    # clip's hi gets the gradient where x > hi (if lo <= hi), and where lo > hi
+    assert "∂loss/∂a = mean(where(x > a, x, [a < 0] + [a < x]·[0 ≤ a]))" in e.text
+    assert r"\begin{cases} x & \text{if } x > a \\ " in e.latex
+
+
+def test_derive_and_graph_show_a_slice_and_its_scatter(tmp_path):
+    m = load_model(tmp_path, "param W[3, 4] ~ normal(0, 1)\ninput X[N, 3]\nH = X @ W\n"
+                             "loss = mean(H[:, 0] * H[:, -1]) + sum(H[:, 1:3])\nminimize loss\n")
+    text = explain.derive(m.graph, "H").text
+    assert "scatter(" in text and "[:, 0]" in text and "[:, 1:3]" in text
+    assert "H[:, 3]" in text  # a negative index shown from the start
+    assert r"\operatorname{scatter}_{[:, 1:3]}" in explain.derive(m.graph, "H").latex
+    assert "H[:, 1:3]" in graphview.to_dot(m.graph)

@@ -500,3 +500,23 @@ def test_chained_comparisons_are_refused_with_a_hint(text):
     e = syntax_error(text)
     assert e.message.startswith("comparisons do not chain")
     assert "(a < b) * (b < c)" in e.hint
+
+
+# ---- indexing and slicing --------------------------------------------------------------------
+
+def test_subscripts_parse_with_their_bounds():
+    e = expr("X[:, 0] + X[:, 1:3] + v[-2:] + v[:-1] + tanh(H)[:, :]")
+    subs = []
+    while isinstance(e, ast.Binary):
+        subs.append(e.right.subscripts)
+        e = e.left
+    subs.append(e.subscripts)
+    got = [tuple((s.start, s.stop, s.is_slice) for s in ss) for ss in reversed(subs)]
+    assert got == [((None, None, True), (0, None, False)), ((None, None, True), (1, 3, True)),
+                   ((-2, None, True),), ((None, -1, True),), ((None, None, True), (None, None, True))]
+
+
+def test_indexing_binds_tighter_than_power_and_minus():
+    e = expr("-X[:, 0]^2")
+    assert isinstance(e, ast.Unary) and e.operand.op == "^"
+    assert isinstance(e.operand.left, ast.Index)
