@@ -81,9 +81,10 @@ def run_template(template: str, **names) -> np.ndarray:
     """Evaluate one of our own numpy templates (derive.py's maps, never model text) on arrays
     bound to {G}, {a}, {b}, {y}; `k` and `n` are formatted in as numbers."""
     fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
-    assert fields <= {"G", "a", "b", "y", "k", "n"}, f"unknown placeholder in {template!r}"
+    assert fields <= {"G", "a", "b", "y", "k", "n", "pad"}, f"unknown placeholder in {template!r}"
     env = {"np": np, **{f"_{k}": v for k, v in names.items() if k in "Gaby"}}
-    code = template.format(G="_G", a="_a", b="_b", y="_y", k=names.get("k"), n=names.get("n"))
+    code = template.format(G="_G", a="_a", b="_b", y="_y", k=names.get("k"), n=names.get("n"),
+                           pad=names.get("pad"))
     return np.asarray(eval(compile(code, "<structural map>", "eval"), env))  # our own template
 
 
@@ -165,6 +166,25 @@ def test_transpose_map(shape):
     np.testing.assert_allclose(got, numbers(want, subs), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("shape", [(3, 5), (5,)])
+@pytest.mark.parametrize("op, part", [("index", (0, 1)), ("index", (4, 5)), ("slice", (1, 3)),
+                                      ("slice", (0, 5)), ("slice", (2, 5))])
+def test_index_and_slice_maps(shape, op, part):
+    """The scatter: G put back where the part of the last axis was taken, zeros elsewhere."""
+    from compiler.codegen import _pad_widths
+    rule = STRUCTURAL_MAPS[(op, False)]
+    A = sym_array("a", shape)
+    start, stop = part
+    out = np.array(A[..., start] if op == "index" else A[..., start:stop], dtype=object)
+    G = sym_array("g", out.shape)
+    want = vjp(out, G, A)
+    rng = np.random.default_rng(5)
+    a, g = rng.normal(size=shape), rng.normal(size=out.shape)
+    subs = {**dict(zip(A.flat, a.flat)), **dict(zip(G.flat, g.flat))}
+    got = run_template(rule.numpy, G=g, a=a, pad=_pad_widths(part, shape))
+    np.testing.assert_allclose(got, numbers(want, subs), rtol=1e-12, atol=1e-14)
+
+
 MATMUL_SHAPES = {(2, 2): ((2, 3), (3, 4)), (2, 1): ((2, 3), (3,)), (1, 2): ((3,), (3, 4)),
                  (1, 1): ((3,), (3,))}
 
@@ -191,7 +211,7 @@ def test_every_map_is_tested():
     """A new entry in the tables needs a test above."""
     tested = {("sum", False), ("sum", True), ("mean", False), ("mean", True),
               ("logsumexp", False), ("logsumexp", True), ("logsumexp_keep", True),
-              ("softmax", True), ("transpose", False)}
+              ("softmax", True), ("transpose", False), ("index", False), ("slice", False)}
     assert set(STRUCTURAL_MAPS) == tested
     assert set(_MATMUL) == {(i, a, b) for i in (0, 1) for a in (1, 2) for b in (1, 2)}
     for rule in [*STRUCTURAL_MAPS.values(), *_MATMUL.values()]:
@@ -288,6 +308,7 @@ def test_every_builtin_has_its_sympy_side():
     """The checker's table (sympy-free, compiler.builtins) and the sympy side agree."""
     from compiler.builtins import BUILTINS, CONSTANT_NAMES
     from compiler.functions import CONSTANTS
-    elementwise = {n for n, b in BUILTINS.items() if b.kind in ("elementwise", "binary")}
-    assert elementwise == set(ELEMENTWISE)
+    from compiler.functions import COMPARISONS
+    elementwise = {n for n, b in BUILTINS.items() if b.kind in ("elementwise", "binary", "select")}
+    assert elementwise | set(COMPARISONS) == set(ELEMENTWISE)
     assert set(CONSTANT_NAMES) == set(CONSTANTS)
