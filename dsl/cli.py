@@ -21,7 +21,7 @@ from compiler.errors import DataError, DslError, TrainingDiverged, UsageError
 from dsl import __version__, plots
 from dsl.check import Checked, check, fmt_shape
 from dsl.config import SOLVERS, with_overrides
-from dsl.data import describe, read_csv, select
+from dsl.data import describe, numeric_part, read_csv, select
 from dsl.diagnostics import render_error, render_warning
 from dsl.files import open_regular, special_file
 from dsl.model import Model
@@ -590,10 +590,9 @@ def cmd_data(args, session: Session) -> int:
     print(describe(table, args.target))
     if args.plot:
         written = plots.correlation_heatmap(table, args.plot)
-        shown = plots.heatmap_columns(table)
-        capped = (f" (the correlations of the first {shown} of {len(table.columns)} columns: "
-                  f"a heatmap shows at most {plots.HEATMAP_MAX})" if shown < len(table.columns)
-                  else "")
+        shown, numeric = plots.heatmap_columns(table), len(numeric_part(table).columns)
+        capped = (f" (the correlations of the first {shown} of {numeric} columns: "
+                  f"a heatmap shows at most {plots.HEATMAP_MAX})" if shown < numeric else "")
         print(f"wrote {written}{capped}" if written else
               "plot skipped: matplotlib is not installed (pip install 'dsl[plot]')")
     return 0

@@ -27,14 +27,30 @@ UNSEEN_HINT = ("a model predicts only the classes it was trained on; drop these 
                "again with data that has this class")
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One cell, kept to point at it later: the first cell of a column that is not a number."""
+
+    row: int  # 1-based, among the data rows
+    text: str
+    span: Span
+    line: str  # the file line, for the caret
+
+
 @dataclass
 class Table:
-    """A numeric CSV: column names in header order and a float64 matrix (rows x columns)."""
+    """A CSV: column names in header order and a float64 matrix (rows x columns). A column
+    with any cell that is not a number is a text column: its cells are kept as strings in
+    `text` (its `values` are NaN), and it can feed a model only through `onehot`."""
 
     path: str
     columns: list[str]
     values: np.ndarray
     lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # each row's file line
+    text: dict[int, list[str]] = field(default_factory=dict)  # column -> its cells, stripped
+    first_text: dict[int, Cell] = field(default_factory=dict)  # column -> its first non-number
+    empty: dict[int, Cell] = field(default_factory=dict)  # column -> its first empty cell
+    bad_number: dict[int, Cell] = field(default_factory=dict)  # column -> first NaN or inf
 
     @property
     def name(self) -> str:
@@ -56,7 +72,9 @@ MAX_LINE_BYTES = 1 << 26  # one line (a row of a million columns is about 10 MiB
 
 
 def read_csv(path: str, span: Span | None = None) -> Table:
-    """Load a numeric CSV (or gzipped CSV) with a header row; any bad content is a DataError.
+    """Load a CSV (or gzipped CSV) with a header row; a malformed file is a DataError. Cells
+    that are not numbers, NaN or infinite are an error only in a column the model binds as
+    numbers (`select`); any column may hold text.
 
     `span` is the model's `data` statement: problems with the file as a whole point there.
     """
@@ -78,6 +96,7 @@ def read_csv(path: str, span: Span | None = None) -> Table:
             columns = _parse_header(path, header_no, header_line)
             rows, numbers = rows[1:], numbers[1:]
             values, lines = _allocate(path, span, most_rows, len(columns))
+            table = Table(path, columns, values, lines)
         if not rows:
             continue
         if n + len(rows) > len(values):
@@ -85,7 +104,7 @@ def read_csv(path: str, span: Span | None = None) -> Table:
                             _whole_file(path, span), "read it again once it is written")
         if n == 0:
             _check_looks_like_csv(path, columns, int(numbers[0]), rows[0])
-        values[n:n + len(rows)] = _parse_rows(path, columns, rows, numbers, n)
+        values[n:n + len(rows)] = _parse_rows(table, rows, numbers, n)
         lines[n:n + len(rows)] = numbers
         n += len(rows)
     if columns is None:
@@ -95,7 +114,8 @@ def read_csv(path: str, span: Span | None = None) -> Table:
         raise DataError(f"data file `{path}` has a header but no data rows",
                         _line_span(path, header_no, header_line),
                         "add rows of numbers below the header", source_line=_printable(header_line))
-    return Table(path, columns, values[:n], lines[:n])
+    table.values, table.lines = values[:n], lines[:n]
+    return table
 
 
 def _allocate(path: str, span: Span | None, most_rows: int, ncols: int):
@@ -295,17 +315,55 @@ def _check_looks_like_csv(path: str, columns: list[str], line_no: int, line: str
                         "separated by commas; its lines are not shown, as it may not be a CSV")
 
 
-def _parse_rows(path: str, columns: list[str], rows: list[str], numbers: np.ndarray,
-                before: int) -> np.ndarray:
-    """A chunk's rows as floats, parsed by numpy in one go; only when that fails, row by row
-    for the first bad row or cell. `numbers` are the rows' file lines, `before` the rows of
-    earlier chunks (messages count rows from the file's first)."""
+def _parse_rows(table: Table, rows: list[str], numbers: np.ndarray, before: int) -> np.ndarray:
+    """A chunk's rows as floats, parsed by numpy in one go; only when that fails, column by
+    column, keeping the cells of a column that holds anything but numbers as text (NaN in the
+    floats). `numbers` are the rows' file lines, `before` the rows of earlier chunks (messages
+    count rows from the file's first). The first NaN or infinite value of each numeric column
+    is noted, for an error if a model binds it."""
+    columns = table.columns
     values = _loadtxt(rows)
+    cells = None
     if values is None or values.shape != (len(rows), len(columns)):
-        _check_row_lengths(path, columns, rows, numbers, before)
-        _find_bad_cell(path, columns, rows, numbers, before)
-    _check_finite(path, columns, rows, numbers, before, values)
+        _check_row_lengths(table.path, columns, rows, numbers, before)
+        values = np.full((len(rows), len(columns)), np.nan)
+        cells = [line.split(",") for line in rows]
+        for c in range(len(columns)):
+            column = [r[c] for r in cells]
+            parsed = _loadtxt(column) if all(x.strip() for x in column) else None
+            if parsed is not None and parsed.shape == (len(rows), 1) and c not in table.text:
+                values[:, c] = parsed[:, 0]
+                continue
+            if c not in table.text:  # a column turning text after a chunk of numbers keeps them
+                table.text[c] = [f"{v:g}" for v in table.values[:before, c]]
+            table.text[c] += [x.strip() for x in column]
+            _note_first(table.path, table.first_text, c, rows, numbers, before,
+                        (r for r, x in enumerate(column) if x.strip() and not _is_number(x)))
+            _note_first(table.path, table.empty, c, rows, numbers, before,
+                        (r for r, x in enumerate(column) if not x.strip()))
+    elif table.text:  # numbers in this chunk, in columns already text
+        cells = [line.split(",") for line in rows]
+        for c in table.text:
+            table.text[c] += [r[c].strip() for r in cells]
+            values[:, c] = np.nan
+    bad = ~np.isfinite(values)
+    for c in np.flatnonzero(bad.any(axis=0)):
+        if c not in table.text:
+            _note_first(table.path, table.bad_number, int(c), rows, numbers, before,
+                        iter([int(np.argmax(bad[:, c]))]))
     return values
+
+
+def _note_first(path: str, found: dict[int, Cell], c: int, rows, numbers, before: int,
+                where) -> None:
+    """Keep the first cell of column `c` (among the rows `where` yields) unless one is kept."""
+    r = next(where, None)
+    if r is None or c in found:
+        return
+    cells = rows[r].split(",")
+    found[c] = Cell(before + r + 1, cells[c],
+                    _cell_span(path, int(numbers[r]), cells[c], _cell_offsets(cells)[c]),
+                    _printable(rows[r]))
 
 
 def _check_row_lengths(path, columns, rows, numbers, before) -> None:
@@ -319,39 +377,51 @@ def _check_row_lengths(path, columns, rows, numbers, before) -> None:
                             source_line=_printable(line))
 
 
-def _find_bad_cell(path, columns, rows, numbers, before) -> None:
-    for i, line in enumerate(rows):
-        if _loadtxt([line]) is not None:
-            continue
-        cells = line.split(",")
-        for c, (cell, offset) in enumerate(zip(cells, _cell_offsets(cells))):
-            if _is_number(cell):
-                continue
-            where = _cell_span(path, int(numbers[i]), cell, offset)
-            if not cell.strip():
-                raise DataError(f"empty value in column {columns[c]}, row {before + i + 1} of "
-                                f"`{path}`", where, "fill in or drop rows with missing values",
-                                source_line=_printable(line))
-            raise DataError(f"non-numeric value {_show(cell)} in column {columns[c]}, "
-                            f"row {before + i + 1} of `{path}`", where,
-                            _separator_hint(line) or "every cell below the header must be a number",
-                            source_line=_printable(line))
-    raise DataError(f"cannot read the numbers in `{path}`", _whole_file(path, None))
+def _no_empty_cell(table: Table, c: int) -> None:
+    cell = table.empty.get(c)
+    if cell is not None:
+        raise DataError(f"empty value in column {table.columns[c]}, row {cell.row} of "
+                        f"`{table.path}`", cell.span, "fill in or drop rows with missing values",
+                        source_line=cell.line)
 
 
-def _check_finite(path, columns, rows, numbers, before, values) -> None:
-    bad = np.argwhere(~np.isfinite(values))
-    if len(bad) == 0:
-        return
-    r, c = int(bad[0][0]), int(bad[0][1])
-    line = rows[r]
-    cells = line.split(",")
-    kind = "NaN" if np.isnan(values[r, c]) else "infinite"
-    raise DataError(f"{kind} value {_show(cells[c])} in column {columns[c]}, row {before + r + 1} "
-                    f"of `{path}`", _cell_span(path, int(numbers[r]), cells[c],
-                                               _cell_offsets(cells)[c]),
-                    "remove or fill in missing and infinite values before training",
-                    source_line=_printable(line))
+def _text_hint(table: Table, c: int) -> str:
+    """A stray word among numbers is a typo; a column of words is categories (or names)."""
+    cells = table.text[c]
+    numbers = sum(1 for x in cells if _is_float(x))
+    if numbers > len(cells) / 2:
+        return "every cell of a column bound as numbers must be a number"
+    name = table.columns[c]
+    return f"`{name}` holds text: bind it through `onehot({name})` to use its categories"
+
+
+def _is_float(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def numeric_column(table: Table, c: int, span: Span | None = None) -> np.ndarray:
+    """Column `c` as numbers, or a DataError at its first cell that is not a finite number."""
+    name = table.columns[c]
+    cell = table.first_text.get(c)
+    if cell is None:
+        _no_empty_cell(table, c)
+    else:
+        raise DataError(f"non-numeric value {_show(cell.text)} in column {name}, row {cell.row} "
+                        f"of `{table.path}`", cell.span,
+                        _separator_hint(cell.line) or _text_hint(table, c),
+                        source_line=cell.line)
+    cell = table.bad_number.get(c)
+    if cell is not None:
+        kind = "NaN" if np.isnan(float(cell.text)) else "infinite"
+        raise DataError(f"{kind} value {_show(cell.text)} in column {name}, row {cell.row} "
+                        f"of `{table.path}`", cell.span,
+                        "remove or fill in missing and infinite values before training",
+                        source_line=cell.line)
+    return table.values[:, c]
 
 
 def _loadtxt(lines: list[str]) -> np.ndarray | None:
@@ -419,26 +489,29 @@ def _printable(line: str) -> str:
 def select(table: Table, cols: Columns, onehot: OneHot | None = None
            ) -> tuple[np.ndarray, list[str]]:
     """The matrix (rows x k) an `input ... <- COLS` is fed with, and the names of its columns;
-    `onehot(COLUMN)` through the given classes, or the table's own."""
+    `onehot(COLUMN)` through the given classes, or the table's own. Every column bound as
+    numbers must hold finite numbers only (the first bad cell is named)."""
     if cols.kind == "one":
-        i = column_index(table, cols.names[0], cols.span)
-        return table.values[:, [i]], [table.columns[i]]
-    if cols.kind == "list":
+        idx = [column_index(table, cols.names[0], cols.span)]
+    elif cols.kind == "list":
         idx = [column_index(table, n, cols.span) for n in cols.names]
-        return table.values[:, idx], [table.columns[i] for i in idx]
-    if cols.kind == "range":
+    elif cols.kind == "range":
         a, b = (column_index(table, n, cols.span) for n in cols.names)
         if a > b:
             first, last = cols.names
             raise DataError(f"column range `{first}..{last}` is backwards: `{first}` comes after "
                             f"`{last}` in {table.name}", cols.span,
                             f"write `{last}..{first}`; a range follows the header's order")
-        return table.values[:, a:b + 1], table.columns[a:b + 1]
-    if cols.kind == "onehot":
+        idx = list(range(a, b + 1))
+    elif cols.kind == "onehot":
         onehot = onehot or OneHot.fit(table, cols)
         name = table.columns[column_index(table, cols.names[0], cols.span)]
         return onehot.encode(table, cols), onehot.labels(name)
-    raise InternalError(f"unknown column selection kind {cols.kind!r}")
+    else:
+        raise InternalError(f"unknown column selection kind {cols.kind!r}")
+    for i in idx:
+        numeric_column(table, i, cols.span)
+    return table.values[:, idx], [table.columns[i] for i in idx]
 
 
 @dataclass
@@ -529,8 +602,12 @@ class OneHot:
 
 
 def _onehot_column(table: Table, cols: Columns) -> tuple[str, np.ndarray]:
+    """The column's classes, row by row: numbers (float64), or the cells of a text column."""
     i = column_index(table, cols.names[0], cols.span)
-    return table.columns[i], table.values[:, i]
+    if i in table.text:
+        _no_empty_cell(table, i)
+        return table.columns[i], np.array(table.text[i], dtype=str)
+    return table.columns[i], numeric_column(table, i, cols.span)
 
 
 def column_index(table: Table, name: str, span: Span | None = None) -> int:
@@ -642,37 +719,71 @@ def _target_correlations(X: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]
     return corr, constant
 
 
+def numeric_part(table: Table) -> Table:
+    """The columns that hold numbers only, every one finite: what correlations are computed on
+    (text columns are listed instead)."""
+    keep = [c for c in range(len(table.columns))
+            if c not in table.text and c not in table.bad_number]
+    if len(keep) == len(table.columns):
+        return table
+    return Table(table.path, [table.columns[c] for c in keep], table.values[:, keep], table.lines)
+
+
+MAX_SHOWN_VALUES = 12  # distinct values of a text column that `dsl data` lists
+
+
 def describe(table: Table, target: str | None = None) -> str:
-    """The `dsl data` report: shape, per-column stats, and correlation with a target column."""
-    X = table.values
-    with np.errstate(all="ignore"):
-        stats = [X.mean(axis=0), X.std(axis=0), X.min(axis=0), X.max(axis=0)]
-    order = list(range(len(table.columns)))
-    corr = None
+    """The `dsl data` report: shape, per-column stats, correlation with a target column, and
+    the text columns with their distinct values. Columns with NaN or infinite values show `-`
+    for their statistics."""
     if target is not None:
         t = column_index(table, target)
-        corr, constant = _target_correlations(X, t)
-        if constant[t]:
-            corr[:] = np.nan
+        if t in table.text or t in table.bad_number:
+            numeric_column(table, t)  # says which cell is not a finite number
+    shown = [c for c in range(len(table.columns)) if c not in table.text]
+    X = table.values if len(shown) == len(table.columns) else table.values[:, shown]
+    with np.errstate(all="ignore"):
+        stats = [X.mean(axis=0), X.std(axis=0), X.min(axis=0), X.max(axis=0)]
+    finite = np.isfinite(stats[0]) & np.isfinite(stats[1])  # NaN or inf in a column reach both
+    stats = [np.where(finite, v, np.nan) for v in stats]
+    order = list(range(len(shown)))
+    corr = None
+    if target is not None:
+        numbers = numeric_part(table)
+        inner, constant = _target_correlations(numbers.values, numbers.columns.index(target))
+        if constant[numbers.columns.index(target)]:
+            inner[:] = np.nan
+        corr = np.array([inner[numbers.columns.index(table.columns[c])]
+                         if table.columns[c] in numbers.columns else np.nan for c in shown])
+        t = shown.index(table.columns.index(target))
         rest = [i for i in order if i != t]
         rest.sort(key=lambda i: -abs(corr[i]) if np.isfinite(corr[i]) else 1.0)
         order = [t] + rest
 
+    names = [table.columns[c] for c in shown]
     width = max([len("column")] + [len(c) for c in table.columns])
     head = f"{'column':<{width}} {'mean':>10} {'std':>10} {'min':>10} {'max':>10}"
     corr_head = f"corr({target})"
     if target is not None:
         head += f"  {corr_head}"
-    out = [f"file     {table.path}", f"rows     {len(X)}", f"columns  {len(table.columns)}"]
+    out = [f"file     {table.path}", f"rows     {len(table.values)}",
+           f"columns  {len(table.columns)}"]
     if target is not None:
         out.append(f"target   {target}")
     out += ["", head]
     for i in order:
-        row = f"{table.columns[i]:<{width}}" + "".join(f" {_num(s[i]):>10}" for s in stats)
+        row = f"{names[i]:<{width}}" + "".join(f" {_num(v[i]):>10}" for v in stats)
         if corr is not None:
-            shown = "target" if i == order[0] else _corr(corr[i])
-            row += f"  {shown:>{len(corr_head)}}"
+            cell = "target" if i == order[0] else _corr(corr[i])
+            row += f"  {cell:>{len(corr_head)}}"
         out.append(row)
+    if table.text:
+        out += ["", "text columns (a model may bind one through `onehot(NAME)`):"]
+        for c, cells in table.text.items():
+            values = sorted(set(cells))
+            listed = ", ".join(_show(v) if v else "(empty)" for v in values[:MAX_SHOWN_VALUES])
+            more = f", ... ({len(values)} distinct)" if len(values) > MAX_SHOWN_VALUES else ""
+            out.append(f"{table.columns[c]:<{width}} {len(values)} distinct: {listed}{more}")
     return "\n".join(out) + "\n"
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dsl.data import Table, correlations
+from dsl.data import Table, correlations, numeric_part
 
 ANNOTATE_MAX = 20  # annotate each heatmap cell with its value up to this many columns
 LABEL_MAX = 40  # name the heatmap's rows and columns up to this many columns
@@ -98,8 +98,9 @@ def residuals(y: np.ndarray, yhat: np.ndarray, path: str, title: str) -> str | N
 
 
 def correlation_heatmap(table: Table, path: str) -> str | None:
-    """Pearson correlations between a data file's first HEATMAP_MAX columns (`heatmap_columns`);
-    blank where a column is constant."""
+    """Pearson correlations between a data file's first HEATMAP_MAX numeric columns
+    (`heatmap_columns`); blank where a column is constant."""
+    table = numeric_part(table)
     n, total = heatmap_columns(table), len(table.columns)
     if n < total:
         table = Table(table.path, table.columns[:n], table.values[:, :n])
@@ -134,8 +135,8 @@ def _plain(text: str) -> str:
 
 
 def heatmap_columns(table: Table) -> int:
-    """How many of the table's columns, the first ones, a heatmap shows."""
-    return min(len(table.columns), HEATMAP_MAX)
+    """How many of the table's numeric columns, the first ones, a heatmap shows."""
+    return min(len(numeric_part(table).columns), HEATMAP_MAX)
 
 
 def _figure(size: tuple[float, float]):

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from compiler.errors import DataError, Span
 from dsl.ast import Columns
-from dsl.data import (OneHot, Standardizer, Table, correlations, describe, read_csv, select,
-                      split_rows)
+from dsl.data import (OneHot, Standardizer, Table, correlations, describe, numeric_column,
+                      read_csv, select, split_rows)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "examples", "data")
@@ -33,8 +33,11 @@ def write(tmp_path, name: str, content: bytes | str) -> str:
 
 
 def fails(path: str, span: Span | None = None) -> DataError:
+    """The error reading `path`, or binding every column of it as numbers."""
     with pytest.raises(DataError) as info:
-        read_csv(path, span)
+        table = read_csv(path, span)
+        for c in range(len(table.columns)):
+            numeric_column(table, c)
     return info.value
 
 
@@ -238,8 +241,14 @@ def _load_or_data_error(path: str) -> None:
             assert 1 <= e.span.col < e.span.end_col <= len(e.source_line) + 2
         return
     assert t.values.shape == (len(t.lines), len(t.columns)) and t.values.shape[0] >= 1
-    assert np.isfinite(t.values).all()
-    report = describe(t, t.columns[0])
+    for c in range(len(t.columns)):
+        try:
+            assert np.isfinite(numeric_column(t, c)).all()
+        except DataError as e:
+            assert c in t.text or c in t.bad_number
+            assert e.span.file == path and 1 <= e.span.col < e.span.end_col <= len(e.source_line) + 2
+    clean = 0 not in t.text and 0 not in t.bad_number  # a text target is an error of its own
+    report = describe(t, t.columns[0] if clean else None).split("\ntext columns")[0]
     for name in t.columns:  # a column may be called `anan`: only the figures must not be nan
         report = report.replace(name, "")
     assert "nan" not in report
@@ -540,3 +549,58 @@ def test_describe_with_a_target_needs_little_beside_the_array():
     finally:
         tracemalloc.stop()
     assert peak < 1.5 * t.values.nbytes
+
+
+# ---- text columns -----------------------------------------------------------------------------
+
+PEOPLE = ("name,dept,date,age,salary\n"
+          "Ada,eng,2024-01-03,36,120\n"
+          "Bob,ops,2024-02-11,41,95\n"
+          "Cy,eng,,29,101\n"
+          "Di,sales,2024-03-30,50,88\n")
+
+
+def test_columns_the_model_does_not_bind_may_hold_anything(tmp_path):
+    t = read_csv(write(tmp_path, "p.csv", PEOPLE))
+    assert sorted(t.text) == [0, 1, 2]
+    X, names = select(t, cols("list", "age", "salary"))
+    assert names == ["age", "salary"] and X.tolist() == [[36, 120], [41, 95], [29, 101], [50, 88]]
+
+
+def test_binding_a_text_column_as_numbers_names_its_row_and_column(tmp_path):
+    path = write(tmp_path, "p.csv", PEOPLE)
+    t = read_csv(path)
+    with pytest.raises(DataError) as info:
+        select(t, cols("range", "dept", "age"))
+    e = info.value
+    assert e.message == f"non-numeric value 'eng' in column dept, row 1 of `{path}`"
+    assert e.span == Span(path, 2, 5, 2, 8) and e.source_line == "Ada,eng,2024-01-03,36,120"
+    assert "onehot(dept)" in e.hint
+    with pytest.raises(DataError) as info:  # an empty cell among text: named as empty
+        select(t, cols("onehot", "date"))
+    assert info.value.message == f"empty value in column date, row 3 of `{path}`"
+
+
+def test_onehot_of_a_text_column_has_sorted_categories(tmp_path):
+    t = read_csv(write(tmp_path, "p.csv", PEOPLE))
+    Y, names = select(t, cols("onehot", "dept"))
+    assert names == ["dept=eng", "dept=ops", "dept=sales"]
+    assert Y.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]]
+
+
+def test_nan_in_a_column_the_model_does_not_bind_is_fine(tmp_path):
+    t = read_csv(write(tmp_path, "p.csv", "a,b\n1,nan\n2,3\n"))
+    assert select(t, cols("one", "a"))[0].ravel().tolist() == [1, 2]
+    with pytest.raises(DataError, match="NaN value 'nan' in column b, row 1"):
+        select(t, cols("one", "b"))
+
+
+def test_describe_lists_text_columns_with_their_distinct_values(tmp_path):
+    t = read_csv(write(tmp_path, "p.csv", PEOPLE))
+    report = describe(t, "salary")
+    assert "text columns (a model may bind one through `onehot(NAME)`):" in report
+    assert "dept   3 distinct: 'eng', 'ops', 'sales'" in report
+    assert "date   4 distinct: (empty), '2024-01-03', '2024-02-11', '2024-03-30'" in report
+    assert "\nage            39      7.649" in report  # numeric columns keep their statistics
+    with pytest.raises(DataError, match="non-numeric value 'Ada' in column name"):
+        describe(t, "name")
