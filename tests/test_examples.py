@@ -122,6 +122,11 @@ def check_boston_curved(report, params):
     assert float(params["c"][1]) > 0  # prices level off as LSTAT grows
 
 
+def check_growth_trial(report, params):
+    assert np.allclose(params["height"], [30, 36, 41], atol=1.5)  # control, nitrogen, N+P
+    assert abs(float(params["slope"]) - 0.8) < 0.3
+
+
 TRAINED = {
     "boston_rm": ((), check_boston_rm),
     "boston_rm_random": ((), check_boston_rm_random),
@@ -133,6 +138,7 @@ TRAINED = {
     "arrhenius": ((), check_arrhenius),
     "linear_plateau": ((), check_linear_plateau),
     "boston_curved": ((), check_boston_curved),
+    "growth_trial": ((), check_growth_trial),
 }
 NOT_TRAINED = {"seed_graph"}  # no data: for derive, graph and eval (tested below)
 
@@ -224,10 +230,16 @@ def test_predict_on_new_rows(copy, trained):
     assert np.allclose([float(x) for x in lines[1:]], [17.4, 23.2, 22.4], atol=8)
 
 
-@pytest.mark.parametrize("name", ["pendulum", "linear_plateau"])
+@pytest.mark.parametrize("name", ["pendulum", "linear_plateau", "growth_trial"])
 def test_simulated_data_is_reproducible(tmp_path, name):
     shutil.copy(EXAMPLES / "data" / f"make_{name}.py", tmp_path)
     r = subprocess.run([sys.executable, str(tmp_path / f"make_{name}.py")], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / f"{name}.csv").read_bytes() == (EXAMPLES / "data" / f"{name}.csv").read_bytes()
+
+
+def test_data_lists_the_growth_trials_text_columns(copy):
+    r = dsl(copy, "data", "examples/data/growth_trial.csv")
+    assert r.returncode == 0, r.stderr
+    assert "treatment 3 distinct: 'control', 'nitrogen', 'nitrogen+phosphorus'" in r.stdout
