@@ -243,3 +243,17 @@ def test_data_lists_the_growth_trials_text_columns(copy):
     r = dsl(copy, "data", "examples/data/growth_trial.csv")
     assert r.returncode == 0, r.stderr
     assert "treatment 3 distinct: 'control', 'nitrogen', 'nitrogen+phosphorus'" in r.stdout
+
+
+def test_growth_trial_predicts_new_plots_by_treatment_name(copy, trained, tmp_path):
+    trained("growth_trial")
+    new = tmp_path / "new.csv"
+    new.write_text("plot,treatment,light\nX1,nitrogen+phosphorus,20\nX2,control,20\n")
+    r = dsl(copy, "predict", "examples/growth_trial.model", "--params",
+            str(copy / "runs" / "growth_trial" / "params.npz"), "--data", str(new))
+    assert r.returncode == 0, r.stderr
+    assert np.allclose([float(x) for x in r.stdout.split()[1:]], [41, 30], atol=1.5)
+    new.write_text("plot,treatment,light\nX3,potash,20\n")
+    r = dsl(copy, "predict", "examples/growth_trial.model", "--params",
+            str(copy / "runs" / "growth_trial" / "params.npz"), "--data", str(new))
+    assert r.returncode == 1 and "has class potash in column treatment" in r.stderr
