@@ -209,12 +209,23 @@ def test_values_too_large_for_float32_are_refused_without_a_numpy_warning(tmp_pa
 
 
 def test_data_command_on_bad_files(tmp_path, capsys):
-    for content, words in (("", "is empty"), ("a,b\n1,x\n", "non-numeric value 'x' in column b"),
-                           ("a,b\n1,nan\n", "NaN value")):
+    for content, args, words in (("", [], "is empty"),
+                                 ("a,b\n1,x\n", ["--target", "b"], "non-numeric value 'x' in column b"),
+                                 ("a,b\n1,nan\n", ["--target", "b"], "NaN value")):
         p = tmp_path / "d.csv"
         p.write_text(content)
-        rc, out, err = run(["data", p], capsys)
+        rc, out, err = run(["data", p, *args], capsys)
         assert rc == 1 and no_traceback(err) and words in err, err
+
+
+def test_data_command_lists_text_and_describes_the_rest(tmp_path, capsys):
+    """Text and NaN are fine in a file as a whole: only a model binding them, or a target, fails."""
+    p = tmp_path / "d.csv"
+    p.write_text("a,b,c\n1,x,nan\n2,y,3\n")
+    rc, out, err = run(["data", p, "--target", "a"], capsys)
+    assert rc == 0 and err == ""
+    assert "b      2 distinct: 'x', 'y'" in out
+    assert [ln.split() for ln in out.splitlines() if ln.startswith("c ")] == [["c", "-", "-", "-", "-", "-"]], out
 
 
 # ---- 2: bad usage --------------------------------------------------------------------------
