@@ -511,6 +511,8 @@ def select(table: Table, cols: Columns, onehot: OneHot | None = None
         raise InternalError(f"unknown column selection kind {cols.kind!r}")
     for i in idx:
         numeric_column(table, i, cols.span)
+    if cols.kind == "range":  # a view, as numpy slices: the same bits wherever it goes
+        return table.values[:, idx[0]:idx[-1] + 1], [table.columns[i] for i in idx]
     return table.values[:, idx], [table.columns[i] for i in idx]
 
 
