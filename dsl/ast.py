@@ -134,6 +134,7 @@ class Param:
     span: Span = field(compare=False)
     name_span: Span = field(compare=False)
     bounds: Bounds | None = None
+    per_source: bool = False  # `per source`: one value for each data source of a global fit
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class Data:
     split: float | None
     seed: int | None
     span: Span = field(compare=False)
+    name: str | None = None  # `as NAME`; several `data` statements make a global fit
 
 
 @dataclass(frozen=True)

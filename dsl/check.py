@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import math
 import heapq
+import os
+import re
 from dataclasses import dataclass, field
 
 from compiler.errors import ModelWarning, SemanticError, Span
@@ -18,6 +20,7 @@ from dsl.config import TrainConfig, train_config
 
 Shape = tuple[ast.Dim, ...]
 
+SOURCE = "source"  # a global fit's input of 0/1 source indicators, one column per `data`
 KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "report", "data", "train", "onehot",
             "standardize"}
 DISTRIBUTIONS = {"normal": 2, "uniform": 2, "glorot": 0, "he": 0}
@@ -60,9 +63,16 @@ class Checked:
     objective: str | None
     predict: str | None
     reports: list[str]  # `report NAME`: scalars given ± σ after a fit
-    data: ast.Data | None
+    data: ast.Data | None  # the first `data` statement
     train: TrainConfig
     warnings: list[ModelWarning]
+    sources: list[ast.Data] = field(default_factory=list)  # every `data`, in order
+    source_names: list[str] = field(default_factory=list)  # several: a global fit
+
+    @property
+    def per_source(self) -> list[str]:
+        """The params declared `per source`: one value (or array) for each data source."""
+        return [n for n, p in self.params.items() if p.per_source]
 
     def minimize_hint(self) -> str:
         """What to add to a model without `minimize`: the scalar nodes it could name."""
@@ -106,10 +116,13 @@ class _Checker:
     def run(self) -> Checked:
         singles: dict[type, ast.Statement] = {}
         reports: list[ast.Report] = []
+        sources = [st for st in self.model.statements if isinstance(st, ast.Data)]
         for st in self.model.statements:
             if isinstance(st, ast.Report):
                 reports.append(st)
-            elif isinstance(st, (ast.Minimize, ast.Predict, ast.Data, ast.Train)):
+            elif isinstance(st, ast.Data):
+                continue
+            elif isinstance(st, (ast.Minimize, ast.Predict, ast.Train)):
                 if type(st) in singles:
                     first = singles[type(st)]
                     raise SemanticError(f"a second `{_keyword(st)}` statement", st.span,
@@ -117,6 +130,7 @@ class _Checker:
                 singles[type(st)] = st
             else:
                 self._declare(st)
+        names = self._sources(sources)
         for st in self.model.statements:
             if isinstance(st, ast.Input):
                 self._check_input(st)
@@ -124,6 +138,8 @@ class _Checker:
                 self._check_param(st)
             elif isinstance(st, ast.Const):
                 self.shapes[st.name] = ()
+        if len(names) > 1:
+            self._declare_source_input(names, sources)
         deps = {name: self._dependencies(st) for name, st in self.decls.items()
                 if isinstance(st, ast.Assign)}
         order = self._toposort(deps)
@@ -156,9 +172,9 @@ class _Checker:
             params={n: s for n, s in self.decls.items() if isinstance(s, ast.Param)},
             consts={n: s for n, s in self.decls.items() if isinstance(s, ast.Const)},
             nodes=nodes, statements=dict(self.decls), order=order, shapes=self.shapes,
-            objective=objective, predict=predict, reports=reported, data=singles.get(ast.Data),
-            train=train,
-            warnings=self.warnings)
+            objective=objective, predict=predict, reports=reported,
+            data=sources[0] if sources else None, train=train, warnings=self.warnings,
+            sources=sources, source_names=names)
         self._warn_unused(checked)
         return checked
 
@@ -215,6 +231,56 @@ class _Checker:
             seen[target] = st
         return list(seen)
 
+    # ---- global fits: several data sources ------------------------------------------------
+
+    def _sources(self, sources: list[ast.Data]) -> list[str]:
+        """Each `data` statement's name (`as NAME`, else its file's stem), all different."""
+        names: dict[str, ast.Data] = {}
+        for st in sources:
+            name = st.name or re.sub(r"\W", "_", os.path.basename(st.path).split(".")[0]) or "data"
+            if name in names:
+                raise SemanticError(f"two data sources are called `{name}`", st.span,
+                                    "name each one: `data \"file.csv\" as NAME`",
+                                    notes=(("the first one", names[name].span),))
+            names[name] = st
+        if len(sources) == 1 and sources[0].name is not None:
+            raise SemanticError("`as NAME` names one of several data sources, but this is the "
+                                "only one", sources[0].span, "a global fit has two `data` "
+                                "statements or more; drop `as` for one file")
+        for st in self.decls.values():
+            if isinstance(st, ast.Param) and st.per_source and len(sources) < 2:
+                raise SemanticError(f"param `{st.name}` is `per source`, but the model has "
+                                    f"{len(sources) or 'no'} data source{'s' * (not sources)}",
+                                    st.span, "a global fit has several `data` statements, one "
+                                    "per experiment; otherwise drop `per source`")
+        return list(names)
+
+    def _declare_source_input(self, names: list[str], sources: list[ast.Data]) -> None:
+        """A global fit's rows are the rows of every source, in order; `source` is their 0/1
+        indicator [rows, sources], and a `per source` param `A` reads as `source @ A`: on each
+        row, the value of that row's source."""
+        if SOURCE in self.decls:
+            st = self.decls[SOURCE]
+            raise SemanticError(f"`{SOURCE}` is the name of the data sources in a global fit",
+                                st.name_span, f"choose another name, e.g. `{SOURCE}_`")
+        rows = {st.dims[0] for st in self.decls.values()
+                if isinstance(st, ast.Input) and st.binding and st.dims}
+        bound = [st for st in self.decls.values() if isinstance(st, ast.Input) and st.binding]
+        if len(rows) != 1 or not isinstance(next(iter(rows)), str):
+            raise SemanticError("the inputs of a global fit are fed rows of data, with one size "
+                                f"name for the rows, but they use {', '.join(map(str, sorted(map(str, rows)))) or 'none'}",
+                                bound[0].span if bound else sources[1].span,
+                                "declare each `<-` input with the same row dim: `[N]`, `[N, k]`")
+        n = next(iter(rows))
+        span = sources[1].span
+        columns = ast.Columns("sources", tuple(names), span)
+        self.decls[SOURCE] = ast.Input(SOURCE, (n, len(names)), ast.Binding(columns, False, span),
+                                       span, span)
+        self.shapes[SOURCE] = (n, len(names))
+        for name, st in self.decls.items():
+            if isinstance(st, ast.Param) and st.per_source:
+                self.shapes[name] = (len(names),) + tuple(st.dims)
+
     def _declare(self, st) -> None:
         name = st.name
         if name in KEYWORDS or name in BUILTINS:
@@ -234,6 +300,10 @@ class _Checker:
             self.defs[name] = st
         else:
             self.decls[name] = st
+
+    def _per_source(self, name: str) -> bool:
+        st = self.decls.get(name)
+        return isinstance(st, ast.Param) and st.per_source and SOURCE in self.decls
 
     def _check_input(self, st: ast.Input) -> None:
         if st.binding and len(st.dims) > 2:
@@ -319,6 +389,8 @@ class _Checker:
                         raise SemanticError(f"unknown name `{e.id}`", e.span,
                                             _did_you_mean(e.id, [*self.decls, *local]))
                     out.append((e.id, e.span))
+                    if self._per_source(e.id):
+                        out.append((SOURCE, e.span))
             elif isinstance(e, ast.Unary):
                 stack.append((e.operand, local, calling))
             elif isinstance(e, ast.Binary):
@@ -400,6 +472,10 @@ class _Checker:
         if isinstance(e, ast.Name):
             if e.id in env:
                 return env[e.id]
+            if self._per_source(e.id):  # on each row, the value of its source: `source @ A`
+                rows = Typed("name", (), self.shapes[SOURCE], e.span, name=SOURCE)
+                own = Typed("name", (), self.shapes[e.id], e.span, name=e.id)
+                return Typed("@", (rows, own), _matmul_shape(rows, own, e.span), e.span)
             if e.id not in self.decls:  # `pi` or `e`, which the model does not define itself
                 return Typed("constant", (), (), e.span, name=e.id)
             return Typed("name", (), self.shapes[e.id], e.span, name=e.id)

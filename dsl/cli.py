@@ -460,8 +460,34 @@ def _print_report(r: dict) -> None:
             text = "undefined: the target is constant"
         print(f"  {k:<{width}}  {text}")
     print()
+    if "sources" in r:
+        _print_global_fit(r)
     if r.get("params"):
         _print_params(r)
+
+
+def _print_global_fit(r: dict) -> None:
+    """A global fit: one line per source (its rows, its fit, its own params), then the params
+    every source shares."""
+    sources = r["sources"]
+    own = list(sources[0]["params"])
+    head = ["source", "rows", "train loss"] + (["RMSE"] if "rmse" in sources[0] else []) + own
+    table = [[s["name"], str(s["train_rows"]), _fmt_figure(s["train_loss"])]
+             + ([_fmt_figure(s["rmse"])] if "rmse" in s else [])
+             + [_fmt_value(s["params"][n]) for n in own] for s in sources]
+    widths = [max(len(x) for x in col) for col in zip(head, *table)]
+    print("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
+    for row in table:
+        print("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
+    if r["shared_params"]:
+        print("  shared: " + ", ".join(f"{n} = {_fmt_value(v)}" for n, v in r["shared_params"].items()))
+    print()
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
 
 
 def _print_params(r: dict) -> None:

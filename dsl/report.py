@@ -75,6 +75,8 @@ def metrics(model: Model, ds: Dataset, fit: FitResult) -> dict:
         out["baseline_metric"] = "test accuracy" if target in ds.classes else "test MSE"
     else:
         out["baselines"] = {}
+    if len(ds.sources) > 1:
+        out.update(_global_fit(model, ds, target))
     if fit.divergence:
         out["diverged"] = {"step": fit.divergence.step, "node": fit.divergence.node,
                            "detail": fit.divergence.detail}
@@ -135,6 +137,36 @@ def reported(model: Model, ds: Dataset, name: str, bars: Uncertainty, cov) -> di
     gradient = Flat(model.module, model.params).pack(grads)
     sigma = delta_method(gradient, cov)
     return {"value": value, "stderr": sigma, "ci95": list(bars.interval(value, sigma))}
+
+
+def _global_fit(model: Model, ds: Dataset, target: str | None) -> dict:
+    """A global fit's report: the shared params, and for each source its own params, its rows
+    and how well the model fits them (the objective on its rows; RMSE against the target)."""
+    m, mod = model.checked, model.module
+    own = m.per_source
+    out: dict = {"shared_params": {n: _plain(model.params[n]) for n in m.params if n not in own},
+                 "sources": []}
+    start = [0, 0]
+    for k, (name, n_train, n_test) in enumerate(ds.sources):
+        rows = {split: {i: v[start[j]:start[j] + n] for i, v in arrays.items()}
+                for j, (split, arrays, n) in enumerate((("train", ds.train, n_train),
+                                                        ("test", ds.test, n_test)))}
+        start = [start[0] + n_train, start[1] + n_test]
+        entry = {"name": name, "train_rows": n_train, "test_rows": n_test,
+                 "params": {n: _plain(model.params[n][k]) for n in own}}
+        with np.errstate(all="ignore"):
+            entry["train_loss"] = float(mod.loss(model.params, rows["train"]))
+            if target and target not in ds.classes:
+                yhat = np.asarray(mod.predict(model.params, rows["train"]), dtype=float)
+                entry["rmse"] = float(np.sqrt(np.mean((yhat - rows["train"][target]) ** 2)))
+        out["sources"].append(entry)
+    return out
+
+
+def _plain(v) -> float | list:
+    """A param's value for JSON: a number, or nested lists."""
+    v = np.asarray(v, dtype=float)
+    return float(v) if v.ndim == 0 else v.tolist()
 
 
 def _rows(arrays: dict) -> int:

@@ -144,16 +144,17 @@ def init_params(m: Checked, seed: int, dtype: str = "float64") -> dict[str, np.n
     out = {}
     for name, p in m.params.items():
         try:
-            out[name] = _draw(p, rng, dtype)
+            out[name] = _draw(p, tuple(m.shapes[name]), rng, dtype)
         except (MemoryError, ValueError) as e:  # a shape too large for memory, or for numpy
-            raise DataError(f"cannot make param `{name}` {fmt_shape(p.dims)}: {e}", p.span,
+            raise DataError(f"cannot make param `{name}` {fmt_shape(m.shapes[name])}: {e}", p.span,
                             "is its shape what you meant?") from None
     return out
 
 
-def _draw(p: ast.Param, rng: np.random.Generator, dtype: str) -> np.ndarray:
-    """One param's start: its constant, or a draw from its distribution."""
-    shape = tuple(p.dims)
+def _draw(p: ast.Param, shape: tuple[int, ...], rng: np.random.Generator, dtype: str
+          ) -> np.ndarray:
+    """One param's start: its constant, or a draw from its distribution (a `per source`
+    param's shape has the sources first)."""
     args = p.init.args
     if p.init.dist == "const":
         v = np.full(shape, args[0])
@@ -185,15 +186,20 @@ class Dataset:
     test: dict[str, np.ndarray]
     transforms: dict[str, Standardizer] = field(default_factory=dict)
     classes: dict[str, OneHot] = field(default_factory=dict)
+    # each data source with its train and test row counts, in the order its rows come
+    sources: list[tuple[str, int, int]] = field(default_factory=list)
 
 
-def data_path(m: Checked) -> str:
+def data_path(m: Checked, d: ast.Data | None = None) -> str:
     """Data paths are relative to the model file; kept as relative as the model's own path, so
-    messages name `examples/data/boston.csv`, not an absolute path."""
-    return os.path.join(os.path.dirname(m.file), m.data.path)
+    messages name `examples/data/boston.csv`, not an absolute path. The first source's unless
+    `d` says which."""
+    return os.path.join(os.path.dirname(m.file), (d or m.data).path)
 
 
 def load_dataset(m: Checked, dtype: str = "float64") -> Dataset:
+    """Every bound input's train and test rows. A global fit's rows are those of each source in
+    turn (each split by its own `split` and `seed`), with `source` their 0/1 indicators."""
     if m.data is None:
         bound = [n for n, i in m.inputs.items() if i.binding]
         if bound:
@@ -205,31 +211,46 @@ def load_dataset(m: Checked, dtype: str = "float64") -> Dataset:
                         "there is nothing to train on", first.span if first else None,
                         f'add `data "file.csv"` and bind the inputs to its columns, e.g. '
                         f"`{example}`")
-    table = read_csv(data_path(m), m.data.span)
-    train_rows, test_rows = split_rows(len(table.values), m.data.split, m.data.seed)
-    if len(train_rows) == 0:
-        raise DataError(f"the split leaves no training rows out of {len(table.values)}",
-                        m.data.span, "use a larger split")
-    ds = Dataset(table, {}, {})
+    tables, splits = [], []
+    for d in m.sources:
+        table = read_csv(data_path(m, d), d.span)
+        train_rows, test_rows = split_rows(len(table.values), d.split, d.seed)
+        if len(train_rows) == 0:
+            raise DataError(f"the split leaves no training rows out of {len(table.values)}",
+                            d.span, "use a larger split")
+        tables.append(table)
+        splits.append((train_rows, test_rows))
+    ds = Dataset(tables[0], {}, {})
+    ds.sources = [(name, len(tr), len(te)) for name, (tr, te) in zip(m.source_names, splits)]
     for name, inp in m.inputs.items():
         if inp.binding is None:
             continue
-        if inp.binding.columns.kind == "onehot":
-            ds.classes[name] = OneHot.fit(table, inp.binding.columns)
-        values, _ = select(table, inp.binding.columns, ds.classes.get(name))
-        values = _fit_declared(values, inp)
+        cols = inp.binding.columns
+        if cols.kind == "onehot":  # the classes of every source
+            fits = [OneHot.fit(t, cols) for t in tables]
+            ds.classes[name] = OneHot(np.unique(np.concatenate([f.classes for f in fits])))
+        parts = []
+        for k, table in enumerate(tables):
+            if cols.kind == "sources":
+                values = np.zeros((len(table.values), len(tables)))
+                values[:, k] = 1.0
+            else:
+                values = _fit_declared(select(table, cols, ds.classes.get(name))[0], inp)
+            parts.append(values)
+        train = np.concatenate([v[tr] for v, (tr, _) in zip(parts, splits)])
+        test = np.concatenate([v[te] for v, (_, te) in zip(parts, splits)])
         if inp.binding.standardize:
-            ds.transforms[name] = Standardizer().fit(values[train_rows])
-            values = ds.transforms[name].apply(values)
+            ds.transforms[name] = Standardizer().fit(train)
+            train, test = ds.transforms[name].apply(train), ds.transforms[name].apply(test)
         with np.errstate(over="ignore"):
-            cast = np.asarray(values, dtype=dtype)
-        if not np.all(np.isfinite(cast)):
-            big = float(np.max(np.abs(values)))
+            cast = [np.asarray(v, dtype=dtype) for v in (train, test)]
+        if not all(np.all(np.isfinite(c)) for c in cast):
+            big = max(float(np.max(np.abs(v), initial=0)) for v in (train, test))
             raise DataError(f"input `{name}` has values too large for {dtype} (up to {big:.4g})",
                             inp.binding.span, "add `standardize` to the input, rescale the "
                             "column, or train in float64")
-        ds.train[name] = np.ascontiguousarray(cast[train_rows])
-        ds.test[name] = np.ascontiguousarray(cast[test_rows])
+        ds.train[name] = np.ascontiguousarray(cast[0])
+        ds.test[name] = np.ascontiguousarray(cast[1])
     check_sizes(m, ds.train, m.data.span)
     return ds
 

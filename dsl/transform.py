@@ -67,13 +67,15 @@ class _ToAst(Transformer):
         return tuple(int(t) if t.type == "INT" else str(t) for t in c)
 
     def param_dist(self, meta, c):
-        name, dims, init, bounds = c
-        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name), bounds)
+        name, dims, init, bounds, per = c
+        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name), bounds,
+                         per is not None)
 
     def param_const(self, meta, c):
-        name, dims, value, bounds = c
+        name, dims, value, bounds, per = c
         init = ast.Init("const", (value,), self._s(meta))
-        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name), bounds)
+        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name), bounds,
+                         per is not None)
 
     def bounds(self, meta, c):
         lo_open, lo, hi, hi_open = c
@@ -97,6 +99,9 @@ class _ToAst(Transformer):
 
     def neg_inf(self, meta, c):
         return -self.inf(meta, c)
+
+    def per_source(self, meta, c):
+        return True
 
     def init(self, meta, c):
         name, *args = c
@@ -126,11 +131,12 @@ class _ToAst(Transformer):
         return ast.Report(str(c[0]), self._s(meta), self._s(c[0]))
 
     def data_stmt(self, meta, c):
-        path, _split_kw, split, _seed_kw, seed = c
+        path, _as_kw, name, _split_kw, split, _seed_kw, seed = c
         if split is not None and not 0 < split <= 1:
             raise DslSyntaxError(f"split must be in (0, 1], got {split:g}", self._s(meta),
                                  "the fraction of rows used for training, e.g. `split 0.8`")
-        return ast.Data(str(path)[1:-1], split, None if seed is None else int(seed), self._s(meta))
+        return ast.Data(str(path)[1:-1], split, None if seed is None else int(seed), self._s(meta),
+                        None if name is None else str(name))
 
     def train_stmt(self, meta, c):
         return ast.Train(tuple(c), self._s(meta))

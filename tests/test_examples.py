@@ -127,6 +127,13 @@ def check_growth_trial(report, params):
     assert abs(float(params["slope"]) - 0.8) < 0.3
 
 
+def check_arrhenius_global(report, params):
+    assert np.allclose(params["A"], [1.00, 0.80, 1.20], atol=0.03)  # each run's own
+    assert abs(float(params["lnk"]) + 3.00) < 0.05 and abs(float(params["Ea"]) - 60) < 3  # shared
+    assert [s["name"] for s in report["sources"]] == ["T300", "T320", "T340"]
+    assert set(report["shared_params"]) == {"lnk", "Ea"}
+
+
 TRAINED = {
     "boston_rm": ((), check_boston_rm),
     "boston_rm_random": ((), check_boston_rm_random),
@@ -139,6 +146,7 @@ TRAINED = {
     "linear_plateau": ((), check_linear_plateau),
     "boston_curved": ((), check_boston_curved),
     "growth_trial": ((), check_growth_trial),
+    "arrhenius_global": ((), check_arrhenius_global),
 }
 NOT_TRAINED = {"seed_graph"}  # no data: for derive, graph and eval (tested below)
 
@@ -230,13 +238,16 @@ def test_predict_on_new_rows(copy, trained):
     assert np.allclose([float(x) for x in lines[1:]], [17.4, 23.2, 22.4], atol=8)
 
 
-@pytest.mark.parametrize("name", ["pendulum", "linear_plateau", "growth_trial"])
-def test_simulated_data_is_reproducible(tmp_path, name):
+@pytest.mark.parametrize("name, files", [
+    ("pendulum", ["pendulum"]), ("linear_plateau", ["linear_plateau"]),
+    ("growth_trial", ["growth_trial"]), ("decay", ["decay_300K", "decay_320K", "decay_340K"])])
+def test_simulated_data_is_reproducible(tmp_path, name, files):
     shutil.copy(EXAMPLES / "data" / f"make_{name}.py", tmp_path)
     r = subprocess.run([sys.executable, str(tmp_path / f"make_{name}.py")], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / f"{name}.csv").read_bytes() == (EXAMPLES / "data" / f"{name}.csv").read_bytes()
+    for f in files:
+        assert (tmp_path / f"{f}.csv").read_bytes() == (EXAMPLES / "data" / f"{f}.csv").read_bytes()
 
 
 def test_data_lists_the_growth_trials_text_columns(copy):
@@ -257,3 +268,13 @@ def test_growth_trial_predicts_new_plots_by_treatment_name(copy, trained, tmp_pa
     r = dsl(copy, "predict", "examples/growth_trial.model", "--params",
             str(copy / "runs" / "growth_trial" / "params.npz"), "--data", str(new))
     assert r.returncode == 1 and "has class potash in column treatment" in r.stderr
+
+
+def test_a_global_fit_reports_each_source_then_the_shared_params(copy):
+    out = copy / "runs" / "arrhenius_printed"
+    r = dsl(copy, "run", "examples/arrhenius_global.model", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:3] == ["source", "rows", "train"])
+    assert [ln.split()[0] for ln in lines[head + 1:head + 4]] == ["T300", "T320", "T340"]
+    assert lines[head + 4].startswith("  shared: lnk = ")
