@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", required=True, help="a CSV with the columns the inputs are bound to")
     c.add_argument("--out", help="CSV to write (default: standard output)")
     _memory_flag(c)
+    c.add_argument("--source", help="a global fit: the data source whose own params the new "
+                                    "rows take (a name of its `data` statements)")
     c.set_defaults(func=cmd_predict)
 
     c = sub.add_parser("data", help="look at a CSV: columns, statistics, correlations")
@@ -436,6 +438,18 @@ def _check_fed(checked: Checked, ds) -> None:
                         "bind an input to a column, e.g. `input x[N] <- COLUMN`")
 
 
+def _source_rows(checked, source: str | None, rows: int) -> np.ndarray:
+    """A global fit's new rows all come from the source `--source` names: its 0/1 column."""
+    names = checked.source_names
+    if source not in names:
+        raise UsageError(f"{checked.file} is a global fit: say which source the new rows are "
+                         "from" if source is None else f"`{source}` is not a data source of "
+                         f"{checked.file}", hint="--source " + " | ".join(names))
+    out = np.zeros((rows, len(names)))
+    out[:, names.index(source)] = 1.0
+    return out
+
+
 def _print_report(r: dict) -> None:
     rows = [("train loss", r["train_loss"]), ("test loss", r["test_loss"])]
     for key, label in (("rmse", f"RMSE ({r.get('evaluated_on')})"), ("r2", f"R² ({r.get('evaluated_on')})"),
@@ -593,6 +607,9 @@ def cmd_predict(args, session: Session) -> int:
             continue
         if inp.binding is None:
             raise UsageError(f"input `{name}` is not bound to a column, so `predict` cannot read it")
+        if inp.binding.columns.kind == "sources":
+            inputs[name] = _source_rows(checked, args.source, len(table.values))
+            continue
         onehot = model.onehot(name) if inp.binding.columns.kind == "onehot" else None
         values, _ = select(table, inp.binding.columns, onehot)
         inputs[name] = values[:, 0] if len(inp.dims) == 1 else values

@@ -92,3 +92,18 @@ def test_global_fit_mistakes(text, words):
         check(parse(text, "m.model"))
     assert words in info.value.message, info.value.message
     assert info.value.span is not None and info.value.hint
+
+
+def test_predict_takes_the_params_of_the_source_it_is_told(tmp_path, capsys):
+    from dsl.cli import main
+    write_sources(tmp_path)
+    (tmp_path / "g.model").write_text(MODEL)
+    assert main(["run", str(tmp_path / "g.model"), "--out", str(tmp_path / "run"), "--no-cache"]) == 0
+    (tmp_path / "new.csv").write_text("t\n0\n")
+    capsys.readouterr()
+    args = ["predict", str(tmp_path / "g.model"), "--params", str(tmp_path / "run" / "params.npz"),
+            "--data", str(tmp_path / "new.csv")]
+    assert main(args + ["--source", "b"]) == 0
+    assert float(capsys.readouterr().out.split()[1]) == pytest.approx(3.0 - 0.2, abs=1e-3)
+    assert main(args) == 2
+    assert "say which source the new rows are from" in capsys.readouterr().err
