@@ -267,8 +267,9 @@ class _Checker:
                 if isinstance(st, ast.Input) and st.binding and st.dims}
         bound = [st for st in self.decls.values() if isinstance(st, ast.Input) and st.binding]
         if len(rows) != 1 or not isinstance(next(iter(rows)), str):
+            used = ", ".join(sorted(str(d) for d in rows)) or "none"
             raise SemanticError("the inputs of a global fit are fed rows of data, with one size "
-                                f"name for the rows, but they use {', '.join(map(str, sorted(map(str, rows)))) or 'none'}",
+                                f"name for the rows, but they use {used}",
                                 bound[0].span if bound else sources[1].span,
                                 "declare each `<-` input with the same row dim: `[N]`, `[N, k]`")
         n = next(iter(rows))
