@@ -24,8 +24,8 @@ import re
 
 import sympy as sp
 
-from compiler.codegen import (ModuleWriter, _Body, _loses_count, _paren, _paren_expr,
-                              _reduce_to, print_expr)
+from compiler.codegen import (ModuleWriter, _Body, _loses_count, _pad_widths, _paren,
+                              _paren_expr, _reduce_to, print_expr)
 from compiler.derive import elementwise_factor, needs_gradient
 from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 from compiler.leastsq import LeastSquares, least_squares
@@ -146,6 +146,8 @@ class SecondOrderWriter(ModuleWriter):
                     f"keepdims=True))")
         elif node.op == "transpose":
             code = f"np.transpose({da[0]}, (1, 0, 2))" if nd == 2 else da[0]
+        elif node.op in ("index", "slice"):  # the same part; the params' axis stays last
+            code = f"{da[0]}[{node.part_code()}]"
         else:
             raise NotImplementedError(node.op)
         body.emit(name, code, node, "d/dθ ")
@@ -263,6 +265,13 @@ class SecondOrderWriter(ModuleWriter):
                 return None
             return (f"np.transpose({full_dg()}, (1, 0, 2))" if nd == 2 else full_dg(),
                     tuple(g.nodes[local.input].shape))
+        if node.op in ("index", "slice"):  # the scatter of dG, with no padding on the params' axis
+            if dG is None:
+                return None
+            src = g.nodes[local.input].shape
+            pad = _pad_widths(node.part, src)[:-1].rstrip(",") + ", (0, 0))"
+            dg = full_dg() if node.op == "slice" else f"np.expand_dims({full_dg()}, -2)"
+            return f"np.pad({dg}, {pad})", tuple(src)
         if node.op == "matmul":
             nd_b = len(g.nodes[node.inputs[1]].shape)
             other = da[1 - k_in]

@@ -138,6 +138,12 @@ MODELS = {
                "yhat = h @ w2 + b2\nloss = mean((yhat - y)^2)\n",
     "max and min": "input x[N, 3]\nparam p[3] = 0.3\nloss = sum(max(x, p)^2 + min(x * p, 0.2)^2)\n",
     "a param minimized": "param p[2] = 1\ninput x\nloss = sum(p * p) * x\n",
+    "index and slice": "input X[N, 4]\nparam W[4, 5] ~ normal(0, 1)\nparam v[3] ~ normal(0, 1)\n"
+                       "H = tanh(X @ W)\nloss = sum(H[:, 0] * H[:, -1]) + sum((H[:, 1:4] @ v)^2) + "
+                       "v[0] * v[-1]^2\n",
+    "where, clip and comparisons": "input x[N, 3]\nparam a[3] = 0.3\nparam lo = -0.4\n"
+                                   "loss = sum(where(x > a, exp(a * x), a^2 * x)^2 + "
+                                   "clip(a * x, lo, 0.5)^2 * (x != 0.1))\n",
 }
 
 
@@ -148,7 +154,9 @@ def test_structural_operations(tmp_path, name):
     verify_second_order(m, point)
 
 
-@pytest.mark.parametrize("example", ["seed_graph", "boston_rm", "pendulum", "iris_softmax"])
+@pytest.mark.parametrize("example", ["seed_graph", "boston_rm", "pendulum", "iris_softmax",
+                                     "linear_plateau", "boston_curved", "growth_trial",
+                                     "arrhenius_global"])
 def test_examples(example):
     import dsl
     m = dsl.load(str(ROOT / "examples" / f"{example}.model"), use_cache=False)
