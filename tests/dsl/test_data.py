@@ -604,3 +604,19 @@ def test_describe_lists_text_columns_with_their_distinct_values(tmp_path):
     assert "\nage            39      7.649" in report  # numeric columns keep their statistics
     with pytest.raises(DataError, match="non-numeric value 'Ada' in column name"):
         describe(t, "name")
+
+
+def test_text_columns_across_chunks(tmp_path, small_chunks):
+    """A column that turns text in a later chunk keeps its earlier cells (as %g), and the first
+    word and NaN are named with their rows, counted from the file's first."""
+    rows = "".join(f"{i},{i % 3},x{i % 2}\n" for i in range(40))
+    path = write(tmp_path, "c.csv", "a,b,c\n" + rows + "40,word,x0\n41,nan,\n")
+    t = read_csv(path)
+    assert sorted(t.text) == [1, 2]
+    assert t.text[1][:4] == ["0", "1", "2", "0"] and t.text[1][-2:] == ["word", "nan"]
+    assert t.text[2][:2] == ["x0", "x1"] and t.text[2][-1] == ""
+    assert t.first_text[1].row == 41 and t.first_text[1].span.line == 42
+    assert t.empty[2].row == 42
+    with pytest.raises(DataError, match="non-numeric value 'word' in column b, row 41"):
+        select(t, cols("one", "b"))
+    assert select(t, cols("one", "a"))[0].ravel().tolist() == list(range(42))
