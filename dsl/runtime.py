@@ -259,25 +259,29 @@ def check_header(m: Checked) -> tuple[int, dict[str, int]]:
     """`dsl check` on a model with `data`: the file's header (not its rows) against the `<-`
     inputs. Their columns must exist and fill the declared shapes; a size name given by a
     column count is bound (`input X[N, D] <- a..d` binds D = 4), the same for every input.
-    Returns the number of columns and those sizes."""
-    columns = read_header(data_path(m), m.data.span)
-    table = Table(data_path(m), columns, np.zeros((0, len(columns))))
+    Returns the number of columns (of the first source's file) and those sizes. A global
+    fit's every source is checked the same way."""
     sizes: dict[str, tuple[int, str]] = {}
-    for name, inp in m.inputs.items():
-        cols = inp.binding.columns if inp.binding else None
-        if cols is None:
-            continue
-        if cols.kind == "onehot":  # its classes are in the rows
-            column_index(table, cols.names[0], cols.span)
-            continue
-        values = _fit_declared(select(table, cols)[0], inp)
-        if len(inp.dims) == 2 and isinstance(inp.dims[1], str):
-            d, k = inp.dims[1], values.shape[1]
-            if d in sizes and sizes[d][0] != k:
-                raise DataError(f"size `{d}` is {sizes[d][0]} for `{sizes[d][1]}` but {k} for "
-                                f"`{name}`", cols.span, "every use of a size name must agree")
-            sizes.setdefault(d, (k, name))
-    return len(columns), {d: k for d, (k, _) in sizes.items()}
+    counts = []
+    for source in m.sources:
+        columns = read_header(data_path(m, source), source.span)
+        counts.append(len(columns))
+        table = Table(data_path(m, source), columns, np.zeros((0, len(columns))))
+        for name, inp in m.inputs.items():
+            cols = inp.binding.columns if inp.binding else None
+            if cols is None or cols.kind == "sources":  # the sources are the data statements
+                continue
+            if cols.kind == "onehot":  # its classes are in the rows
+                column_index(table, cols.names[0], cols.span)
+                continue
+            values = _fit_declared(select(table, cols)[0], inp)
+            if len(inp.dims) == 2 and isinstance(inp.dims[1], str):
+                d, k = inp.dims[1], values.shape[1]
+                if d in sizes and sizes[d][0] != k:
+                    raise DataError(f"size `{d}` is {sizes[d][0]} for `{sizes[d][1]}` but {k} "
+                                    f"for `{name}`", cols.span, "every use of a size name must agree")
+                sizes.setdefault(d, (k, name))
+    return counts[0], {d: k for d, (k, _) in sizes.items()}
 
 
 def _fit_declared(values: np.ndarray, inp: ast.Input) -> np.ndarray:

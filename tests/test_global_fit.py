@@ -107,3 +107,13 @@ def test_predict_takes_the_params_of_the_source_it_is_told(tmp_path, capsys):
     assert float(capsys.readouterr().out.split()[1]) == pytest.approx(3.0 - 0.2, abs=1e-3)
     assert main(args) == 2
     assert "say which source the new rows are from" in capsys.readouterr().err
+
+
+def test_check_reads_every_sources_header(tmp_path, capsys):
+    from dsl.cli import main
+    write_sources(tmp_path)
+    (tmp_path / "b.csv").write_text("t,z\n0,1\n")
+    (tmp_path / "g.model").write_text(MODEL)
+    assert main(["check", str(tmp_path / "g.model")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown column `y` in b.csv" in err and "Traceback" not in err
