@@ -69,6 +69,7 @@ CHUNK_BYTES = 1 << 20  # 1 MiB of text parsed at a time
 MAX_TEXT_BYTES = 1 << 30  # a data file's text, a .csv.gz's once expanded
 MAX_VALUES_BYTES = 1 << 30  # the float64 array of its values (rows x columns x 8 bytes)
 MAX_LINE_BYTES = 1 << 26  # one line (a row of a million columns is about 10 MiB)
+MAX_COLUMNS = 100_000  # a header's names are Python strings: 32 million would take gigabytes
 
 
 def read_csv(path: str, span: Span | None = None) -> Table:
@@ -277,6 +278,10 @@ def _decode(path: str, raw: bytes, offset: int, first: bool) -> str:
 
 
 def _parse_header(path: str, line_no: int, line: str) -> list[str]:
+    if line.count(",") >= MAX_COLUMNS:
+        raise DataError(f"the header of `{path}` has {line.count(',') + 1:,} columns, more than "
+                        f"the limit of {MAX_COLUMNS:,}", Span(path, line_no, 1, line_no, 2),
+                        "is it a CSV file? (see `Limits` in docs/LANGUAGE.md)")
     cells = line.split(",")
     names = [_unquote(c.strip()) for c in cells]
     offsets = _cell_offsets(cells)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 from lark import Transformer, v_args
 from lark.exceptions import VisitError
@@ -245,9 +246,18 @@ def _finite(token, span: Span) -> float:
     return value
 
 
+MAX_MODEL_BYTES = 1 << 22  # a model of 10,000 lines is about 300 KB
+
+
 def read_source(path: str) -> str:
-    """A model file's text; bytes that are not UTF-8 are a syntax error at their position."""
+    """A model file's text; bytes that are not UTF-8 are a syntax error at their position, and
+    a file above MAX_MODEL_BYTES is refused unread (parsing it would take minutes)."""
     with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_MODEL_BYTES:
+            raise DslSyntaxError(f"model file {path} is {size:,} bytes, more than the limit of "
+                                 f"{MAX_MODEL_BYTES:,}", Span(path, 1, 1, 1, 1),
+                                 "is it a .model file? (see `Limits` in docs/LANGUAGE.md)")
         raw = f.read()
     try:
         return raw.decode("utf-8-sig")

@@ -287,3 +287,20 @@ def test_load_history_keeps_a_plots_worth_evenly_and_the_last_row(tmp_path):
     gaps = {b - a for a, b in zip(h.step[:-2], h.step[1:-1])}
     assert len(gaps) == 1 and h.test_loss == []
     assert load_history(str(path)).step == list(range(10_001))
+
+
+# ---- a model file and a header too large are refused before they are read ------------------------
+
+def test_a_model_file_above_the_limit_is_refused_unread(tmp_path, capsys):
+    from dsl.transform import MAX_MODEL_BYTES
+    model = tmp_path / "big.model"
+    model.write_text("input x\nparam k = 1\n" + "a = k * x\n" * (MAX_MODEL_BYTES // 10))
+    rc, _, err = run(["check", model], capsys)
+    assert rc == 1 and f"model file {model} is" in err and "more than the limit of 4,194,304" in err
+
+
+def test_a_header_of_too_many_columns_is_refused(tmp_path, capsys):
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(100_001)) + "\n" + "1," * 100_000 + "1\n")
+    rc, _, err = run(["data", wide], capsys)
+    assert rc == 1 and "has 100,001 columns, more than the limit of 100,000" in err
