@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from itertools import islice
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
@@ -24,6 +24,7 @@ from compiler.functions import ComparisonBase
 from compiler.ir import Graph, Node, Shape, broadcast_shapes
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
                             grad_name, size_name, temp_index, temp_symbols, value_name)
+from compiler.shapes import shape
 
 # Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
 _HELPERS = {
@@ -209,19 +210,72 @@ class _Body:
         parts = names + ([str(ints)] if ints != 1 or not names else [])
         return "*".join(parts)
 
-    def cse(self, exprs: list[sp.Expr]) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
-        replacements, reduced = _cse(self.prefix, self.temps, tuple(exprs))
+    def cse(self, exprs: list[sp.Expr]) -> tuple[list[tuple[Temp, Printed]], list[Printed]]:
+        """cse of `exprs` with this function's next temporaries, printed."""
+        replacements, reduced = _cse(self.prefix, self.temps, exprs)
         if replacements:  # cse skips a number that a symbol in the expressions spells
             self.temps = temp_index(replacements[-1][0], self.prefix) + 1
         return replacements, reduced
 
 
-@lru_cache(maxsize=1 << 16)
-def _cse(prefix: str, start: int, exprs: tuple[sp.Expr, ...]):
-    """Memoized: the two backward passes of a module (params; params and inputs) mostly ask
-    for the same node with the same numbering, and sympy's cse is slow."""
+@dataclass(frozen=True)
+class Printed:
+    """An expression as code, and the symbols it reads."""
+
+    code: str
+    symbols: tuple[sp.Symbol, ...]
+
+
+# (prefix, shape of the expressions) -> the printed cse, with `{k}` for the k-th symbol of the
+# shape (then the temporaries), and the order of the temporaries' names it was printed with.
+_PRINTED: dict[tuple, tuple] = {}
+_TOKEN = re.compile(r"[A-Za-z_]\w*")
+
+
+def _cse(prefix: str, start: int, exprs: list[sp.Expr]):
+    """sympy's cse and the printer, run once per shape of the expressions (`compiler.shapes`):
+    the same neuron or layer again, under other names, is the same code with those names."""
+    key, symbols = shape(exprs)
+    known = _PRINTED.get(key)
+    if known is not None:
+        count, order, template = known
+        temps = list(islice(temp_symbols(prefix, start), count))
+        if order == _name_order(temps):  # `_d9` sorts after `_d10`: printed in another order
+            tokens = [_token(x) for x in (*symbols, *temps)]
+            refs = (*symbols, *temps)
+            return ([(temps[k], Printed(code.format(*tokens), tuple(refs[i] for i in uses)))
+                     for k, (code, uses) in enumerate(template[:count])],
+                    [Printed(code.format(*tokens), tuple(refs[i] for i in uses))
+                     for code, uses in template[count:]])
     replacements, reduced = sp.cse(list(exprs), symbols=temp_symbols(prefix, start))
-    return tuple(replacements), tuple(reduced)
+    out = ([(t, Printed(print_expr(e), tuple(e.free_symbols))) for t, e in replacements],
+           [Printed(print_expr(e), tuple(e.free_symbols)) for e in reduced])
+    temps = [t for t, _ in replacements]
+    if not any(s.name.startswith(prefix) for s in symbols):  # else cse skipped a number
+        slots = {x: k for k, x in enumerate((*symbols, *temps))}
+        tokens = {_token(x): k for x, k in slots.items()}
+        template = tuple(
+            (_TOKEN.sub(lambda m: "{%d}" % tokens[m.group()] if m.group() in tokens else m.group(),
+                        p.code.replace("{", "{{").replace("}", "}}")),
+             tuple(slots[x] for x in p.symbols))
+            for p in (*(p for _, p in out[0]), *out[1]))
+        _PRINTED[key] = len(temps), _name_order(temps), template
+    return out
+
+
+def _name_order(temps: list[Temp]) -> tuple[int, ...]:
+    return tuple(sorted(range(len(temps)), key=lambda k: temps[k].name))
+
+
+def _token(x: sp.Symbol) -> str:
+    """A symbol as the printer writes it."""
+    token = _TOKENS.get(x)
+    if token is None:
+        token = _TOKENS[x] = print_expr(x)
+    return token
+
+
+_TOKENS: dict[sp.Symbol, str] = {}
 
 
 _PRINTER = NumpyCode()
@@ -250,10 +304,10 @@ class ModuleWriter:
             # made temporaries, which are numbered per function)
             code = self._forward_lines.get(node.name)
             if code is None:
-                replacements, (expr,) = body.cse([node.expr])
+                replacements, (printed,) = body.cse([node.expr])
                 for sym, e in replacements:
-                    body.emit(print_expr(sym), print_expr(e))
-                code = print_expr(expr)
+                    body.emit(sym.name, e.code)
+                code = printed.code
                 if not replacements:
                     self._forward_lines[node.name] = code
             have = broadcast_shapes(*(self.g.nodes[s.name].shape for s in node.expr.free_symbols))
@@ -321,7 +375,7 @@ class ModuleWriter:
         replacements, reduced = body.cse(exprs)
         for sym, e in replacements:
             reads.update(_values_read(e))
-            body.emit(print_expr(sym), print_expr(e))
+            body.emit(sym.name, e.code)
         shapes = {s.name: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
         shapes[node.name] = node.shape
         temp_shapes = {}
@@ -330,7 +384,7 @@ class ModuleWriter:
         for local, expr in zip(locals_, reduced):
             reads.update(_values_read(expr))
             shape = self._static_shape(expr, shapes, temp_shapes, adjoint, gshape)
-            code = print_expr(expr)
+            code = expr.code
             if _loses_count(shape, node.shape, self.g.nodes[local.input].shape):
                 # a lazy contribution (`sum(c - W)`: G is a scalar and so is ∂/∂c) stands for
                 # its broadcast to the node's shape; summing it needs the real broadcast
@@ -338,9 +392,9 @@ class ModuleWriter:
             self._accumulate(body, node, local.input, code, shape, adjoint, local=local, G=G,
                              gshape=gshape)
 
-    def _static_shape(self, expr, shapes, temp_shapes, adjoint, gshape) -> Shape:
+    def _static_shape(self, expr: Printed, shapes, temp_shapes, adjoint, gshape) -> Shape:
         parts = []
-        for s in expr.free_symbols:
+        for s in expr.symbols:
             if s == LR_SEED:
                 parts.append(())
             elif isinstance(s, Adjoint):
@@ -525,9 +579,9 @@ def _one_line(comment: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in comment)
 
 
-def _values_read(expr: sp.Expr) -> set[str]:
+def _values_read(expr: Printed) -> set[str]:
     """The nodes whose forward values an expression reads (not adjoints, temps or lr)."""
-    return {s.name for s in expr.free_symbols
+    return {s.name for s in expr.symbols
             if s != LR_SEED and not isinstance(s, (Adjoint, Temp))}
 
 

@@ -13,12 +13,11 @@ symbol, so nothing swells and the work is linear in the number of nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-
 import sympy as sp
 
 from compiler.errors import InternalError
 from compiler.ir import Graph, Node, symbol
+from compiler.shapes import shape
 
 
 @dataclass(frozen=True)
@@ -94,13 +93,24 @@ def elementwise_factor(node: Node, wrt: str) -> sp.Expr:
     return _factor(node.expr, node.name, wrt)
 
 
-@lru_cache(maxsize=1 << 16)
+_FACTORS: dict[tuple, tuple[sp.Expr, list[sp.Symbol]]] = {}
+
+
 def _factor(expr: sp.Expr, name: str, wrt: str) -> sp.Expr:
-    """Memoized: each backward pass of a module (params; params and inputs) asks again."""
+    """Worked out once per shape of (expr, name, wrt) (`compiler.shapes`): a chain's neurons
+    and an MLP's layers differ only in their names, and sympy's diff is slow."""
+    key, symbols = shape((expr,), (symbol(name), symbol(wrt)))
+    known = _FACTORS.get(key)
+    if known is not None:
+        d, names = known
+        with sp.evaluate(False):  # the same tree: evaluating would distribute factor_terms' 2*(a - b)
+            return d.xreplace(dict(zip(names, symbols)))
     d = sp.diff(expr, symbol(wrt))
     if not expr.is_Symbol:
         d = d.subs(expr, symbol(name))
-    return sp.factor_terms(d)
+    d = sp.factor_terms(d)
+    _FACTORS[key] = d, symbols
+    return d
 
 
 def local_derivatives(g: Graph, node: Node, wanted=None) -> list[Local]:

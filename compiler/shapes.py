@@ -1,0 +1,37 @@
+"""Expressions of the same shape, worked out once.
+
+A chain's neurons (`sigmoid(w5 * z4)`, `sigmoid(w6 * z5)`) or an MLP's layers (`tanh(b3 + t1_h3)`)
+are one expression under different names. sympy's answers (a derivative, a cse, printed code)
+depend on the names only through their order: it sorts symbols by class, then by name, and
+nothing else it does reads a name. So an answer found for one expression holds for every
+expression of the same `shape`: the same tree, with its symbols in the same places, of the same
+classes and assumptions, and in the same order when sorted. The shape is a plain tuple, built
+without making any sympy object, so a hit costs a walk of the tree and a dict lookup.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+
+def shape(exprs, extra: tuple[sp.Symbol, ...] = ()) -> tuple[tuple, list[sp.Symbol]]:
+    """The shape of `exprs` (and of the `extra` symbols after them), and their symbols in the
+    order the shape numbers them (first appearance)."""
+    slots: dict[sp.Symbol, int] = {}
+
+    def walk(e):
+        if e.is_Symbol:
+            i = slots.get(e)
+            if i is None:
+                i = slots[e] = len(slots)
+            return i
+        if not e.args:
+            return (type(e), e)  # a number or a constant
+        return (e.func, *(walk(a) for a in e.args))
+
+    tree = tuple(walk(e) for e in exprs)
+    for s in extra:
+        walk(s)
+    symbols = list(slots)
+    order = tuple(sorted(range(len(symbols)), key=lambda i: symbols[i].sort_key()))
+    kinds = tuple((type(s), tuple(sorted(s.assumptions0.items()))) for s in symbols)
+    return (tree, tuple(slots[s] for s in extra), order, kinds), symbols
