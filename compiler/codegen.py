@@ -21,10 +21,10 @@ from sympy.printing.numpy import NumPyPrinter
 from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
 from compiler.functions import ComparisonBase
-from compiler.ir import Graph, Node, Shape, broadcast_shapes
+from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
                             grad_name, size_name, temp_index, temp_symbols, value_name)
-from compiler.shapes import shape
+from compiler.shapes import shape_of
 
 # Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
 _HELPERS = {
@@ -210,9 +210,11 @@ class _Body:
         parts = names + ([str(ints)] if ints != 1 or not names else [])
         return "*".join(parts)
 
-    def cse(self, exprs: list[sp.Expr]) -> tuple[list[tuple[Temp, Printed]], list[Printed]]:
-        """cse of `exprs` with this function's next temporaries, printed."""
-        replacements, reduced = _cse(self.prefix, self.temps, exprs)
+    def cse(self, exprs, shaped: tuple[tuple, list[sp.Symbol]]
+            ) -> tuple[list[tuple[Temp, Printed]], list[Printed]]:
+        """cse of `exprs()` with this function's next temporaries, printed; `shaped` is the
+        `compiler.shapes.shape_of` of whatever determines the expressions."""
+        replacements, reduced = _cse(self.prefix, self.temps, exprs, shaped)
         if replacements:  # cse skips a number that a symbol in the expressions spells
             self.temps = temp_index(replacements[-1][0], self.prefix) + 1
         return replacements, reduced
@@ -232,10 +234,11 @@ _PRINTED: dict[tuple, tuple] = {}
 _TOKEN = re.compile(r"[A-Za-z_]\w*")
 
 
-def _cse(prefix: str, start: int, exprs: list[sp.Expr]):
-    """sympy's cse and the printer, run once per shape of the expressions (`compiler.shapes`):
-    the same neuron or layer again, under other names, is the same code with those names."""
-    key, symbols = shape(exprs)
+def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]]):
+    """sympy's cse and the printer, run once per shape (`compiler.shapes`): the same neuron or
+    layer again, under other names, is the same code with those names."""
+    key, symbols = shaped
+    key = (prefix, key)
     known = _PRINTED.get(key)
     if known is not None:
         count, order, template = known
@@ -247,7 +250,7 @@ def _cse(prefix: str, start: int, exprs: list[sp.Expr]):
                      for k, (code, uses) in enumerate(template[:count])],
                     [Printed(code.format(*tokens), tuple(refs[i] for i in uses))
                      for code, uses in template[count:]])
-    replacements, reduced = sp.cse(list(exprs), symbols=temp_symbols(prefix, start))
+    replacements, reduced = sp.cse(exprs(), symbols=temp_symbols(prefix, start))
     out = ([(t, Printed(print_expr(e), tuple(e.free_symbols))) for t, e in replacements],
            [Printed(print_expr(e), tuple(e.free_symbols)) for e in reduced])
     temps = [t for t, _ in replacements]
@@ -304,7 +307,7 @@ class ModuleWriter:
             # made temporaries, which are numbered per function)
             code = self._forward_lines.get(node.name)
             if code is None:
-                replacements, (printed,) = body.cse([node.expr])
+                replacements, (printed,) = body.cse(lambda: [node.expr], shape_of((node.expr,)))
                 for sym, e in replacements:
                     body.emit(sym.name, e.code)
                 code = printed.code
@@ -370,9 +373,11 @@ class ModuleWriter:
         return reads, adjoint
 
     def _push_elementwise(self, body, node, locals_, G, gshape, adjoint, reads) -> None:
-        exprs = [G * local.factor for local in locals_]
-        body.uses_dtype |= any(e.has(ComparisonBase) for e in exprs)
-        replacements, reduced = body.cse(exprs)
+        if node.expr.has(ComparisonBase):  # only then can a factor hold a comparison
+            body.uses_dtype |= any(local.factor.has(ComparisonBase) for local in locals_)
+        replacements, reduced = body.cse(  # G·factor for each input: shaped by G and the node
+            lambda: [G * local.factor for local in locals_],
+            shape_of((G, node.expr), (symbol(node.name), *(symbol(local.input) for local in locals_))))
         for sym, e in replacements:
             reads.update(_values_read(e))
             body.emit(sym.name, e.code)

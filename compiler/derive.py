@@ -13,11 +13,12 @@ symbol, so nothing swells and the work is linear in the number of nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 import sympy as sp
 
 from compiler.errors import InternalError
 from compiler.ir import Graph, Node, symbol
-from compiler.shapes import shape
+from compiler.shapes import rename, shape_of
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,15 @@ class Local:
 
     node: str
     input: str
-    factor: sp.Expr | None = None  # elementwise: G ⊙ factor
+    expr: sp.Expr | None = None  # elementwise: the node's expression
     rule: StructuralMap | None = None  # structural: a stated map
     index: int = 0  # which operand of the node (`x @ x` has two Locals for x)
+
+    @cached_property
+    def factor(self) -> sp.Expr | None:
+        """Elementwise: G ⊙ factor. Derived when asked for: code generation asks only for the
+        first node of each shape (the others reuse its printed lines)."""
+        return None if self.expr is None else _factor(self.expr, self.node, self.input)
 
 
 @dataclass(frozen=True)
@@ -99,12 +106,11 @@ _FACTORS: dict[tuple, tuple[sp.Expr, list[sp.Symbol]]] = {}
 def _factor(expr: sp.Expr, name: str, wrt: str) -> sp.Expr:
     """Worked out once per shape of (expr, name, wrt) (`compiler.shapes`): a chain's neurons
     and an MLP's layers differ only in their names, and sympy's diff is slow."""
-    key, symbols = shape((expr,), (symbol(name), symbol(wrt)))
+    key, symbols = shape_of((expr,), (symbol(name), symbol(wrt)))
     known = _FACTORS.get(key)
     if known is not None:
         d, names = known
-        with sp.evaluate(False):  # the same tree: evaluating would distribute factor_terms' 2*(a - b)
-            return d.xreplace(dict(zip(names, symbols)))
+        return rename(d, dict(zip(names, symbols)))
     d = sp.diff(expr, symbol(wrt))
     if not expr.is_Symbol:
         d = d.subs(expr, symbol(name))
@@ -121,7 +127,7 @@ def local_derivatives(g: Graph, node: Node, wanted=None) -> list[Local]:
         if wanted is not None and i not in wanted:
             continue
         if node.op == "elementwise":
-            out.append(Local(node.name, i, factor=elementwise_factor(node, i)))
+            out.append(Local(node.name, i, expr=node.expr))
         else:
             out.append(Local(node.name, i, rule=structural_map(g, node, k), index=k))
     return out

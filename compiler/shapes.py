@@ -5,7 +5,7 @@ are one expression under different names. sympy's answers (a derivative, a cse, 
 depend on the names only through their order: it sorts symbols by class, then by name, and
 nothing else it does reads a name. So an answer found for one expression holds for every
 expression of the same `shape`: the same tree, with its symbols in the same places, of the same
-classes and assumptions, and in the same order when sorted. The shape is a plain tuple, built
+classes and assumptions, and in the same order when sorted. The shape (`shape_of`) is a plain tuple, built
 without making any sympy object, so a hit costs a walk of the tree and a dict lookup.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sympy as sp
 
 
-def shape(exprs, extra: tuple[sp.Symbol, ...] = ()) -> tuple[tuple, list[sp.Symbol]]:
+def shape_of(exprs, extra: tuple[sp.Symbol, ...] = ()) -> tuple[tuple, list[sp.Symbol]]:
     """The shape of `exprs` (and of the `extra` symbols after them), and their symbols in the
     order the shape numbers them (first appearance)."""
     slots: dict[sp.Symbol, int] = {}
@@ -35,3 +35,17 @@ def shape(exprs, extra: tuple[sp.Symbol, ...] = ()) -> tuple[tuple, list[sp.Symb
     order = tuple(sorted(range(len(symbols)), key=lambda i: symbols[i].sort_key()))
     kinds = tuple((type(s), tuple(sorted(s.assumptions0.items()))) for s in symbols)
     return (tree, tuple(slots[s] for s in extra), order, kinds), symbols
+
+
+def rename(expr: sp.Expr, names: dict[sp.Symbol, sp.Symbol]) -> sp.Expr:
+    """`expr` with its symbols renamed, as the same tree: unevaluated, since evaluating would
+    undo forms sympy keeps unevaluated (factor_terms' `2*(a - b)` would become `2*a - 2*b`), and
+    the arguments stay in their order, which is the sorted order under the new names too."""
+    if expr.is_Symbol:
+        return names.get(expr, expr)
+    if not expr.args:
+        return expr
+    args = [rename(a, names) for a in expr.args]
+    if isinstance(expr, (sp.Add, sp.Mul, sp.Pow, sp.Function)):
+        return expr.func(*args, evaluate=False)
+    return expr.func(*args)
