@@ -155,5 +155,7 @@ _w = sp.Wild("w")
 
 def stabilize(expr: sp.Expr) -> sp.Expr:
     """Rewrite forms that overflow into their stable equivalents before code generation."""
+    if not expr.has(sp.log):  # both forms are logs; matching the patterns costs more than this
+        return expr
     return expr.replace(sp.log(sigmoid(_w)), -softplus(-_w)).replace(
         sp.log(1 - sigmoid(_w)), -softplus(_w))
