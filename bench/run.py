@@ -135,11 +135,11 @@ MNIST_PRESCALED = os.path.join(HERE, "models", "mnist_prescaled.model")
 
 FULL = dict(seed_steps=20000, mnist_steps=2000, repeats=7, warmup=0.05,
             sizes=[10, 30, 100, 300, 1000, 3000, 10000], cold_repeats=3, cold_repeats_upto=1000,
-            example_repeats=5, cached_repeats=5, grad_rows=[1000, 10000, 100000, 1000000],
+            example_repeats=5, cached_repeats=5, startup_repeats=15, grad_rows=[1000, 10000, 100000, 1000000],
             fit_repeats=15, fit_cli_repeats=3)
 QUICK = dict(seed_steps=2000, mnist_steps=200, repeats=5, warmup=0.05,
              sizes=[10, 100, 300, 1000], cold_repeats=1, cold_repeats_upto=0,
-             example_repeats=3, cached_repeats=3, grad_rows=[1000, 10000, 100000],
+             example_repeats=3, cached_repeats=3, startup_repeats=7, grad_rows=[1000, 10000, 100000],
              fit_repeats=3, fit_cli_repeats=1)
 
 F64_TOL, F32_TOL = 1e-6, 1e-2  # relative agreement of final losses with hand numpy
@@ -322,14 +322,17 @@ STAGES = ("parse", "check", "lower", "generate", "load_module")
 
 @contextmanager
 def stage_clock():
-    """Time the stages of a real `compile_file` call by wrapping the functions it calls in
-    `dsl.runtime` (parse, check, lower, generate with derive, load_module) for the duration."""
+    """Time the stages of a real `compile_file` call by wrapping the functions it calls (parse,
+    check and load_module in `dsl.runtime`; `dsl.lower.lower` and `compiler.codegen.generate`,
+    which it imports on a cache miss) for the duration."""
+    import compiler.codegen
+    import dsl.lower
+    owners = {"parse": runtime, "check": runtime, "lower": dsl.lower, "generate": compiler.codegen,
+              "load_module": runtime}
     spent = {s: 0.0 for s in STAGES}
     saved = {}
     for s in STAGES:
-        f = getattr(runtime, s, None)
-        if f is None:
-            continue
+        f = getattr(owners[s], s)
         saved[s] = f
 
         def timed(*a, _f=f, _s=s, **k):
@@ -338,12 +341,12 @@ def stage_clock():
                 return _f(*a, **k)
             finally:
                 spent[_s] += time.perf_counter() - t
-        setattr(runtime, s, timed)
+        setattr(owners[s], s, timed)
     try:
         yield spent
     finally:
         for s, f in saved.items():
-            setattr(runtime, s, f)
+            setattr(owners[s], s, f)
 
 
 @contextmanager
@@ -409,7 +412,11 @@ def worker(path: str, mode: str) -> dict:
     """`run.py --worker PATH nocache|cache`: one `compile_file` as the first compile of a fresh
     process (no torch, no jax), the way `dsl run` meets it. Fresh, because the compiler keeps
     memo tables (and sympy its caches) for the life of the process: a second compile of the
-    same model in one process is not cold."""
+    same model in one process is not cold. The compiler's modules are imported first, as the
+    baseline's `dsl.runtime` did at import: compile times compare the same work (the imports
+    are measured apart, by `import_cost`)."""
+    import compiler.codegen  # noqa: F401
+    import dsl.lower  # noqa: F401
     cpu = time.process_time()
     with stage_clock() as spent, gc_clock() as gcs, StackSampler() as sampler:
         c = compile_file(path, use_cache=mode == "cache")
@@ -420,11 +427,12 @@ def worker(path: str, mode: str) -> dict:
     return out
 
 
-def fresh_process(path: str, mode: str) -> dict:
+def fresh_process(path: str, mode: str, root: str = ROOT) -> dict:
+    """One compile worker of the tree at `root`: this one, or the baseline's (its own run.py)."""
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", path, mode,
+    out = subprocess.run([sys.executable, os.path.join(root, "bench", "run.py"), "--worker", path, mode,
                           "--without", "torch,jax", *(["--no-pin"] if CPU is None else [])],
-                         capture_output=True, text=True, cwd=ROOT, check=False)
+                         capture_output=True, text=True, cwd=root, check=False)
     if out.returncode != 0:
         raise SystemExit(f"the compile worker failed on {path}:\n{out.stderr}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -447,72 +455,167 @@ def cache_folder(folder: str):
             os.environ["DSL_CACHE_DIR"] = saved
 
 
-def cold_and_cached(path: str, cold_repeats: int, cached_repeats: int) -> dict:
+def cold_and_cached(path: str, cold_repeats: int, cached_repeats: int, base: str) -> dict:
     """Cold compiles in fresh processes (the first writes the cache), a cached compile in a
-    fresh process, and cached compiles repeated in this one; with a cache folder of the model's
-    own, empty at the start."""
-    with cache_folder(os.path.join(os.path.dirname(path), "__cache__")):
-        return _cold_and_cached(path, cold_repeats, cached_repeats)
-
-
-def _cold_and_cached(path: str, cold_repeats: int, cached_repeats: int) -> dict:
-    cold = [fresh_process(path, "cache")]  # the first one writes the cache
-    assert not cold[0]["cached"], f"the first compile of {path} found a cache"
-    cold += [fresh_process(path, "nocache") for _ in range(cold_repeats - 1)]
-    cached = fresh_process(path, "cache")
-    assert cached["cached"], f"the cached compile of {path} did not find the cache"
-    warm = []
-    for _ in range(cached_repeats):
-        c = compile_file(path)
-        assert c.cached, f"the cached compile of {path} did not find the cache"
-        warm.append(c.compile_seconds)
-    first = cold[0]
+    fresh process, by this tree's compiler and by the baseline's (tree `base`), taking turns;
+    then cached compiles repeated in this process (this compiler). Each compiler has a cache
+    folder of its own, empty at the start."""
+    folder = os.path.dirname(path)
+    roots = {"new": ROOT, "old": base}
+    cold: dict[str, list] = {"new": [], "old": []}
+    for r in range(cold_repeats):
+        for which in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            with cache_folder(os.path.join(folder, f"__cache_{which}__")):
+                cold[which].append(fresh_process(path, "cache" if r == 0 else "nocache", roots[which]))
+    out = {}
+    for which in ("new", "old"):
+        assert not cold[which][0]["cached"], f"the first compile of {path} ({which}) found a cache"
+        with cache_folder(os.path.join(folder, f"__cache_{which}__")):
+            cached = fresh_process(path, "cache", roots[which])
+            assert cached["cached"], f"the cached compile of {path} ({which}) did not find the cache"
+            warm = []
+            for _ in range(cached_repeats if which == "new" else 0):
+                c = compile_file(path)
+                assert c.cached, f"the cached compile of {path} did not find the cache"
+                warm.append(c.compile_seconds)
+        cs = cold[which]
+        out[which] = {
+            "cold_s": median([c["compile_s"] for c in cs]), "cold_cpu_s": median([c["cpu_s"] for c in cs]),
+            "cold_samples_s": [c["compile_s"] for c in cs],
+            "cold_process_s": median([c["process_s"] for c in cs]),
+            "stages_s": {st: median([c["stages_s"][st] for c in cs]) for st in STAGES},
+            "sympy_share": median([c["sympy_share"] for c in cs if c["sympy_share"] is not None]),
+            "gc_s": median([c["gc_s"] for c in cs]), "gc_collections": cs[0]["collections"],
+            "cached_fresh_s": cached["compile_s"], "cached_process_s": cached["process_s"],
+            "cached_s": median(warm)}
+    first = cold["new"][0]
+    assert first["nodes"] == cold["old"][0]["nodes"], f"{path}: the two compilers' graphs differ"
     return {"nodes": first["nodes"], "generated_lines": first["generated_lines"],
-            "cold_s": median([c["compile_s"] for c in cold]), "cold_cpu_s": median([c["cpu_s"] for c in cold]),
-            "cold_samples_s": [c["compile_s"] for c in cold],
-            "stages_s": {st: median([c["stages_s"][st] for c in cold]) for st in STAGES},
-            "sympy_share": median([c["sympy_share"] for c in cold if c["sympy_share"] is not None]),
-            "gc_s": median([c["gc_s"] for c in cold]), "gc_collections": first["collections"],
-            "cached_fresh_s": cached["compile_s"], "cached_s": median(warm), "cold_repeats": len(cold)}
+            "cold_repeats": cold_repeats, **out,
+            "ratio_cold": out["new"]["cold_s"] / out["old"]["cold_s"],
+            "ratio_cold_cpu": out["new"]["cold_cpu_s"] / out["old"]["cold_cpu_s"]}
 
 
-def bench_examples(cfg, tmp):
+def bench_examples(cfg, tmp, base):
     rows = []
     examples = sorted(f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".model"))
     for name in examples:
-        # a copy beside an empty cache folder: the examples' own __dslcache__ is left alone
+        # a copy beside empty cache folders: the examples' own files are left alone
         folder = os.path.join(tmp, "examples", os.path.splitext(name)[0])
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, name)
         shutil.copy(os.path.join(ROOT, "examples", name), path)
-        row = {"model": f"examples/{name}", **cold_and_cached(path, cfg["example_repeats"], cfg["cached_repeats"])}
+        try:
+            row = {"model": f"examples/{name}",
+                   **cold_and_cached(path, cfg["example_repeats"], cfg["cached_repeats"], base)}
+        except (AssertionError, SystemExit) as e:  # a model the baseline cannot compile (a newer feature)
+            log(f"  {name}: skipped ({str(e).splitlines()[0][:120]})")
+            continue
         rows.append(row)
-        log(f"  {row['model']:34s} {row['nodes']:3d} nodes  cold {row['cold_s'] * 1e3:5.0f} ms"
-            f" (sympy {100 * (row['sympy_share'] or 0):3.0f}%), cached {row['cached_fresh_s'] * 1e3:5.1f} ms"
-            f" in a fresh process, {row['cached_s'] * 1e3:4.1f} ms warm")
+        new, old = row["new"], row["old"]
+        log(f"  {row['model']:34s} {row['nodes']:3d} nodes  cold {new['cold_s'] * 1e3:5.0f} ms against "
+            f"{old['cold_s'] * 1e3:5.0f} ms (x{row['ratio_cold']:.2f}); cached {new['cached_fresh_s'] * 1e3:5.1f} "
+            f"against {old['cached_fresh_s'] * 1e3:5.1f} ms in a fresh process")
     return rows
 
 
 _IMPORT = "import time; t = time.perf_counter(); import {}; print(time.perf_counter() - t)"
+BASELINE = "9715622"  # the compiler before issue 15: sympy at import, Lark built per process
+ZEROS = "[[0,0,0,0,0,0,0,0,0,0,0,0,0]]"
 
 
-def import_cost(repeats: int) -> dict:
-    """What a fresh process pays before its first compile: `import dsl.runtime`, and of that
-    `import sympy` (a cached compile still imports it)."""
+@contextmanager
+def baseline_tree(commit: str = BASELINE):
+    """The baseline commit's tree in a temporary folder (`git archive`), whose own bench/run.py
+    is its compile worker."""
+    tmp = tempfile.mkdtemp(prefix="dsl-bench-baseline-")
+    try:
+        tar = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=tar, check=True)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def bytecode_cache(folder: str):
+    """Subprocesses write and read compiled bytecode in `folder`, as an installed package has
+    its .pyc files: with PYTHONDONTWRITEBYTECODE set (as on some machines) every process would
+    compile dsl's sources again, and the baseline (site-packages) would not."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = folder
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _timed(cmd: list[str], cwd: str) -> tuple[float, float]:
+    """Wall and CPU time (user + system) of one process."""
+    before = os.times()
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t
+    after = os.times()
+    return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
+def import_cost(repeats: int, base: str) -> dict:
+    """What a fresh process pays before its first compile: `import dsl.runtime` (this tree and
+    the baseline's, which imported sympy with it), `import sympy`, `import numpy`."""
     out = {}
-    for name, module in (("dsl", "dsl.runtime"), ("sympy", "sympy"), ("numpy", "numpy")):
+    for name, module, root in (("dsl", "dsl.runtime", ROOT), ("dsl_baseline", "dsl.runtime", base),
+                               ("sympy", "sympy", ROOT), ("numpy", "numpy", ROOT),
+                               ("numpy_lark", "numpy, lark", ROOT)):
         times = []
-        for _ in range(repeats):
+        for _ in range(repeats + 1):  # the first writes the bytecode cache
             proc = subprocess.run([sys.executable, "-c", _IMPORT.format(module)], capture_output=True,
-                                  text=True, cwd=ROOT, check=True)
+                                  text=True, cwd=root, check=True)
             times.append(float(proc.stdout.strip().splitlines()[-1]))
-        out[f"import_{name}_s"] = median(times)
-    log(f"  a fresh process: import dsl {out['import_dsl_s'] * 1e3:.0f} ms, of which sympy "
-        f"{out['import_sympy_s'] * 1e3:.0f} ms and numpy {out['import_numpy_s'] * 1e3:.0f} ms")
+        out[f"import_{name}_s"] = median(times[1:])
+    log(f"  a fresh process: import dsl.runtime {out['import_dsl_s'] * 1e3:.0f} ms (baseline "
+        f"{out['import_dsl_baseline_s'] * 1e3:.0f} ms); sympy {out['import_sympy_s'] * 1e3:.0f} ms, "
+        f"numpy {out['import_numpy_s'] * 1e3:.0f} ms, numpy and lark {out['import_numpy_lark_s'] * 1e3:.0f} ms")
     return out
 
 
-def bench_synthetic(cfg, tmp):
+def eval_startup(repeats: int, base: str, tmp: str) -> dict:
+    """`python -m dsl eval examples/boston_mlp.model --set ...` with a warm cache, as a whole
+    process, against `python -c "import numpy, lark"` (and the baseline's eval), taking turns:
+    medians of wall and CPU time, and their ratios."""
+    args = ["-m", "dsl", "eval", "examples/boston_mlp.model", "--set", f"X={ZEROS}", "--set", "y=[[1]]"]
+    cmds = {"dsl_eval": ([sys.executable, *args], ROOT),
+            "import_numpy_lark": ([sys.executable, "-c", "import numpy, lark"], ROOT),
+            "dsl_eval_baseline": ([sys.executable, *args], base)}
+    wall = {k: [] for k in cmds}
+    cpu = {k: [] for k in cmds}
+    with cache_folder(os.path.join(tmp, "eval-cache")):
+        for cmd, cwd in cmds.values():  # warm: the module and the parser's tables cached, bytecode written
+            _timed(cmd, cwd)
+        for r in range(repeats):
+            order = list(cmds) if r % 2 == 0 else list(cmds)[::-1]
+            for k in order:
+                w, c = _timed(*cmds[k])
+                wall[k].append(w)
+                cpu[k].append(c)
+    out = {"command": "python " + " ".join(args), "repeats": repeats,
+           **{f"{k}_s": median(v) for k, v in wall.items()}, **{f"{k}_cpu_s": median(v) for k, v in cpu.items()},
+           "samples_s": wall}
+    out["ratio"] = out["dsl_eval_s"] / out["import_numpy_lark_s"]
+    out["ratio_cpu"] = out["dsl_eval_cpu_s"] / out["import_numpy_lark_cpu_s"]
+    out["ratio_baseline"] = out["dsl_eval_baseline_s"] / out["import_numpy_lark_s"]
+    log(f"  warm-cache `dsl eval` process {out['dsl_eval_s'] * 1e3:.0f} ms against `import numpy, lark` "
+        f"{out['import_numpy_lark_s'] * 1e3:.0f} ms: x{out['ratio']:.2f} (CPU time x{out['ratio_cpu']:.2f}); "
+        f"the baseline's eval x{out['ratio_baseline']:.2f}")
+    return out
+
+
+def bench_synthetic(cfg, tmp, base):
     rows = []
     for kind in ("chain", "mlp"):
         for target in cfg["sizes"]:
@@ -522,16 +625,18 @@ def bench_synthetic(cfg, tmp):
             with open(path, "w", encoding="utf-8") as f:
                 f.write(synthetic.sized(kind, target))
             repeats = cfg["cold_repeats"] if target <= cfg["cold_repeats_upto"] else 1
-            row = {"kind": kind, **cold_and_cached(path, repeats, cfg["cached_repeats"])}
+            row = {"kind": kind, **cold_and_cached(path, repeats, cfg["cached_repeats"], base)}
             n = row["nodes"]
-            st = row["stages_s"]
-            row.update(us_per_node_cold=row["cold_s"] / n * 1e6, cpu_us_per_node_cold=row["cold_cpu_s"] / n * 1e6,
-                       us_per_node_cached=row["cached_s"] / n * 1e6, front_s=st["parse"] + st["check"],
-                       lower_generate_s=st["lower"] + st["generate"])
+            for which in ("new", "old"):
+                r = row[which]
+                st = r["stages_s"]
+                r.update(us_per_node_cold=r["cold_s"] / n * 1e6, cpu_us_per_node_cold=r["cold_cpu_s"] / n * 1e6,
+                         front_s=st["parse"] + st["check"], lower_generate_s=st["lower"] + st["generate"])
             rows.append(row)
-            log(f"  {kind:5s} {n:6d} nodes  cold {row['cold_s']:8.3f} s ({row['cpu_us_per_node_cold']:5.0f} us/node CPU,"
-                f" sympy {100 * (row['sympy_share'] or 0):3.0f}%, gc {100 * row['gc_s'] / row['cold_s']:3.0f}%,"
-                f" lower+generate {row['lower_generate_s']:.3f} s)  cached {row['cached_s']:.4f} s")
+            new, old = row["new"], row["old"]
+            log(f"  {kind:5s} {n:6d} nodes  cold {new['cold_s']:8.3f} s ({new['us_per_node_cold']:5.0f} us/node) "
+                f"against {old['cold_s']:8.3f} s ({old['us_per_node_cold']:5.0f} us/node): x{row['ratio_cold']:.3f}"
+                f" (CPU x{row['ratio_cold_cpu']:.3f}); sympy {100 * (new['sympy_share'] or 0):3.0f}% of the new")
             shutil.rmtree(folder, ignore_errors=True)
     return rows
 
@@ -553,20 +658,31 @@ def growth(rows, kind, key="cold_cpu_s", min_nodes=290):
 def bench_compile(cfg):
     tmp = tempfile.mkdtemp(prefix="dsl-bench-")
     try:
-        log("compile time, every example (each cold compile in a fresh process)")
-        imports = import_cost(cfg["example_repeats"])
-        examples = bench_examples(cfg, tmp)
-        log(f"compile time, synthetic chains and MLPs of {cfg['sizes'][0]} to {cfg['sizes'][-1]} nodes")
-        synth = bench_synthetic(cfg, tmp)
+        with baseline_tree() as base, bytecode_cache(os.path.join(tmp, "pycache")):
+            log(f"compile time: this tree against the baseline compiler (git {BASELINE}), side by side")
+            imports = import_cost(cfg["example_repeats"], base)
+            startup = eval_startup(cfg["startup_repeats"], base, tmp)
+            log("every example (each cold compile in a fresh process)")
+            examples = bench_examples(cfg, tmp, base)
+            log(f"synthetic chains and MLPs of {cfg['sizes'][0]} to {cfg['sizes'][-1]} nodes")
+            synth = bench_synthetic(cfg, tmp, base)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    slopes = {k: growth(synth, k) for k in ("chain", "mlp")}
-    wall = {k: growth(synth, k, "cold_s") for k in ("chain", "mlp")}
+    res = {"baseline": BASELINE, "imports": imports, "startup": startup, "examples": examples,
+           "synthetic": synth}
+    res.update(growth_all(synth))
     log("  growth exponent (log-log slope of cold CPU time over >= 290 nodes): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items() if v is not None)
-        + "; of wall time: " + ", ".join(f"{k} {v:.2f}" for k, v in wall.items() if v is not None))
-    return {"imports": imports, "examples": examples, "synthetic": synth, "growth_exponent": slopes,
-            "growth_exponent_wall": wall}
+        + ", ".join(f"{k} {v:.2f}" for k, v in res["growth_exponent"].items() if v is not None)
+        + "; the baseline's: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in res["growth_exponent_baseline"].items() if v is not None))
+    return res
+
+
+def growth_all(synth) -> dict:
+    pick = {w: [{"kind": r["kind"], "nodes": r["nodes"], **r[w]} for r in synth] for w in ("new", "old")}
+    return {"growth_exponent": {k: growth(pick["new"], k) for k in ("chain", "mlp")},
+            "growth_exponent_wall": {k: growth(pick["new"], k, "cold_s") for k in ("chain", "mlp")},
+            "growth_exponent_baseline": {k: growth(pick["old"], k) for k in ("chain", "mlp")}}
 
 
 # ---- 4. full-batch gradient on growing data -------------------------------------------------
@@ -748,11 +864,20 @@ def targets(res) -> list[dict]:
         c = res["compile"]
         boston = [r for r in c["examples"] if r["model"].endswith("boston_mlp.model")]
         add("boston_mlp.model cold compile, fresh process (s)",
-            boston[0]["cold_s"] if boston else None, "<", 0.5,
+            boston[0]["new"]["cold_s"] if boston else None, "<", 0.5,
             "compile_seconds of the first compile in a fresh process, without the cache")
         for kind, slope in c["growth_exponent"].items():
             add(f"compile-time growth exponent, {kind}", slope, "<=", 1.10,
                 "log-log slope of cold compile CPU time on node count, over >= 290 nodes; 1 is linear")
+        for r in c["synthetic"]:
+            if r["nodes"] >= 900:  # the sizes of issue 15: 1,000 and 10,000 nodes
+                add(f"cold compile per node / baseline's, {r['kind']} of {r['nodes']} nodes",
+                    r["ratio_cold"], "<=", 0.1, f"git {c['baseline']}, side by side", r["ratio_cold_cpu"])
+                add(f"cold compile per node (us), {r['kind']} of {r['nodes']} nodes",
+                    r["new"]["us_per_node_cold"], "<=", 300, "", r["new"]["cpu_us_per_node_cold"])
+        st = c["startup"]
+        add("warm-cache `dsl eval boston_mlp` process / `python -c \"import numpy, lark\"`", st["ratio"], "<=", 1.5,
+            "whole processes, side by side", st["ratio_cpu"])
     if "fit" in res:
         fit_section.fit_targets(res, add)
     return out
@@ -832,37 +957,47 @@ def markdown(res) -> str:
         L.append("")
     if "compile" in res:
         c = res["compile"]
-        L.append("### Compile time of every example (cold: the first compile in a fresh process, no cache)\n")
-        L.append("| model | nodes | cold | parse+check | lower | generate (derive, cse, print) | load "
-                 "| sympy share | cached, fresh process | cached, warm |")
-        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for r in c["examples"]:
-            st = r["stages_s"]
-            L.append(f"| {r['model']} | {r['nodes']} | {r['cold_s'] * 1e3:.0f} ms "
-                     f"| {(st['parse'] + st['check']) * 1e3:.1f} ms | {st['lower'] * 1e3:.1f} ms "
-                     f"| {st['generate'] * 1e3:.1f} ms | {st['load_module'] * 1e3:.1f} ms "
-                     f"| {100 * (r['sympy_share'] or 0):.0f}% | {r['cached_fresh_s'] * 1e3:.1f} ms "
-                     f"| {r['cached_s'] * 1e3:.1f} ms |")
-        L.append("")
+        st = c["startup"]
         im = c["imports"]
-        L.append(f"Before its first compile a fresh process imports dsl: {im['import_dsl_s'] * 1e3:.0f} ms, of which "
-                 f"sympy {im['import_sympy_s'] * 1e3:.0f} ms and numpy {im['import_numpy_s'] * 1e3:.0f} ms (medians of "
-                 f"fresh interpreters; a cached compile imports sympy too).\n")
+        L.append(f"### Starting a command (this tree against the baseline, git {c['baseline']}, side by side)\n")
+        L.append(f"`{st['command']}` with a warm cache, as a whole process, median of {st['repeats']}: "
+                 f"**{st['dsl_eval_s'] * 1e3:.0f} ms**, against `python -c \"import numpy, lark\"` "
+                 f"{st['import_numpy_lark_s'] * 1e3:.0f} ms: **x{st['ratio']:.2f}** (CPU time x{st['ratio_cpu']:.2f}); "
+                 f"the baseline's eval {st['dsl_eval_baseline_s'] * 1e3:.0f} ms, x{st['ratio_baseline']:.2f}.\n")
+        L.append(f"`import dsl.runtime` in a fresh process: {im['import_dsl_s'] * 1e3:.0f} ms, the baseline's "
+                 f"{im['import_dsl_baseline_s'] * 1e3:.0f} ms (it imported sympy, {im['import_sympy_s'] * 1e3:.0f} ms "
+                 f"alone); numpy {im['import_numpy_s'] * 1e3:.0f} ms, numpy and lark "
+                 f"{im['import_numpy_lark_s'] * 1e3:.0f} ms. Medians of fresh interpreters, bytecode cached.\n")
+        L.append("### Compile time of every example (cold: the first compile in a fresh process, no cache)\n")
+        L.append("| model | nodes | cold | baseline | x baseline | parse+check | lower | generate | load "
+                 "| sympy share | cached, fresh process | baseline's |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in c["examples"]:
+            new, old = r["new"], r["old"]
+            st = new["stages_s"]
+            L.append(f"| {r['model']} | {r['nodes']} | {new['cold_s'] * 1e3:.0f} ms | {old['cold_s'] * 1e3:.0f} ms "
+                     f"| {r['ratio_cold']:.2f} | {(st['parse'] + st['check']) * 1e3:.1f} ms | {st['lower'] * 1e3:.1f} ms "
+                     f"| {st['generate'] * 1e3:.1f} ms | {st['load_module'] * 1e3:.1f} ms "
+                     f"| {100 * (new['sympy_share'] or 0):.0f}% | {new['cached_fresh_s'] * 1e3:.1f} ms "
+                     f"| {old['cached_fresh_s'] * 1e3:.1f} ms |")
+        L.append("")
         L.append("### Compile time of synthetic models (cold: the first compile in a fresh process, no cache)\n")
-        L.append("| kind | nodes | cold | cold CPU | CPU us/node | parse+check | lower | generate (derive, cse, "
-                 "print) | load | sympy share | in gc | cached, fresh process | cached, warm | cached us/node |")
-        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        L.append("| kind | nodes | cold | us/node | baseline | baseline us/node | x baseline | x on CPU time "
+                 "| parse+check | lower | generate | load | sympy share | baseline's sympy share | cached, fresh process |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in c["synthetic"]:
-            st = r["stages_s"]
-            L.append(f"| {r['kind']} | {r['nodes']} | {r['cold_s']:.3f} s | {r['cold_cpu_s']:.3f} s "
-                     f"| {r['cpu_us_per_node_cold']:.0f} "
-                     f"| {r['front_s']:.3f} s | {st['lower']:.3f} s | {st['generate']:.3f} s | {st['load_module']:.3f} s "
-                     f"| {100 * (r['sympy_share'] or 0):.0f}% | {100 * r['gc_s'] / r['cold_s']:.0f}% "
-                     f"| {r['cached_fresh_s']:.4f} s | {r['cached_s']:.4f} s | {r['us_per_node_cached']:.0f} |")
+            new, old = r["new"], r["old"]
+            st = new["stages_s"]
+            L.append(f"| {r['kind']} | {r['nodes']} | {new['cold_s']:.3f} s | {new['us_per_node_cold']:.0f} "
+                     f"| {old['cold_s']:.3f} s | {old['us_per_node_cold']:.0f} | **{r['ratio_cold']:.3f}** "
+                     f"| {r['ratio_cold_cpu']:.3f} | {new['front_s']:.3f} s | {st['lower']:.3f} s "
+                     f"| {st['generate']:.3f} s | {st['load_module']:.3f} s | {100 * (new['sympy_share'] or 0):.0f}% "
+                     f"| {100 * (old['sympy_share'] or 0):.0f}% | {new['cached_fresh_s']:.4f} s |")
         L.append("")
         L.append("Growth exponent (log-log slope of cold compile time on nodes, >= 290 nodes): CPU time "
                  + ", ".join(f"{k} {fmt(v)}" for k, v in c["growth_exponent"].items()) + "; wall time "
-                 + ", ".join(f"{k} {fmt(v)}" for k, v in c["growth_exponent_wall"].items()) + "\n")
+                 + ", ".join(f"{k} {fmt(v)}" for k, v in c["growth_exponent_wall"].items()) + "; the baseline's "
+                 + ", ".join(f"{k} {fmt(v)}" for k, v in c["growth_exponent_baseline"].items()) + "\n")
     if "grad" in res:
         L.append("### Full-batch gradient of the seed network (`grad`), growing data\n")
         L.append("| rows | dsl | hand numpy | dsl ns/row | numpy ns/row | x numpy | grads agree |")
@@ -914,21 +1049,16 @@ def plots(res, out) -> list[str]:
             if not rows:
                 continue
             n = [r["nodes"] for r in rows]
-            ax.loglog(n, [r["cold_cpu_s"] for r in rows], "o-", color=color, label=f"{kind}: cold (CPU time)")
-            ax.loglog(n, [r["cold_cpu_s"] * (r["sympy_share"] or 0) for r in rows], "s--", color=color,
-                      alpha=0.7, label=f"{kind}: of which in sympy")
-            ax.loglog(n, [r["cached_s"] for r in rows], "^:", color=color, alpha=0.7, label=f"{kind}: cached")
-        rows = [r for r in synth if r["kind"] == "chain"] or synth
-        n0, t0 = rows[0]["nodes"], rows[0]["cold_cpu_s"]
-        for r in rows:  # the line through the chain of 300 or so nodes
-            if r["nodes"] >= 290:
-                n0, t0 = r["nodes"], r["cold_cpu_s"]
-                break
+            ax.loglog(n, [r["new"]["cold_cpu_s"] for r in rows], "o-", color=color, label=f"{kind}: cold (CPU time)")
+            ax.loglog(n, [r["old"]["cold_cpu_s"] for r in rows], "s--", color=color, alpha=0.6,
+                      label=f"{kind}: cold, baseline git {res['compile']['baseline']}")
+            ax.loglog(n, [r["new"]["cached_fresh_s"] for r in rows], "^:", color=color, alpha=0.7,
+                      label=f"{kind}: cached, fresh process")
         xs = [min(r["nodes"] for r in synth), max(r["nodes"] for r in synth)]
-        ax.loglog(xs, [t0 * x / n0 for x in xs], color="grey", lw=0.8, label="linear, through chain ~300 nodes")
+        ax.loglog(xs, [300e-6 * x for x in xs], color="grey", lw=0.8, label="0.3 ms per node")
         ex = res["compile"]["examples"]
         if ex:
-            ax.loglog([r["nodes"] for r in ex], [r["cold_cpu_s"] for r in ex], "k*", ms=8,
+            ax.loglog([r["nodes"] for r in ex], [r["new"]["cold_cpu_s"] for r in ex], "k*", ms=8,
                       label="examples/*.model (cold, CPU time)")
         ax.set_xlabel("graph nodes")
         ax.set_ylabel("compile time (s)")
@@ -1026,15 +1156,29 @@ def profile_compile(out, nodes=3000):
 
 # ---- main -----------------------------------------------------------------------------------
 
+def _keep_earlier_sections(res: dict, out: str, sections: list[str]) -> None:
+    """A run of some sections (`--only compile`) keeps the other sections' figures from the
+    results.json it replaces, saying so in the notes."""
+    try:
+        with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return
+    kept = [s for s in ("seed", "mnist", "compile", "grad", "data", "fit") if s not in sections and s in earlier]
+    for s in kept:
+        res[s] = earlier[s]
+    if kept:
+        res["notes"].append(f"{', '.join(kept)}: from an earlier run (`{earlier.get('command')}`, "
+                            f"{earlier.get('machine', {}).get('date')}, git {earlier.get('machine', {}).get('git')})")
+
+
 def report(out: str) -> int:
     """Recompute the derived figures (growth exponents, targets) and rewrite the report and the
     plots from a results.json: for a change in the report's form, without measuring again."""
     with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
         res = json.load(f)
     if "compile" in res:
-        synth = res["compile"]["synthetic"]
-        res["compile"]["growth_exponent"] = {k: growth(synth, k) for k in ("chain", "mlp")}
-        res["compile"]["growth_exponent_wall"] = {k: growth(synth, k, "cold_s") for k in ("chain", "mlp")}
+        res["compile"].update(growth_all(res["compile"]["synthetic"]))
     res["targets"] = targets(res)
     plots(res, out)
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
@@ -1100,6 +1244,7 @@ def main(argv=None) -> int:
         res["data"] = bench_data(res["mode"], run_cache, res["notes"])
     if "fit" in sections:
         res["fit"] = fit_section.bench_fit(cfg, log)
+    _keep_earlier_sections(res, out, sections)
     res["targets"] = targets(res)
     if args.profile:
         log("profiles: " + ", ".join(os.path.relpath(p, ROOT) for p in (profile_steps(out), profile_compile(out))))
