@@ -1,0 +1,59 @@
+"""Derivatives and printed code worked out once per shape of expression (compiler/shapes.py):
+the module generated with the memo is the module generated without it, byte for byte."""
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+import sympy as sp
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import synthetic  # noqa: E402
+
+from compiler import codegen, derive  # noqa: E402
+from compiler.functions import sigmoid  # noqa: E402
+from compiler.ir import symbol  # noqa: E402
+from compiler.shapes import shape_of  # noqa: E402
+from dsl.runtime import compile_file  # noqa: E402
+
+
+def test_the_same_neuron_under_other_names_has_one_shape():
+    w5, z4, z5, w6, w10, z9, z10 = (symbol(n) for n in ("w5", "z4", "z5", "w6", "w10", "z9", "z10"))
+    one = shape_of((sigmoid(w5 * z4),), (z5,))[0]
+    assert shape_of((sigmoid(w6 * z5),), (symbol("z6"),))[0] == one
+    # `w10` < `z10` < `z9` as strings: sympy orders them otherwise, so another shape
+    assert shape_of((sigmoid(w10 * z9),), (z10,))[0] != one
+    assert shape_of((sp.tanh(w5 * z4),), (z5,))[0] != one
+    assert shape_of((sigmoid(2 * w5 * z4),), (z5,))[0] != one
+    assert shape_of((sigmoid(w5 * z4),), (sp.Symbol("z5"),))[0] != one  # other assumptions
+
+
+MODELS = {"chain": synthetic.chain(14), "mlp": synthetic.mlp(12)}
+MODELS.update({p.stem: p.read_text() for p in sorted((ROOT / "examples").glob("*.model"))})
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_memo_changes_no_byte_of_the_module(tmp_path, monkeypatch, name):
+    path = tmp_path / f"{name}.model"
+    path.write_text(MODELS[name])
+    if name not in ("chain", "mlp"):  # the examples read their data beside them: same folder
+        path = ROOT / "examples" / f"{name}.model"
+    monkeypatch.setattr(derive, "_FACTORS", {})
+    monkeypatch.setattr(codegen, "_PRINTED", {})
+    with_memo = compile_file(str(path), use_cache=False).source
+
+    fresh = itertools.count()
+
+    def never_equal(exprs, extra=()):  # every expression a shape of its own: no memo hits
+        key, symbols = shape_of(exprs, extra)
+        return (next(fresh), key), symbols
+
+    monkeypatch.setattr(derive, "shape_of", never_equal)
+    monkeypatch.setattr(codegen, "shape_of", never_equal)
+    monkeypatch.setattr(derive, "_FACTORS", {})
+    monkeypatch.setattr(codegen, "_PRINTED", {})
+    assert compile_file(str(path), use_cache=False).source == with_memo
