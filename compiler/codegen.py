@@ -232,6 +232,7 @@ class Printed:
 # shape (then the temporaries), and the order of the temporaries' names it was printed with.
 _PRINTED: dict[tuple, tuple] = {}
 _TOKEN = re.compile(r"[A-Za-z_]\w*")
+_READS_DT = re.compile(r"\bdt\b")
 
 
 def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]]):
@@ -373,11 +374,11 @@ class ModuleWriter:
         return reads, adjoint
 
     def _push_elementwise(self, body, node, locals_, G, gshape, adjoint, reads) -> None:
-        if node.expr.has(ComparisonBase):  # only then can a factor hold a comparison
-            body.uses_dtype |= any(local.factor.has(ComparisonBase) for local in locals_)
         replacements, reduced = body.cse(  # G·factor for each input: shaped by G and the node
             lambda: [G * local.factor for local in locals_],
             shape_of((G, node.expr), (symbol(node.name), *(symbol(local.input) for local in locals_))))
+        # a comparison in a factor is cast to `dt`
+        body.uses_dtype |= any(_READS_DT.search(p.code) for p in (*(e for _, e in replacements), *reduced))
         for sym, e in replacements:
             reads.update(_values_read(e))
             body.emit(sym.name, e.code)
