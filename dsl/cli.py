@@ -25,8 +25,8 @@ from dsl.data import describe, numeric_part, read_csv, select
 from dsl.diagnostics import render_error, render_warning
 from dsl.files import open_regular, special_file
 from dsl.model import Model
-from dsl.report import (HistoryFile, load_checkpoint, load_params, metrics, save_history,
-                        save_params, save_plots, save_report)
+from dsl.report import (ARTIFACTS, HistoryFile, load_checkpoint, load_params, metrics,
+                        save_history, save_params, save_plots, save_report)
 from dsl.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_header, check_sizes,
                          compile_file, data_path)
 from dsl.train import choose_optimizer, convergence_warning, fit, total_steps
@@ -195,7 +195,9 @@ def cmd_check(args, session: Session) -> int:
 
 
 def cmd_compile(args, session: Session) -> int:
-    session.load(args.model)
+    checked = session.load(args.model)
+    if args.output:
+        _not_an_input("-o", args.output, _inputs(checked))
     compiled = session.compile(args.model)
     if args.output:
         _writing(atomic_write, args.output, compiled.source.encode("utf-8"))
@@ -314,6 +316,9 @@ def cmd_run(args, session: Session) -> int:
     if checked.objective is None:
         raise UsageError(f"{args.model} has no `minimize` statement: nothing to train",
                          hint=checked.minimize_hint())
+    name = os.path.splitext(os.path.basename(args.model))[0]
+    out = args.out or os.path.join("runs", name)
+    _not_an_input("--out", out, _inputs(checked), ARTIFACTS + (f"{name}_compiled.py",))
     compiled = session.compile(args.model, use_cache=not args.no_cache)
     drawn = with_overrides(checked.train, seed=args.seed, dtype=args.dtype)
     model = Model(compiled, drawn.seed, drawn.dtype)  # the params are drawn once, with the flags'
@@ -324,8 +329,6 @@ def cmd_run(args, session: Session) -> int:
     ds = model.dataset(cfg.dtype)
     _check_fed(checked, ds)
     model.check_data_memory(ds, cfg.dtype)
-    name = os.path.splitext(os.path.basename(args.model))[0]
-    out = args.out or os.path.join("runs", name)
     _writing(lambda folder: os.makedirs(folder, exist_ok=True), out)
     start, history = (_resume(out, checked, model, cfg) if args.resume else
                       (None, _writing(HistoryFile, os.path.join(out, "history.csv")).history))
@@ -387,6 +390,30 @@ def cmd_run(args, session: Session) -> int:
              "start the params where the model is finite (the values on the `param` lines), or "
              "bound them (`in [lo, hi]`)"))
     return 0
+
+
+def _inputs(m: Checked) -> dict[str, str]:
+    """The files a model reads, by what they are to it."""
+    return {"the model": m.file, **({"the model's data": data_path(m)} if m.data else {})}
+
+
+def _not_an_input(flag: str, path: str, inputs: dict[str, str], artifacts: tuple[str, ...] = ()):
+    """Refuse (exit 2) to write `path` (or, for a folder, its `artifacts`) over a file this
+    command reads: `compile m.model -o m.model` must not replace the model with Python."""
+    written = [path] + [os.path.join(path, a) for a in artifacts]
+    for what, source in inputs.items():
+        for target in written:
+            if _same_file(target, source):
+                raise UsageError(f"{flag} {path} would overwrite {what}, {source}, which this "
+                                 "command reads", hint=f"give {flag} another "
+                                 + ("folder" if artifacts else "file"))
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also through links
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _writing(write, path: str, *args):
@@ -596,6 +623,9 @@ def cmd_predict(args, session: Session) -> int:
     if checked.predict is None:
         raise UsageError(f"{args.model} has no `predict` statement")
     params, data = _named_file(args.params, "params file"), _named_file(args.data, "data file")
+    if args.out:
+        _not_an_input("--out", args.out, {**_inputs(checked), "the data": args.data,
+                                          "the params": args.params})
     model = Model(session.compile(args.model))
     model.max_node_bytes = args.max_node_memory
     model.load_params(params)
@@ -629,6 +659,8 @@ def cmd_predict(args, session: Session) -> int:
 
 
 def cmd_data(args, session: Session) -> int:
+    if args.plot:
+        _not_an_input("--plot", args.plot, {"the data": args.csv})
     table = read_csv(_named_file(args.csv, "data file"))
     print(describe(table, args.target))
     if args.plot:

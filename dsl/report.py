@@ -30,6 +30,9 @@ CLASSES_PREFIX = "__classes__"  # a onehot input's classes, numbers or texts, so
 CHECKPOINT_PREFIX = "__train__"  # where training stopped, saved with the params for --resume
 HISTORY_COLUMNS = ["step", "epoch", "train_loss", "test_loss", "seconds"]
 PLOT_ROWS = 5000  # a loss curve shows about this many of a history's rows (at most twice as many)
+# What `dsl run` writes in its folder, besides MODEL_compiled.py.
+ARTIFACTS = ("params.npz", "history.csv", "report.json", "loss.png", "predicted.png",
+             "residuals.png")
 
 
 def target_and_features(model: Model) -> tuple[str | None, list[str]]:

@@ -456,3 +456,69 @@ def test_an_unwritable_out_folder_is_a_clean_error(folder, capsys):
     blocker.write_text("not a folder")
     rc, _, err = run(["run", model, "--out", blocker], capsys)
     assert rc == 1 and "cannot write" in err and "Traceback" not in err, err
+
+
+# ---- commands never write over their own inputs ------------------------------------------------
+
+def _refused(argv, capsys, flag: str, what: str) -> None:
+    rc, out, err = run(argv, capsys)
+    assert rc == 2, err
+    assert f"error: {flag} " in err and f"would overwrite {what}" in err, err
+    assert "Traceback" not in err and "internal error" not in err
+
+
+def test_compile_refuses_to_write_over_the_model_or_its_data(folder, capsys, monkeypatch):
+    model = write_model(folder, "sgd")
+    text, data = model.read_bytes(), (folder / "data.csv").read_bytes()
+    monkeypatch.chdir(folder)
+    for target in (model, "m.model", "./sub/../m.model"):
+        _refused(["compile", model, "-o", target], capsys, "-o", "the model")
+    (folder / "link.py").symlink_to(model)
+    _refused(["compile", "m.model", "-o", "link.py"], capsys, "-o", "the model")
+    _refused(["compile", model, "-o", folder / "data.csv"], capsys, "-o", "the model's data")
+    assert model.read_bytes() == text and (folder / "data.csv").read_bytes() == data
+    rc, _, err = run(["compile", model, "-o", folder / "m.py"], capsys)
+    assert rc == 0, err
+
+
+def test_predict_refuses_to_write_over_its_data_params_or_model(folder, capsys):
+    model = write_model(folder, "sgd")
+    out = folder / "out"
+    assert run(["run", model, "--out", out], capsys)[0] == 0
+    new = folder / "new.csv"
+    new.write_text("x1,x2\n1,2\n3,4\n")
+    params = out / "params.npz"
+    before = {p: p.read_bytes() for p in (model, new, params, folder / "data.csv")}
+    base = ["predict", model, "--params", params, "--data", new, "--out"]
+    _refused(base + [new], capsys, "--out", "the data")
+    _refused(base + [params], capsys, "--out", "the params")
+    _refused(base + [model], capsys, "--out", "the model")
+    _refused(base + [folder / "data.csv"], capsys, "--out", "the model's data")
+    assert {p: p.read_bytes() for p in before} == before
+    rc, _, err = run(base + [folder / "predictions.csv"], capsys)
+    assert rc == 0, err
+
+
+def test_run_refuses_an_out_folder_whose_artifacts_would_replace_its_inputs(folder, capsys):
+    """`--out` over the model folder is fine until an artifact has the name of an input there:
+    a data file called history.csv, a model called report.json; or `--out` is the model."""
+    model = write_model(folder, "sgd")
+    (folder / "data.csv").rename(folder / "history.csv")
+    model.write_text(model.read_text().replace('"data.csv"', '"history.csv"'))
+    data = (folder / "history.csv").read_bytes()
+    _refused(["run", model, "--out", folder, "--steps", 2], capsys, "--out", "the model's data")
+    assert (folder / "history.csv").read_bytes() == data
+    assert not (folder / "params.npz").exists()
+    _refused(["run", model, "--out", model], capsys, "--out", "the model")
+    named = folder / "report.json"
+    named.write_text(model.read_text())
+    _refused(["run", named, "--out", folder], capsys, "--out", "the model")
+    rc, _, err = run(["run", model, "--out", folder / "elsewhere", "--steps", 2], capsys)
+    assert rc == 0, err
+
+
+def test_data_plot_refuses_to_write_over_the_data(folder, capsys):
+    data = folder / "data.csv"
+    before = data.read_bytes()
+    _refused(["data", data, "--plot", data], capsys, "--plot", "the data")
+    assert data.read_bytes() == before
