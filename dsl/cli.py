@@ -366,10 +366,7 @@ def cmd_run(args, session: Session) -> int:
           + (", " + ", ".join(os.path.basename(p) for p in pictures) if pictures else ""))
     if not pictures:
         print("plots skipped: matplotlib is not installed (pip install 'dsl[plot]')")
-    same = "".join(f" --{flag} {getattr(args, flag)}" for flag in
-                   ("epochs", "steps", "batch", "lr", "optimizer", "seed", "dtype")
-                   if getattr(args, flag) is not None)
-    again = f"`dsl run {args.model}{same} --resume --out {out}`"
+    again = f"`dsl run {args.model}{_same_flags(args)} --resume --out {out}`"
     if result.interrupted:
         kept = (f"the params of step {result.steps}" if result.steps == result.stopped_at else
                 f"the params of step {result.steps}, the last log point (an update may have been "
@@ -379,6 +376,7 @@ def cmd_run(args, session: Session) -> int:
               f"{os.path.join(out, 'history.csv')}; continue with {again}", file=sys.stderr)
         return 130
     if result.divergence:
+<<<<<<< HEAD
         d = result.divergence
         node = checked.statements.get(d.node.split(".")[0]) if d.node else None
         raise TrainingDiverged(
@@ -389,7 +387,40 @@ def cmd_run(args, session: Session) -> int:
              f"inputs; {again} continues from step {d.kept}" if "lr" in cfg.optimizer.args else
              "start the params where the model is finite (the values on the `param` lines), or "
              "bound them (`in [lo, hi]`)"))
+=======
+        _diverged(result.divergence, checked, cfg, args, out)
+>>>>>>> 843f6ed (A diverged run advises a tenth of the learning rate with the --resume --lr command; a start already non-finite says so)
     return 0
+
+
+def _diverged(d, checked: Checked, cfg, args, out: str) -> None:
+    """Say what would help: a tenth of the learning rate from the last finite params, or, when
+    the loss was not finite before any update, the start itself (no learning rate can help)."""
+    node = checked.statements.get(d.node.split(".")[0]) if d.node else None
+    saved = f"{os.path.join(out, 'params.npz')} and the history in {os.path.join(out, 'history.csv')}"
+    if d.at_start:
+        raise TrainingDiverged(
+            f"training cannot start: {d.detail}; nothing was trained (the params are saved in "
+            f"{saved})", node.span if node else None,
+            "no learning rate can help: the values are non-finite before the first update; give "
+            "the params smaller starts, or `standardize` the inputs that feed this node")
+    lr = cfg.optimizer.args.get("lr")
+    same = _same_flags(args, without="lr")
+    advice = (f"lower the learning rate (now {lr:g}), say to a tenth: "
+              f"`dsl run {args.model}{same} --resume --lr {lr / 10:g} --out {out}` continues from "
+              f"step {d.kept} at lr {lr / 10:g} (without --resume, it starts afresh); "
+              "standardizing the inputs may help too"
+              if lr else f"standardize the inputs; `dsl run {args.model}{same} --resume --out {out}` "
+              f"continues from step {d.kept}")
+    raise TrainingDiverged(f"training diverged: {d.detail}; the last finite params (step "
+                           f"{d.kept}) are saved in {saved}", node.span if node else None, advice)
+
+
+def _same_flags(args, without: str = "") -> str:
+    """The training flags this `run` was given, to repeat in the command that continues it."""
+    return "".join(f" --{flag} {getattr(args, flag)}" for flag in
+                   ("epochs", "steps", "batch", "lr", "optimizer", "seed", "dtype")
+                   if flag != without and getattr(args, flag) is not None)
 
 
 def _inputs(m: Checked) -> dict[str, str]:

@@ -87,6 +87,7 @@ class Divergence:
     node: str | None  # the first node whose value went non-finite, in topological order
     detail: str
     kept: int = 0  # the step of the params kept, the last finite ones
+    at_start: bool = False  # the loss was not finite before any update: no learning rate helps
 
 
 @dataclass
@@ -409,8 +410,11 @@ def _descend(module, params, train, test, cfg, progress, start, history) -> FitR
     snapshot = (step, _copy(params), batches.state(), _copy(opt_state), spent)
     stepping = False  # between the first and the last update of a stretch, or replaying
     try:
-        _log(module, params, train, test, history, step, batches, spent)
-        while step < total:
+        if not math.isfinite(_log(module, params, train, test, history, step, batches, spent)):
+            node = _first_nonfinite(module.forward(params, train), module)
+            result.divergence = Divergence(step, node, f"`{node}` is not finite at the start "
+                                           f"(step {step}), before any update", step, True)
+        while step < total and result.divergence is None:
             stop = min(total, step + log_every - step % log_every)
             t0 = time.perf_counter()
             stepping = True

@@ -357,6 +357,41 @@ def test_divergence_saves_the_last_good_params_names_step_and_node_and_resumes(f
     assert resumed[-1]["train_loss"] < rows[-1]["train_loss"]
 
 
+def test_divergence_advises_a_tenth_of_the_learning_rate_and_that_command_resumes(folder, capsys):
+    model = write_model(folder, "gd(lr = 50)")
+    out = folder / "out"
+    rc, _, err = run(["run", model, "--out", out, "--steps", 1000, "--seed", 4], capsys)
+    assert rc == 1, err
+    kept = int(re.search(r"the last finite params \(step (\d+)\)", err).group(1))
+    advice = re.search(r"`dsl run (.*?)` continues from step (\d+) at lr 5\b", err)
+    assert advice, err
+    argv = advice.group(1).split()
+    assert argv[0] == str(model) and int(advice.group(2)) == kept
+    assert argv[1:] == ["--steps", "1000", "--seed", "4", "--resume", "--lr", "5", "--out",
+                        str(out)]
+    rc, stdout, err = run(["run", *argv], capsys)
+    assert f"resuming from {out / 'params.npz'} at step {kept}" in stdout, err
+    assert "gd(lr = 5)" in stdout
+    rows = history(out)
+    assert rows[0]["step"] == 0 and any(r["step"] > kept for r in rows)
+
+
+def test_a_start_that_is_already_non_finite_says_so_not_step_1(folder, capsys):
+    model = write_model(folder, "gd(lr = 0.1)")
+    model.write_text(model.read_text().replace("param b    = 0", "param b    = 1e200")
+                     .replace("loss = mean((yhat - y)^2)", "loss = mean((yhat * b - y)^2)"))
+    out = folder / "out"
+    rc, _, err = run(["run", model, "--out", out], capsys)
+    assert rc == 1, err
+    assert "training cannot start: `loss` is not finite at the start (step 0), before any " \
+           "update" in err, err
+    assert "step 1" not in err and "lower the learning rate" not in err
+    assert "no learning rate can help" in err
+    params = saved_params(out)
+    assert params["b"] == 1e200 and all(np.all(np.isfinite(v)) for v in params.values())
+    assert [r["step"] for r in history(out)] == [0]
+
+
 def test_a_failure_after_training_loses_neither_params_nor_history(folder, capsys, monkeypatch):
     """Params and history are saved before the report: a bug there does not lose training."""
     model = write_model(folder, "sgd")
