@@ -12,6 +12,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 
@@ -26,7 +27,7 @@ from dsl.diagnostics import render_error, render_warning
 from dsl.files import open_regular, special_file
 from dsl.model import Model
 from dsl.report import (ARTIFACTS, HistoryFile, load_checkpoint, load_params, metrics,
-                        save_history, save_params, save_plots, save_report)
+                        params_file, save_fallback, save_history, save_plots, save_report)
 from dsl.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_header, check_sizes,
                          compile_file, data_path)
 from dsl.train import choose_optimizer, convergence_warning, fit, total_steps
@@ -329,7 +330,7 @@ def cmd_run(args, session: Session) -> int:
     ds = model.dataset(cfg.dtype)
     _check_fed(checked, ds)
     model.check_data_memory(ds, cfg.dtype)
-    _writing(lambda folder: os.makedirs(folder, exist_ok=True), out)
+    _check_out(out, ARTIFACTS + (f"{name}_compiled.py",))
     start, history = (_resume(out, checked, model, cfg) if args.resume else
                       (None, _writing(HistoryFile, os.path.join(out, "history.csv")).history))
     for pname, value in model.params.items():
@@ -348,8 +349,8 @@ def cmd_run(args, session: Session) -> int:
     for note in result.notes:
         print(f"note: {note}")
     # What training produced is saved first, before anything that could still go wrong.
-    _writing(save_params, os.path.join(out, "params.npz"), model.params, ds.transforms,
-             result.checkpoint, ds.classes)
+    _save_params(os.path.join(out, "params.npz"), name, model.params, ds.transforms,
+                 result.checkpoint, ds.classes)
     _writing(save_history, os.path.join(out, "history.csv"), result)
     with np.errstate(all="ignore"):
         report = metrics(model, ds, result)
@@ -445,6 +446,42 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)  # also through links
     except OSError:  # one of them does not exist (yet)
         return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_out(out: str, artifacts: tuple[str, ...]) -> None:
+    """Before training: the folder exists (it is made), a file can be created in it, and no
+    artifact's name is taken by a folder; so that a run does not train to the end for nothing."""
+    _writing(lambda folder: os.makedirs(folder, exist_ok=True), out)
+    for artifact in artifacts:
+        path = os.path.join(out, artifact)
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise DataError(f"cannot write {path}: it is "
+                            + ("a directory" if os.path.isdir(path) else "not a regular file"),
+                            hint="move it away, or give --out another folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".tmp-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise DataError(f"cannot write in {out}: {e.strerror or e}",
+                        hint="give --out a folder you can write to") from None
+
+
+def _save_params(path: str, name: str, params, transforms, checkpoint, classes) -> None:
+    """Save the trained params; if that fails (a full disk, say), put them where they can be
+    written, and say where: a run's result is never thrown away."""
+    data = None
+    try:
+        data = params_file(params, transforms, checkpoint, classes)
+        atomic_write(path, data)
+    except OSError as e:
+        elsewhere = save_fallback(name, data) if data is not None else None
+        raise DataError(f"cannot write {path}: {e.strerror or e}; " + (
+            f"the params are saved in {elsewhere} instead" if elsewhere else
+            "nor could the params be saved anywhere else"),
+            hint="free some space or fix the folder, then move that file to " + path
+            if elsewhere else "check that the folder can be written to and the disk has space") \
+            from None
 
 
 def _writing(write, path: str, *args):

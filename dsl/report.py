@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import tempfile
 import zipfile
 import zlib
 from typing import TYPE_CHECKING, NamedTuple
@@ -195,6 +196,13 @@ def save_params(path: str, params: dict, transforms: dict[str, Standardizer],
     """The params, the inputs' transforms and one-hot classes (what `predict` needs to read new
     rows as training read its rows) and, for --resume, the training checkpoint, in one file
     written at once: they always belong together."""
+    atomic_write(path, params_file(params, transforms, checkpoint, classes))
+
+
+def params_file(params: dict, transforms: dict[str, Standardizer],
+                checkpoint: Checkpoint | None = None,
+                classes: dict[str, OneHot] | None = None) -> bytes:
+    """The bytes of a params.npz (see `save_params`)."""
     arrays = dict(params)
     for name, t in transforms.items():
         for key, value in t.to_arrays().items():
@@ -205,7 +213,24 @@ def save_params(path: str, params: dict, transforms: dict[str, Standardizer],
         arrays.update(_checkpoint_arrays(checkpoint))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_fallback(name: str, data: bytes) -> str | None:
+    """Where params that could not be saved where asked went: a new file in the temporary
+    folder, else in the home folder; None when neither can be written either."""
+    for folder in (tempfile.gettempdir(), os.path.expanduser("~")):
+        try:
+            fd, path = tempfile.mkstemp(dir=folder, prefix=f"dsl-{name}-", suffix="-params.npz")
+        except OSError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return path
+        except OSError:
+            os.unlink(path)
+    return None
 
 
 def _read_npz(path: str, wanted, checked: Checked | None = None) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import tempfile
 import types
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import dsl
 import dsl.cli
 from dsl import plots
 from dsl.cli import main
-from dsl.report import CHECKPOINT_PREFIX, load_params
+from dsl.report import CHECKPOINT_PREFIX, load_checkpoint, load_params
 
 MODEL = """\
 data "data.csv" split 0.8 seed 1
@@ -557,3 +558,73 @@ def test_data_plot_refuses_to_write_over_the_data(folder, capsys):
     before = data.read_bytes()
     _refused(["data", data, "--plot", data], capsys, "--plot", "the data")
     assert data.read_bytes() == before
+
+
+# ---- the output folder is checked before training; a failed save still keeps the params ------
+
+def _trains(monkeypatch) -> list[int]:
+    """The calls of `fit`, to show that a refused folder is refused before training."""
+    calls = []
+    real = dsl.cli.fit
+
+    def fit(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dsl.cli, "fit", fit)
+    return calls
+
+
+def test_params_npz_being_a_folder_is_refused_before_training(folder, capsys, monkeypatch):
+    model = write_model(folder, "sgd")
+    out = folder / "out"
+    (out / "params.npz").mkdir(parents=True)
+    calls = _trains(monkeypatch)
+    rc, stdout, err = run(["run", model, "--out", out], capsys)
+    assert rc == 1 and not calls, err
+    assert f"cannot write {out / 'params.npz'}: it is a directory" in err
+    assert "training m" not in stdout and "Traceback" not in err
+
+
+def test_a_read_only_out_folder_is_refused_before_training(folder, capsys, monkeypatch):
+    model = write_model(folder, "sgd")
+    out = folder / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.access(out, os.W_OK):  # root writes anywhere; sysfs refuses even root
+        out = Path("/sys")
+    calls = _trains(monkeypatch)
+    rc, stdout, err = run(["run", model, "--out", out], capsys)
+    assert rc == 1 and not calls, err
+    assert f"cannot write in {out}:" in err and "Traceback" not in err
+
+
+def test_a_failed_save_at_the_end_keeps_the_params_in_a_fallback_file(folder, capsys,
+                                                                       monkeypatch):
+    """A disk that fills up during training: the params go to a file the message names."""
+    model = write_model(folder, "adam")
+    out = folder / "out"
+    whole = folder / "whole"
+    assert run(["run", model, "--out", whole], capsys)[0] == 0
+    spare = folder / "spare"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    real = dsl.cli.atomic_write
+
+    def full_disk(path, data, *args):
+        if os.path.basename(path) == "params.npz":
+            raise OSError(28, "No space left on device")
+        return real(path, data, *args)
+
+    monkeypatch.setattr(dsl.cli, "atomic_write", full_disk)
+    rc, _, err = run(["run", model, "--out", out], capsys)
+    assert rc == 1, err
+    m = re.search(rf"cannot write {re.escape(str(out / 'params.npz'))}: No space left on device; "
+                  r"the params are saved in (\S+) instead", err)
+    assert m, err
+    saved = Path(m.group(1))
+    assert saved.parent == spare and "Traceback" not in err
+    params, _ = load_params(str(saved))
+    expected = saved_params(whole)
+    assert all(np.array_equal(params[k], expected[k]) for k in expected)
+    assert load_checkpoint(str(saved)).step == 120  # with the checkpoint: --resume can use it
