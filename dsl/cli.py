@@ -6,11 +6,13 @@ shows a traceback; an internal error says it is one, and `--debug` shows its tra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import difflib
 import io
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -27,9 +29,10 @@ from dsl.diagnostics import render_error, render_warning
 from dsl.files import open_regular, special_file
 from dsl.model import Model
 from dsl.report import (ARTIFACTS, HistoryFile, load_checkpoint, load_params, metrics,
-                        params_file, save_fallback, save_history, save_plots, save_report)
+                        params_file, save_fallback, save_history, save_params, save_plots,
+                        save_report)
 from dsl.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_header, check_sizes,
-                         compile_file, data_path)
+                         compile_file, data_path, default_out, model_digest)
 from dsl.train import choose_optimizer, convergence_warning, fit, total_steps
 from dsl.transform import parse, read_source
 
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument(flag, type=kind)
     c.add_argument("--optimizer", help="lm, newton, lbfgs, gd, sgd, adam or random_search")
     c.add_argument("--dtype", help="float64 or float32")
-    c.add_argument("--out", help="folder for the artifacts (default: runs/<model name>)")
+    c.add_argument("--out", help="folder for the artifacts (default: runs/<model name>-<digest of its path>)")
     c.add_argument("--resume", action="store_true", help="start from the params saved in --out")
     c.add_argument("--no-cache", action="store_true", help="compile again, ignoring the cache")
     _memory_flag(c)
@@ -146,12 +149,38 @@ def _size(text: str) -> int:
 
 
 class Session:
-    """What one command read, so that errors can show the lines they point at, and the models
-    it checked, so that compiling one does not parse it again."""
+    """What one command read, so that errors can show the lines they point at, the models it
+    checked, so that compiling one does not parse it again, and the signals that stopped it."""
 
     def __init__(self):
         self.sources: dict[str, str] = {}
         self.checked: dict[str, Checked] = {}
+        self.signals: list[int] = []
+
+    def status_interrupted(self) -> int:
+        """128 + the signal's number, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM."""
+        return 128 + (self.signals[-1] if self.signals else signal.SIGINT)
+
+    @contextlib.contextmanager
+    def stopping_on_signals(self):
+        """SIGTERM and SIGHUP (a `kill`, a closed terminal) stop the command as Ctrl-C does:
+        a KeyboardInterrupt, which training turns into saved params and a report."""
+        def stop(signum, frame):
+            self.signals.append(signum)
+            raise KeyboardInterrupt
+
+        previous = {}
+        try:
+            for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+                if sig is not None:
+                    previous[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread: signals stay as they are
+            pass
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def load(self, path: str) -> Checked:
         try:
@@ -318,7 +347,8 @@ def cmd_run(args, session: Session) -> int:
         raise UsageError(f"{args.model} has no `minimize` statement: nothing to train",
                          hint=checked.minimize_hint())
     name = os.path.splitext(os.path.basename(args.model))[0]
-    out = args.out or os.path.join("runs", name)
+    out = args.out or default_out(args.model)
+    digest = model_digest(session.sources[args.model], args.model)
     _not_an_input("--out", out, _inputs(checked), ARTIFACTS + (f"{name}_compiled.py",))
     compiled = session.compile(args.model, use_cache=not args.no_cache)
     drawn = with_overrides(checked.train, seed=args.seed, dtype=args.dtype)
@@ -331,7 +361,7 @@ def cmd_run(args, session: Session) -> int:
     _check_fed(checked, ds)
     model.check_data_memory(ds, cfg.dtype)
     _check_out(out, ARTIFACTS + (f"{name}_compiled.py",))
-    start, history = (_resume(out, checked, model, cfg) if args.resume else
+    start, history = (_resume(out, checked, model, cfg, digest) if args.resume else
                       (None, _writing(HistoryFile, os.path.join(out, "history.csv")).history))
     for pname, value in model.params.items():
         if not np.all(np.isfinite(value)):
@@ -344,11 +374,13 @@ def cmd_run(args, session: Session) -> int:
           f"{'iterations' if cfg.optimizer.name in SOLVERS else 'steps'}, {cfg.dtype}, compiled in {compiled.compile_seconds:.3f} s"
           + (" (cached)" if compiled.cached else ""))
     bar = ProgressBar(sys.stdout)
-    result = fit(model.module, model.params, ds.train, ds.test, cfg, bar.update, start, history)
+    result = fit(model.module, model.params, ds.train, ds.test, cfg, bar.update, start, history,
+                 _checkpointing(os.path.join(out, "params.npz"), ds, digest))
     bar.close()
     for note in result.notes:
         print(f"note: {note}")
     # What training produced is saved first, before anything that could still go wrong.
+    result.checkpoint.model = digest
     _save_params(os.path.join(out, "params.npz"), name, model.params, ds.transforms,
                  result.checkpoint, ds.classes)
     _writing(save_history, os.path.join(out, "history.csv"), result)
@@ -372,10 +404,11 @@ def cmd_run(args, session: Session) -> int:
         kept = (f"the params of step {result.steps}" if result.steps == result.stopped_at else
                 f"the params of step {result.steps}, the last log point (an update may have been "
                 "half done)")
-        print(f"interrupted at step {result.stopped_at}: saved {kept} in "
+        by = f" by {signal.Signals(session.signals[-1]).name}" if session.signals else ""
+        print(f"interrupted{by} at step {result.stopped_at}: saved {kept} in "
               f"{os.path.join(out, 'params.npz')} and the history so far in "
               f"{os.path.join(out, 'history.csv')}; continue with {again}", file=sys.stderr)
-        return 130
+        return session.status_interrupted()
     if result.divergence:
 <<<<<<< HEAD
         d = result.divergence
@@ -448,6 +481,24 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _checkpointing(path: str, ds, digest: str):
+    """What `fit` calls at log points: save the params with their checkpoint (and the model's
+    digest), atomically. A failure (a full disk) does not stop training: it is said once, and
+    the end tries again."""
+    failed = []
+
+    def save(params, checkpoint):
+        checkpoint.model = digest
+        try:
+            save_params(path, params, ds.transforms, checkpoint, ds.classes)
+        except OSError as e:
+            if not failed:
+                print(f"\nwarning: cannot write the checkpoint {path}: {e.strerror or e}; training "
+                      "goes on", file=sys.stderr)
+            failed.append(e)
+    return save
+
+
 def _check_out(out: str, artifacts: tuple[str, ...]) -> None:
     """Before training: the folder exists (it is made), a file can be created in it, and no
     artifact's name is taken by a folder; so that a run does not train to the end for nothing."""
@@ -495,10 +546,21 @@ def _writing(write, path: str, *args):
                         "has space") from None
 
 
-def _resume(out: str, checked: Checked, model: Model, cfg):
+def _resume(out: str, checked: Checked, model: Model, cfg, digest: str):
     """`run --resume`: the params saved in `out`, and the checkpoint and history saved with
-    them, so that training continues from the step it stopped at, up to the planned total."""
+    them, so that training continues from the step it stopped at, up to the planned total.
+    A checkpoint recorded for another model (by its digest) is refused."""
     saved = os.path.join(out, "params.npz")
+    start = load_checkpoint(saved)
+    if start is not None and start.model is not None and start.model != digest:
+        raise DataError(f"{saved} is the checkpoint of another model, not of {checked.file} "
+                        f"(its model digest is {start.model[:12]}, this model's {digest[:12]}): "
+                        "it cannot be resumed", hint="a model edited since counts as another "
+                        f"one; run without --resume to start afresh, or give --out a new folder "
+                        f"to keep {out}")
+    if start is not None and start.model is None:
+        print(f"note: {saved} does not record which model it is from (an older dsl saved it): "
+              "taking it as this model's")
     params = load_params(saved, checked).params
     missing = [p for p in checked.params if p not in params]
     if missing:
@@ -506,7 +568,6 @@ def _resume(out: str, checked: Checked, model: Model, cfg):
                         hint="was it saved from this model? Run without --resume to start afresh")
     model.set_params({k: params[k] for k in checked.params})
     model.params = {k: v.astype(cfg.dtype) for k, v in model.params.items()}
-    start = load_checkpoint(saved)
     sink = _writing(HistoryFile, os.path.join(out, "history.csv"), start.step if start else None)
     if start is None:
         print(f"resuming from {saved}, which has no checkpoint: steps, optimizer state and "
@@ -784,7 +845,8 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as e:  # --help and --version have printed and want to stop
             return e.code if isinstance(e.code, int) else 0
-        return args.func(args, session)
+        with session.stopping_on_signals():
+            return args.func(args, session)
     except UsageError as e:
         print(render_error(e, session.sources), file=sys.stderr)
         return 2
@@ -792,8 +854,9 @@ def main(argv: list[str] | None = None) -> int:
         print(render_error(e, session.sources), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("interrupted" + (f" by {signal.Signals(session.signals[-1]).name}"
+                               if session.signals else ""), file=sys.stderr)
+        return session.status_interrupted()
     except BrokenPipeError:  # the reader went away (`dsl data f.csv | head`): not a bug
         try:  # so that the interpreter's final flush does not complain again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -255,7 +255,7 @@ def _read_npz(path: str, wanted, checked: Checked | None = None) -> dict[str, np
                     out[name] = np.lib.format.read_array(m, allow_pickle=False)
             return out
     except FileNotFoundError:
-        raise DataError(f"no such params file: {path}", hint="`dsl run` saves runs/<model>/params.npz") from None
+        raise DataError(f"no such params file: {path}", hint="`dsl run` saves params.npz in its output folder") from None
     except IsADirectoryError:
         raise DataError(f"{path} is a directory, not a params file") from None
     except NotRegularFile as e:
@@ -347,6 +347,8 @@ def _checkpoint_arrays(c: Checkpoint) -> dict[str, np.ndarray]:
         out[p + "perm"] = np.asarray(c.order[1])
     for key, value in c.buffers.items():
         out[f"{p}buffer__{key}"] = np.asarray(value)
+    if c.model is not None:
+        out[p + "model"] = np.array(c.model)
     return out
 
 
@@ -373,8 +375,9 @@ def load_checkpoint(path: str) -> Checkpoint | None:
         if step < 0 or rows < 1 or batch < 0 or not math.isfinite(seconds) or any(
                 v.dtype.kind not in "iuf" for v in buffers.values()):
             raise ValueError("a value is out of range")
+        model = str(arrays[p + "model"]) if p + "model" in arrays else None
         return Checkpoint(step, seconds, str(arrays[p + "optimizer"]), rows, batch or None, order,
-                          buffers)
+                          buffers, model)
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"the training checkpoint in {path} is damaged ({e})",
                         hint="run without --resume to start again") from None

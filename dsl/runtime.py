@@ -80,6 +80,27 @@ def compile_file(path: str, text: str | None = None, use_cache: bool = True,
                     graph, warnings)
 
 
+def model_digest(text: str, path: str) -> str:
+    """What a training checkpoint records of its model: the SHA-256 of the model's text without
+    its `train { }` block. Settings may change between a run and its resume (as the command
+    line's may); any other change makes it another model."""
+    lines = text.split("\n")
+    for st in parse(text, path).statements:
+        if isinstance(st, ast.Train):
+            del lines[st.span.line - 1:st.span.end_line]
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def default_out(model: str) -> str:
+    """`dsl run`'s folder: runs/<model name>-<8 hex digits of the model's path>, so that two
+    models of the same name in different folders never share one. The path is taken relative
+    to the working directory, as `runs/` is: the same model gives the same folder however it is
+    spelt (`m.model`, `./m.model`, an absolute path)."""
+    stem = os.path.splitext(os.path.basename(model))[0]
+    tag = hashlib.sha256(os.path.relpath(os.path.abspath(model)).encode("utf-8")).hexdigest()[:8]
+    return os.path.join("runs", f"{stem}-{tag}")
+
+
 def load_module(source: str, name: str) -> types.ModuleType:
     filename = f"<dsl:{name}>"
     code = compile(source, filename, "exec")

@@ -103,6 +103,7 @@ class Checkpoint:
     batch: int | None
     order: tuple | None
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
+    model: str | None = None  # the digest of the model's text (`dsl.runtime.model_digest`)
 
 
 @dataclass
@@ -257,11 +258,15 @@ def total_steps(cfg: TrainConfig, n: int) -> int:
 
 def fit(module, params: dict[str, np.ndarray], train: dict[str, np.ndarray],
         test: dict[str, np.ndarray] | None, cfg: TrainConfig, progress=None,
-        start: Checkpoint | None = None, history: History | None = None) -> FitResult:
+        start: Checkpoint | None = None, history: History | None = None,
+        save=None) -> FitResult:
     """Train `params` in place on `train`; `progress(step, total, loss)` at each log point.
 
     With `start` (a checkpoint saved with `params`), training continues from its step up to the
-    configured total, and `history` (that of the earlier run) is continued too."""
+    configured total, and `history` (that of the earlier run) is continued too. With `save`,
+    `save(params, checkpoint)` is called at the log points after the first (see `Saver`), so
+    that a process killed outright loses only the steps since the last one."""
+    saver = Saver(save)
     with np.errstate(all="ignore"):
         if cfg.optimizer.name in SOLVERS:
             from dsl.solvers import solve  # solvers builds on this module's results
@@ -269,14 +274,35 @@ def fit(module, params: dict[str, np.ndarray], train: dict[str, np.ndarray],
             return solve(module, params, train, test, cfg, progress, start, history,
                          total_steps(cfg, n))
         if cfg.optimizer.name == "random_search":
-            result = _random_search(module, params, train, test, cfg, progress, start, history)
+            result = _random_search(module, params, train, test, cfg, progress, start, history,
+                                    saver)
             evaluations = {"objective": result.steps - result.first_step + 1}
         else:
-            result = _descend(module, params, train, test, cfg, progress, start, history)
+            result = _descend(module, params, train, test, cfg, progress, start, history, saver)
             evaluations = {"objective": result.history.logged,
                            "gradient": result.steps - result.first_step}
         result.convergence = _at_cap(module, params, train, result, evaluations)
         return result
+
+
+class Saver:
+    """Calls `save(params, checkpoint)` at a log point unless the last call took more than a
+    tenth of the time since it ended: saving then costs at most about a tenth of the training
+    even when the params are large and the steps between log points quick."""
+
+    SHARE = 0.1
+
+    def __init__(self, save):
+        self.save, self.cost, self.done = save, 0.0, -math.inf
+
+    def __call__(self, params, checkpoint) -> None:
+        """`checkpoint()` makes the Checkpoint; it is only called when a save is due."""
+        start = time.perf_counter()
+        if self.save is None or start - self.done < self.cost / self.SHARE:
+            return
+        self.save(params, checkpoint())
+        self.done = time.perf_counter()
+        self.cost = self.done - start
 
 
 def _at_cap(module, params, train, result: FitResult, evaluations) -> Convergence:
@@ -395,7 +421,7 @@ def _unbounded_rule(module, cfg: TrainConfig, params):
     return adam, state
 
 
-def _descend(module, params, train, test, cfg, progress, start, history) -> FitResult:
+def _descend(module, params, train, test, cfg, progress, start, history, saver) -> FitResult:
     n = len(next(iter(train.values())))
     total = total_steps(cfg, n)
     batches = Batches(n, None if cfg.full_batch else cfg.batch, cfg.seed)
@@ -409,6 +435,11 @@ def _descend(module, params, train, test, cfg, progress, start, history) -> FitR
     history.truncate(step - 1)  # the earlier run's rows before the step it stopped at
     snapshot = (step, _copy(params), batches.state(), _copy(opt_state), spent)
     stepping = False  # between the first and the last update of a stretch, or replaying
+
+    def checkpoint() -> Checkpoint:
+        return Checkpoint(step, spent, cfg.optimizer.name, n,
+                          None if batches.full else batches.batch, batches.state(),
+                          _copy(opt_state))
     try:
         if not math.isfinite(_log(module, params, train, test, history, step, batches, spent)):
             node = _first_nonfinite(module.forward(params, train), module)
@@ -435,6 +466,7 @@ def _descend(module, params, train, test, cfg, progress, start, history) -> FitR
                 step = result.divergence.kept
                 break
             snapshot = (step, _copy(params), batches.state(), _copy(opt_state), spent)
+            saver(params, checkpoint)
     except KeyboardInterrupt:
         result.interrupted, result.stopped_at = True, step
         if stepping or not _finite(params):  # perhaps half an update: back to the snapshot
@@ -444,9 +476,7 @@ def _descend(module, params, train, test, cfg, progress, start, history) -> FitR
             batches.restore(order)
     _close(module, params, train, test, history, step, batches, spent)
     result.steps, result.seconds = step, spent - (start.seconds if start else 0.0)
-    result.checkpoint = Checkpoint(step, spent, cfg.optimizer.name, n,
-                                   None if batches.full else batches.batch, batches.state(),
-                                   _copy(opt_state))
+    result.checkpoint = checkpoint()
     return result
 
 
@@ -547,7 +577,8 @@ def _log(module, params, train, test, history, step, batches, spent) -> float:
     return loss
 
 
-def _random_search(module, params, train, test, cfg, progress, start, history) -> FitResult:
+def _random_search(module, params, train, test, cfg, progress, start, history,
+                   saver) -> FitResult:
     """The tutorial's random simulation: draw every param uniformly, keep the best.
     Ctrl-C keeps the best so far and goes back to the last log point's count and draws, so a
     resumed search draws the same candidates as one never stopped (and keeps the same best)."""
@@ -583,6 +614,8 @@ def _random_search(module, params, train, test, cfg, progress, start, history) -
                 snapshot = (trial, rng.bit_generator.state, spent)
                 if progress:
                     progress(trial, trials, best)
+                saver(best_params, lambda: Checkpoint(trial, spent, "random_search", n, None,
+                                                      (rng.bit_generator.state, None, 0)))
         done = max(done, trials)
     except KeyboardInterrupt:
         result.interrupted, result.stopped_at = True, trial

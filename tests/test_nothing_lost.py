@@ -17,9 +17,15 @@ Small linear models on a CSV generated here, so that each test takes a fraction 
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
 import re
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 
@@ -28,6 +34,8 @@ import pytest
 
 import dsl
 import dsl.cli
+import dsl.runtime
+import dsl.train
 from dsl import plots
 from dsl.cli import main
 from dsl.report import CHECKPOINT_PREFIX, load_checkpoint, load_params
@@ -628,3 +636,168 @@ def test_a_failed_save_at_the_end_keeps_the_params_in_a_fallback_file(folder, ca
     expected = saved_params(whole)
     assert all(np.array_equal(params[k], expected[k]) for k in expected)
     assert load_checkpoint(str(saved)).step == 120  # with the checkpoint: --resume can use it
+
+
+# ---- SIGTERM, SIGHUP and kill -9 ------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start_run(model: Path, out: Path) -> subprocess.Popen:
+    """A `dsl run` that would take hours, in its own process; returns once it has saved its
+    first checkpoint (training has begun)."""
+    proc = subprocess.Popen([sys.executable, "-m", "dsl", "run", str(model), "--out", str(out),
+                             "--steps", "100000000"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for _ in range(1200):
+        if (out / "params.npz").exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()
+    assert (out / "params.npz").exists(), "no checkpoint within two minutes"
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_like_ctrl_c(folder, sig):
+    model = write_model(folder, "adam", log_every=20)
+    out = folder / "out"
+    proc = _start_run(model, out)
+    proc.send_signal(sig)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    m = re.search(rf"interrupted by {sig.name} at step (\d+): saved the params of step (\d+)"
+                  r"(, the last log point \(an update may have been half done\))? in "
+                  + re.escape(str(out / "params.npz")), err)
+    assert m, err
+    assert "Traceback" not in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True and report["steps"] == int(m.group(2))
+    params = saved_params(out)
+    assert all(np.all(np.isfinite(v)) for v in params.values())
+    assert history(out)[-1]["step"] == int(m.group(2))
+    assert load_checkpoint(str(out / "params.npz")).step == int(m.group(2))
+
+
+def test_kill_9_loses_only_the_steps_since_the_last_log_point(folder, capsys):
+    model = write_model(folder, "adam", log_every=20)
+    out = folder / "out"
+    proc = _start_run(model, out)
+    time.sleep(1)  # let it write a few more checkpoints
+    proc.kill()
+    proc.communicate(timeout=60)
+    saved = load_checkpoint(str(out / "params.npz"))  # a whole file: written atomically
+    assert saved.step > 0 and saved.step % 20 == 0
+    params = saved_params(out)
+    assert all(np.all(np.isfinite(v)) for v in params.values())
+    # the checkpoint continues exactly: resuming it to a step gives an unstopped run's params
+    stop = saved.step + 40
+    rc, stdout, err = run(["run", model, "--out", out, "--resume", "--steps", stop], capsys)
+    assert rc == 0 and f"at step {saved.step}" in stdout, err
+    whole = folder / "whole"
+    assert run(["run", model, "--out", whole, "--steps", stop], capsys)[0] == 0
+    a, b = saved_params(whole), saved_params(out)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "random_search"])
+def test_a_checkpoint_is_written_at_every_log_point(folder, capsys, monkeypatch, optimizer):
+    model = write_model(folder, optimizer, log_every=30)
+    out = folder / "out"
+    monkeypatch.setattr(dsl.train.Saver, "SHARE", math.inf)  # saving costs what it costs
+    written = []
+    real = dsl.cli.save_params
+
+    def save_params(path, params, transforms, checkpoint=None):
+        real(path, params, transforms, checkpoint)
+        written.append(load_checkpoint(path).step)
+        assert load_params(path)[0].keys() == {"w", "b"}
+
+    monkeypatch.setattr(dsl.cli, "save_params", save_params)
+    rc, _, err = run(["run", model, "--out", out], capsys)
+    assert rc == 0, err
+    total = 300 if optimizer == "random_search" else 120
+    assert written == list(range(30, total + 1, 30))
+
+
+def test_saving_checkpoints_is_skipped_when_it_would_cost_more_than_a_tenth():
+    """`Saver` keeps the share of time spent saving bounded: a save that took 1 s is not
+    followed by another until 10 s have passed."""
+    clock = [0.0]
+    saves = []
+
+    def slow_save(params, checkpoint):
+        saves.append(clock[0])
+        clock[0] += 1.0
+
+    saver = dsl.train.Saver(slow_save)
+    real = dsl.train.time.perf_counter
+    try:
+        dsl.train.time.perf_counter = lambda: clock[0]
+        for _ in range(40):
+            saver({}, lambda: None)
+            clock[0] += 0.5  # half a second of steps between log points
+    finally:
+        dsl.train.time.perf_counter = real
+    gaps = [b - a for a, b in zip(saves, saves[1:])]
+    assert saves[0] == 0.0 and gaps and all(g >= 10.0 for g in gaps)
+    assert len(saves) >= 2
+
+
+# ---- a run folder belongs to one model ---------------------------------------------------------
+
+def _two_models_named_lin(folder: Path) -> tuple[Path, Path]:
+    paths = []
+    for sub, opt in (("a", "sgd"), ("b", "adam")):
+        (folder / sub).mkdir()
+        (folder / sub / "data.csv").write_bytes((folder / "data.csv").read_bytes())
+        paths.append(write_model(folder / sub, opt, name="lin"))
+    paths[1].write_text(paths[1].read_text().replace("param b    = 0", "param b    = 0.5"))
+    return paths[0], paths[1]
+
+
+def test_two_models_with_the_same_name_get_different_run_folders(folder, capsys, monkeypatch):
+    monkeypatch.chdir(folder)
+    a, b = _two_models_named_lin(folder)
+    rc, out_a, err = run(["run", "a/lin.model"], capsys)
+    assert rc == 0, err
+    folder_a = Path(re.search(r"saved (\S+)/: params.npz", out_a).group(1))
+    assert folder_a == Path(dsl.runtime.default_out("a/lin.model"))
+    assert folder_a.parent == Path("runs") and folder_a.name.startswith("lin-")
+    params_a = saved_params(folder_a)
+    # b's --resume does not find a's params, and b's run does not overwrite them
+    rc, _, err = run(["run", "b/lin.model", "--resume"], capsys)
+    assert rc == 1 and "no such params file" in err, err
+    rc, out_b, err = run(["run", "b/lin.model"], capsys)
+    assert rc == 0, err
+    folder_b = Path(re.search(r"saved (\S+)/: params.npz", out_b).group(1))
+    assert folder_b != folder_a and folder_b.name.startswith("lin-")
+    again = saved_params(folder_a)
+    assert all(np.array_equal(params_a[k], again[k]) for k in params_a)
+    # however the same model is spelt, it is the same folder
+    for spelling in ("./a/lin.model", str(a), "b/../a/lin.model"):
+        assert dsl.runtime.default_out(spelling) == str(folder_a)
+    rc, stdout, err = run(["run", str(a), "--resume"], capsys)
+    assert rc == 0 and f"resuming from {folder_a / 'params.npz'} at step 120" in stdout, err
+
+
+def test_resuming_another_models_checkpoint_is_refused(folder, capsys):
+    a, b = _two_models_named_lin(folder)
+    out = folder / "shared"
+    assert run(["run", a, "--out", out], capsys)[0] == 0
+    before = (out / "params.npz").read_bytes()
+    with np.load(out / "params.npz") as z:
+        assert str(z[CHECKPOINT_PREFIX + "model"]) == dsl.runtime.model_digest(a.read_text(),
+                                                                               str(a))
+    rc, stdout, err = run(["run", b, "--out", out, "--resume"], capsys)
+    assert rc == 1, err
+    assert f"{out / 'params.npz'} is the checkpoint of another model, not of {b}" in err
+    assert "run without --resume" in err and "Traceback" not in err
+    assert (out / "params.npz").read_bytes() == before
+    # an edited model is another model too; its train { } settings may change
+    a.write_text(a.read_text().replace("epochs 20", "epochs 30"))
+    rc, stdout, err = run(["run", a, "--out", out, "--resume"], capsys)
+    assert rc == 0 and "resuming from" in stdout and "at step 120" in stdout, err
+    a.write_text(a.read_text().replace("param b    = 0", "param b    = 1"))
+    rc, _, err = run(["run", a, "--out", out, "--resume"], capsys)
+    assert rc == 1 and "is the checkpoint of another model" in err, err
