@@ -442,7 +442,7 @@ def _descend(module, params, train, test, cfg, progress, start, history, saver) 
                           _copy(opt_state))
     try:
         if not math.isfinite(_log(module, params, train, test, history, step, batches, spent)):
-            node = _first_nonfinite(module.forward(params, train), module)
+            node = first_nonfinite(module.forward(params, train), module)
             result.divergence = Divergence(step, node, f"`{node}` is not finite at the start "
                                            f"(step {step}), before any update", step, True)
         while step < total and result.divergence is None:
