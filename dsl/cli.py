@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument(flag, type=kind)
     c.add_argument("--optimizer", help="lm, newton, lbfgs, gd, sgd, adam or random_search")
     c.add_argument("--dtype", help="float64 or float32")
-    c.add_argument("--out", help="folder for the artifacts (default: runs/<model name>-<digest of its path>)")
+    c.add_argument("--out", help="folder for the artifacts "
+                   "(default: runs/<model name>-<digest of its path>)")
     c.add_argument("--resume", action="store_true", help="start from the params saved in --out")
     c.add_argument("--no-cache", action="store_true", help="compile again, ignoring the cache")
     _memory_flag(c)
@@ -431,7 +432,8 @@ def _diverged(d, checked: Checked, cfg, args, out: str) -> None:
     """Say what would help: a tenth of the learning rate from the last finite params, or, when
     the loss was not finite before any update, the start itself (no learning rate can help)."""
     node = checked.statements.get(d.node.split(".")[0]) if d.node else None
-    saved = f"{os.path.join(out, 'params.npz')} and the history in {os.path.join(out, 'history.csv')}"
+    saved = (f"{os.path.join(out, 'params.npz')} and the history in "
+             f"{os.path.join(out, 'history.csv')}")
     if d.at_start:
         raise TrainingDiverged(
             f"training cannot start: {d.detail}; nothing was trained (the params are saved in "
@@ -444,8 +446,8 @@ def _diverged(d, checked: Checked, cfg, args, out: str) -> None:
               f"`dsl run {args.model}{same} --resume --lr {lr / 10:g} --out {out}` continues from "
               f"step {d.kept} at lr {lr / 10:g} (without --resume, it starts afresh); "
               "standardizing the inputs may help too"
-              if lr else f"standardize the inputs; `dsl run {args.model}{same} --resume --out {out}` "
-              f"continues from step {d.kept}")
+              if lr else f"standardize the inputs; `dsl run {args.model}{same} --resume --out "
+              f"{out}` continues from step {d.kept}")
     raise TrainingDiverged(f"training diverged: {d.detail}; the last finite params (step "
                            f"{d.kept}) are saved in {saved}", node.span if node else None, advice)
 

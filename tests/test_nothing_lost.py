@@ -638,7 +638,7 @@ def test_a_failed_save_at_the_end_keeps_the_params_in_a_fallback_file(folder, ca
     assert load_checkpoint(str(saved)).step == 120  # with the checkpoint: --resume can use it
 
 
-# ---- SIGTERM, SIGHUP and kill -9 ------------------------------------------------------------------
+# ---- SIGTERM, SIGHUP and kill -9 -----------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
 
