@@ -381,7 +381,8 @@ def cmd_run(args, session: Session) -> int:
     for note in result.notes:
         print(f"note: {note}")
     # What training produced is saved first, before anything that could still go wrong.
-    result.checkpoint.model = digest
+    if result.checkpoint:  # a solver whose start is not finite has none
+        result.checkpoint.model = digest
     _save_params(os.path.join(out, "params.npz"), name, model.params, ds.transforms,
                  result.checkpoint, ds.classes)
     _writing(save_history, os.path.join(out, "history.csv"), result)
