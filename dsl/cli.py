@@ -21,7 +21,7 @@ import traceback
 import numpy as np
 
 from compiler.errors import DataError, DslError, TrainingDiverged, UsageError
-from dsl import __version__, plots
+from dsl import __version__, ast, plots
 from dsl.check import Checked, check, fmt_shape
 from dsl.config import SOLVERS, with_overrides
 from dsl.data import describe, numeric_part, read_csv, select
@@ -155,6 +155,7 @@ class Session:
 
     def __init__(self):
         self.sources: dict[str, str] = {}
+        self.trees: dict[str, ast.Model] = {}  # as parsed, for the model's digest
         self.checked: dict[str, Checked] = {}
         self.signals: list[int] = []
 
@@ -193,7 +194,8 @@ class Session:
         except OSError as e:
             raise UsageError(f"cannot read {path}: {e.strerror}") from None
         self.sources[path] = text
-        checked = self.checked[path] = check(parse(text, path))
+        self.trees[path] = parse(text, path)
+        checked = self.checked[path] = check(self.trees[path])
         for w in checked.warnings:
             print(render_warning(w, self.sources), file=sys.stderr)
         return checked
@@ -349,7 +351,7 @@ def cmd_run(args, session: Session) -> int:
                          hint=checked.minimize_hint())
     name = os.path.splitext(os.path.basename(args.model))[0]
     out = args.out or default_out(args.model)
-    digest = model_digest(session.sources[args.model], args.model)
+    digest = model_digest(session.sources[args.model], session.trees[args.model])
     _not_an_input("--out", out, _inputs(checked), ARTIFACTS + (f"{name}_compiled.py",))
     compiled = session.compile(args.model, use_cache=not args.no_cache)
     drawn = with_overrides(checked.train, seed=args.seed, dtype=args.dtype)

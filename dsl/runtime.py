@@ -80,12 +80,12 @@ def compile_file(path: str, text: str | None = None, use_cache: bool = True,
                     graph, warnings)
 
 
-def model_digest(text: str, path: str) -> str:
-    """What a training checkpoint records of its model: the SHA-256 of the model's text without
-    its `train { }` block. Settings may change between a run and its resume (as the command
-    line's may); any other change makes it another model."""
+def model_digest(text: str, tree: ast.Model) -> str:
+    """What a training checkpoint records of its model: the SHA-256 of the model's text (parsed
+    as `tree`) without its `train { }` block. Settings may change between a run and its resume
+    (as the command line's may); any other change makes it another model."""
     lines = text.split("\n")
-    for st in parse(text, path).statements:
+    for st in tree.statements:
         if isinstance(st, ast.Train):
             del lines[st.span.line - 1:st.span.end_line]
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

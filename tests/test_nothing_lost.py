@@ -39,6 +39,7 @@ import dsl.train
 from dsl import plots
 from dsl.cli import main
 from dsl.report import CHECKPOINT_PREFIX, load_checkpoint, load_params
+from dsl.transform import parse
 
 MODEL = """\
 data "data.csv" split 0.8 seed 1
@@ -787,8 +788,9 @@ def test_resuming_another_models_checkpoint_is_refused(folder, capsys):
     assert run(["run", a, "--out", out], capsys)[0] == 0
     before = (out / "params.npz").read_bytes()
     with np.load(out / "params.npz") as z:
-        assert str(z[CHECKPOINT_PREFIX + "model"]) == dsl.runtime.model_digest(a.read_text(),
-                                                                               str(a))
+        text = a.read_text()
+        digest = dsl.runtime.model_digest(text, parse(text, str(a)))
+        assert str(z[CHECKPOINT_PREFIX + "model"]) == digest
     rc, stdout, err = run(["run", b, "--out", out, "--resume"], capsys)
     assert rc == 1, err
     assert f"{out / 'params.npz'} is the checkpoint of another model, not of {b}" in err
