@@ -125,7 +125,8 @@ def solve(module, params, train, test, cfg, progress=None, start: Checkpoint | N
     if not math.isfinite(f0):
         node = first_nonfinite(module.forward(params, train), module)
         result.divergence = Divergence(first, node, f"`{node}` is not finite at the start"
-                                       if node else "the loss is not finite at the start", first)
+                                       if node else "the loss is not finite at the start", first,
+                                       at_start=True)
         result.convergence = Convergence(False, "diverged", result.divergence.detail, 0,
                                          dict(run.counts), math.nan)
         return result

@@ -443,8 +443,9 @@ def _descend(module, params, train, test, cfg, progress, start, history, saver) 
     try:
         if not math.isfinite(_log(module, params, train, test, history, step, batches, spent)):
             node = first_nonfinite(module.forward(params, train), module)
-            result.divergence = Divergence(step, node, f"`{node}` is not finite at the start "
-                                           f"(step {step}), before any update", step, True)
+            what = f"`{node}` is" if node else "the loss is"
+            result.divergence = Divergence(step, node, f"{what} not finite at the start (step "
+                                           f"{step}), before any update", step, True)
         while step < total and result.divergence is None:
             stop = min(total, step + log_every - step % log_every)
             t0 = time.perf_counter()
