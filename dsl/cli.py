@@ -414,20 +414,7 @@ def cmd_run(args, session: Session) -> int:
               f"{os.path.join(out, 'history.csv')}; continue with {again}", file=sys.stderr)
         return session.status_interrupted()
     if result.divergence:
-<<<<<<< HEAD
-        d = result.divergence
-        node = checked.statements.get(d.node.split(".")[0]) if d.node else None
-        raise TrainingDiverged(
-            f"training diverged: {d.detail}; the last finite params (step {d.kept}) are saved in "
-            f"{os.path.join(out, 'params.npz')} and the history in {os.path.join(out, 'history.csv')}",
-            node.span if node else None,
-            (f"lower the learning rate (now {cfg.optimizer.args['lr']:g}) or standardize the "
-             f"inputs; {again} continues from step {d.kept}" if "lr" in cfg.optimizer.args else
-             "start the params where the model is finite (the values on the `param` lines), or "
-             "bound them (`in [lo, hi]`)"))
-=======
         _diverged(result.divergence, checked, cfg, args, out)
->>>>>>> 843f6ed (A diverged run advises a tenth of the learning rate with the --resume --lr command; a start already non-finite says so)
     return 0
 
 
@@ -449,8 +436,8 @@ def _diverged(d, checked: Checked, cfg, args, out: str) -> None:
               f"`dsl run {args.model}{same} --resume --lr {lr / 10:g} --out {out}` continues from "
               f"step {d.kept} at lr {lr / 10:g} (without --resume, it starts afresh); "
               "standardizing the inputs may help too"
-              if lr else f"standardize the inputs; `dsl run {args.model}{same} --resume --out "
-              f"{out}` continues from step {d.kept}")
+              if lr else "start the params where the model is finite (the values on the "
+              "`param` lines), or bound them (`in [lo, hi]`)")
     raise TrainingDiverged(f"training diverged: {d.detail}; the last finite params (step "
                            f"{d.kept}) are saved in {saved}", node.span if node else None, advice)
 
