@@ -2,8 +2,8 @@
 
 One assignment per node in topological order, named after the node through `compiler.names`
 (`v_h`, and `g_h` for its adjoint; a statement's inner nodes `t1_loss`, `gt1_loss`), commented
-with the `.model` line it comes from. Elementwise maths is printed by `NumpyCode` (sympy's NumPyPrinter with our rules for
-the stable forms and the pinned subgradients) after `cse`; structural maps are printed from the
+with the `.model` line it comes from. Elementwise maths is printed by `NumpyCode` (sympy's
+NumPyPrinter with our rules for the stable forms and the pinned subgradients) after `cse`; structural maps are printed from the
 templates of `compiler.derive`. Adjoints are pushed from each node to its inputs in reverse
 topological order, like micrograd's `+=`, and stay as cheap as the hand-written code: a mean's
 adjoint is a scalar broadcast lazily, and a node's forward value is reused by its derivative.
@@ -43,6 +43,10 @@ _HELPERS = {
 ''',
 }
 
+
+# In the docstring of every module that has sgd_step (issue 12: a float param stayed frozen).
+SGD_STEP_DOC = """sgd_step updates each param array in place and writes each param back into `params`,
+so a param given as a Python float is updated too."""
 
 # The training step seeds the backward pass with the learning rate instead of 1: every adjoint
 # is linear in the seed, so its gradients come out already scaled and each update is a single
@@ -486,6 +490,10 @@ class ModuleWriter:
                  for w in wrt if grad_name(w) in views]
         if update:  # the gradients are already scaled by lr (LR_SEED)
             tail += [f"{value_name(w)} -= {grad_name(w)}" for w in wrt]
+            # `-=` updates an array in place but only rebinds the local of a Python float
+            tail += [f'params["{w}"] = {value_name(w)}' + ("  # a float param is rebound, not "
+                                                         "updated in place" if k == 0 else "")
+                     for k, w in enumerate(wrt)]
         head = []
         for n in g.params:
             if n in live or (update and n in wrt):
@@ -560,7 +568,8 @@ class ModuleWriter:
 
 
     def docstring(self) -> str:
-        return '"""The compiled model: forward pass, objective, gradients, training step."""'
+        head = "The compiled model: forward pass, objective, gradients, training step."
+        return f'"""{head}\n\n{SGD_STEP_DOC}\n"""' if self.g.objective else f'"""{head}"""'
 
     def report_function(self, name: str) -> str:
         """`report_NAME`: a reported scalar and its gradient for every param, by the same

@@ -24,7 +24,8 @@ import re
 
 import sympy as sp
 
-from compiler.codegen import (ModuleWriter, _Body, _loses_count, _pad_widths, _paren,
+from compiler.codegen import (SGD_STEP_DOC, ModuleWriter, _Body, _loses_count, _pad_widths,
+                              _paren,
                               _paren_expr, _reduce_to, print_expr)
 from compiler.derive import elementwise_factor, needs_gradient
 from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
@@ -362,7 +363,7 @@ SIGMA_WEIGHTED        True when the residuals are divided by data-only values (g
                       chi-square, whose covariance is (JᵀJ)⁻¹, curve_fit's absolute_sigma=True)
 HESSIAN_MAX_PARAMS    the most param elements for which `hessian` is generated
 HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
-"""'''
+''' + (f"\n{SGD_STEP_DOC}\n" if self.g.objective else "") + '"""'
 
     def bounds(self) -> dict[str, tuple[float, float]]:
         return {p: self.g.bounds.get(p, (-math.inf, math.inf)) for p in self.g.params}

@@ -177,3 +177,20 @@ def test_every_generated_name_belongs_to_one_space():
             if isinstance(node, ast.Name):
                 assert (user.match(node.id) or node.id in own or tangents.match(node.id)
                         or re.match(r"^_[td]\d+$", node.id)), node.id
+
+
+def test_sgd_step_updates_scalar_params_given_as_python_floats():
+    """issue 12 item 6: `v_b -= g_b` rebound a local for a float param, which stayed frozen."""
+    mod = load_module(_source("input x[N]\ninput y[N]\nparam k = 0\nparam b = 0\n"
+                              "loss = mean((k*x + b - y)^2)\nminimize loss\n"), "floats.model")
+    params = {"k": 0.0, "b": 0.0}
+    inputs = {"x": np.array([0.0, 1.0, 2.0]), "y": np.array([1.0, 3.0, 5.0])}
+    grads = mod.grad(dict(params), inputs)
+    mod.sgd_step(params, inputs, 0.1)
+    assert params["k"] == pytest.approx(-0.1 * grads["k"]) and params["k"] != 0
+    assert params["b"] == pytest.approx(-0.1 * grads["b"]) and params["b"] != 0
+    W = np.zeros(())  # an array is still updated in place, the same object
+    params = {"k": W, "b": np.zeros(())}
+    mod.sgd_step(params, inputs, 0.1)
+    assert params["k"] is W and W != 0
+    assert "writes each param back into `params`" in mod.__doc__

@@ -12,6 +12,9 @@ SIGMA_WEIGHTED        True when the residuals are divided by data-only values (g
                       chi-square, whose covariance is (JᵀJ)⁻¹, curve_fit's absolute_sigma=True)
 HESSIAN_MAX_PARAMS    the most param elements for which `hessian` is generated
 HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
+
+sgd_step updates each param array in place and writes each param back into `params`,
+so a param given as a Python float is updated too.
 """
 import numpy as np
 
@@ -191,6 +194,10 @@ def sgd_step(params, inputs, lr):
     v_b1 -= g_b1
     v_W2 -= g_W2
     v_b2 -= g_b2
+    params["W1"] = v_W1  # a float param is rebound, not updated in place
+    params["b1"] = v_b1
+    params["W2"] = v_W2
+    params["b2"] = v_b2
     return None
 
 def residuals(params, inputs):

@@ -12,6 +12,9 @@ SIGMA_WEIGHTED        True when the residuals are divided by data-only values (g
                       chi-square, whose covariance is (JᵀJ)⁻¹, curve_fit's absolute_sigma=True)
 HESSIAN_MAX_PARAMS    the most param elements for which `hessian` is generated
 HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
+
+sgd_step updates each param array in place and writes each param back into `params`,
+so a param given as a Python float is updated too.
 """
 import numpy as np
 
@@ -141,6 +144,8 @@ def sgd_step(params, inputs, lr):
     g_g = (-_d0*_d1).sum(axis=0)  # ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
     v_g -= g_g
     v_d_cm -= g_d_cm
+    params["g"] = v_g  # a float param is rebound, not updated in place
+    params["d_cm"] = v_d_cm
     return None
 
 def residuals(params, inputs):

@@ -12,6 +12,9 @@ SIGMA_WEIGHTED        True when the residuals are divided by data-only values (g
                       chi-square, whose covariance is (JᵀJ)⁻¹, curve_fit's absolute_sigma=True)
 HESSIAN_MAX_PARAMS    the most param elements for which `hessian` is generated
 HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
+
+sgd_step updates each param array in place and writes each param back into `params`,
+so a param given as a Python float is updated too.
 """
 import numpy as np
 
@@ -154,6 +157,10 @@ def sgd_step(params, inputs, lr):
     v_b1 -= g_b1
     v_k2 -= g_k2
     v_b2 -= g_b2
+    params["k1"] = v_k1  # a float param is rebound, not updated in place
+    params["b1"] = v_b1
+    params["k2"] = v_k2
+    params["b2"] = v_b2
     return None
 
 def hessian(params, inputs):
