@@ -22,6 +22,7 @@ from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
 from compiler.functions import ComparisonBase
 from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
+from compiler.stable import stabilize_graph
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
                             grad_name, size_name, temp_index, temp_symbols, value_name)
 from compiler.shapes import shape_of
@@ -531,6 +532,10 @@ class ModuleWriter:
         if g.predict:
             funcs.append(self.function("predict", "params, inputs", [], value_name(g.predict),
                                        keep_values=[g.predict], doc=f"The prediction `{g.predict}`."))
+        if g.target:
+            funcs.append(self.function("target", "params, inputs", [], value_name(g.target),
+                                       keep_values=[g.target],
+                                       doc=f"The target `{g.target}`, computed from the data."))
         if g.objective:
             obj = value_name(g.objective)
             params = g.params
@@ -557,7 +562,8 @@ class ModuleWriter:
                   self.docstring(),
                   "import numpy as np", ""]
         meta = [f"OBJECTIVE = {g.objective!r}", f"PREDICT = {g.predict!r}",
-                f"PARAMS = {g.params!r}", f"INPUTS = {g.inputs!r}", *extra_meta]
+                f"PARAMS = {g.params!r}", f"INPUTS = {g.inputs!r}",
+                f"STABLE_REWRITES = {g.rewrites!r}  # what `run` reports", *extra_meta]
         meta += [f"{value_name(c)} = {float(g.nodes[c].value)!r}" + _one_line(f"  # {g.nodes[c].source}")
                  for c in consts]
         if any("_erf(" in f for f in funcs):
@@ -659,6 +665,7 @@ def _reduce_to(code: str, have: Shape, want: Shape) -> tuple[str, Shape]:
 
 
 def generate(graph: Graph) -> str:
-    """The whole module as text, residuals, Jacobian and Hessian included."""
+    """The whole module as text, residuals, Jacobian and Hessian included, from the graph with
+    the stable rewrites across statements."""
     from compiler.second_order import SecondOrderWriter  # it builds on this module's writer
-    return SecondOrderWriter(graph).module()
+    return SecondOrderWriter(stabilize_graph(graph)).module()

@@ -153,9 +153,21 @@ CONSTANTS = {"pi": sp.pi, "e": sp.E}
 _w = sp.Wild("w")
 
 
-def stabilize(expr: sp.Expr) -> sp.Expr:
-    """Rewrite forms that overflow into their stable equivalents before code generation."""
+LOG_SOFTMAX = "log(softmax(x)) as x - logsumexp(x)"  # lowered to nodes, not a sympy rule
+STABLE_FORMS = (
+    ("log(sigmoid(x)) as -softplus(-x)", sp.log(sigmoid(_w)), -softplus(-_w)),
+    ("log(1 - sigmoid(x)) as -softplus(x)", sp.log(1 - sigmoid(_w)), -softplus(_w)),
+)
+
+
+def stabilize(expr: sp.Expr, applied: list[str] | None = None) -> sp.Expr:
+    """Rewrite forms that overflow into their stable equivalents before code generation; the
+    rules that changed something are added to `applied`."""
     if not expr.has(sp.log):  # both forms are logs; matching the patterns costs more than this
         return expr
-    return expr.replace(sp.log(sigmoid(_w)), -softplus(-_w)).replace(
-        sp.log(1 - sigmoid(_w)), -softplus(_w))
+    for rule, form, stable in STABLE_FORMS:
+        new = expr.replace(form, stable)
+        if new != expr and applied is not None:
+            applied.append(rule)
+        expr = new
+    return expr

@@ -57,6 +57,8 @@ class Graph:
     predict: str | None = None
     reports: list[str] = field(default_factory=list)  # scalars given ± σ after a fit
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # param -> (lo, hi)
+    target: str | None = None  # a node of data only, that the report scores `predict` against
+    rewrites: list[str] = field(default_factory=list)  # stable forms applied, for the report
 
     def add(self, node: Node) -> Node:
         self.nodes[node.name] = node

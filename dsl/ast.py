@@ -186,6 +186,15 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Target:
+    """`target NAME`: what the report scores the prediction against."""
+
+    name: str
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
 class Data:
     path: str
     split: float | None
@@ -209,7 +218,8 @@ class Train:
     span: Span = field(compare=False)
 
 
-Statement = Input | Param | Const | Assign | Def | Minimize | Predict | Report | Data | Train
+Statement = (Input | Param | Const | Assign | Def | Minimize | Predict | Target | Report | Data
+             | Train)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from dsl.config import TrainConfig, train_config
 Shape = tuple[ast.Dim, ...]
 
 SOURCE = "source"  # a global fit's input of 0/1 source indicators, one column per `data`
-KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "report", "data", "train", "onehot",
-            "standardize"}
+KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "target", "report", "data",
+            "train", "onehot", "standardize"}
 DISTRIBUTIONS = {"normal": 2, "uniform": 2, "glorot": 0, "he": 0}
 # The work of deriving a statement: its terms once its defs are inlined, times the names it
 # reads (sympy takes one derivative per name, each as large as the statement). A def that uses
@@ -68,6 +68,7 @@ class Checked:
     warnings: list[ModelWarning]
     sources: list[ast.Data] = field(default_factory=list)  # every `data`, in order
     source_names: list[str] = field(default_factory=list)  # several: a global fit
+    target: str | None = None  # `target NAME`: what the report scores the prediction against
 
     @property
     def per_source(self) -> list[str]:
@@ -122,7 +123,7 @@ class _Checker:
                 reports.append(st)
             elif isinstance(st, ast.Data):
                 continue
-            elif isinstance(st, (ast.Minimize, ast.Predict, ast.Train)):
+            elif isinstance(st, (ast.Minimize, ast.Predict, ast.Target, ast.Train)):
                 if type(st) in singles:
                     first = singles[type(st)]
                     raise SemanticError(f"a second `{_keyword(st)}` statement", st.span,
@@ -174,7 +175,10 @@ class _Checker:
             nodes=nodes, statements=dict(self.decls), order=order, shapes=self.shapes,
             objective=objective, predict=predict, reports=reported,
             data=sources[0] if sources else None, train=train, warnings=self.warnings,
-            sources=sources, source_names=names)
+            sources=sources, source_names=names,
+            target=self._target(singles.get(ast.Target)))
+        if checked.target:
+            _check_target(checked, singles[ast.Target])
         self._warn_unused(checked)
         return checked
 
@@ -451,7 +455,7 @@ class _Checker:
 
     def _warn_unused(self, checked: Checked) -> None:
         objective, predict, nodes = checked.objective, checked.predict, checked.nodes
-        used = {n for n in (objective, predict) if n} | set(checked.reports)
+        used = {n for n in (objective, predict, checked.target) if n} | set(checked.reports)
         reaches = checked.ancestors(objective) if objective else set()
         for t in nodes.values():
             used.update(_names_in(t))
@@ -673,8 +677,25 @@ def _tree_size(t: Typed) -> int:
     return sizes[id(t)]
 
 
+def _check_target(m: Checked, st: ast.Target) -> None:
+    """A target is data the prediction is scored against: computed from inputs and constants
+    only, and of the prediction's shape (they are compared row by row)."""
+    if m.predict is None:
+        raise SemanticError("`target` needs a `predict` statement", st.span,
+                            "the report scores the prediction against the target")
+    params = [n for n in m.order if n in m.params and n in m.ancestors(m.target)]
+    if params:
+        raise SemanticError(f"the target `{m.target}` depends on param `{params[0]}`", st.name_span,
+                            "a target is computed from the data only: a column, or a node of "
+                            "inputs and constants")
+    if m.shapes[m.target] != m.shapes[m.predict]:
+        raise SemanticError(f"the target `{m.target}` is {fmt_shape(m.shapes[m.target])} but the "
+                            f"prediction `{m.predict}` is {fmt_shape(m.shapes[m.predict])}",
+                            st.name_span, "they are compared row by row: give them the same shape")
+
+
 def _keyword(st) -> str:
-    return {ast.Minimize: "minimize", ast.Predict: "predict", ast.Data: "data",
+    return {ast.Minimize: "minimize", ast.Predict: "predict", ast.Target: "target", ast.Data: "data",
             ast.Train: "train"}[type(st)]
 
 

@@ -213,7 +213,8 @@ def cmd_check(args, session: Session) -> int:
     header = check_header(m) if m.data else None
     print(f"{args.model}: ok, {len(m.order)} names"
           + (f", minimize {m.objective}" if m.objective else "")
-          + (f", predict {m.predict}" if m.predict else ""))
+          + (f", predict {m.predict}" if m.predict else "")
+          + (f", target {m.target}" if m.target else ""))
     width = max(len(n) for n in m.order) if m.order else 0
     for name in m.order:
         st = m.statements[name]
@@ -573,8 +574,9 @@ def _resume(out: str, checked: Checked, model: Model, cfg, digest: str):
 def _check_fed(checked: Checked, ds) -> None:
     """Every input the objective or the prediction reads must come from the data."""
     reads = checked.ancestors(checked.objective)
-    if checked.predict:
-        reads |= checked.ancestors(checked.predict)
+    for name in (checked.predict, checked.target):
+        if name:
+            reads |= checked.ancestors(name)
     for name, inp in checked.inputs.items():
         if name in reads and inp.binding is None:
             raise DataError(f"input `{name}` is not bound to a column of the data, so `run` "
@@ -601,7 +603,8 @@ def _source_rows(checked, source: str | None, rows: int) -> np.ndarray:
 def _print_report(r: dict) -> None:
     rows = [("train loss", r["train_loss"]), ("test loss", r["test_loss"])]
     for key, label in (("rmse", f"RMSE ({r.get('evaluated_on')})"), ("r2", f"R² ({r.get('evaluated_on')})"),
-                       ("accuracy", f"accuracy ({r.get('evaluated_on')})")):
+                       ("accuracy", f"accuracy ({r.get('evaluated_on')})"),
+                       ("log_loss", f"log-loss ({r.get('evaluated_on')})")):
         if key in r:
             rows.append((label, r[key]))
     fit = r["fit"]
@@ -612,6 +615,7 @@ def _print_report(r: dict) -> None:
              ("steps", r["steps"]), ("time", f"{r['seconds']:.2f} s"),
              ("per step", f"{r['us_per_step']:.1f} us"),
              ("compile", f"{r['compile_seconds']:.3f} s" + (" (cached)" if r["compile_cached"] else ""))]
+    rows += [("stable rewrite", rewrite) for rewrite in r["stable_rewrites"]]
     for name, value in r.get("baselines", {}).items():
         rows.append((f"baseline {name} ({r['baseline_metric']})", value))
     width = max(len(k) for k, _ in rows)

@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 
 from compiler.errors import DerivationError
-from compiler.functions import CONSTANTS, ELEMENTWISE, stabilize
+from compiler.functions import CONSTANTS, ELEMENTWISE, LOG_SOFTMAX, stabilize
 from compiler.ir import Graph, Node, symbol
 from dsl.check import Checked, Typed
 
@@ -42,6 +42,7 @@ _STRUCTURAL = {"@": "matmul", "sum": "sum", "mean": "mean", "logsumexp": "logsum
 
 def lower(m: Checked, text: str) -> Graph:
     g = Graph(m.file, objective=m.objective, predict=m.predict, reports=list(m.reports),
+              target=m.target,
               bounds={n: _closed(p.bounds) for n, p in m.params.items() if p.bounds})
     lines = text.split("\n")
     for name in m.order:
@@ -69,8 +70,14 @@ class _Statement:
         if t.op in _STRUCTURAL:
             self._structural(t, self.name)
         else:
-            expr = stabilize(self._scalar(t))
-            self._elementwise(self.name, expr, t)
+            self._elementwise(self.name, self._stable(self._scalar(t), t), t)
+
+    def _stable(self, expr: sp.Expr, t: Typed) -> sp.Expr:
+        """`stabilize`, noting in the graph which rewrites it applied (the run report lists them)."""
+        applied: list[str] = []
+        expr = stabilize(expr, applied)
+        self.g.rewrites += [f"{self.name} (line {t.span.line}): {rule}" for rule in applied]
+        return expr
 
     def _fresh(self) -> str:
         self.count += 1
@@ -92,7 +99,7 @@ class _Statement:
             return t.name
         if t.op in _STRUCTURAL:
             return self._structural(t, self._fresh())
-        return self._elementwise(self._fresh(), stabilize(self._scalar(t)), t)
+        return self._elementwise(self._fresh(), self._stable(self._scalar(t), t), t)
 
     def _structural(self, t: Typed, name: str) -> str:
         op = _STRUCTURAL[t.op]
@@ -111,7 +118,7 @@ class _Statement:
         if t.op == "constant":
             return CONSTANTS[t.name]
         if depth > SPLIT_DEPTH and t.op not in _STRUCTURAL:
-            return symbol(self._elementwise(self._fresh(), stabilize(self._scalar(t)), t))
+            return symbol(self._elementwise(self._fresh(), self._stable(self._scalar(t), t), t))
         if t.op == "neg":
             return -self._scalar(t.args[0], depth + 1)
         if t.op in ("+", "-", "*", "/", "^"):
@@ -138,6 +145,7 @@ class _Statement:
         lse = self._fresh()
         self.g.add(Node(lse, "op", shape, t.span, "logsumexp", (x,), axis=axis, keepdims=True,
                         stmt=self.name, source=self.source))
+        self.g.rewrites.append(f"{self.name} (line {t.span.line}): {LOG_SOFTMAX}")
         return symbol(x) - symbol(lse)
 
 

@@ -43,7 +43,8 @@ _EXAMPLES = {
     "missing `)`": ["x = (1 + 2\n", "x = exp(1\n", "x = f(a, b\n"],
     "unbalanced `)`": ["x = 1)\n", "x = (1))\n"],
     "two values with no operator between them": ["x = a b\n", "x = 2 3\n", "x = a (b)\n"],
-    "a statement starts with a keyword (input, param, const, def, minimize, predict, report, data, train) "
+    "a statement starts with a keyword (input, param, const, def, minimize, predict, target, report, "
+    "data, train) "
     "or with `NAME =`": ["x\n", "1 = x\n", "x + 1\n", "inpt x\n"],
     "unclosed `train {` block": ["train {\n batch 1\n", "train {\n", "train {\n batch 1\n seed 1\n"],
     "unknown setting in `train { }`": ["train {\n foo 1\n}\n", "train {\n lr 0.1\n}\n",
@@ -71,7 +72,7 @@ _HINTS = {
 
 
 _KEYWORD_AS_NAME = re.compile(
-    r"^\s*(input|param|const|def|minimize|predict|report|data|train)\s*(=|\[)")
+    r"^\s*(input|param|const|def|minimize|predict|target|report|data|train)\s*(=|\[)")
 
 
 _OPTIONS = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True)

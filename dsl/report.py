@@ -10,6 +10,7 @@ import os
 import tempfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -36,17 +37,67 @@ ARTIFACTS = ("params.npz", "history.csv", "report.json", "loss.png", "predicted.
              "residuals.png")
 
 
+LOG_LOSS_CLIP = 1e-15  # probabilities of exactly 0 or 1 would make the log-loss infinite
+
+
 def target_and_features(model: Model) -> tuple[str | None, list[str]]:
-    """The data input the objective compares the prediction with, and the inputs the
-    prediction reads: the target is bound to data, read by the objective, not by `predict`."""
+    """The target the prediction is scored against, and the inputs the prediction reads: the
+    `target` statement's node, else the data input the objective reads and `predict` does not."""
     m = model.checked
     if not (m.objective and m.predict):
         return None, []
     reads = m.ancestors(m.predict)
     features = [n for n, i in m.inputs.items() if n in reads and i.binding]
+    if m.target:
+        return m.target, features
     targets = [n for n, i in m.inputs.items()
                if i.binding and n not in reads and n in m.ancestors(m.objective)]
     return (targets[0] if targets else None), features
+
+
+@dataclass
+class Scored:
+    """The target's values on the training and test rows, and how the prediction is scored:
+    `classes` (one-hot, by the largest column), `binary` (0/1 against a sigmoid's probability)
+    or `numeric` (RMSE and R²)."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    kind: str
+
+    def on(self, ds: Dataset, split: dict) -> np.ndarray:
+        return self.test if split is ds.test else self.train
+
+
+def scored_target(model: Model, ds: Dataset) -> Scored | None:
+    target, _ = target_and_features(model)
+    if target is None:
+        return None
+    m, mod = model.checked, model.module
+
+    def values(split: dict) -> np.ndarray:
+        if target in split:
+            return np.asarray(split[target], dtype=float)
+        with np.errstate(all="ignore"):  # a node of data only: the generated `target`
+            return np.asarray(mod.target(model.params, split), dtype=float)
+
+    train, test = values(ds.train), values(ds.test) if _rows(ds.test) else np.zeros(0)
+    if target in ds.classes:
+        kind = "classes"
+    elif _is_sigmoid(m, m.predict) and np.all(np.isin(train, (0, 1))) and np.all(np.isin(test, (0, 1))):
+        kind = "binary"
+    else:
+        kind = "numeric"
+    return Scored(target, train, test, kind)
+
+
+def _is_sigmoid(m, name: str) -> bool:
+    """Is the node `sigmoid(...)` (through plain renamings)?"""
+    t = m.nodes.get(name)
+    while t is not None and t.op == "name":
+        t = m.nodes.get(t.name)
+    return t is not None and t.op == "sigmoid"
 
 
 def metrics(model: Model, ds: Dataset, fit: FitResult) -> dict:
@@ -56,17 +107,24 @@ def metrics(model: Model, ds: Dataset, fit: FitResult) -> dict:
         out["train_loss"] = float(mod.loss(model.params, ds.train))
         out["test_loss"] = float(mod.loss(model.params, ds.test)) if _rows(ds.test) else None
     out.update(steps=fit.steps, seconds=fit.seconds, us_per_step=fit.us_per_step,
-               compile_seconds=model.compiled.compile_seconds, compile_cached=model.compiled.cached)
-    target, features = target_and_features(model)
+               compile_seconds=model.compiled.compile_seconds, compile_cached=model.compiled.cached,
+               stable_rewrites=list(mod.STABLE_REWRITES))
+    t = scored_target(model, ds)
+    _, features = target_and_features(model)
     split = ds.test if _rows(ds.test) else ds.train
     out["evaluated_on"] = "test" if split is ds.test else "train"
-    if target:
+    if t:
+        out["target"] = t.name
         with np.errstate(all="ignore"):
             yhat = np.asarray(mod.predict(model.params, split), dtype=float)
-        y = np.asarray(split[target], dtype=float)
+        y = t.on(ds, split)
         if yhat.shape == y.shape:
-            if target in ds.classes:
+            if t.kind == "classes":
                 out["accuracy"] = float(np.mean(np.argmax(yhat, 1) == np.argmax(y, 1)))
+            elif t.kind == "binary":
+                out["accuracy"] = float(np.mean((yhat > 0.5) == (y == 1)))
+                p = np.clip(yhat, LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP)
+                out["log_loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
             else:
                 err = yhat - y
                 out["rmse"] = float(np.sqrt(np.mean(err**2)))
@@ -75,8 +133,8 @@ def metrics(model: Model, ds: Dataset, fit: FitResult) -> dict:
                 constant = bool(np.all(y.max(axis=0) == y.min(axis=0))) if y.size else True
                 sst = float(np.sum((y - y.mean(axis=0)) ** 2))
                 out["r2"] = None if constant or not sst > 0 else float(1 - np.sum(err**2) / sst)
-        out["baselines"] = _baselines(ds, target, features)
-        out["baseline_metric"] = "test accuracy" if target in ds.classes else "test MSE"
+        out["baselines"] = _baselines(ds, t, features)
+        out["baseline_metric"] = "test MSE" if t.kind == "numeric" else "test accuracy"
     else:
         out["baselines"] = {}
     if len(ds.sources) > 1:
@@ -177,15 +235,17 @@ def _rows(arrays: dict) -> int:
     return len(next(iter(arrays.values()))) if arrays else 0
 
 
-def _baselines(ds: Dataset, target: str, features: list[str]) -> dict[str, float]:
+def _baselines(ds: Dataset, t: Scored, features: list[str]) -> dict[str, float]:
     if not features or not _rows(ds.test):
         return {}
     Xtr = np.column_stack([ds.train[f].reshape(len(ds.train[f]), -1) for f in features])
     Xte = np.column_stack([ds.test[f].reshape(len(ds.test[f]), -1) for f in features])
-    ytr, yte = ds.train[target], ds.test[target]
-    if target in ds.classes:
-        return baselines.classification_baselines(Xtr, ytr, Xte, yte)
-    return baselines.regression_baselines(Xtr, ytr, Xte, yte)
+    ytr, yte = t.train, t.test
+    if t.kind == "binary":  # as two one-hot columns: class 0, class 1
+        ytr, yte = (np.column_stack([1 - y.ravel(), y.ravel()]) for y in (ytr, yte))
+    if t.kind == "numeric":
+        return baselines.regression_baselines(Xtr, ytr, Xte, yte)
+    return baselines.classification_baselines(Xtr, ytr, Xte, yte)
 
 
 # ---- artifacts ------------------------------------------------------------------------------
@@ -496,12 +556,12 @@ def save_plots(out: str, model: Model, ds: Dataset, fit: FitResult) -> list[str]
         h = load_history(h.sink.path, PLOT_ROWS) or h
     written = [plots.loss_curve(h.step, h.train_loss, h.test_loss or None,
                                 os.path.join(out, "loss.png"), f"{name}: loss")]
-    target, _ = target_and_features(model)
+    t = scored_target(model, ds)
     split = ds.test if _rows(ds.test) else ds.train
-    if target and target not in ds.classes:
+    if t and t.kind == "numeric":
         with np.errstate(all="ignore"):
             yhat = np.asarray(model.module.predict(model.params, split), dtype=float).ravel()
-        y = np.asarray(split[target], dtype=float).ravel()
+        y = t.on(ds, split).ravel()
         if yhat.shape == y.shape and np.all(np.isfinite(yhat)):
             written.append(plots.predicted_vs_true(y, yhat, os.path.join(out, "predicted.png"),
                                                    f"{name}: predicted vs true"))

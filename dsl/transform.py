@@ -131,6 +131,9 @@ class _ToAst(Transformer):
     def report_stmt(self, meta, c):
         return ast.Report(str(c[0]), self._s(meta), self._s(c[0]))
 
+    def target_stmt(self, meta, c):
+        return ast.Target(str(c[0]), self._s(meta), self._s(c[0]))
+
     def data_stmt(self, meta, c):
         path, _as_kw, name, _split_kw, split, _seed_kw, seed = c
         if split is not None and not 0 < split <= 1:

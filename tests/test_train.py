@@ -350,6 +350,61 @@ def test_predict_refuses_params_without_the_transform(folder, tmp_path, capsys, 
             f"{tmp_path / 'bare.npz'} has no saved transformation for it") in err
 
 
+# ---- target ----------------------------------------------------------------------------------
+
+CLASSIFIER = """\
+data "s.csv" split 0.75 seed 0
+input x[N] <- x
+input s[N] <- s
+param w = 0
+param b = 0
+y = (s - 1) * (s - 2) / 2
+p = sigmoid(w * x + b)
+loss = -mean(y * log(p) + (1 - y) * log(1 - p))
+minimize loss
+predict p
+target y
+train {
+    optimizer gd(lr = 1)
+    steps 300
+}
+"""
+
+
+def test_the_report_scores_the_named_target(tmp_path, capsys, no_plots):
+    """issue 12 item 4: the report compared p with the raw column `s` (R² -2.34 for a perfect
+    classifier); a 0/1 target with a sigmoid prediction gets accuracy and log-loss."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, 80)
+    s = np.where(x > 0, 3.0, rng.choice([1.0, 2.0], 80))
+    write_csv(tmp_path / "s.csv", ["x", "s"], zip(x, s))
+    (tmp_path / "c.model").write_text(CLASSIFIER)
+    rc, out, err = run_cli(["run", tmp_path / "c.model", "--out", tmp_path / "run"], capsys)
+    assert rc == 0, err
+    report = json.loads((tmp_path / "run/report.json").read_text())
+    assert report["target"] == "y" and report["accuracy"] == 1.0
+    assert 0 < report["log_loss"] < 0.2
+    assert "rmse" not in report and "r2" not in report
+    assert report["baseline_metric"] == "test accuracy"
+    assert set(report["baselines"]) == {"majority", "least_squares", "knn3"}
+    assert "accuracy (test)" in out and "log-loss (test)" in out
+
+
+def test_a_computed_numeric_target_is_scored_as_computed(folder, tmp_path, capsys, no_plots):
+    text = LINEAR.replace("input y[N, 1] <- y", "input raw[N, 1] <- y\ny = raw / 2 + 5").replace(
+        "predict yhat", "predict yhat\ntarget y")
+    (folder / "half.model").write_text(text)
+    rc, out, err = run_cli(["run", folder / "half.model", "--out", tmp_path], capsys)
+    assert rc == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    m = dsl.load(str(folder / "half.model"))
+    m.load_params(str(tmp_path / "params.npz"))
+    ds = m.dataset()
+    y = ds.test["raw"] / 2 + 5
+    assert report["rmse"] == pytest.approx(float(np.sqrt(np.mean((m.module.predict(m.params, ds.test) - y) ** 2))))
+    assert report["rmse"] < 0.2 and report["r2"] > 0.99
+
+
 # ---- bad data through `run` --------------------------------------------------------------------
 
 DATA_MODELS = sorted(p.name for p in BAD_DATA.glob("*.model"))

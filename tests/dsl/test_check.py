@@ -409,3 +409,49 @@ def test_no_warnings_for_a_tidy_model():
     assert m.warnings == []
     assert m.order.index("L1") < m.order.index("h") < m.order.index("yhat") < m.order.index("loss")
     assert m.shapes["yhat"] == ("N", 1)
+
+
+# ---- target ----------------------------------------------------------------------------------
+
+TARGETED = """input x[N]
+input s[N]
+param w = 0
+y = (s - 1) * (s - 2) / 2
+p = sigmoid(w * x)
+loss = -mean(y * log(p) + (1 - y) * log(1 - p))
+minimize loss
+predict p
+"""
+
+
+def test_target_names_a_node_of_data_only():
+    assert checked(TARGETED + "target y\n").target == "y"
+    assert checked(TARGETED + "target s\n").target == "s"
+    assert checked(TARGETED).target is None
+
+
+@pytest.mark.parametrize("tail, message", [
+    ("target loss\n", "the target `loss` depends on param `w`"),
+    ("target w\n", "the target `w` depends on param `w`"),
+    ("target yy\n", "unknown name `yy`"),
+    ("target y\ntarget s\n", "a second `target` statement"),
+])
+def test_bad_targets(tail, message):
+    with pytest.raises(SemanticError) as e:
+        checked(TARGETED + tail)
+    assert e.value.message == message
+
+
+def test_target_needs_predict_and_its_shape():
+    with pytest.raises(SemanticError) as e:
+        checked(TARGETED.replace("predict p\n", "") + "target y\n")
+    assert e.value.message == "`target` needs a `predict` statement"
+    with pytest.raises(SemanticError) as e:
+        checked(TARGETED + "input t[N, 1]\ntarget t\n")
+    assert e.value.message == "the target `t` is [N, 1] but the prediction `p` is [N]"
+
+
+def test_target_is_a_keyword():
+    with pytest.raises(SemanticError) as e:
+        checked("input target\nloss = target^2\nminimize loss\n")
+    assert e.value.message == "`target` is a keyword and cannot be a name"

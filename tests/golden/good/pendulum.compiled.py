@@ -22,6 +22,7 @@ OBJECTIVE = 'chi2'
 PREDICT = 'That'
 PARAMS = ['g', 'd_cm']
 INPUTS = ['L', 'T', 'sigma']
+STABLE_REWRITES = []  # what `run` reports
 N_PARAMS = 2
 BOUNDS = {"g": (-np.inf, np.inf), "d_cm": (-np.inf, np.inf)}
 LEAST_SQUARES = 'mean'
