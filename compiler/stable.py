@@ -35,7 +35,7 @@ def _through_sigmoids(g: Graph, out: Graph, node: Node) -> Node:
     expr = node.expr
     for s in sorted(expr.free_symbols, key=lambda s: s.name):
         p = g.nodes.get(s.name)
-        if p is None or p.op != "elementwise" or not isinstance(p.expr, sigmoid) or not expr.has(sp.log):
+        if p is None or p.op != "elementwise" or not isinstance(p.expr, sigmoid):
             continue
         applied: list[str] = []
         stable = stabilize(expr.xreplace({s: p.expr}), applied).xreplace({p.expr: s})

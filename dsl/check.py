@@ -695,8 +695,8 @@ def _check_target(m: Checked, st: ast.Target) -> None:
 
 
 def _keyword(st) -> str:
-    return {ast.Minimize: "minimize", ast.Predict: "predict", ast.Target: "target", ast.Data: "data",
-            ast.Train: "train"}[type(st)]
+    return {ast.Minimize: "minimize", ast.Predict: "predict", ast.Target: "target",
+            ast.Data: "data", ast.Train: "train"}[type(st)]
 
 
 def _integer(e: ast.Expr) -> int | None:

@@ -73,7 +73,7 @@ class _Statement:
             self._elementwise(self.name, self._stable(self._scalar(t), t), t)
 
     def _stable(self, expr: sp.Expr, t: Typed) -> sp.Expr:
-        """`stabilize`, noting in the graph which rewrites it applied (the run report lists them)."""
+        """`stabilize`, noting in the graph the rewrites it applied (the run report lists them)."""
         applied: list[str] = []
         expr = stabilize(expr, applied)
         self.g.rewrites += [f"{self.name} (line {t.span.line}): {rule}" for rule in applied]

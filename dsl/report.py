@@ -85,7 +85,7 @@ def scored_target(model: Model, ds: Dataset) -> Scored | None:
     train, test = values(ds.train), values(ds.test) if _rows(ds.test) else np.zeros(0)
     if target in ds.classes:
         kind = "classes"
-    elif _is_sigmoid(m, m.predict) and np.all(np.isin(train, (0, 1))) and np.all(np.isin(test, (0, 1))):
+    elif _is_sigmoid(m, m.predict) and all(np.all(np.isin(y, (0, 1))) for y in (train, test)):
         kind = "binary"
     else:
         kind = "numeric"
