@@ -138,7 +138,7 @@ def metrics(model: Model, ds: Dataset, fit: FitResult) -> dict:
     else:
         out["baselines"] = {}
     if len(ds.sources) > 1:
-        out.update(_global_fit(model, ds, target))
+        out.update(_global_fit(model, ds, t.name if t else None))
     if fit.divergence:
         out["diverged"] = {"step": fit.divergence.step, "node": fit.divergence.node,
                            "detail": fit.divergence.detail}
