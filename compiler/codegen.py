@@ -20,12 +20,14 @@ from sympy.printing.numpy import NumPyPrinter
 
 from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
-from compiler.functions import ComparisonBase
+from compiler.functions import ComparisonBase, print_condition
 from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 from compiler.stable import stabilize_graph
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
                             grad_name, size_name, temp_index, temp_symbols, value_name)
 from compiler.shapes import shape_of
+
+_NUMPY_COMPARISON = {op: op for op in ("<", "<=", ">", ">=", "==", "!=")}
 
 # Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
 _HELPERS = {
@@ -124,11 +126,7 @@ class NumpyCode(PositiveTermsFirst, NumPyPrinter):
 
     def _condition(self, expr) -> str:
         """A test as a boolean array: a comparison itself, anything else `!= 0`."""
-        if isinstance(expr, ComparisonBase):
-            a, b = (self.parenthesize(x, sp.printing.precedence.PRECEDENCE["Add"])
-                    for x in expr.args)
-            return f"{a} {expr.symbol} {b}"
-        return f"{self.parenthesize(expr, sp.printing.precedence.PRECEDENCE['Add'])} != 0"
+        return print_condition(self, expr, _NUMPY_COMPARISON)
 
     def _print_where(self, expr):
         c, a, b = expr.args

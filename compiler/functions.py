@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p, log10
+from sympy.printing.precedence import PRECEDENCE
 
 
 class sigmoid(sp.Function):
@@ -84,6 +85,16 @@ class ComparisonBase(sp.Function):
     def eval(cls, a, b):
         if a.is_Number and b.is_Number:
             return sp.S.One if cls.holds(float(a), float(b)) else sp.S.Zero
+
+
+def print_condition(printer, expr: sp.Expr, symbols: dict[str, str]) -> str:
+    """A test as written, in a printer's own comparison symbols (`symbols` maps `<`, ..., `!=`):
+    a comparison itself, any other value as `value != 0`. One rule for code and maths."""
+    add = PRECEDENCE["Add"]
+    if isinstance(expr, ComparisonBase):
+        a, b = (printer.parenthesize(x, add) for x in expr.args)
+        return f"{a} {symbols[expr.symbol]} {b}"
+    return f"{printer.parenthesize(expr, add)} {symbols['!=']} 0"
 
 
 def _compare(name: str, symbol: str, holds) -> type:

@@ -19,7 +19,7 @@ from compiler import chains
 from compiler.chains import ADJOINT, Chains, Derivation, Factor, total_diff
 from compiler.codegen import PositiveTermsFirst
 from compiler.errors import UsageError
-from compiler.functions import ComparisonBase
+from compiler.functions import ComparisonBase, print_condition
 from compiler.ir import Graph, symbol
 
 _TEXT_COMPARISON = {"<": "<", "<=": "≤", ">": ">", ">=": "≥", "==": "=", "!=": "≠"}
@@ -139,10 +139,7 @@ class TextPrinter(_Shared, StrPrinter):
 
     def _test(self, expr) -> str:
         """A condition as written: `x > a`, or `c ≠ 0` for any other value."""
-        if isinstance(expr, ComparisonBase):
-            a, b = (self.parenthesize(x, PRECEDENCE["Add"]) for x in expr.args)
-            return f"{a} {_TEXT_COMPARISON[expr.symbol]} {b}"
-        return f"{self.parenthesize(expr, PRECEDENCE['Add'])} ≠ 0"
+        return print_condition(self, expr, _TEXT_COMPARISON)
 
     def _print_where(self, expr):
         c, a, b = expr.args
@@ -279,10 +276,7 @@ class LatexMaths(_Shared, LatexPrinter):
         return rf"\left[{self._test(expr)}\right]"
 
     def _test(self, expr) -> str:
-        if isinstance(expr, ComparisonBase):
-            a, b = (self.parenthesize(x, PRECEDENCE["Add"]) for x in expr.args)
-            return f"{a} {_LATEX_COMPARISON[expr.symbol]} {b}"
-        return rf"{self.parenthesize(expr, PRECEDENCE['Add'])} \neq 0"
+        return print_condition(self, expr, _LATEX_COMPARISON)
 
     def _print_where(self, expr, exp=None):
         c, a, b = expr.args
