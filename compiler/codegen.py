@@ -25,7 +25,7 @@ from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 from compiler.stable import stabilize_graph
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
                             grad_name, size_name, temp_index, temp_symbols, value_name)
-from compiler.shapes import shape_of
+from compiler.memo import shape_of
 
 _NUMPY_COMPARISON = {op: op for op in ("<", "<=", ">", ">=", "==", "!=")}
 
@@ -216,7 +216,7 @@ class _Body:
     def cse(self, exprs, shaped: tuple[tuple, list[sp.Symbol]]
             ) -> tuple[list[tuple[Temp, Printed]], list[Printed]]:
         """cse of `exprs()` with this function's next temporaries, printed; `shaped` is the
-        `compiler.shapes.shape_of` of whatever determines the expressions."""
+        `compiler.memo.shape_of` of whatever determines the expressions."""
         replacements, reduced = _cse(self.prefix, self.temps, exprs, shaped)
         if replacements:  # cse skips a number that a symbol in the expressions spells
             self.temps = temp_index(replacements[-1][0], self.prefix) + 1
@@ -239,7 +239,7 @@ _READS_DT = re.compile(r"\bdt\b")
 
 
 def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]]):
-    """sympy's cse and the printer, run once per shape (`compiler.shapes`): the same neuron or
+    """sympy's cse and the printer, run once per shape (`compiler.memo`): the same neuron or
     layer again, under other names, is the same code with those names."""
     key, symbols = shaped
     key = (prefix, key)

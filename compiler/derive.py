@@ -18,7 +18,7 @@ import sympy as sp
 
 from compiler.errors import InternalError
 from compiler.ir import Graph, Node, symbol
-from compiler.shapes import rename, shape_of
+from compiler.memo import rename, shape_of
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ _FACTORS: dict[tuple, tuple[sp.Expr, list[sp.Symbol]]] = {}
 
 
 def _factor(expr: sp.Expr, name: str, wrt: str) -> sp.Expr:
-    """Worked out once per shape of (expr, name, wrt) (`compiler.shapes`): a chain's neurons
+    """Worked out once per shape of (expr, name, wrt) (`compiler.memo`): a chain's neurons
     and an MLP's layers differ only in their names, and sympy's diff is slow."""
     key, symbols = shape_of((expr,), (symbol(name), symbol(wrt)))
     known = _FACTORS.get(key)

@@ -1,4 +1,4 @@
-"""Derivatives and printed code worked out once per shape of expression (compiler/shapes.py):
+"""Derivatives and printed code worked out once per shape of expression (compiler/memo.py):
 the module generated with the memo is the module generated without it, byte for byte."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import synthetic  # noqa: E402
 from compiler import codegen, derive  # noqa: E402
 from compiler.functions import sigmoid  # noqa: E402
 from compiler.ir import symbol  # noqa: E402
-from compiler.shapes import shape_of  # noqa: E402
+from compiler.memo import shape_of  # noqa: E402
 from dsl.runtime import compile_file  # noqa: E402
 
 
