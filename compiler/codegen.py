@@ -25,7 +25,7 @@ from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 from compiler.stable import stabilize_graph
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
                             grad_name, size_name, temp_index, temp_symbols, value_name)
-from compiler.memo import shape_of
+from compiler.memo import shape_of, template as memo_template
 
 _NUMPY_COMPARISON = {op: op for op in ("<", "<=", ">", ">=", "==", "!=")}
 
@@ -234,7 +234,6 @@ class Printed:
 # (prefix, shape of the expressions) -> the printed cse, with `{k}` for the k-th symbol of the
 # shape (then the temporaries), and the order of the temporaries' names it was printed with.
 _PRINTED: dict[tuple, tuple] = {}
-_TOKEN = re.compile(r"[A-Za-z_]\w*")
 _READS_DT = re.compile(r"\bdt\b")
 
 
@@ -262,9 +261,7 @@ def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]]):
         slots = {x: k for k, x in enumerate((*symbols, *temps))}
         tokens = {_token(x): k for x, k in slots.items()}
         template = tuple(
-            (_TOKEN.sub(lambda m: "{%d}" % tokens[m.group()] if m.group() in tokens else m.group(),
-                        p.code.replace("{", "{{").replace("}", "}}")),
-             tuple(slots[x] for x in p.symbols))
+            (memo_template(p.code, tokens), tuple(slots[x] for x in p.symbols))
             for p in (*(p for _, p in out[0]), *out[1]))
         _PRINTED[key] = len(temps), _name_order(temps), template
     return out
@@ -595,6 +592,8 @@ def _one_line(comment: str) -> str:
     """A comment that stays one comment: model text and file names may hold a carriage return
     (whitespace in a `.model` line, a line break to Python) or other control characters, which
     would end the comment and make the rest of the text code."""
+    if comment.isprintable():  # nearly always: no walk over the characters
+        return comment
     return "".join(ch if ch.isprintable() else "?" for ch in comment)
 
 

@@ -10,6 +10,8 @@ without making any sympy object, so a hit costs a walk of the tree and a dict lo
 """
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 
 
@@ -49,3 +51,14 @@ def rename(expr: sp.Expr, names: dict[sp.Symbol, sp.Symbol]) -> sp.Expr:
     if isinstance(expr, (sp.Add, sp.Mul, sp.Pow, sp.Function)):
         return expr.func(*args, evaluate=False)
     return expr.func(*args)
+
+
+_TOKEN = re.compile(r"[A-Za-z_]\w*")
+
+
+def template(code: str, tokens: dict[str, int]) -> str:
+    """Printed `code` as a `str.format` template: each token that spells a symbol of the shape
+    (`tokens`: spelling -> its slot) becomes `{slot}`, so that the code of another expression
+    of the same shape is `template.format(*its symbols' spellings)`."""
+    return _TOKEN.sub(lambda m: "{%d}" % tokens[m.group()] if m.group() in tokens else m.group(),
+                      code.replace("{", "{{").replace("}", "}}"))

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import sympy as sp
 
 from compiler.codegen import (SGD_STEP_DOC, ModuleWriter, _Body, _loses_count, _pad_widths,
                               _paren,
-                              _paren_expr, _reduce_to, print_expr)
+                              _paren_expr, _reduce_to, _token, print_expr)
 from compiler.derive import elementwise_factor, needs_gradient
 from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
 from compiler.leastsq import LeastSquares, least_squares
+from compiler.memo import shape_of, template
 from compiler.names import Adjoint, grad_name, size_name, value_name
 from compiler.names import tangent_name as tangent
 
@@ -61,6 +63,52 @@ def _no_delta(e: sp.Expr) -> sp.Expr:
     return e.replace(sp.DiracDelta, lambda *a: sp.S.Zero) if e.has(sp.DiracDelta) else e
 
 
+@dataclass(frozen=True)
+class _Coef:
+    """A tangent's coefficient as printed: `code` (of minus the coefficient when `minus`)
+    reads `symbols`; `one`: the code is `1`; `add`: a sum, parenthesized where it stands alone."""
+
+    code: str
+    symbols: tuple[sp.Symbol, ...]
+    minus: bool = False
+    one: bool = False
+    add: bool = False
+
+
+def _coef(coef: sp.Expr) -> _Coef | None:
+    """A coefficient printed, or None where it is 0."""
+    coef = _no_delta(coef)
+    if coef == 0:
+        return None
+    minus = coef.could_extract_minus_sign()
+    c = -coef if minus else coef
+    return _Coef(print_expr(c), tuple(c.free_symbols), minus, c == 1, c.is_Add)
+
+
+# (what, shape) -> the _Coef with `{k}` for the k-th symbol of the shape, and those slots
+_COEFS: dict[tuple, tuple[_Coef, tuple[int, ...]] | None] = {}
+
+
+def _coef_once(what: str, shaped: tuple[tuple, list[sp.Symbol]], make) -> _Coef | None:
+    """`_coef(make())`, worked out once per shape (`compiler.memo`) of whatever determines it
+    (`what` names the question): a chain's neurons and an MLP's layers ask it again under
+    other names."""
+    key, symbols = shaped
+    key = (what, key)
+    if key not in _COEFS:
+        c = _coef(make())
+        slots = {x: k for k, x in enumerate(symbols)}
+        _COEFS[key] = None if c is None else (
+            _Coef(template(c.code, {_token(x): k for x, k in slots.items()}), (), c.minus, c.one,
+                  c.add), tuple(slots[x] for x in c.symbols))
+    known = _COEFS[key]
+    if known is None:
+        return None
+    c, uses = known
+    return _Coef(c.code.format(*map(_token, symbols)), tuple(symbols[k] for k in uses), c.minus,
+                 c.one, c.add)
+
+
 _LETTERS = {(0, 1): "k", (0, 2): "ik", (1, 1): "k", (1, 2): "kj"}
 
 
@@ -72,6 +120,11 @@ def _einsum(nd_a: int, nd_b: int, parts: tuple[str, str, str]) -> str:
     letters = {"a": a, "b": b, "o": o}
     spec = [letters[s.lower()] + ("p" if s.isupper() else "") for s in parts]
     return f"{spec[0]},{spec[1]}->{spec[2]}"
+
+
+# shape of (G, expr, node, input) -> the size of the local derivative, and the slots of the
+# symbols it reads, in the order of their names
+_SECOND: dict[tuple, tuple[int, tuple[int, ...]]] = {}
 
 
 class SecondOrderWriter(ModuleWriter):
@@ -105,7 +158,7 @@ class SecondOrderWriter(ModuleWriter):
         if not ins:
             return
         if node.op == "elementwise":
-            terms = [(elementwise_factor(node, i), tangent(value_name(i)), self.g.nodes[i].shape)
+            terms = [(self._factor_coef(node, i), tangent(value_name(i)), self.g.nodes[i].shape)
                      for i in ins]
             code, shape = self._terms(body, terms, self._value_shapes(node))
             if shape != tuple(node.shape):
@@ -153,6 +206,12 @@ class SecondOrderWriter(ModuleWriter):
             raise NotImplementedError(node.op)
         body.emit(name, code, node, "d/dθ ")
 
+    @staticmethod
+    def _factor_coef(node: Node, wrt: str) -> _Coef | None:
+        """∂node/∂wrt as a coefficient (the shape of (expr, node, wrt) determines it)."""
+        return _coef_once("factor", shape_of((node.expr,), (symbol(node.name), symbol(wrt))),
+                          lambda: elementwise_factor(node, wrt))
+
     def _value_shapes(self, node: Node) -> dict[sp.Symbol, Shape]:
         shapes = {s: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
         shapes[symbol(node.name)] = node.shape
@@ -160,18 +219,16 @@ class SecondOrderWriter(ModuleWriter):
 
     def _terms(self, body: _Body, terms, shapes: dict[sp.Symbol, Shape]) -> tuple[str, Shape]:
         """Σ coefficient·tangent as code, and its static shape (without the params' axis).
-        `terms`: (sympy coefficient over values, tangent code, the tangent's static shape)."""
+        `terms`: (the coefficient over values, None for 0; tangent code, the tangent's static
+        shape)."""
         out, shape = "", ()
-        for coef, code, tshape in terms:
-            coef = _no_delta(coef)
-            if coef == 0:
+        for c, code, tshape in terms:
+            if c is None:
                 continue
-            minus = coef.could_extract_minus_sign()
-            c = -coef if minus else coef
-            cshape = broadcast_shapes(*(shapes[s] for s in c.free_symbols))
-            pc = print_expr(c)
-            pc = f"({pc})" if c.is_Add and not cshape else pc
-            term = code if c == 1 else f"{_col(pc, cshape)}*{code}"
+            cshape = broadcast_shapes(*(shapes[s] for s in c.symbols))
+            pc = f"({c.code})" if c.add and not cshape else c.code
+            term = code if c.one else f"{_col(pc, cshape)}*{code}"
+            minus = c.minus
             out += (" - " if minus else " + ") + term if out else ("-" if minus else "") + term
             shape = broadcast_shapes(shape, cshape, tshape)
         return out or "0.0", shape
@@ -209,9 +266,16 @@ class SecondOrderWriter(ModuleWriter):
         return None
 
     def _elementwise_tangent(self, body, node, local, G, gshape):
-        """d(G·f) = dG·f + G·Σ ∂f/∂s·ds over the values s that f reads."""
-        factor = local.factor
-        size = _size(factor, MAX_FACTOR_SIZE)
+        """d(G·f) = dG·f + G·Σ ∂f/∂s·ds over the values s that f reads. sympy's part is worked
+        out once per shape of (G, the node's expression, the node, the input)."""
+        shaped = shape_of((G, node.expr), (symbol(node.name), symbol(local.input)))
+        key, symbols = shaped
+        known = _SECOND.get(key)
+        if known is None:
+            factor = local.factor
+            known = _SECOND[key] = (_size(factor, MAX_FACTOR_SIZE), tuple(
+                symbols.index(s) for s in sorted(factor.free_symbols, key=lambda s: s.name)))
+        size, reads = known
         self.budget -= size
         if size > MAX_FACTOR_SIZE or self.budget < 0:
             raise _TooLarge(f"`{node.stmt or node.name}` has a local derivative too large to "
@@ -224,11 +288,13 @@ class SecondOrderWriter(ModuleWriter):
         terms = []
         dG = self._adjoint_tangent(node, G)
         if dG is not None:
-            terms.append((factor, dG[0], dG[1]))
-        for s in sorted(factor.free_symbols, key=lambda s: s.name):
+            terms.append((self._factor_coef(node, local.input), dG[0], dG[1]))
+        for k in reads:
+            s = symbols[k]
             if s.name in self.varies:
-                terms.append((G * sp.diff(factor, s), tangent(value_name(s.name)),
-                              self.g.nodes[s.name].shape))
+                terms.append((_coef_once(f"G·∂factor/∂{k}", shaped,
+                                         lambda: G * sp.diff(local.factor, s)),
+                              tangent(value_name(s.name)), self.g.nodes[s.name].shape))
         code, shape = self._terms(body, terms, shapes)
         return None if code == "0.0" else (code, shape)
 
@@ -413,7 +479,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                     f"The residuals r, flattened: `{g.objective}` == LEAST_SQUARES_FACTOR · "
                     f"{ls.kind}(r²)."))
                 continue
-            terms = [(sp.diff(ls.residual, s), tangent(value_name(s.name)), shapes[s])
+            terms = [(_coef(sp.diff(ls.residual, s)), tangent(value_name(s.name)), shapes[s])
                      for s in sorted(ls.residual.free_symbols, key=lambda s: s.name)
                      if s.name in self.varies]
             code, tshape = self._terms(body, terms, shapes)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import synthetic  # noqa: E402
 
-from compiler import codegen, derive  # noqa: E402
+from compiler import codegen, derive, second_order  # noqa: E402
 from compiler.functions import sigmoid  # noqa: E402
 from compiler.ir import symbol  # noqa: E402
 from compiler.memo import shape_of  # noqa: E402
@@ -36,14 +36,20 @@ MODELS = {"chain": synthetic.chain(14), "mlp": synthetic.mlp(12)}
 MODELS.update({p.stem: p.read_text() for p in sorted((ROOT / "examples").glob("*.model"))})
 
 
+def forget(monkeypatch) -> None:
+    """Empty every memo table, for this test only."""
+    for module, table in ((derive, "_FACTORS"), (codegen, "_PRINTED"), (second_order, "_COEFS"),
+                          (second_order, "_SECOND")):
+        monkeypatch.setattr(module, table, {})
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_memo_changes_no_byte_of_the_module(tmp_path, monkeypatch, name):
     path = tmp_path / f"{name}.model"
     path.write_text(MODELS[name])
     if name not in ("chain", "mlp"):  # the examples read their data beside them: same folder
         path = ROOT / "examples" / f"{name}.model"
-    monkeypatch.setattr(derive, "_FACTORS", {})
-    monkeypatch.setattr(codegen, "_PRINTED", {})
+    forget(monkeypatch)
     with_memo = compile_file(str(path), use_cache=False).source
 
     fresh = itertools.count()
@@ -52,8 +58,7 @@ def test_memo_changes_no_byte_of_the_module(tmp_path, monkeypatch, name):
         key, symbols = shape_of(exprs, extra)
         return (next(fresh), key), symbols
 
-    monkeypatch.setattr(derive, "shape_of", never_equal)
-    monkeypatch.setattr(codegen, "shape_of", never_equal)
-    monkeypatch.setattr(derive, "_FACTORS", {})
-    monkeypatch.setattr(codegen, "_PRINTED", {})
+    for module in (derive, codegen, second_order):
+        monkeypatch.setattr(module, "shape_of", never_equal)
+    forget(monkeypatch)
     assert compile_file(str(path), use_cache=False).source == with_memo
