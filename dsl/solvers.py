@@ -1,8 +1,8 @@
 """Full-batch fits through scipy.optimize, on the generated module's exact derivatives.
 
-- `lm`: `scipy.optimize.least_squares` on `residuals` and the exact `jacobian`: MINPACK's
-  Levenberg-Marquardt (method 'lm'), or trust-region reflective ('trf') when a param has bounds;
-  both scale each param by its Jacobian column (`x_scale='jac'`), so units do not matter.
+- `lm`: MINPACK's Levenberg-Marquardt (`scipy.optimize.leastsq`) on `residuals` and the exact
+  `jacobian`, or `least_squares`' trust-region reflective ('trf') when a param has bounds; both
+  scale each param by its Jacobian column, so units do not matter.
 - `newton`: trust-region Newton with the exact `hessian` (`minimize`, method 'trust-exact'), or
   'trust-constr' when a param has bounds.
 - `lbfgs`: L-BFGS-B (`minimize`) with the exact gradient, bounds as its box.
@@ -36,11 +36,13 @@ class _Run:
         self.best_x, self.best_f = None, math.inf
         self.logging = 0.0  # seconds spent writing history rows, not solving
         self.t0 = time.perf_counter()
-        self.last = None  # (x, sum of squares, size) of the latest residuals
+        # (x's bytes, sum of squares, size, residuals) of the latest residuals, and (x's bytes,
+        # Jacobian) of the latest Jacobian: bytes compare in a fraction of np.array_equal's time
+        self.last = self.last_jacobian = None
         self.before = 0.0  # seconds of the run resumed from
 
     def seen(self, x, f: float) -> None:
-        if math.isfinite(f) and f < self.best_f and np.all(np.isfinite(x)):
+        if math.isfinite(f) and f < self.best_f and np.isfinite(x).all():
             self.best_x, self.best_f = np.array(x), f
 
     def loss(self, x) -> float:
@@ -68,18 +70,26 @@ class _Run:
         return np.asarray(self.module.hessian(self.flat.unpack(x), self.train), dtype=np.float64)
 
     def residuals(self, x):
+        key = x.tobytes()
+        if self.last is not None and self.last[0] == key:
+            return self.last[3]  # leastsq checks the start's shape before MINPACK evaluates it
         self.counts["objective"] += 1
         r = np.asarray(self.module.residuals(self.flat.unpack(x), self.train), dtype=np.float64)
         rss = float(r @ r)
         self.seen(x, rss)
-        self.last = (np.array(x), rss, r.size)
+        self.last = (key, rss, r.size, r)
         return r
 
     def jacobian(self, x):
         """The Jacobian, at each accepted point: for lm an iteration begins here."""
+        key = x.tobytes()
+        if self.last_jacobian is not None and self.last_jacobian[0] == key:
+            return self.last_jacobian[1]  # as for the residuals: leastsq's check, then MINPACK
         self.counts["jacobian"] += 1
         self.iteration(x)
-        return np.asarray(self.module.jacobian(self.flat.unpack(x), self.train), dtype=np.float64)
+        j = np.asarray(self.module.jacobian(self.flat.unpack(x), self.train), dtype=np.float64)
+        self.last_jacobian = (key, j)
+        return j
 
     def iteration(self, x) -> None:
         t0 = time.perf_counter()
@@ -90,19 +100,18 @@ class _Run:
         self.logging += time.perf_counter() - t0
 
     def row(self, step: int, x) -> float:
-        params = self.flat.unpack(x)
-        if self.last is not None and np.array_equal(self.last[0], x):  # lm: from the residuals
-            _, rss, size = self.last
+        if self.last is not None and self.last[0] == x.tobytes():  # lm: from the residuals
+            _, rss, size, _ = self.last
             mean = self.module.LEAST_SQUARES == "mean"
             loss = self.module.LEAST_SQUARES_FACTOR * (rss / size if mean else rss)
         else:
-            loss = float(self.module.loss(params, self.train))
+            loss = float(self.module.loss(self.flat.unpack(x), self.train))
         h = self.history
         h.step.append(step)
         h.epoch.append(float(step))
         h.train_loss.append(loss)
         if self.test:
-            h.test_loss.append(float(self.module.loss(params, self.test)))
+            h.test_loss.append(float(self.module.loss(self.flat.unpack(x), self.test)))
         h.seconds.append(self.before + time.perf_counter() - self.t0 - self.logging)
         h.spill()
         return loss
@@ -139,14 +148,20 @@ def solve(module, params, train, test, cfg, progress=None, start: Checkpoint | N
     spent = time.perf_counter() - t0 - run.logging
     x = run.best_x if run.best_x is not None else x0
     reason, detail, converged = "interrupted", "stopped by Ctrl-C", False
+    end = None  # (loss, gradient) at x
     if res is not None:
         reason, detail, converged = _reason(opt.name, bounded, res)
-        if np.all(np.isfinite(res.x)) and math.isfinite(float(module.loss(flat.unpack(res.x), train))):
+        if np.isfinite(res.x).all():
+            end = module.loss_and_grad(flat.unpack(res.x), train)
+        if end is not None and math.isfinite(float(end[0])):
             x = np.asarray(res.x, dtype=np.float64)
         else:
+            end = None
             reason, detail, converged = "diverged", ("the solver ended on non-finite values; the "
                                                      "best params it saw are kept"), False
     params.update(flat.unpack(x))
+    f, grad = end or module.loss_and_grad(params, train)
+    grad = flat.pack(grad)
     steps = first + run.iterations
     h = result.history
     h.truncate(steps)
@@ -154,10 +169,9 @@ def solve(module, params, train, test, cfg, progress=None, start: Checkpoint | N
         run.row(steps, x)
     h.seconds[-1] = (start.seconds if start else 0.0) + spent
     result.steps, result.seconds = steps, spent
-    grad = run.flat.pack(module.grad(params, train))
     result.convergence = Convergence(converged, reason, detail, run.iterations,
                                      dict(run.counts), float(np.linalg.norm(grad)),
-                                     relative_gradient(grad, x, float(module.loss(params, train))))
+                                     relative_gradient(grad, x, float(f)))
     if reason == "stalled" and result.convergence.relative_gradient <= CONVERGED_RELATIVE_GRADIENT:
         result.convergence.converged = True  # no further progress possible, at a stationary point
     result.checkpoint = Checkpoint(steps, (start.seconds if start else 0.0) + spent, opt.name,
@@ -166,28 +180,64 @@ def solve(module, params, train, test, cfg, progress=None, start: Checkpoint | N
 
 
 def _lm(run: _Run, x0, lo, hi, bounded, args, cap):
-    """least_squares: 'lm' (MINPACK), or 'trf' with bounds. An 'lm' fit that ends where a
-    param has stopped changing the residuals (its Jacobian column vanished: a saturated
-    exponential, as in NIST's BoxBOD from start 1) is stuck on a plateau MINPACK cannot leave;
-    it is fitted again from the start with 'trf', and the lower sum of squares is kept."""
+    """MINPACK's Levenberg-Marquardt (`leastsq`), or `least_squares`' 'trf' with bounds. An 'lm'
+    fit that ends where a param has stopped changing the residuals (its Jacobian column
+    vanished: a saturated exponential) is stuck on a plateau MINPACK cannot leave; it is fitted
+    again from the start with 'trf', and the lower sum of squares is kept."""
     tol = {k: max(args[k], EPS) for k in ("ftol", "xtol", "gtol")}
     if bounded:
         return so.least_squares(run.residuals, x0, jac=run.jacobian, method="trf",
                                 bounds=(lo, hi), x_scale="jac", max_nfev=cap, **tol)
-    res = so.least_squares(run.residuals, x0, jac=run.jacobian, method="lm", x_scale="jac",
-                           max_nfev=cap, **tol)
-    run.iterations -= 1  # least_squares takes MINPACK's Jacobian once more at the solution
+    res = _minpack(run, x0, tol, cap)
     if not _vanished(res.jac, res.x):
         return res
-    used = res.nfev
-    again = so.least_squares(run.residuals, x0, jac=run.jacobian, method="trf", x_scale="jac",
-                             max_nfev=max(cap - used, 1), **tol)
-    better = again if np.all(np.isfinite(again.fun)) and again.cost < res.cost else res
+    try:
+        again = so.least_squares(run.residuals, x0, jac=run.jacobian, method="trf",
+                                 x_scale="jac", max_nfev=max(cap - res.nfev, 1), **tol)
+    except ValueError:  # trf refuses a Jacobian that is not finite: the lm fit stands
+        again = None
+    better = (again if again is not None and np.all(np.isfinite(again.fun))
+              and again.cost < res.cost else res)
     better.message = (f"{better.message} (after 'lm' stopped where a param no longer changed "
-                      f"the residuals, fitted again with 'trf'; kept the {'trf' if better is again else 'lm'} fit)")
+                      f"the residuals, fitted again with 'trf'; kept the "
+                      f"{'trf' if better is again else 'lm'} fit)")
     return better
 
 
+def _minpack(run: _Run, x0, tol, cap) -> so.OptimizeResult:
+    """`leastsq`: MINPACK's lmder as `least_squares(method='lm', x_scale='jac')` calls it (each
+    param scaled by the norm of its Jacobian column), but without least_squares' per-call
+    wrapping, which costs as much as a small fit, and with the first step bound FACTOR. The
+    result as least_squares gives it: status and message in its words, the Jacobian at x."""
+    x, _, info, _, ier = so.leastsq(run.residuals, x0, Dfun=run.jacobian, full_output=True,
+                                    maxfev=cap, factor=FACTOR, **tol)
+    if run.last_jacobian is not None and run.last_jacobian[0] == x.tobytes():
+        jac = run.last_jacobian[1]
+    else:  # the solution's Jacobian, for the vanished-column test; no iteration of the fit
+        run.counts["jacobian"] += 1
+        jac = np.asarray(run.module.jacobian(run.flat.unpack(x), run.train), dtype=np.float64)
+    status, message = _MINPACK[ier]
+    fun = info["fvec"]
+    return so.OptimizeResult(x=x, cost=0.5 * float(fun @ fun), fun=fun, jac=jac, status=status,
+                             message=message, nfev=info["nfev"])
+
+
+# MINPACK's first step is at most FACTOR times the scaled params' norm. Its usual 100 throws a
+# saturated exponential (NIST's BoxBOD from start 1) onto a plateau where a param's Jacobian
+# column vanishes; 1 is trf's first trust radius and keeps all 27 NIST problems at >= 6 digits.
+FACTOR = 1.0
+# MINPACK's `info` as least_squares' status (1-4 a tolerance met, 0 the cap, -1 bad input, and
+# here -2 for a tolerance too small for any further progress) and its message.
+_MINPACK = {0: (-1, "Improper input parameters status returned from `leastsq`"),
+            1: (2, "`ftol` termination condition is satisfied."),
+            2: (3, "`xtol` termination condition is satisfied."),
+            3: (4, "Both `ftol` and `xtol` termination conditions are satisfied."),
+            4: (1, "`gtol` termination condition is satisfied."),
+            5: (0, "The maximum number of function evaluations is exceeded."),
+            6: (-2, "`ftol` is too small: no further reduction of the sum of squares is possible."),
+            7: (-2, "`xtol` is too small: no further improvement of the solution is possible."),
+            8: (-2, "`gtol` is too small: the residuals are orthogonal to the Jacobian's columns "
+                    "to machine precision.")}
 EPS = float(np.finfo(float).eps)
 
 

@@ -15,7 +15,7 @@ import dsl
 from compiler.errors import SemanticError, UsageError
 from dsl.cli import main
 from dsl.config import with_overrides
-from dsl.train import choose_optimizer
+from dsl.train import choose_optimizer, fit
 
 ROOT = Path(__file__).resolve().parents[2]
 PENDULUM = ROOT / "examples" / "pendulum.model"
@@ -177,3 +177,62 @@ def test_a_bound_in_the_model_reaches_lm_and_withholds_error_bars_when_active(tm
     assert report["optimizer"].startswith("lm(") and report["fit"]["converged"]
     assert report["params"]["a"]["value"] == pytest.approx(1.5)
     assert "no error bars: a is at a bound" in out and report["params"]["b"]["stderr"] is None
+
+
+NIST = ROOT / "tests" / "data" / "nist"
+
+
+def nist_fit(monkeypatch, name: str, start: dict[str, float]):
+    """Fit a NIST model from `start` with the default optimizer, recording every point at
+    which the generated residuals and Jacobian are evaluated."""
+    model = dsl.load(str(NIST / f"{name}.model"))
+    points = {"residuals": [], "jacobian": []}
+    for kind in points:
+        def recording(params, inputs, kind=kind, real=getattr(model.module, kind)):
+            points[kind].append(tuple(float(params[n]) for n in model.module.PARAMS))
+            return real(params, inputs)
+        monkeypatch.setattr(model.module, kind, recording)
+    cfg = choose_optimizer(model.checked.train, model.module, model.params)
+    ds = model.dataset()
+    model.params = {k: np.array(float(v)) for k, v in start.items()}
+    model.last_fit = fit(model.module, model.params, ds.train, ds.test, cfg)
+    return model, points
+
+
+def test_lm_evaluates_each_point_once(monkeypatch):
+    """leastsq evaluates the start once to check its shapes, then MINPACK evaluates it again:
+    the solver keeps the latest residuals and Jacobian, so no point costs a second evaluation,
+    and the counts reported are the evaluations made."""
+    certified = json.loads((NIST / "certified.json").read_text())["Misra1a"]
+    model, points = nist_fit(monkeypatch, "Misra1a", certified["start1"])
+    conv = model.last_fit.convergence
+    assert conv.converged and len(points["residuals"]) > 5
+    for kind in ("residuals", "jacobian"):
+        assert len(set(points[kind])) == len(points[kind]), kind
+    assert conv.evaluations["objective"] == len(points["residuals"])
+    assert conv.evaluations["jacobian"] == len(points["jacobian"])
+
+
+def test_lm_first_step_keeps_boxbod_off_its_plateau(monkeypatch):
+    """From NIST's start 1, MINPACK's usual first step (100 times the scaled params) sends
+    BoxBOD's b2 to where exp(-b2·x) has vanished and b2 no longer moves the residuals. A first
+    step of the params' own size reaches the certified values in one Levenberg-Marquardt fit,
+    without the trf refit."""
+    certified = json.loads((NIST / "certified.json").read_text())["BoxBOD"]
+    model, points = nist_fit(monkeypatch, "BoxBOD", certified["start1"])
+    conv = model.last_fit.convergence
+    assert conv.converged and "fitted again" not in conv.detail
+    for k, want in certified["certified"].items():
+        assert float(model.params[k]) == pytest.approx(want, rel=1e-6)
+    assert len(points["residuals"]) < 60
+
+
+def test_lm_keeps_its_fit_when_the_trf_refit_meets_a_jacobian_that_is_not_finite(monkeypatch):
+    """Rat43 from a start where lm ends on a plateau and trf, fitting again, reaches values
+    whose Jacobian is not finite (least_squares raises): the lm fit stands, no error."""
+    start = {"b1": 204.71629338125928, "b2": -131.07319701787563, "b3": 0.04003692667006907,
+             "b4": 9.960545081853889}
+    model, _ = nist_fit(monkeypatch, "Rat43", start)
+    conv = model.last_fit.convergence
+    assert "fitted again with 'trf'; kept the lm fit" in conv.detail
+    assert all(np.isfinite(float(v)) for v in model.params.values())
