@@ -197,21 +197,13 @@ def test_seed_graph_eval_follows_the_chain_rule(copy):
     assert g["k1"] == pytest.approx(chain, rel=1e-12)
 
 
-def _has_command(copy, command: str) -> bool:
-    return command in dsl(copy, "--help").stdout
-
-
 def test_seed_graph_derive(copy):
-    if not _has_command(copy, "derive"):
-        pytest.skip("`dsl derive` is not there yet")
     r = dsl(copy, "derive", "examples/seed_graph.model", "--wrt", "k1")
     assert r.returncode == 0, r.stderr
     assert "∂loss/∂k1 = ∂loss/∂L2 · ∂L2/∂s · ∂s/∂L1 · ∂L1/∂k1" in r.stdout
 
 
 def test_seed_graph_graph(copy):
-    if not _has_command(copy, "graph"):
-        pytest.skip("`dsl graph` is not there yet")
     r = dsl(copy, "graph", "examples/seed_graph.model")
     assert r.returncode == 0, r.stderr
     assert "digraph" in r.stdout and "k1" in r.stdout

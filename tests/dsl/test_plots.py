@@ -25,10 +25,6 @@ def only(directory, name) -> bool:
     return sorted(os.listdir(directory)) == [name]
 
 
-def test_available():
-    assert plots.available() is True
-
-
 def test_loss_curve(tmp_path):
     steps = np.arange(50)
     train = np.exp(-steps / 10.0) + 0.1
@@ -72,7 +68,9 @@ def test_overwrites_atomically(tmp_path):
 def test_none_without_matplotlib(tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
+    assert plots.available() is True  # installed here (importorskip above)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert plots.available() is False
     path = str(tmp_path / "x.png")
     assert plots.loss_curve([0, 1], [1.0, 0.5], None, path, "t") is None
     assert plots.predicted_vs_true([1.0], [1.0], path, "t") is None
