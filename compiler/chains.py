@@ -28,7 +28,8 @@ import sympy as sp
 
 from compiler.derive import elementwise_factor, needs_gradient
 from compiler.errors import InternalError, UsageError
-from compiler.ir import Graph, Node, Shape, symbol
+from compiler.ir import Graph, Node, symbol
+from compiler.shape import Shape, summed_axes
 
 MAX_PATHS = 8  # more paths than this: the adjoint recurrence per node instead of a list
 # `--expand` writes each node's value in full wherever it is used, so a chain of statements
@@ -587,14 +588,13 @@ def reduce_to(c: sp.Expr, have: Shape, want: Shape, scalars: set = frozenset()) 
         c = c * ones(have)
     if want == ():
         return Total(c, count(have))
-    lead = len(have) - len(want)
+    lead, kept = summed_axes(have, want)
     out = c
-    for ax in reversed(range(lead, len(have))):
-        if want[ax - lead] == 1 and have[ax] != 1:
-            out = SumAlong(out, sp.Integer(ax))
-    if lead == 1 and isinstance(have[0], str):
+    for ax in reversed(kept):
+        out = SumAlong(out, sp.Integer(len(lead) + ax))
+    if len(lead) == 1 and isinstance(have[0], str):
         return RowSum(out, size_symbol(have[0]))
-    for ax in reversed(range(lead)):
+    for ax in reversed(lead):
         out = SumAlong(out, sp.Integer(ax))
     return out
 

@@ -21,11 +21,12 @@ from sympy.printing.numpy import NumPyPrinter
 from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
 from compiler.functions import ComparisonBase, print_condition
-from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
+from compiler.ir import Graph, Node, symbol
 from compiler.stable import stabilize_graph
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
                             grad_name, size_name, temp_index, temp_symbols, value_name)
 from compiler.memo import shape_of, template as memo_template
+from compiler.shape import Shape, broadcast, summed_axes
 
 _NUMPY_COMPARISON = {op: op for op in ("<", "<=", ">", ">=", "==", "!=")}
 
@@ -314,7 +315,7 @@ class ModuleWriter:
                 code = printed.code
                 if not replacements:
                     self._forward_lines[node.name] = code
-            have = broadcast_shapes(*(self.g.nodes[s.name].shape for s in node.expr.free_symbols))
+            have = broadcast(*(self.g.nodes[s.name].shape for s in node.expr.free_symbols))
             if have != tuple(node.shape):  # sympy cancelled the operands of full shape (`V - V`
                 # is 0): the value must still have its declared shape for `@`, axes, transpose
                 code = body.broadcast(code, have, node.shape)
@@ -409,7 +410,7 @@ class ModuleWriter:
                 parts.append(temp_shapes[s])
             else:
                 parts.append(shapes[s.name])
-        return broadcast_shapes(*parts)
+        return broadcast(*parts)
 
     def _push_structural(self, body, node, local, G, gshape, adjoint, reads) -> None:
         rule: StructuralMap = local.rule
@@ -448,7 +449,7 @@ class ModuleWriter:
         name = grad_name(target)
         if target in adjoint:
             body.emit(name, f"{name} + {code}", node, "∂ ")
-            adjoint[target] = broadcast_shapes(adjoint[target], shape)
+            adjoint[target] = broadcast(adjoint[target], shape)
         else:
             body.emit(name, code, node, "∂ ")
             adjoint[target] = shape
@@ -647,14 +648,10 @@ def _loses_count(have: Shape, full: Shape, want: Shape) -> bool:
 def _reduce_to(code: str, have: Shape, want: Shape) -> tuple[str, Shape]:
     """Sum a contribution of static shape `have` over the axes numpy broadcast it along, so
     that it broadcasts to `want` again (leading axes, and axes where `want` has 1)."""
-    have = tuple(have)
-    lead = len(have) - len(want)
-    if lead > 0:
-        axes = tuple(range(lead))
-        code = f"{_paren_expr(code)}.sum(axis={axes if len(axes) > 1 else axes[0]})"
-        have = have[lead:]
-    offset = len(want) - len(have)
-    ones = tuple(i for i, d in enumerate(have) if want[offset + i] == 1 and d != 1)
+    lead, ones = summed_axes(have, want)
+    if lead:
+        code = f"{_paren_expr(code)}.sum(axis={lead if len(lead) > 1 else lead[0]})"
+    have = tuple(have)[len(lead):]
     if ones:
         code = f"{_paren_expr(code)}.sum(axis={ones if len(ones) > 1 else ones[0]}, keepdims=True)"
         have = tuple(1 if i in ones else d for i, d in enumerate(have))

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from compiler.errors import InternalError, Span
-
-Dim = int | str
-Shape = tuple[Dim, ...]
+from compiler.errors import Span
+from compiler.shape import Shape
 
 LEAF_KINDS = ("input", "param", "const")
 STRUCTURAL_OPS = ("matmul", "sum", "mean", "logsumexp", "softmax", "transpose", "index", "slice")
@@ -100,15 +98,3 @@ def symbol(name: str) -> sp.Symbol:
     """The scalar symbol that stands for one element of a node inside elementwise maths."""
     return sp.Symbol(name, real=True)
 
-
-def broadcast_shapes(*shapes: Shape) -> Shape:
-    """numpy's broadcasting on static shapes (size names are compared by name)."""
-    n = max((len(s) for s in shapes), default=0)
-    out: list[Dim] = [1] * n
-    for s in shapes:
-        for i, d in enumerate((1,) * (n - len(s)) + tuple(s)):
-            if d != 1:
-                if out[i] not in (1, d):
-                    raise InternalError(f"shapes {shapes} do not broadcast")
-                out[i] = d
-    return tuple(out)

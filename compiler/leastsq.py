@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from compiler.ir import Graph, Shape
+from compiler.ir import Graph
+from compiler.shape import Shape
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from compiler.codegen import (SGD_STEP_DOC, ModuleWriter, _Body, _loses_count, _
                               _paren,
                               _paren_expr, _reduce_to, _token, print_expr)
 from compiler.derive import elementwise_factor, needs_gradient
-from compiler.ir import Graph, Node, Shape, broadcast_shapes, symbol
+from compiler.ir import Graph, Node, symbol
+from compiler.shape import Shape, broadcast
 from compiler.leastsq import LeastSquares, least_squares
 from compiler.memo import shape_of, template
 from compiler.names import Adjoint, grad_name, size_name, value_name
@@ -225,12 +226,12 @@ class SecondOrderWriter(ModuleWriter):
         for c, code, tshape in terms:
             if c is None:
                 continue
-            cshape = broadcast_shapes(*(shapes[s] for s in c.symbols))
+            cshape = broadcast(*(shapes[s] for s in c.symbols))
             pc = f"({c.code})" if c.add and not cshape else c.code
             term = code if c.one else f"{_col(pc, cshape)}*{code}"
             minus = c.minus
             out += (" - " if minus else " + ") + term if out else ("-" if minus else "") + term
-            shape = broadcast_shapes(shape, cshape, tshape)
+            shape = broadcast(shape, cshape, tshape)
         return out or "0.0", shape
 
     def _full(self, body: _Body, code: str, shape: Shape) -> str:
@@ -254,7 +255,7 @@ class SecondOrderWriter(ModuleWriter):
         name = tangent(grad_name(target))
         if target in self.tadj:
             body.emit(name, f"{name} + {tcode}", node, "d/dθ ∂ ")
-            self.tadj[target] = broadcast_shapes(self.tadj[target], tshape)
+            self.tadj[target] = broadcast(self.tadj[target], tshape)
         else:
             body.emit(name, tcode, node, "d/dθ ∂ ")
             self.tadj[target] = tshape
@@ -468,7 +469,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
             self.varies = saved
             shape = tuple(ls.shape)
             shapes = {s: g.nodes[s.name].shape for s in ls.residual.free_symbols}
-            have = broadcast_shapes(*shapes.values())
+            have = broadcast(*shapes.values())
             res = print_expr(ls.residual)
             if have != shape:
                 res = body.broadcast(res, have, shape)

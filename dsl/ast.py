@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from compiler.errors import Span
-
-Dim = int | str  # an integer size, or a size name such as N bound when data arrives
+from compiler.shape import Shape
 
 
 # ---- expressions -------------------------------------------------------------------------
@@ -89,7 +88,7 @@ class Binding:
 @dataclass(frozen=True)
 class Input:
     name: str
-    dims: tuple[Dim, ...]
+    dims: Shape
     binding: Binding | None
     span: Span = field(compare=False)
     name_span: Span = field(compare=False)
@@ -129,7 +128,7 @@ class Bounds:
 @dataclass(frozen=True)
 class Param:
     name: str
-    dims: tuple[Dim, ...]
+    dims: Shape
     init: Init
     span: Span = field(compare=False)
     name_span: Span = field(compare=False)

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 
 from compiler.errors import ModelWarning, SemanticError, Span
 from compiler.builtins import BUILTINS, CONSTANT_NAMES
+from compiler.shape import Shape, broadcast, elementwise_shape, fmt_shape
 from dsl import ast
 from dsl.config import TrainConfig, train_config
-
-Shape = tuple[ast.Dim, ...]
 
 SOURCE = "source"  # a global fit's input of 0/1 source indicators, one column per `data`
 KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "target", "report", "data",
@@ -94,10 +93,6 @@ class Checked:
                 if n in self.nodes:
                     stack.extend(_names_in(self.nodes[n]))
         return seen
-
-
-def fmt_shape(shape: Shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]" if shape else "scalar"
 
 
 def check(model: ast.Model) -> Checked:
@@ -725,31 +720,27 @@ _SELECT_ARGS = {"where": ("the condition", "the value if true", "the value if fa
 
 
 def _broadcast(a: Typed, b: Typed, op: str, span: Span, labels=None) -> Shape:
-    """LANGUAGE.md 2.3: equal shapes, a scalar, or one the trailing part of the other.
-    `labels` name the two sides in a mismatch (default: a name, or left and right side)."""
+    """The shape of an elementwise op by the language's rule, or a mismatch that says what
+    numpy would have done. `labels` name the two sides in a mismatch (default: a name, or
+    left and right side)."""
     sa, sb = a.shape, b.shape
-    if sa == sb or not sb:
-        return sa
-    if not sa:
-        return sb
-    if len(sa) > len(sb) and sa[-len(sb):] == sb:
-        return sa
-    if len(sb) > len(sa) and sb[-len(sa):] == sa:
-        return sb
+    shape = elementwise_shape(sa, sb)
+    if shape is not None:
+        return shape
     left = f"{a.name} is" if a.op == "name" else "the left side is"  # LANGUAGE.md 3.4 wording
     right = f"{b.name} is" if b.op == "name" else "the right side is"
     if labels:
         left, right = f"{labels[0]} is", f"{labels[1]} is"
     message = f"shape mismatch in `{op}`: {left} {fmt_shape(sa)} but {right} {fmt_shape(sb)}"
-    wide = _numpy_broadcast(sa, sb)
-    if wide is not None:
-        hint = f"numpy would broadcast these to {fmt_shape(wide)}"
+    try:
+        hint = f"numpy would broadcast these to {fmt_shape(broadcast(sa, sb))}"
+    except ValueError:
+        hint = ("elementwise operands need equal shapes, a scalar, or one shape the trailing "
+                "part of the other (a bias [10] against [N, 10])")
+    else:
         fix = _column_fix(a, b) or _column_fix(b, a)
         if fix:
             hint += "; " + fix
-    else:
-        hint = ("elementwise operands need equal shapes, a scalar, or one shape the trailing "
-                "part of the other (a bias [10] against [N, 10])")
     raise SemanticError(message, span, hint)
 
 
@@ -760,21 +751,6 @@ def _column_fix(col: Typed, flat: Typed) -> str | None:
     if len(col.shape) == 2 and col.shape[1] == 1 and flat.shape == col.shape[:1]:
         return f"make both {fmt_shape(col.shape)} or both {fmt_shape(flat.shape)}"
     return None
-
-
-def _numpy_broadcast(sa: Shape, sb: Shape) -> Shape | None:
-    """What numpy would silently do with these shapes, or None if numpy refuses too."""
-    n = max(len(sa), len(sb))
-    pa, pb = (1,) * (n - len(sa)) + sa, (1,) * (n - len(sb)) + sb
-    out = []
-    for x, y in zip(pa, pb):
-        if x == y or y == 1:
-            out.append(x)
-        elif x == 1:
-            out.append(y)
-        else:
-            return None
-    return tuple(out)
 
 
 def _matmul_shape(a: Typed, b: Typed, span: Span) -> Shape:

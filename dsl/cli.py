@@ -21,8 +21,9 @@ import traceback
 import numpy as np
 
 from compiler.errors import DataError, DslError, TrainingDiverged, UsageError
+from compiler.shape import fmt_shape
 from dsl import __version__, ast, plots
-from dsl.check import Checked, check, fmt_shape
+from dsl.check import Checked, check
 from dsl.config import SOLVERS, with_overrides
 from dsl.data import describe, numeric_part, read_csv, select
 from dsl.diagnostics import render_error, render_warning

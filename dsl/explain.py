@@ -21,6 +21,7 @@ from compiler.codegen import PositiveTermsFirst
 from compiler.errors import UsageError
 from compiler.functions import ComparisonBase, print_condition
 from compiler.ir import Graph, symbol
+from compiler.shape import fmt_shape
 
 _TEXT_COMPARISON = {"<": "<", "<=": "≤", ">": ">", ">=": "≥", "==": "=", "!=": "≠"}
 _LATEX_COMPARISON = {"<": "<", "<=": r"\leq", ">": ">", ">=": r"\geq", "==": "=", "!=": r"\neq"}
@@ -566,10 +567,6 @@ def propagation(g: Graph, name: str) -> tuple[str, str]:
 
 # ---- models ----------------------------------------------------------------------------------
 
-def _shape_text(shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]" if shape else "scalar"
-
-
 def model_latex(g: Graph) -> str:
     """The model's statements as one aligned block of equations."""
     c = Chains(g)
@@ -590,7 +587,7 @@ def model_markdown(g: Graph) -> str:
     leaves = [(n, node) for n, node in g.nodes.items() if node.is_leaf]
     if leaves:
         parts.append("| name | kind | shape |\n| --- | --- | --- |\n" + "\n".join(
-            f"| `{n}` | {node.kind} | {_shape_text(node.shape)} |" for n, node in leaves))
+            f"| `{n}` | {node.kind} | {fmt_shape(node.shape)} |" for n, node in leaves))
     parts.append("$$\n" + model_latex(g) + "\n$$")
     return "\n\n".join(parts)
 

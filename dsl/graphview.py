@@ -16,6 +16,7 @@ import subprocess
 from compiler.chains import edge_factor, node_value
 from compiler.errors import DslError, UsageError
 from compiler.ir import Graph, Node
+from compiler.shape import fmt_shape
 from dsl.explain import Explanation, TextPrinter, adjoint_letter, partial
 
 FORMATS = ("dot", "svg", "text")
@@ -31,10 +32,6 @@ _STYLE = {
 }
 _OPS = {"matmul": "@", "sum": "sum", "mean": "mean", "logsumexp": "logsumexp",
         "softmax": "softmax", "transpose": "transpose"}
-
-
-def _shape(node: Node) -> str:
-    return "[" + ", ".join(str(d) for d in node.shape) + "]" if node.shape else ""
 
 
 def _short(text: str) -> str:
@@ -95,8 +92,8 @@ def to_dot(g: Graph, derivatives: bool = False) -> str:
         else:
             kind = "elementwise" if node.op == "elementwise" else "structural"
             label = [name, _short(definition(g, node, printer))]
-        if _shape(node):
-            label.append(_shape(node))
+        if node.shape:
+            label.append(fmt_shape(node.shape))
         extra = ""
         if name == g.objective:
             extra = ", peripheries=2, penwidth=1.4"
@@ -151,11 +148,11 @@ def to_text(g: Graph, derivatives: bool = False) -> str:
     summary = ", ".join(f"{v} {k}{'s' if v != 1 else ''}" for k, v in counts.items() if v)
     lines = [f"# {_caption(g)}: {len(g.nodes)} nodes ({summary})"]
     width = max((len(n) for n in g.nodes), default=0)
-    swidth = max((len(_shape(n) or "scalar") for n in g.nodes.values()), default=0)
+    swidth = max((len(fmt_shape(n.shape)) for n in g.nodes.values()), default=0)
     for name, node in g.nodes.items():
         note = ("   (minimize)" if name == g.objective else
                 "   (predict)" if name == g.predict else "")
-        shape = _shape(node) or "scalar"
+        shape = fmt_shape(node.shape)
         if node.is_leaf:
             value = f"  = {node.value:g}" if node.kind == "const" else ""
             lines.append(f"{node.kind:<6} {name:<{width}}  {shape:<{swidth}}{value}{note}".rstrip())

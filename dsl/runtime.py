@@ -24,8 +24,9 @@ import numpy as np
 
 from compiler import CODEGEN_VERSION
 from compiler.errors import DataError, ModelWarning, Span
+from compiler.shape import fmt_shape
 from dsl import __version__, ast
-from dsl.check import Checked, check, fmt_shape
+from dsl.check import Checked, check
 from dsl.data import (OneHot, Standardizer, Table, column_index, fmt_bytes, read_csv, read_header,
                       select, split_rows)
 from dsl.files import atomic_write, cache_dir, trusted
