@@ -222,6 +222,8 @@ Statement = (Input | Param | Const | Assign | Def | Minimize | Predict | Target 
 
 
 @dataclass(frozen=True)
-class Model:
+class Program:
+    """A whole `.model` file as parsed (`dsl.model.Model` is the compiled, trainable one)."""
+
     file: str
     statements: tuple[Statement, ...]

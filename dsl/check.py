@@ -95,12 +95,12 @@ class Checked:
         return seen
 
 
-def check(model: ast.Model) -> Checked:
+def check(model: ast.Program) -> Checked:
     return _Checker(model).run()
 
 
 class _Checker:
-    def __init__(self, model: ast.Model):
+    def __init__(self, model: ast.Program):
         self.model = model
         self.decls: dict[str, ast.Statement] = {}
         self.defs: dict[str, ast.Def] = {}

@@ -156,7 +156,7 @@ class Session:
 
     def __init__(self):
         self.sources: dict[str, str] = {}
-        self.trees: dict[str, ast.Model] = {}  # as parsed, for the model's digest
+        self.trees: dict[str, ast.Program] = {}  # as parsed, for the model's digest
         self.checked: dict[str, Checked] = {}
         self.signals: list[int] = []
 

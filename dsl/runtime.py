@@ -81,7 +81,7 @@ def compile_file(path: str, text: str | None = None, use_cache: bool = True,
                     graph, warnings)
 
 
-def model_digest(text: str, tree: ast.Model) -> str:
+def model_digest(text: str, tree: ast.Program) -> str:
     """What a training checkpoint records of its model: the SHA-256 of the model's text (parsed
     as `tree`) without its `train { }` block. Settings may change between a run and its resume
     (as the command line's may); any other change makes it another model."""

@@ -13,7 +13,7 @@ from dsl.files import open_regular
 from dsl.parser import parse_tree
 
 
-def parse(text: str, file: str = "<model>") -> ast.Model:
+def parse(text: str, file: str = "<model>") -> ast.Program:
     """Parse `.model` text into an AST; every user mistake is a DslError with a span."""
     tree = parse_tree(text, file)
     try:
@@ -22,7 +22,7 @@ def parse(text: str, file: str = "<model>") -> ast.Model:
         if isinstance(e.orig_exc, DslError):
             raise e.orig_exc from None
         raise
-    return ast.Model(file, tuple(statements))
+    return ast.Program(file, tuple(statements))
 
 
 def _span(file: str, item) -> Span:
