@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from compiler.deps import ancestors
 from compiler.errors import Span
 from compiler.shape import Shape
 
@@ -74,15 +75,8 @@ class Graph:
         return self.of_kind("input")
 
     def ancestors(self, roots) -> set[str]:
-        """Every node some root depends on, roots included (iteratively)."""
-        seen: set[str] = set()
-        stack = list(roots)
-        while stack:
-            n = stack.pop()
-            if n not in seen:
-                seen.add(n)
-                stack.extend(self.nodes[n].inputs)
-        return seen
+        """Every node some root depends on, roots included."""
+        return ancestors(roots, lambda n: self.nodes[n].inputs)
 
     def size_names(self) -> dict[str, tuple[str, int]]:
         """Each size name, with the first input and axis that carries it."""

@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from compiler.deps import ancestors
 from compiler.errors import ModelWarning, SemanticError, Span
 from compiler.builtins import BUILTINS, CONSTANT_NAMES
 from compiler.shape import Shape, broadcast, elementwise_shape, fmt_shape
@@ -84,15 +85,7 @@ class Checked:
 
     def ancestors(self, name: str) -> set[str]:
         """Every name `name` depends on, itself included."""
-        seen: set[str] = set()
-        stack = [name]
-        while stack:
-            n = stack.pop()
-            if n not in seen:
-                seen.add(n)
-                if n in self.nodes:
-                    stack.extend(_names_in(self.nodes[n]))
-        return seen
+        return ancestors([name], lambda n: _names_in(self.nodes[n]) if n in self.nodes else ())
 
 
 def check(model: ast.Program) -> Checked:
