@@ -21,13 +21,12 @@ Nothing here prints: `dsl.explain` renders the data as text, LaTeX, JSON or note
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
 import sympy as sp
 
 from compiler.derive import elementwise_factor, needs_gradient
-from compiler.errors import InternalError, UsageError
+from compiler.errors import InternalError, UsageError, suggest
 from compiler.ir import Graph, Node, symbol
 from compiler.shape import Shape, summed_axes
 
@@ -299,7 +298,7 @@ class Chains:
                                 "mean((yhat - y)^2)` and `minimize loss`"))
         if wrt not in g.nodes or "." in wrt:
             names = [n for n in g.nodes if "." not in n]
-            close = _closest(wrt, g.params) or _closest(wrt, names)
+            close = suggest(wrt, g.params) or suggest(wrt, names)
             params = "params: " + (", ".join(g.params) or "none")
             raise UsageError(f"`{wrt}` is not a name in {g.file}",
                              hint=f"did you mean `{close}`? ({params})" if close else params)
@@ -473,14 +472,6 @@ def total_diff(e: sp.Expr, wrt: sp.Symbol) -> sp.Expr:
         if inner != 0:
             out += sp.diff(flat, d) * a.func(inner, *a.args[1:])
     return out.xreplace(dict(zip(stand_ins, aggs)))
-
-
-def _closest(word: str, candidates: list[str]) -> str | None:
-    """The most similar candidate (the first declared on a tie), if similar enough."""
-    scored = [(difflib.SequenceMatcher(None, word, c).ratio(), -k, c)
-              for k, c in enumerate(candidates)]
-    best = max(scored, default=None)
-    return best[2] if best and best[0] >= 0.5 else None
 
 
 def derive(g: Graph, wrt: str, expand: bool = False) -> Derivation:

@@ -5,6 +5,7 @@ same classes. The library only raises: `dsl.cli` renders and picks the exit stat
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 
@@ -74,3 +75,18 @@ class ModelWarning:
     message: str
     span: Span | None
     hint: str | None = None
+
+
+SUGGEST_CUTOFF = 0.5
+
+
+def suggest(word: str, candidates) -> str | None:
+    """The candidate most like `word` (the first given on a tie), if alike enough for a
+    "did you mean" hint: difflib's ratio at least 0.5, so that a two-letter name with one
+    letter wrong (`kl` for `k1`, the commonest slip in a model's short names) is offered."""
+    best, score = None, SUGGEST_CUTOFF
+    for c in candidates:
+        r = difflib.SequenceMatcher(None, c, word).ratio()  # as difflib.get_close_matches
+        if r > score or (best is None and r == score):
+            best, score = c, r
+    return best

@@ -6,7 +6,6 @@ graph is sorted deterministically (ties by source line) and iteratively, so 10,0
 """
 from __future__ import annotations
 
-import difflib
 import math
 import heapq
 import os
@@ -14,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from compiler.deps import ancestors
-from compiler.errors import ModelWarning, SemanticError, Span
+from compiler.errors import ModelWarning, SemanticError, Span, suggest
 from compiler.builtins import BUILTINS, CONSTANT_NAMES
 from compiler.shape import Shape, broadcast, elementwise_shape, fmt_shape
 from dsl import ast
@@ -333,8 +332,9 @@ class _Checker:
         if init.dist != "const":
             if init.dist not in DISTRIBUTIONS:
                 raise SemanticError(f"unknown initial distribution `{init.dist}`", init.span,
-                                    _did_you_mean(init.dist, DISTRIBUTIONS)
-                                    or "use normal(mu, sigma), uniform(lo, hi), glorot or he")
+                                    f"did you mean `{close}`?"
+                                    if (close := suggest(init.dist, DISTRIBUTIONS))
+                                    else "use normal(mu, sigma), uniform(lo, hi), glorot or he")
             want = DISTRIBUTIONS[init.dist]
             if len(init.args) != want:
                 raise SemanticError(f"`{init.dist}` takes {want} arguments, got {len(init.args)}",
@@ -360,8 +360,9 @@ class _Checker:
         if st is None:
             return None
         if st.name not in self.decls:
+            close = suggest(st.name, self.decls)
             raise SemanticError(f"unknown name `{st.name}`", st.name_span,
-                                _did_you_mean(st.name, self.decls))
+                                f"did you mean `{close}`?" if close else None)
         return st.name
 
     # ---- names and order -----------------------------------------------------------------
@@ -379,8 +380,9 @@ class _Checker:
             if isinstance(e, ast.Name):
                 if e.id not in local and (e.id in self.decls or e.id not in CONSTANT_NAMES):
                     if e.id not in self.decls:
+                        close = suggest(e.id, [*self.decls, *local])
                         raise SemanticError(f"unknown name `{e.id}`", e.span,
-                                            _did_you_mean(e.id, [*self.decls, *local]))
+                                            f"did you mean `{close}`?" if close else None)
                     out.append((e.id, e.span))
                     if self._per_source(e.id):
                         out.append((SOURCE, e.span))
@@ -497,8 +499,9 @@ class _Checker:
             return self._type(d.expr, dict(zip(d.params, args)), (*calling, e.func))
         b = BUILTINS.get(e.func)
         if b is None:
-            hint = _did_you_mean(e.func, [*BUILTINS, *self.defs])
-            raise SemanticError(f"unknown function `{e.func}`", e.func_span, hint)
+            close = suggest(e.func, [*BUILTINS, *self.defs])
+            raise SemanticError(f"unknown function `{e.func}`", e.func_span,
+                                f"did you mean `{close}`?" if close else None)
         if len(e.args) != b.arity:
             raise SemanticError(f"`{e.func}` takes {b.arity} argument{'s' * (b.arity > 1)}, "
                                 f"got {len(e.args)}", e.span)
@@ -755,8 +758,3 @@ def _matmul_shape(a: Typed, b: Typed, span: Span) -> Shape:
         raise SemanticError(f"`@` inner dims differ: {fmt_shape(sa)} @ {fmt_shape(sb)}", span,
                             f"the left's last dim ({sa[-1]}) must equal the right's first ({sb[0]})")
     return sa[:-1] + sb[1:]
-
-
-def _did_you_mean(name: str, candidates) -> str | None:
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else None

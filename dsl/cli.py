@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import difflib
 import io
 import json
 import os
@@ -20,7 +19,7 @@ import traceback
 
 import numpy as np
 
-from compiler.errors import DataError, DslError, TrainingDiverged, UsageError
+from compiler.errors import DataError, DslError, TrainingDiverged, UsageError, suggest
 from compiler.shape import fmt_shape
 from dsl import __version__, ast, plots
 from dsl.check import Checked, check
@@ -278,9 +277,9 @@ def _parse_set(item: str, model: Model) -> tuple[str, np.ndarray]:
         raise UsageError(f"--set takes NAME=VALUE, got `{item}`")
     m = model.checked
     if name not in m.inputs and name not in m.params:
-        close = difflib.get_close_matches(name, [*m.inputs, *m.params], n=1)
+        close = suggest(name, [*m.inputs, *m.params])
         raise UsageError(f"--set {name}: `{name}` is not an input or param of {m.file}",
-                         hint=f"did you mean `{close[0]}`?" if close else
+                         hint=f"did you mean `{close}`?" if close else
                          "inputs: " + ", ".join(m.inputs) + "; params: " + ", ".join(m.params))
     text = text.strip()
     if text.startswith("@"):

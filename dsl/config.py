@@ -7,11 +7,10 @@ of params (LANGUAGE.md section 2.8).
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field, replace
 
-from compiler.errors import SemanticError, Span, UsageError
+from compiler.errors import SemanticError, Span, UsageError, suggest
 from dsl import ast
 
 # Each optimizer's arguments in positional order, with defaults (None: required).
@@ -61,9 +60,9 @@ def make_optimizer(name: str, given: list[tuple[str | None, float, Span | None]]
                    span: Span | None, error=SemanticError) -> Optimizer:
     """Bind positional and keyword arguments to an optimizer's parameters, checking each."""
     if name not in OPTIMIZERS:
-        close = difflib.get_close_matches(name, OPTIMIZERS, n=1)
+        close = suggest(name, OPTIMIZERS)
         raise error(f"unknown optimizer `{name}`", span,
-                    f"did you mean `{close[0]}`?" if close else "use " + ", ".join(OPTIMIZERS))
+                    f"did you mean `{close}`?" if close else "use " + ", ".join(OPTIMIZERS))
     spec = OPTIMIZERS[name]
     names = [k for k, _ in spec]
     args: dict[str, float] = {}
@@ -74,9 +73,9 @@ def make_optimizer(name: str, given: list[tuple[str | None, float, Span | None]]
                             f"{name}({', '.join(names)})")
             key = names[i]
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
+            close = suggest(key, names)
             raise error(f"`{name}` has no argument `{key}`", arg_span or span,
-                        f"did you mean `{close[0]}`?" if close else f"{name}({', '.join(names)})")
+                        f"did you mean `{close}`?" if close else f"{name}({', '.join(names)})")
         if key in args:
             raise error(f"argument `{key}` given twice", arg_span or span)
         args[key] = value

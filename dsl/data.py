@@ -7,7 +7,6 @@ show a caret even for a gzipped file.
 from __future__ import annotations
 
 import codecs
-import difflib
 import gzip
 import os
 import re
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compiler.errors import DataError, InternalError, Span
+from compiler.errors import DataError, InternalError, Span, suggest
 from dsl.files import open_regular
 from dsl.ast import Columns
 
@@ -627,9 +626,9 @@ def column_index(table: Table, name: str, span: Span | None = None) -> int:
     by_lower: dict[str, str] = {}
     for column in nameable:
         by_lower.setdefault(column.lower(), column)
-    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    close = suggest(name.lower(), by_lower)
     if close:
-        hint = f"did you mean `{by_lower[close[0]]}`?"
+        hint = f"did you mean `{by_lower[close]}`?"
     elif nameable:
         shown = ", ".join(nameable[:8])
         more = f", ... ({len(nameable)} in all)" if len(nameable) > 8 else ""

@@ -11,7 +11,6 @@ refused here with a hint, before anything recurses.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.grammar import Rule
 from lark.lexer import TerminalDef
 
-from compiler.errors import DslSyntaxError, Span
+from compiler.errors import DslSyntaxError, Span, suggest
 from dsl.files import atomic_write, cache_dir, trusted
 from grammar import grammar_text
 
@@ -215,8 +214,8 @@ def _unknown_keyword(text: str, col: int) -> tuple[str, int, str] | None:
     m = _FIRST_WORD.match(text)
     if m is None or col <= m.end(1) or m.group(1) in _STATEMENT_KEYWORDS:
         return None
-    close = difflib.get_close_matches(m.group(1), _STATEMENT_KEYWORDS, n=1, cutoff=0.6)
-    return (m.group(1), m.start(1) + 1, close[0]) if close else None
+    close = suggest(m.group(1), _STATEMENT_KEYWORDS)
+    return (m.group(1), m.start(1) + 1, close) if close else None
 
 
 def _accepts(e: UnexpectedInput, terminal: str) -> bool:

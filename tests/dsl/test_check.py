@@ -261,6 +261,13 @@ def test_unknown_name_inside_a_def():
     assert e.message == "unknown name `bb`" and e.span.line == 1
 
 
+def test_a_short_name_with_one_letter_wrong_gets_a_suggestion():
+    """suggest()'s one cutoff, 0.5 (compiler/errors.py): `bl` for `b1` is offered, as in
+    `derive --wrt`; at difflib's default 0.6 the checker used to offer nothing."""
+    e = error_of("input x\nparam b1 = 0\nparam b2 = 0\ny = x + bl\n")
+    assert e.message == "unknown name `bl`" and e.hint == "did you mean `b1`?"
+
+
 def test_cycle_of_one_and_of_three():
     assert "a -> a" in error_of("a = a + 1\n").message
     e = error_of("input x\na = c * x\nb = a + 1\nc = b - 1\n")
