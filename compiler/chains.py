@@ -28,7 +28,7 @@ import sympy as sp
 from compiler.derive import elementwise_factor, needs_gradient
 from compiler.errors import InternalError, UsageError, suggest
 from compiler.ir import Graph, Node, symbol
-from compiler.shape import Shape, summed_axes
+from compiler.shape import Shape, fmt_shape, summed_axes
 
 MAX_PATHS = 8  # more paths than this: the adjoint recurrence per node instead of a list
 # `--expand` writes each node's value in full wherever it is used, so a chain of statements
@@ -411,7 +411,7 @@ class Chains:
             shape = node.shape
             ok = shape == () or (isinstance(shape[0], str) and all(d == 1 for d in shape[1:]))
             if not ok:
-                return f"`{node.stmt or n}` is [{', '.join(str(d) for d in shape)}]"
+                return f"`{node.stmt or n}` is {fmt_shape(shape)}"
             if shape:
                 rows.add(shape[0])
             if node.op in ("matmul", "softmax", "logsumexp", "transpose") or (
