@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from compiler.deps import ancestors
 from compiler.derive import elementwise_factor, needs_gradient
 from compiler.errors import InternalError, UsageError, suggest
 from compiler.ir import Graph, Node, symbol
@@ -406,7 +407,7 @@ class Chains:
         """Why `--expand` cannot write this model's derivatives as one expression, or None."""
         g = self.g
         rows: set[str] = set()
-        for n in sorted(g.ancestors([g.objective]), key=self.index.__getitem__):
+        for n in sorted(ancestors([g.objective], g.reads), key=self.index.__getitem__):
             node = g.nodes[n]
             shape = node.shape
             ok = shape == () or (isinstance(shape[0], str) and all(d == 1 for d in shape[1:]))

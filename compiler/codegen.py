@@ -18,6 +18,7 @@ from itertools import islice
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
+from compiler.deps import ancestors
 from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
 from compiler.functions import ComparisonBase, print_condition
@@ -466,7 +467,7 @@ class ModuleWriter:
             self._backward[key] = back, reads, adjoint
         back, reads, adjoint = self._backward[key]
         needed_values = set(reads) | set(keep_values)
-        live = g.ancestors(needed_values)
+        live = ancestors(needed_values, g.reads)
         fwd = _Body(g, FORWARD_TEMPS)
         for n, node in g.nodes.items():
             if n in live and not node.is_leaf:

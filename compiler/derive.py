@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 import sympy as sp
 
+from compiler.deps import ancestors
 from compiler.errors import InternalError
 from compiler.ir import Graph, Node, symbol
 from compiler.memo import rename, shape_of
@@ -137,7 +138,7 @@ def needs_gradient(g: Graph, wrt: list[str]) -> set[str]:
     """Nodes on some path from a `wrt` leaf to the objective: only their adjoints are built."""
     if g.objective is None:
         return set()
-    upstream = g.ancestors([g.objective])
+    upstream = ancestors([g.objective], g.reads)
     downstream: set[str] = set(w for w in wrt if w in upstream)
     for n, node in g.nodes.items():  # topological order: inputs come first
         if n in upstream and any(i in downstream for i in node.inputs):

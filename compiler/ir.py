@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from compiler.deps import ancestors
 from compiler.errors import Span
 from compiler.shape import Shape
 
@@ -74,9 +73,9 @@ class Graph:
     def inputs(self) -> list[str]:
         return self.of_kind("input")
 
-    def ancestors(self, roots) -> set[str]:
-        """Every node some root depends on, roots included."""
-        return ancestors(roots, lambda n: self.nodes[n].inputs)
+    def reads(self, name: str) -> tuple[str, ...]:
+        """The nodes `name` reads directly (`compiler.deps.ancestors` follows them)."""
+        return self.nodes[name].inputs
 
     def size_names(self) -> dict[str, tuple[str, int]]:
         """Each size name, with the first input and axis that carries it."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from compiler.deps import ancestors
 from compiler.ir import Graph
 from compiler.shape import Shape
 
@@ -71,6 +72,6 @@ def _weighted(g: Graph, residual: sp.Expr) -> bool:
     for f in sp.Mul.make_args(residual):
         base, e = f.as_base_exp()
         if e.is_negative and base.free_symbols and not any(
-                params & g.ancestors([s.name]) for s in base.free_symbols):
+                params & ancestors([s.name], g.reads) for s in base.free_symbols):
             return True
     return False

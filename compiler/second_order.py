@@ -28,6 +28,7 @@ import sympy as sp
 from compiler.codegen import (SGD_STEP_DOC, ModuleWriter, _Body, _loses_count, _pad_widths,
                               _paren,
                               _paren_expr, _reduce_to, _token, print_expr)
+from compiler.deps import ancestors
 from compiler.derive import elementwise_factor, needs_gradient
 from compiler.ir import Graph, Node, symbol
 from compiler.shape import Shape, broadcast
@@ -446,7 +447,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
         return head + (self.seed_lines() if with_seed else [])
 
     def _forward(self, body: _Body, roots) -> None:
-        live = self.g.ancestors(roots)
+        live = ancestors(roots, self.g.reads)
         for n, node in self.g.nodes.items():
             if n in live and not node.is_leaf:
                 self.forward_code(body, node)

@@ -82,9 +82,9 @@ class Checked:
         more = f", ... ({len(scalars)} in all)" if len(scalars) > 8 else ""
         return ("add `minimize NAME` naming a scalar node: " + ", ".join(scalars[:8]) + more)
 
-    def ancestors(self, name: str) -> set[str]:
-        """Every name `name` depends on, itself included."""
-        return ancestors([name], lambda n: _names_in(self.nodes[n]) if n in self.nodes else ())
+    def reads(self, name: str) -> set[str]:
+        """The names `name` reads directly (`compiler.deps.ancestors` follows them)."""
+        return _names_in(self.nodes[name]) if name in self.nodes else set()
 
 
 def check(model: ast.Program) -> Checked:
@@ -446,7 +446,7 @@ class _Checker:
     def _warn_unused(self, checked: Checked) -> None:
         objective, predict, nodes = checked.objective, checked.predict, checked.nodes
         used = {n for n in (objective, predict, checked.target) if n} | set(checked.reports)
-        reaches = checked.ancestors(objective) if objective else set()
+        reaches = ancestors([objective], checked.reads) if objective else set()
         for t in nodes.values():
             used.update(_names_in(t))
         for name, st in self.decls.items():
@@ -674,7 +674,7 @@ def _check_target(m: Checked, st: ast.Target) -> None:
     if m.predict is None:
         raise SemanticError("`target` needs a `predict` statement", st.span,
                             "the report scores the prediction against the target")
-    params = [n for n in m.order if n in m.params and n in m.ancestors(m.target)]
+    params = [n for n in m.order if n in m.params and n in ancestors([m.target], m.reads)]
     if params:
         raise SemanticError(f"the target `{m.target}` depends on param `{params[0]}`", st.name_span,
                             "a target is computed from the data only: a column, or a node of "

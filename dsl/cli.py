@@ -19,6 +19,7 @@ import traceback
 
 import numpy as np
 
+from compiler.deps import ancestors
 from compiler.errors import DataError, DslError, TrainingDiverged, UsageError, suggest
 from compiler.shape import fmt_shape
 from dsl import __version__, ast, plots
@@ -573,10 +574,10 @@ def _resume(out: str, checked: Checked, model: Model, cfg, digest: str):
 
 def _check_fed(checked: Checked, ds) -> None:
     """Every input the objective or the prediction reads must come from the data."""
-    reads = checked.ancestors(checked.objective)
+    reads = ancestors([checked.objective], checked.reads)
     for name in (checked.predict, checked.target):
         if name:
-            reads |= checked.ancestors(name)
+            reads |= ancestors([name], checked.reads)
     for name, inp in checked.inputs.items():
         if name in reads and inp.binding is None:
             raise DataError(f"input `{name}` is not bound to a column of the data, so `run` "
@@ -755,7 +756,7 @@ def cmd_predict(args, session: Session) -> int:
     model.max_node_bytes = args.max_node_memory
     model.load_params(params)
     table = read_csv(data)
-    reads = checked.ancestors(checked.predict)
+    reads = ancestors([checked.predict], checked.reads)
     inputs = {}
     for name, inp in checked.inputs.items():
         if name not in reads:

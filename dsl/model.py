@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from compiler.deps import ancestors
 from compiler.errors import DataError, UsageError
 from dsl.config import with_overrides
 from dsl.data import OneHot, Standardizer
@@ -261,7 +262,7 @@ class Model:
         if m.predict is None:
             raise DataError("the model has no `predict` statement")
         if X is not None:
-            reads = m.ancestors(m.predict)
+            reads = ancestors([m.predict], m.reads)
             feeding = [n for n in m.inputs if n in reads]
             if len(feeding) != 1:
                 raise DataError("this model's prediction reads several inputs: pass them by name")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from compiler.deps import ancestors
 from compiler.errors import DataError
 from dsl import baselines, plots
 from dsl.check import Checked
@@ -46,12 +47,12 @@ def target_and_features(model: Model) -> tuple[str | None, list[str]]:
     m = model.checked
     if not (m.objective and m.predict):
         return None, []
-    reads = m.ancestors(m.predict)
+    reads = ancestors([m.predict], m.reads)
     features = [n for n, i in m.inputs.items() if n in reads and i.binding]
     if m.target:
         return m.target, features
     targets = [n for n, i in m.inputs.items()
-               if i.binding and n not in reads and n in m.ancestors(m.objective)]
+               if i.binding and n not in reads and n in ancestors([m.objective], m.reads)]
     return (targets[0] if targets else None), features
 
 

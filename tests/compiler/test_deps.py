@@ -29,5 +29,5 @@ def test_checked_model_and_ir_agree_on_every_name(path):
     checked = check(parse(text, str(path)))
     graph = lower(checked, text)
     for name in checked.nodes:
-        in_ir = {n for n in graph.ancestors([name]) if "." not in n}
-        assert checked.ancestors(name) == in_ir, name
+        in_ir = {n for n in ancestors([name], graph.reads) if "." not in n}
+        assert ancestors([name], checked.reads) == in_ir, name
