@@ -1,7 +1,7 @@
 """The cost of the checkpoints `dsl run` writes at its logging points (LANGUAGE.md 10.1).
 
 Trains each model the same number of steps with and without the checkpoint callback, alternating,
-in one process, and prints the best time of each and their ratio. `dsl.train.Saver` keeps the
+in one process, and prints the best time of each and their ratio. `dsl.training.train.Saver` keeps the
 ratio at most about 1.1 whatever the model; on models whose steps are slow against a save it is
 near 1.
 
@@ -17,10 +17,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dsl  # noqa: E402
-from dsl.config import with_overrides  # noqa: E402
-from dsl.report import save_params  # noqa: E402
-from dsl.runtime import init_params  # noqa: E402
-from dsl.train import choose_optimizer, fit  # noqa: E402
+from dsl.training.config import with_overrides  # noqa: E402
+from dsl.training.report import save_params  # noqa: E402
+from dsl.training.runtime import init_params  # noqa: E402
+from dsl.training.train import choose_optimizer, fit  # noqa: E402
 
 REPEATS = 3
 

@@ -1,7 +1,7 @@
 """The `fit` section of bench/run.py: the 27 NIST StRD problems (tests/data/nist/), fitted from
 NIST's start 1.
 
-In process, each model compiled once beforehand: `dsl`'s `lm` (dsl.train.fit, with its history,
+In process, each model compiled once beforehand: `dsl`'s `lm` (dsl.training.train.fit, with its history,
 counts and checks) against `scipy.optimize.least_squares` called directly on the same generated
 residuals, given the exact generated Jacobian (method 'lm', the same scaling and tolerances as
 dsl's lm) and given 2-point finite differences (method 'lm', scipy's default tolerances, as a
@@ -22,7 +22,7 @@ import numpy as np
 import scipy.optimize as so
 
 from dsl.model import load
-from dsl.train import choose_optimizer, fit
+from dsl.training.train import choose_optimizer, fit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

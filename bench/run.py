@@ -117,8 +117,8 @@ import sympy  # noqa: E402
 import fit as fit_section  # noqa: E402
 import references as ref  # noqa: E402
 import synthetic  # noqa: E402
-from dsl import runtime  # noqa: E402
-from dsl.runtime import compile_file  # noqa: E402
+from dsl.training import runtime  # noqa: E402
+from dsl.training.runtime import compile_file  # noqa: E402
 
 plt = None
 if "--worker" not in sys.argv:  # a compile worker draws nothing: it starts faster without
@@ -323,11 +323,11 @@ STAGES = ("parse", "check", "lower", "generate", "load_module")
 @contextmanager
 def stage_clock():
     """Time the stages of a real `compile_file` call by wrapping the functions it calls (parse,
-    check and load_module in `dsl.runtime`; `dsl.lower.lower` and `compiler.codegen.generate`,
+    check and load_module in `dsl.training.runtime`; `compiler.lower.lower` and `compiler.codegen.generate`,
     which it imports on a cache miss) for the duration."""
     import compiler.codegen
-    import dsl.lower
-    owners = {"parse": runtime, "check": runtime, "lower": dsl.lower, "generate": compiler.codegen,
+    import compiler.lower
+    owners = {"parse": runtime, "check": runtime, "lower": compiler.lower, "generate": compiler.codegen,
               "load_module": runtime}
     spent = {s: 0.0 for s in STAGES}
     saved = {}
@@ -413,10 +413,10 @@ def worker(path: str, mode: str) -> dict:
     process (no torch, no jax), the way `dsl run` meets it. Fresh, because the compiler keeps
     memo tables (and sympy its caches) for the life of the process: a second compile of the
     same model in one process is not cold. The compiler's modules are imported first, as the
-    baseline's `dsl.runtime` did at import: compile times compare the same work (the imports
+    baseline's `dsl.training.runtime` did at import: compile times compare the same work (the imports
     are measured apart, by `import_cost`)."""
     import compiler.codegen  # noqa: F401
-    import dsl.lower  # noqa: F401
+    import compiler.lower  # noqa: F401
     cpu = time.process_time()
     with stage_clock() as spent, gc_clock() as gcs, StackSampler() as sampler:
         c = compile_file(path, use_cache=mode == "cache")
@@ -566,10 +566,10 @@ def _timed(cmd: list[str], cwd: str) -> tuple[float, float]:
 
 
 def import_cost(repeats: int, base: str) -> dict:
-    """What a fresh process pays before its first compile: `import dsl.runtime` (this tree and
+    """What a fresh process pays before its first compile: `import dsl.training.runtime` (this tree and
     the baseline's, which imported sympy with it), `import sympy`, `import numpy`."""
     out = {}
-    for name, module, root in (("dsl", "dsl.runtime", ROOT), ("dsl_baseline", "dsl.runtime", base),
+    for name, module, root in (("dsl", "dsl.training.runtime", ROOT), ("dsl_baseline", "dsl.training.runtime", base),
                                ("sympy", "sympy", ROOT), ("numpy", "numpy", ROOT),
                                ("numpy_lark", "numpy, lark", ROOT)):
         times = []
@@ -578,7 +578,7 @@ def import_cost(repeats: int, base: str) -> dict:
                                   text=True, cwd=root, check=True)
             times.append(float(proc.stdout.strip().splitlines()[-1]))
         out[f"import_{name}_s"] = median(times[1:])
-    log(f"  a fresh process: import dsl.runtime {out['import_dsl_s'] * 1e3:.0f} ms (baseline "
+    log(f"  a fresh process: import dsl.training.runtime {out['import_dsl_s'] * 1e3:.0f} ms (baseline "
         f"{out['import_dsl_baseline_s'] * 1e3:.0f} ms); sympy {out['import_sympy_s'] * 1e3:.0f} ms, "
         f"numpy {out['import_numpy_s'] * 1e3:.0f} ms, numpy and lark {out['import_numpy_lark_s'] * 1e3:.0f} ms")
     return out
@@ -748,7 +748,7 @@ def csv_worker(path: str, reader: str) -> dict:
         def read():
             return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     else:
-        from dsl.data import read_csv
+        from dsl.training.data import read_csv
 
         def read():
             return read_csv(path).values
@@ -796,7 +796,7 @@ def bench_data(mode: str, tmp: str, notes: list) -> dict:
         sec = median([x["seconds"] for x in runs[r]])
         peak = median([x["peak_bytes"] for x in runs[r]])
         first = runs[r][0]
-        row = {"reader": {"dsl": "dsl.data.read_csv", "numpy": "numpy.loadtxt",
+        row = {"reader": {"dsl": "dsl.training.data.read_csv", "numpy": "numpy.loadtxt",
                           "pandas": "pandas.read_csv"}[r],
                "seconds": sec, "cpu_s": median([x["cpu_s"] for x in runs[r]]),
                "rows_per_s": rows / sec, "mb_per_s": size / 1e6 / sec, "x_dsl_time": sec / base,
@@ -964,7 +964,7 @@ def markdown(res) -> str:
                  f"**{st['dsl_eval_s'] * 1e3:.0f} ms**, against `python -c \"import numpy, lark\"` "
                  f"{st['import_numpy_lark_s'] * 1e3:.0f} ms: **x{st['ratio']:.2f}** (CPU time x{st['ratio_cpu']:.2f}); "
                  f"the baseline's eval {st['dsl_eval_baseline_s'] * 1e3:.0f} ms, x{st['ratio_baseline']:.2f}.\n")
-        L.append(f"`import dsl.runtime` in a fresh process: {im['import_dsl_s'] * 1e3:.0f} ms, the baseline's "
+        L.append(f"`import dsl.training.runtime` in a fresh process: {im['import_dsl_s'] * 1e3:.0f} ms, the baseline's "
                  f"{im['import_dsl_baseline_s'] * 1e3:.0f} ms (it imported sympy, {im['import_sympy_s'] * 1e3:.0f} ms "
                  f"alone); numpy {im['import_numpy_s'] * 1e3:.0f} ms, numpy and lark "
                  f"{im['import_numpy_lark_s'] * 1e3:.0f} ms. Medians of fresh interpreters, bytecode cached.\n")

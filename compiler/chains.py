@@ -17,7 +17,7 @@ kept. For models of scalars (a row of data may be a vector `[N]`), `expanded` su
 factor and every node into one simplified expression; `mean` stays an unevaluated function of the
 per-row expression, so `loss = mean((k*x + b - y)^2)` gives `mean(2·x·(b + k·x - y))`.
 
-Nothing here prints: `dsl.explain` renders the data as text, LaTeX, JSON or notebook maths.
+Nothing here prints: `dsl.views.explain` renders the data as text, LaTeX, JSON or notebook maths.
 """
 from __future__ import annotations
 

@@ -22,20 +22,22 @@ import numpy as np
 from compiler.deps import ancestors
 from compiler.errors import DataError, DslError, TrainingDiverged, UsageError, suggest
 from compiler.shape import fmt_shape
-from dsl import __version__, ast, plots
-from dsl.check import Checked, check
-from dsl.config import SOLVERS, with_overrides
-from dsl.data import describe, numeric_part, read_csv, select
-from dsl.diagnostics import render_error, render_warning
-from dsl.files import open_regular, special_file
+from dsl import __version__
+from dsl.front import ast
+from dsl.views import plots
+from dsl.front.check import Checked, check
+from dsl.training.config import SOLVERS, with_overrides
+from dsl.training.data import describe, numeric_part, read_csv, select
+from dsl.front.diagnostics import render_error, render_warning
+from dsl.front.files import open_regular, special_file
 from dsl.model import Model
-from dsl.report import (ARTIFACTS, HistoryFile, load_checkpoint, load_params, metrics,
+from dsl.training.report import (ARTIFACTS, HistoryFile, load_checkpoint, load_params, metrics,
                         params_file, save_fallback, save_history, save_params, save_plots,
                         save_report)
-from dsl.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_header, check_sizes,
+from dsl.training.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_header, check_sizes,
                          compile_file, data_path, default_out, model_digest)
-from dsl.train import choose_optimizer, convergence_warning, fit, total_steps
-from dsl.transform import parse, read_source
+from dsl.training.train import choose_optimizer, convergence_warning, fit, total_steps
+from dsl.front.build import parse, read_source
 
 
 # graphview.FORMATS, named here because graphview (like explain and lower) imports sympy, which
@@ -800,8 +802,8 @@ def cmd_data(args, session: Session) -> int:
 
 
 def cmd_derive(args, session: Session) -> int:
-    from dsl import explain
-    from dsl.lower import lower
+    from dsl.views import explain
+    from compiler.lower import lower
     m = session.load(args.model)
     graph = lower(m, session.sources[args.model])
     if args.jacobian or args.hessian:
@@ -824,8 +826,8 @@ def cmd_derive(args, session: Session) -> int:
 
 
 def cmd_graph(args, session: Session) -> int:
-    from dsl import graphview
-    from dsl.lower import lower
+    from dsl.views import graphview
+    from compiler.lower import lower
     m = session.load(args.model)
     graph = lower(m, session.sources[args.model])
     sys.stdout.write(graphview.render(graph, args.format, args.derivatives))

@@ -9,15 +9,15 @@ import numpy as np
 
 from compiler.deps import ancestors
 from compiler.errors import DataError, UsageError
-from dsl.config import with_overrides
-from dsl.data import OneHot, Standardizer
-from dsl.report import load_params
-from dsl.runtime import (MAX_NODE_BYTES, Compiled, Dataset, check_memory, check_sizes, compile_file,
-                         init_params, load_dataset)
-from dsl.train import FitResult, History, choose_optimizer, fit
+from dsl.training.config import with_overrides
+from dsl.training.data import OneHot, Standardizer
+from dsl.training.report import load_params
+from dsl.training.runtime import (MAX_NODE_BYTES, Compiled, Dataset, check_memory, check_sizes,
+                                  compile_file, init_params, load_dataset)
+from dsl.training.train import FitResult, History, choose_optimizer, fit
 
 if TYPE_CHECKING:
-    from dsl.explain import Explanation
+    from dsl.views.explain import Explanation
 
 
 @dataclass
@@ -97,15 +97,15 @@ class Model:
                expand: bool = False) -> Explanation:
         """The chain rule for a param (or input or node; every param when None): `str()` is
         the text of `dsl derive`, `.latex` its LaTeX; a notebook shows it as maths."""
-        from dsl import explain  # sympy, imported by the methods that print maths
+        from dsl.views import explain  # sympy, imported by the methods that print maths
         return explain.derive(self.graph, name, expand)
 
     def _repr_markdown_(self) -> str:
-        from dsl import explain
+        from dsl.views import explain
         return explain.model_markdown(self.graph)
 
     def _repr_latex_(self) -> str:
-        from dsl import explain
+        from dsl.views import explain
         return "$$" + explain.model_latex(self.graph) + "$$"
 
     def dataset(self, dtype: str | None = None) -> Dataset:

@@ -318,7 +318,7 @@ def test_debug_is_accepted_after_the_command(capsys):
 
 
 def test_graph_formats_named_in_the_cli_are_graphviews():
-    from dsl import graphview  # imported by `dsl graph` only: it needs sympy
+    from dsl.views import graphview  # imported by `dsl graph` only: it needs sympy
     assert dsl.cli.GRAPH_FORMATS == graphview.FORMATS
 
 

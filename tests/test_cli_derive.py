@@ -192,7 +192,7 @@ def test_printed_derivatives_equal_the_generated_module(example):
     """The written-out Jacobian and Hessian are the numbers the module computes."""
     import numpy as np
     import dsl
-    from dsl import explain
+    from dsl.views import explain
     m = dsl.load(f"examples/{example}.model", use_cache=False)
     ds = m.dataset()
     params = {k: np.asarray(v, dtype=float) + 0.5 for k, v in m.params.items()}

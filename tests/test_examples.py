@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsl.check import check
-from dsl.transform import parse, read_source
+from dsl.front.check import check
+from dsl.front.build import parse, read_source
 
 ROOT = Path(__file__).resolve().parent.parent
 # One BLAS thread (as the benchmark anchors use) unless the caller says otherwise: on a busy

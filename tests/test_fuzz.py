@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsl import plots
+from dsl.views import plots
 from dsl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ if str(ROOT) not in sys.path:
 
 import dsl  # noqa: E402
 from compiler.errors import SemanticError  # noqa: E402
-from dsl.check import check  # noqa: E402
-from dsl.transform import parse  # noqa: E402
+from dsl.front.check import check  # noqa: E402
+from dsl.front.build import parse  # noqa: E402
 from tests.gradcheck import verify_grad  # noqa: E402
 
 MODEL = """

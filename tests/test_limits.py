@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dsl.cli import main
-from dsl.report import load_params
+from dsl.training.report import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = "examples/seed_graph.model"
@@ -154,12 +154,12 @@ def test_load_params_without_a_model_reads_everything(tmp_path):
 def test_run_draws_the_initial_params_once(tmp_path, capsys, monkeypatch):
     import dsl.cli
     import dsl.model
-    import dsl.runtime
+    import dsl.training.runtime
     calls = []
 
     def counting(checked, seed, dtype="float64"):
         calls.append((seed, dtype))
-        return dsl.runtime.init_params(checked, seed, dtype)
+        return dsl.training.runtime.init_params(checked, seed, dtype)
     monkeypatch.setattr(dsl.model, "init_params", counting)
     monkeypatch.setattr(dsl.cli, "init_params", counting, raising=False)  # where it drew again
     rc, out, _ = run(["run", "examples/boston_rm.model", "--steps", "2", "--seed", "3",
@@ -171,10 +171,10 @@ def test_run_draws_the_initial_params_once(tmp_path, capsys, monkeypatch):
 
 def test_data_plot_caps_its_columns_and_says_so(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
-    import dsl.plots
+    import dsl.views.plots
     seen = []
-    real = dsl.plots.correlations
-    monkeypatch.setattr(dsl.plots, "correlations", lambda t: seen.append(len(t.columns)) or real(t))
+    real = dsl.views.plots.correlations
+    monkeypatch.setattr(dsl.views.plots, "correlations", lambda t: seen.append(len(t.columns)) or real(t))
     wide = tmp_path / "wide.csv"
     rng = np.random.default_rng(0)
     np.savetxt(wide, rng.standard_normal((5, 2000)), delimiter=",", comments="",
@@ -253,20 +253,20 @@ def test_the_api_refuses_a_node_too_large(tmp_path):
 def test_log_every_1_streams_the_history_to_history_csv(tmp_path, capsys, monkeypatch):
     import csv
 
-    import dsl.report
-    from dsl.train import HISTORY_IN_MEMORY
+    import dsl.training.report
+    from dsl.training.train import HISTORY_IN_MEMORY
     model = tmp_path / "m.model"
     model.write_text(f'data "{ROOT}/examples/data/boston.csv"\ninput x[N] <- RM\n'
                      "input y[N] <- MEDV\nparam k = 0\nloss = mean((k * x - y)^2)\nminimize loss\n"
                      "train {\n optimizer gd(lr = 0.001)\n steps 400\n log every 1\n}\n")
     seen = []  # at each write: rows the History holds, rows already in the file
-    real = dsl.report.HistoryFile.write
+    real = dsl.training.report.HistoryFile.write
 
     def spy(self, rows):
         real(self, rows)
         with open(self.path) as f:
             seen.append((len(self.history.step), sum(1 for _ in f) - 1))
-    monkeypatch.setattr(dsl.report.HistoryFile, "write", spy)
+    monkeypatch.setattr(dsl.training.report.HistoryFile, "write", spy)
     out = tmp_path / "out"
     rc, _, err = run(["run", model, "--out", out], capsys)
     assert rc == 0, err
@@ -278,7 +278,7 @@ def test_log_every_1_streams_the_history_to_history_csv(tmp_path, capsys, monkey
 
 
 def test_load_history_keeps_a_plots_worth_evenly_and_the_last_row(tmp_path):
-    from dsl.report import load_history
+    from dsl.training.report import load_history
     path = tmp_path / "history.csv"
     path.write_text("step,epoch,train_loss,test_loss,seconds\n"
                     + "".join(f"{i},{i},{1 / (i + 1)!r},nan,0.0\n" for i in range(10_001)))
@@ -292,7 +292,7 @@ def test_load_history_keeps_a_plots_worth_evenly_and_the_last_row(tmp_path):
 # ---- a model file and a header too large are refused before they are read ------------------------
 
 def test_a_model_file_above_the_limit_is_refused_unread(tmp_path, capsys):
-    from dsl.transform import MAX_MODEL_BYTES
+    from dsl.front.build import MAX_MODEL_BYTES
     model = tmp_path / "big.model"
     model.write_text("input x\nparam k = 1\n" + "a = k * x\n" * (MAX_MODEL_BYTES // 10))
     rc, _, err = run(["check", model], capsys)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import dsl
-from dsl.config import with_overrides
-from dsl.train import choose_optimizer, fit
+from dsl.training.config import with_overrides
+from dsl.training.train import choose_optimizer, fit
 
 NIST = Path(__file__).resolve().parent / "data" / "nist"
 CERTIFIED = json.loads((NIST / "certified.json").read_text())

@@ -34,12 +34,12 @@ import pytest
 
 import dsl
 import dsl.cli
-import dsl.runtime
-import dsl.train
-from dsl import plots
+import dsl.training.runtime
+import dsl.training.train
+from dsl.views import plots
 from dsl.cli import main
-from dsl.report import CHECKPOINT_PREFIX, load_checkpoint, load_params
-from dsl.transform import parse
+from dsl.training.report import CHECKPOINT_PREFIX, load_checkpoint, load_params
+from dsl.front.build import parse
 
 MODEL = """\
 data "data.csv" split 0.8 seed 1
@@ -708,7 +708,7 @@ def test_kill_9_loses_only_the_steps_since_the_last_log_point(folder, capsys):
 def test_a_checkpoint_is_written_at_every_log_point(folder, capsys, monkeypatch, optimizer):
     model = write_model(folder, optimizer, log_every=30)
     out = folder / "out"
-    monkeypatch.setattr(dsl.train.Saver, "SHARE", math.inf)  # saving costs what it costs
+    monkeypatch.setattr(dsl.training.train.Saver, "SHARE", math.inf)  # saving costs what it costs
     written = []
     real = dsl.cli.save_params
 
@@ -734,15 +734,15 @@ def test_saving_checkpoints_is_skipped_when_it_would_cost_more_than_a_tenth():
         saves.append(clock[0])
         clock[0] += 1.0
 
-    saver = dsl.train.Saver(slow_save)
-    real = dsl.train.time.perf_counter
+    saver = dsl.training.train.Saver(slow_save)
+    real = dsl.training.train.time.perf_counter
     try:
-        dsl.train.time.perf_counter = lambda: clock[0]
+        dsl.training.train.time.perf_counter = lambda: clock[0]
         for _ in range(40):
             saver({}, lambda: None)
             clock[0] += 0.5  # half a second of steps between log points
     finally:
-        dsl.train.time.perf_counter = real
+        dsl.training.train.time.perf_counter = real
     gaps = [b - a for a, b in zip(saves, saves[1:])]
     assert saves[0] == 0.0 and gaps and all(g >= 10.0 for g in gaps)
     assert len(saves) >= 2
@@ -766,7 +766,7 @@ def test_two_models_with_the_same_name_get_different_run_folders(folder, capsys,
     rc, out_a, err = run(["run", "a/lin.model"], capsys)
     assert rc == 0, err
     folder_a = Path(re.search(r"saved (\S+)/: params.npz", out_a).group(1))
-    assert folder_a == Path(dsl.runtime.default_out("a/lin.model"))
+    assert folder_a == Path(dsl.training.runtime.default_out("a/lin.model"))
     assert folder_a.parent == Path("runs") and folder_a.name.startswith("lin-")
     params_a = saved_params(folder_a)
     # b's --resume does not find a's params, and b's run does not overwrite them
@@ -780,7 +780,7 @@ def test_two_models_with_the_same_name_get_different_run_folders(folder, capsys,
     assert all(np.array_equal(params_a[k], again[k]) for k in params_a)
     # however the same model is spelt, it is the same folder
     for spelling in ("./a/lin.model", str(a), "b/../a/lin.model"):
-        assert dsl.runtime.default_out(spelling) == str(folder_a)
+        assert dsl.training.runtime.default_out(spelling) == str(folder_a)
     rc, stdout, err = run(["run", str(a), "--resume"], capsys)
     assert rc == 0 and f"resuming from {folder_a / 'params.npz'} at step 120" in stdout, err
 
@@ -792,7 +792,7 @@ def test_resuming_another_models_checkpoint_is_refused(folder, capsys):
     before = (out / "params.npz").read_bytes()
     with np.load(out / "params.npz") as z:
         text = a.read_text()
-        digest = dsl.runtime.model_digest(text, parse(text, str(a)))
+        digest = dsl.training.runtime.model_digest(text, parse(text, str(a)))
         assert str(z[CHECKPOINT_PREFIX + "model"]) == digest
     rc, stdout, err = run(["run", b, "--out", out, "--resume"], capsys)
     assert rc == 1, err

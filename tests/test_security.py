@@ -15,7 +15,7 @@ fuzz cases while `eval`, `exec`, `compile`, `sympy.sympify` and `parse_expr` ref
   the model, the data or the command line.
 - `compile` of text is allowed in three cases only: an AST-only parse (`ast.literal_eval`, which
   numpy uses for `.npy` headers and lark for its grammar's literals: it builds no code), a module
-  being imported (typing compiles string annotations), and `dsl.runtime.load_module` compiling
+  being imported (typing compiles string annotations), and `dsl.training.runtime.load_module` compiling
   source that `compiler.codegen.generate` produced in this process (read back from the cache,
   it must be the very same text).
 
@@ -42,8 +42,8 @@ import sympy.parsing
 import sympy.parsing.sympy_parser
 
 import compiler.codegen
-import dsl.runtime
-from dsl import plots
+import dsl.training.runtime
+from dsl.views import plots
 from dsl.cli import main
 from tests.test_fuzz import EXAMPLES, Generator, invoke, seed_models
 
@@ -107,7 +107,7 @@ class Guard:
                 reason = "an AST-only parse"
             elif importing:
                 reason = "a module being imported"
-            elif frames[0] == ("dsl.runtime", "load_module") and source in self.generated:
+            elif frames[0] == ("dsl.training.runtime", "load_module") and source in self.generated:
                 reason = "generated source"
         if reason:
             self.allowed[(what, reason)] += 1
@@ -289,7 +289,7 @@ def test_a_planted_compile_cache_runs_no_code(tmp_path):
     model = tmp_path / "m.model"
     text = "input x\nparam w = 1\nloss = w * x\nminimize loss\n"
     model.write_text(text)
-    cache = Path(dsl.runtime._cache_path(str(model), text))
+    cache = Path(dsl.training.runtime._cache_path(str(model), text))
     assert tmp_path not in cache.parents
     planted = tmp_path / "__dslcache__" / cache.name
     planted.parent.mkdir()

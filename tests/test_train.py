@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 import dsl
-from dsl import plots
+from dsl.views import plots
 from dsl.cli import main
-from dsl.config import make_optimizer
-from dsl.report import load_params
-from dsl.runtime import init_params
-from dsl.train import fit
+from dsl.training.config import make_optimizer
+from dsl.training.report import load_params
+from dsl.training.runtime import init_params
+from dsl.training.train import fit
 from tests.golden_util import compare
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from compiler.chains import ADJOINT, MAX_PATHS, Chains
 from compiler.errors import UsageError
 from compiler.functions import maximum, minimum, relu, sigmoid, softplus
 from compiler.ir import symbol
-from dsl.runtime import compile_file
+from dsl.training.runtime import compile_file
 from tests.gradcheck import load_model, random_point
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

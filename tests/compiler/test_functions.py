@@ -15,8 +15,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from compiler.errors import DslError  # noqa: E402
-from dsl.check import check  # noqa: E402
-from dsl.transform import parse  # noqa: E402
+from dsl.front.check import check  # noqa: E402
+from dsl.front.build import parse  # noqa: E402
 from tests.gradcheck import assert_close, check_model, load_model, random_point  # noqa: E402
 
 torch = pytest.importorskip("torch")

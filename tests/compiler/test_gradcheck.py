@@ -801,7 +801,7 @@ def test_dsl_cache_reuses_fixed_code(tmp_path):
     a, b = first.eval(point), second.eval(point)
     for k in a.gradients:
         np.testing.assert_array_equal(a.gradients[k], b.gradients[k])
-    assert any(f.startswith("m.") for f in os.listdir(dsl.runtime.cache_dir()))
+    assert any(f.startswith("m.") for f in os.listdir(dsl.training.runtime.cache_dir()))
 
 
 def test_relu_of_a_difference_differentiates_by_the_subtracted_side(tmp_path):

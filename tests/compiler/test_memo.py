@@ -18,7 +18,7 @@ from compiler import codegen, derive, second_order  # noqa: E402
 from compiler.functions import sigmoid  # noqa: E402
 from compiler.ir import symbol  # noqa: E402
 from compiler.memo import shape_of  # noqa: E402
-from dsl.runtime import compile_file  # noqa: E402
+from dsl.training.runtime import compile_file  # noqa: E402
 
 
 def test_the_same_neuron_under_other_names_has_one_shape():

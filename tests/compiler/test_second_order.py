@@ -254,9 +254,9 @@ def test_hessian_of_a_deep_nest_is_left_out_in_bounded_time(tmp_path):
 
 def test_golden_least_squares_module(monkeypatch):
     from compiler.codegen import generate
-    from dsl.check import check
-    from dsl.lower import lower
-    from dsl.transform import parse
+    from dsl.front.check import check
+    from compiler.lower import lower
+    from dsl.front.build import parse
     monkeypatch.chdir(ROOT)
     path = "examples/pendulum.model"
     text = open(path).read()

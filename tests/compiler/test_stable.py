@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from compiler.codegen import generate
-from dsl.check import check
-from dsl.lower import lower
-from dsl.runtime import load_module
-from dsl.transform import parse
+from dsl.front.check import check
+from compiler.lower import lower
+from dsl.training.runtime import load_module
+from dsl.front.build import parse
 
 LOGISTIC = """
 input x[N]

@@ -25,12 +25,13 @@ import numpy as np
 from compiler import CODEGEN_VERSION
 from compiler.errors import DataError, ModelWarning, Span
 from compiler.shape import fmt_shape
-from dsl import __version__, ast
-from dsl.check import Checked, check
-from dsl.data import (OneHot, Standardizer, Table, column_index, fmt_bytes, read_csv, read_header,
+from dsl import __version__
+from dsl.front import ast
+from dsl.front.check import Checked, check
+from dsl.training.data import (OneHot, Standardizer, Table, column_index, fmt_bytes, read_csv, read_header,
                       select, split_rows)
-from dsl.files import atomic_write, cache_dir, trusted
-from dsl.transform import parse, read_source
+from dsl.front.files import atomic_write, cache_dir, trusted
+from dsl.front.build import parse, read_source
 
 if TYPE_CHECKING:
     from compiler.ir import Graph
@@ -51,7 +52,7 @@ class Compiled:
     @property
     def graph(self) -> Graph:
         if self._graph is None:
-            from dsl.lower import lower  # sympy: only when the graph is asked for
+            from compiler.lower import lower  # sympy: only when the graph is asked for
             self._graph = lower(self.checked, self.text)
         return self._graph
 
@@ -71,7 +72,7 @@ def compile_file(path: str, text: str | None = None, use_cache: bool = True,
     cached, graph = source is not None, None
     if source is None:
         from compiler.codegen import generate  # sympy is imported on a cache miss only
-        from dsl.lower import lower
+        from compiler.lower import lower
         graph = lower(checked, text)
         source = generate(graph)
         if cache:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from compiler.errors import ModelWarning
-from dsl.config import SOLVERS, TrainConfig, make_optimizer
+from dsl.training.config import SOLVERS, TrainConfig, make_optimizer
 
 SNAPSHOTS_PER_RUN = 100
 # A log point evaluates the loss on every training and test row; a step works on one batch
@@ -38,7 +38,7 @@ HISTORY_IN_MEMORY = 4
 @dataclass
 class History:
     """The rows logged: step, epoch, losses, time. With a `sink` (`dsl run`'s history.csv,
-    `dsl.report.HistoryFile`) the older rows go there as training logs and only the last
+    `dsl.training.report.HistoryFile`) the older rows go there as training logs and only the last
     HISTORY_IN_MEMORY stay here: `log every 1` would otherwise grow the lists without bound."""
 
     step: list[int] = field(default_factory=list)
@@ -103,7 +103,7 @@ class Checkpoint:
     batch: int | None
     order: tuple | None
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
-    model: str | None = None  # the digest of the model's text (`dsl.runtime.model_digest`)
+    model: str | None = None  # the digest of the model's text (`dsl.training.runtime.model_digest`)
 
 
 @dataclass
@@ -269,7 +269,7 @@ def fit(module, params: dict[str, np.ndarray], train: dict[str, np.ndarray],
     saver = Saver(save)
     with np.errstate(all="ignore"):
         if cfg.optimizer.name in SOLVERS:
-            from dsl.solvers import solve  # solvers builds on this module's results
+            from dsl.training.solvers import solve  # solvers builds on this module's results
             n = len(next(iter(train.values())))
             return solve(module, params, train, test, cfg, progress, start, history,
                          total_steps(cfg, n))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dsl.train import MAX_SOLVER_PARAMS, Flat, is_least_squares
+from dsl.training.train import MAX_SOLVER_PARAMS, Flat, is_least_squares
 
 SHOWN_ELEMENTS = 20  # a param with at most this many elements gets an error bar per element
 # The scaled matrix is singular for our purposes when its smallest singular value (of J) is

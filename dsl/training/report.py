@@ -17,13 +17,14 @@ import numpy as np
 
 from compiler.deps import ancestors
 from compiler.errors import DataError
-from dsl import baselines, plots
-from dsl.check import Checked
-from dsl.data import OneHot, Standardizer
-from dsl.files import NotRegularFile, open_regular, replacing
-from dsl.runtime import Dataset, atomic_write, check_sizes
-from dsl.train import Checkpoint, FitResult, Flat, History
-from dsl.uncertainty import Uncertainty, delta_method, error_bars
+from dsl.training import baselines
+from dsl.views import plots
+from dsl.front.check import Checked
+from dsl.training.data import OneHot, Standardizer
+from dsl.front.files import NotRegularFile, open_regular, replacing
+from dsl.training.runtime import Dataset, atomic_write, check_sizes
+from dsl.training.train import Checkpoint, FitResult, Flat, History
+from dsl.training.uncertainty import Uncertainty, delta_method, error_bars
 
 if TYPE_CHECKING:  # the API (dsl.model) reads params files with `load_params`
     from dsl.model import Model

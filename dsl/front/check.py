@@ -16,8 +16,8 @@ from compiler.deps import ancestors
 from compiler.errors import ModelWarning, SemanticError, Span, suggest
 from compiler.builtins import BUILTINS, CONSTANT_NAMES
 from compiler.shape import Shape, broadcast, elementwise_shape, fmt_shape
-from dsl import ast
-from dsl.config import TrainConfig, train_config
+from dsl.front import ast
+from dsl.training.config import TrainConfig, train_config
 
 SOURCE = "source"  # a global fit's input of 0/1 source indicators, one column per `data`
 KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "target", "report", "data",

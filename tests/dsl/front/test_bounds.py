@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from compiler.errors import DslError  # noqa: E402
-from dsl.check import check  # noqa: E402
-from dsl.transform import parse  # noqa: E402
+from dsl.front.check import check  # noqa: E402
+from dsl.front.build import parse  # noqa: E402
 from tests.gradcheck import load_model  # noqa: E402
 
 MODEL = """

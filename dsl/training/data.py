@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.errors import DataError, InternalError, Span, suggest
-from dsl.files import open_regular
-from dsl.ast import Columns
+from dsl.front.files import open_regular
+from dsl.front.ast import Columns
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_ONEHOT_CLASSES = 1000

@@ -1,4 +1,4 @@
-"""The one Transformer from Lark's parse tree to the AST dataclasses of `dsl.ast`."""
+"""The one Transformer from Lark's parse tree to the AST dataclasses of `dsl.front.ast`."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,9 @@ from lark import Transformer, v_args
 from lark.exceptions import VisitError
 
 from compiler.errors import DslError, DslSyntaxError, Span
-from dsl import ast
-from dsl.files import open_regular
-from dsl.parser import parse_tree
+from dsl.front import ast
+from dsl.front.files import open_regular
+from dsl.front.parser import parse_tree
 
 
 def parse(text: str, file: str = "<model>") -> ast.Program:

@@ -2,8 +2,8 @@
 
 Where the block is silent: float64, seed 0, 1000 epochs (or iterations), the whole training set
 as one batch. Without an `optimizer`, the optimizer is left open (`None`) until the model is
-compiled: `dsl.train.choose_optimizer` picks lm, lbfgs or gd from the objective and the number
-of params (LANGUAGE.md section 2.8).
+compiled: `dsl.training.train.choose_optimizer` picks lm, lbfgs or gd from the objective and the
+number of params (LANGUAGE.md section 2.8).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from compiler.errors import SemanticError, Span, UsageError, suggest
-from dsl import ast
+from dsl.front import ast
 
 # Each optimizer's arguments in positional order, with defaults (None: required).
 OPTIMIZERS: dict[str, tuple[tuple[str, float | None], ...]] = {
@@ -19,7 +19,7 @@ OPTIMIZERS: dict[str, tuple[tuple[str, float | None], ...]] = {
     "sgd": (("lr", 0.01), ("momentum", 0.0)),
     "adam": (("lr", 0.001), ("beta1", 0.9), ("beta2", 0.999), ("eps", 1e-8)),
     "random_search": (("trials", 1000.0), ("low", -1.0), ("high", 1.0)),
-    # full-batch solvers of scipy.optimize (dsl/solvers.py): their tolerances
+    # full-batch solvers of scipy.optimize (dsl/training/solvers.py): their tolerances
     "lm": (("ftol", 1e-15), ("xtol", 1e-15), ("gtol", 1e-15)),
     "newton": (("gtol", 1e-10),),
     "lbfgs": (("ftol", 1e-13), ("gtol", 1e-10)),
@@ -40,7 +40,7 @@ class Optimizer:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: Optimizer | None  # None: not given, chosen by `dsl.train.choose_optimizer`
+    optimizer: Optimizer | None  # None: not given, chosen by `dsl.training.train.choose_optimizer`
     batch: int | None = None  # None: the whole training set
     epochs: int | None = None
     steps: int | None = None
@@ -144,7 +144,7 @@ def train_config(block: ast.Train | None) -> TrainConfig:
 def with_overrides(cfg: TrainConfig, *, epochs=None, steps=None, batch=None, lr=None,
                    optimizer=None, seed=None, dtype=None) -> TrainConfig:
     """The command line's `--epochs --steps --batch --lr --optimizer --seed --dtype`, on a
-    configuration whose optimizer is chosen (`dsl.train.choose_optimizer`)."""
+    configuration whose optimizer is chosen (`dsl.training.train.choose_optimizer`)."""
     changes: dict[str, object] = {}
     for key, value in (("epochs", epochs), ("steps", steps), ("batch", batch)):
         if value is not None:

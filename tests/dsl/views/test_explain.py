@@ -1,4 +1,4 @@
-"""dsl.explain and dsl.graphview: derivations and graphs as text, LaTeX, JSON, DOT and notebook
+"""dsl.views.explain and dsl.views.graphview: derivations and graphs as text, LaTeX, JSON, DOT and notebook
 maths; golden files for the examples (DSL_UPDATE_GOLDEN=1 rewrites them)."""
 import json
 import pathlib
@@ -12,12 +12,12 @@ import dsl
 from compiler.errors import UsageError
 from compiler.functions import sigmoid
 from compiler.ir import symbol
-from dsl import explain, graphview
-from dsl.runtime import compile_file
+from dsl.views import explain, graphview
+from dsl.training.runtime import compile_file
 from tests.golden_util import compare
 from tests.gradcheck import load_model
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 EXAMPLES = ["seed_graph", "boston_mlp", "boston_rm"]
 
 SEED_K1 = """\

@@ -1,4 +1,4 @@
-"""dsl.plots: each plot writes a PNG atomically, or returns None without matplotlib."""
+"""dsl.views.plots: each plot writes a PNG atomically, or returns None without matplotlib."""
 from __future__ import annotations
 
 import os
@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from dsl import plots
-from dsl.data import Table
+from dsl.views import plots
+from dsl.training.data import Table
 
 pytest.importorskip("matplotlib")
 

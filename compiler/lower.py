@@ -14,7 +14,7 @@ import sympy as sp
 from compiler.errors import DerivationError
 from compiler.functions import CONSTANTS, ELEMENTWISE, LOG_SOFTMAX, stabilize
 from compiler.ir import Graph, Node, symbol
-from dsl.check import Checked, Typed
+from dsl.front.check import Checked, Typed
 
 # Elementwise maths nested deeper than this becomes inner nodes: sympy recurses through an
 # expression, and Python refuses a line with more than 200 nested parentheses.

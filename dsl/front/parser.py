@@ -24,7 +24,7 @@ from lark.grammar import Rule
 from lark.lexer import TerminalDef
 
 from compiler.errors import DslSyntaxError, Span, suggest
-from dsl.files import atomic_write, cache_dir, trusted
+from dsl.front.files import atomic_write, cache_dir, trusted
 from grammar import grammar_text
 
 MAX_DEPTH = 200

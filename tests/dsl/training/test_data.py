@@ -1,4 +1,4 @@
-"""dsl.data: reading CSVs (and every way they can be bad), columns, splits, standardizing, stats."""
+"""dsl.training.data: reading CSVs (and every way they can be bad), columns, splits, standardizing, stats."""
 from __future__ import annotations
 
 import gzip
@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compiler.errors import DataError, Span
-from dsl.ast import Columns
-from dsl.data import (OneHot, Standardizer, Table, correlations, describe, numeric_column,
+from dsl.front.ast import Columns
+from dsl.training.data import (OneHot, Standardizer, Table, correlations, describe, numeric_column,
                       read_csv, select, split_rows)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 DATA = os.path.join(ROOT, "examples", "data")
 BOSTON = os.path.join(DATA, "boston.csv")
 IRIS = os.path.join(DATA, "iris.csv")
@@ -434,8 +434,8 @@ def test_onehot_classes_map_new_rows_and_hold_text(tmp_path):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of a few bytes, so that a small file crosses many chunk boundaries."""
-    import dsl.data
-    monkeypatch.setattr(dsl.data, "CHUNK_BYTES", 7)
+    import dsl.training.data
+    monkeypatch.setattr(dsl.training.data, "CHUNK_BYTES", 7)
 
 
 def test_chunks_keep_crlf_blank_lines_and_numbers(tmp_path, small_chunks):
@@ -469,7 +469,7 @@ def test_peak_memory_is_the_array_and_a_chunk(tmp_path):
     once and filled a chunk at a time."""
     import tracemalloc
 
-    import dsl.data
+    import dsl.training.data
     rows = np.random.default_rng(1).standard_normal((200_000, 8))
     path = tmp_path / "big.csv"
     np.savetxt(path, rows, delimiter=",", header=",".join("abcdefgh"), comments="", fmt="%.17g")
@@ -480,13 +480,13 @@ def test_peak_memory_is_the_array_and_a_chunk(tmp_path):
     finally:
         tracemalloc.stop()
     assert np.array_equal(t.values, rows)
-    assert peak < 1.1 * (t.values.nbytes + t.lines.nbytes) + 10 * dsl.data.CHUNK_BYTES
+    assert peak < 1.1 * (t.values.nbytes + t.lines.nbytes) + 10 * dsl.training.data.CHUNK_BYTES
     assert peak < 0.75 * os.path.getsize(path)
 
 
 def test_a_file_larger_than_the_limit_is_refused_before_reading(tmp_path, monkeypatch):
-    import dsl.data
-    monkeypatch.setattr(dsl.data, "MAX_TEXT_BYTES", 100)
+    import dsl.training.data
+    monkeypatch.setattr(dsl.training.data, "MAX_TEXT_BYTES", 100)
     path = write(tmp_path, "x.csv", "a,b\n" + "1,2\n" * 30)
     e = fails(path, MODEL_SPAN)
     assert e.message == f"data file `{path}` is 124 bytes, more than the limit of 100 bytes"
@@ -494,8 +494,8 @@ def test_a_file_larger_than_the_limit_is_refused_before_reading(tmp_path, monkey
 
 
 def test_gzip_bomb_is_refused_at_the_limit(tmp_path, monkeypatch):
-    import dsl.data
-    monkeypatch.setattr(dsl.data, "MAX_TEXT_BYTES", 1 << 20)
+    import dsl.training.data
+    monkeypatch.setattr(dsl.training.data, "MAX_TEXT_BYTES", 1 << 20)
     path = write(tmp_path, "bomb.csv.gz", b"a\n" + b"0\n" * (1 << 20))
     e = fails(path)
     assert e.message == f"data file `{path}` expands to more than 1 MiB of text"
@@ -503,8 +503,8 @@ def test_gzip_bomb_is_refused_at_the_limit(tmp_path, monkeypatch):
 
 
 def test_too_many_values_are_refused_before_parsing(tmp_path, monkeypatch):
-    import dsl.data
-    monkeypatch.setattr(dsl.data, "MAX_VALUES_BYTES", 1000)
+    import dsl.training.data
+    monkeypatch.setattr(dsl.training.data, "MAX_VALUES_BYTES", 1000)
     path = write(tmp_path, "x.csv", "a,b\n" + "1,2\n" * 100)
     e = fails(path)
     assert e.message == (f"data file `{path}` has up to 101 rows of 2 columns: 1.58 KiB as "
@@ -512,9 +512,9 @@ def test_too_many_values_are_refused_before_parsing(tmp_path, monkeypatch):
 
 
 def test_a_line_without_end_is_refused(tmp_path, monkeypatch):
-    import dsl.data
-    monkeypatch.setattr(dsl.data, "MAX_LINE_BYTES", 50)
-    monkeypatch.setattr(dsl.data, "CHUNK_BYTES", 8)
+    import dsl.training.data
+    monkeypatch.setattr(dsl.training.data, "MAX_LINE_BYTES", 50)
+    monkeypatch.setattr(dsl.training.data, "CHUNK_BYTES", 8)
     path = write(tmp_path, "x.csv", "a," * 100)
     assert fails(path).message == f"data file `{path}` has a line longer than 50 bytes"
 

@@ -14,10 +14,10 @@ import scipy.optimize as so
 import dsl
 from compiler.errors import SemanticError, UsageError
 from dsl.cli import main
-from dsl.config import with_overrides
-from dsl.train import choose_optimizer, fit
+from dsl.training.config import with_overrides
+from dsl.training.train import choose_optimizer, fit
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PENDULUM = ROOT / "examples" / "pendulum.model"
 
 

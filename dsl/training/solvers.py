@@ -20,8 +20,8 @@ import time
 import numpy as np
 import scipy.optimize as so
 
-from dsl.train import (CONVERGED_RELATIVE_GRADIENT, Checkpoint, Convergence, Divergence, FitResult,
-                       Flat, History, first_nonfinite, relative_gradient)
+from dsl.training.train import (CONVERGED_RELATIVE_GRADIENT, Checkpoint, Convergence, Divergence,
+                                FitResult, Flat, History, first_nonfinite, relative_gradient)
 
 
 class _Run:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dsl.data import Table, correlations, numeric_part
+from dsl.training.data import Table, correlations, numeric_part
 
 ANNOTATE_MAX = 20  # annotate each heatmap cell with its value up to this many columns
 LABEL_MAX = 40  # name the heatmap's rows and columns up to this many columns

@@ -17,7 +17,7 @@ from compiler.chains import edge_factor, node_value
 from compiler.errors import DslError, UsageError
 from compiler.ir import Graph, Node
 from compiler.shape import fmt_shape
-from dsl.explain import Explanation, TextPrinter, adjoint_letter, partial
+from dsl.views.explain import Explanation, TextPrinter, adjoint_letter, partial
 
 FORMATS = ("dot", "svg", "text")
 MAX_LABEL = 48  # characters of an expression shown in a node or on an edge

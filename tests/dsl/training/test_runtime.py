@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import dsl.runtime
-from dsl.runtime import compile_file
+import dsl.training.runtime
+from dsl.training.runtime import compile_file
 from tests.test_fuzz import invoke
 
 MODEL = "input x\nparam w = 1\nloss = w * x\nminimize loss\n"
@@ -25,7 +25,7 @@ def model(tmp_path, monkeypatch):
 
 
 def entry(model: Path) -> Path:
-    return Path(dsl.runtime._cache_path(str(model), model.read_text()))
+    return Path(dsl.training.runtime._cache_path(str(model), model.read_text()))
 
 
 def digest_of(path: Path) -> str:

@@ -14,9 +14,9 @@ import scipy.stats
 
 import dsl
 from dsl.cli import main
-from dsl.uncertainty import error_bars
+from dsl.training.uncertainty import error_bars
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PENDULUM = ROOT / "examples" / "pendulum.model"
 MICHAELIS = ROOT / "examples" / "michaelis_menten.model"
 

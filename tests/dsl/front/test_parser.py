@@ -1,4 +1,4 @@
-"""dsl.parser and dsl.transform: every statement form of LANGUAGE.md 2.3, comments, precedence,
+"""dsl.front.parser and dsl.front.build: every statement form of LANGUAGE.md 2.3, comments, precedence,
 spans, and syntax errors that are DslSyntaxErrors with a position (never another exception)."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from lark.exceptions import UnexpectedInput
 
 from compiler.errors import DslError, DslSyntaxError, Span
-from dsl import ast, parser
-from dsl.transform import parse, read_source
+from dsl.front import ast, parser
+from dsl.front.build import parse, read_source
 
 S = None  # spans are not compared (field(compare=False)); any value will do
 
@@ -365,7 +365,7 @@ def test_garbage_is_always_a_syntax_error_or_a_model(text):
 # ---- the parser's tables, cached in the user's cache folder (issue 15) --------------------------
 
 def _models() -> list[Path]:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     return sorted([*root.glob("examples/*.model"), *root.glob("tests/golden/*/*.model")])
 
 

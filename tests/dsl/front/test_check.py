@@ -1,4 +1,4 @@
-"""dsl.check: names, defs, order, cycles, shapes and warnings; every error kind as a golden file.
+"""dsl.front.check: names, defs, order, cycles, shapes and warnings; every error kind as a golden file.
 
 Golden files in the stanc3 manner: `tests/golden/bad/NAME.model` and `NAME.err`, the exact text
 `dsl check tests/golden/bad/NAME.model` prints on stderr when run from the repository root.
@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import DslError, SemanticError
-from dsl.check import check
+from dsl.front.check import check
 from dsl.cli import main
-from dsl.transform import parse
+from dsl.front.build import parse
 from tests.golden_util import compare
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BAD = ROOT / "tests" / "golden" / "bad"
 BAD_MODELS = sorted(p.name for p in BAD.glob("*.model"))
 
@@ -216,7 +216,7 @@ def test_a_product_of_many_names_is_refused_and_its_split_form_accepted():
 
 
 def test_the_whole_model_has_a_derivation_budget(monkeypatch):
-    import dsl.check as check_module
+    import dsl.front.check as check_module
     monkeypatch.setattr(check_module, "MAX_MODEL_WORK", 50)
     lines = ["input x", "param k = 1", "z0 = k * x"]
     lines += [f"z{i} = sin(z{i - 1}) * k" for i in range(1, 20)]
@@ -395,7 +395,7 @@ def test_train_block_values():
     assert (t.batch, t.steps, t.epochs, t.seed, t.dtype, t.log_every) == (8, 300, None, 7,
                                                                           "float32", 10)
     d = checked("input x\n").train
-    # no optimizer named: chosen when the model is compiled (dsl.train.choose_optimizer)
+    # no optimizer named: chosen when the model is compiled (dsl.training.train.choose_optimizer)
     assert d.optimizer is None and d.dtype == "float64"
 
 

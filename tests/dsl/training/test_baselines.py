@@ -1,4 +1,4 @@
-"""dsl.baselines: the figures a trained model is compared with."""
+"""dsl.training.baselines: the figures a trained model is compared with."""
 from __future__ import annotations
 
 import os
@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from dsl import baselines
-from dsl.baselines import classification_baselines, nearest, regression_baselines
-from dsl.data import read_csv, split_rows
+from dsl.training import baselines
+from dsl.training.baselines import classification_baselines, nearest, regression_baselines
+from dsl.training.data import read_csv, split_rows
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 BOSTON = os.path.join(ROOT, "examples", "data", "boston.csv")
 
 
