@@ -413,7 +413,7 @@ def worker(path: str, mode: str) -> dict:
     process (no torch, no jax), the way `dsl run` meets it. Fresh, because the compiler keeps
     memo tables (and sympy its caches) for the life of the process: a second compile of the
     same model in one process is not cold. The compiler's modules are imported first, as the
-    baseline's `dsl.training.runtime` did at import: compile times compare the same work (the imports
+    baseline's `dsl.runtime` did at import: compile times compare the same work (the imports
     are measured apart, by `import_cost`)."""
     import compiler.codegen  # noqa: F401
     import compiler.lower  # noqa: F401
@@ -569,7 +569,7 @@ def import_cost(repeats: int, base: str) -> dict:
     """What a fresh process pays before its first compile: `import dsl.training.runtime` (this tree and
     the baseline's, which imported sympy with it), `import sympy`, `import numpy`."""
     out = {}
-    for name, module, root in (("dsl", "dsl.training.runtime", ROOT), ("dsl_baseline", "dsl.training.runtime", base),
+    for name, module, root in (("dsl", "dsl.training.runtime", ROOT), ("dsl_baseline", "dsl.runtime", base),
                                ("sympy", "sympy", ROOT), ("numpy", "numpy", ROOT),
                                ("numpy_lark", "numpy, lark", ROOT)):
         times = []
