@@ -16,7 +16,8 @@ How to write a transcript in those documents (the convention this test enforces)
   marks omitted lines and is not checked.
 - A command must exit with status 0, unless its shown output has an `error:` line: then it must
   exit with status 1 (a bad model or bad data).
-- Without matplotlib (an optional dependency), lines naming `.png` files are not checked.
+- Without matplotlib (an optional dependency), lines naming `.png` files are not checked; a
+  command whose shown output names no `.png` file runs as without matplotlib (tests/no_plots.py).
 
 Model listings are checked too (there and in docs/LANGUAGE.md): a ```model block must be a run of
 consecutive lines of a file under examples/; when its first line is `# examples/NAME.model...`,
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.no_plots import without_matplotlib
 
 ROOT = Path(__file__).resolve().parent.parent
 # One BLAS thread (as the benchmark anchors use) unless the caller says otherwise: on a busy
@@ -134,7 +137,9 @@ class Session:
     def _run(self, cmd: Command) -> subprocess.CompletedProcess:
         argv = shlex.split(cmd.text)
         assert argv and argv[0] == "python", f"{cmd.id}: commands in the docs start with `python`"
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        plots = HAVE_MATPLOTLIB and any(".png" in line for line in cmd.expected)
+        first = [] if plots else [without_matplotlib(self.folder.parent)]  # see tests/no_plots.py
+        path = os.pathsep.join(filter(None, [*first, str(ROOT), os.environ.get("PYTHONPATH")]))
         env = {**ONE_THREAD, **os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": path}
         return subprocess.run([sys.executable, *argv[1:]], cwd=self.folder, env=env,
                               capture_output=True, text=True, encoding="utf-8", timeout=TIMEOUT)

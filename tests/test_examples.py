@@ -19,6 +19,7 @@ import pytest
 
 from dsl.front.check import check
 from dsl.front.build import parse, read_source
+from tests.no_plots import without_matplotlib
 
 ROOT = Path(__file__).resolve().parent.parent
 # One BLAS thread (as the benchmark anchors use) unless the caller says otherwise: on a busy
@@ -42,7 +43,8 @@ def copy(tmp_path_factory) -> Path:
 
 
 def dsl(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [without_matplotlib(folder), str(ROOT),
+                                         os.environ.get("PYTHONPATH")]))
     env = {**ONE_THREAD, **os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": path}
     return subprocess.run([sys.executable, "-m", "dsl", *args], cwd=folder, env=env,
                           capture_output=True, text=True, encoding="utf-8", timeout=300)
