@@ -1,7 +1,7 @@
 """`python -m dsl run` processes whose plots no test looks at run as without matplotlib.
 
 Importing matplotlib and drawing three PNGs costs a small run about a second of CPU, most of its
-time; the plots themselves are tested in tests/dsl/test_plots.py and by the doc commands whose
+time; the plots themselves are tested in tests/dsl/views/test_plots.py and by the doc commands whose
 shown output names the PNG files they write (tests/test_docs.py).
 """
 from __future__ import annotations
