@@ -22,6 +22,8 @@ How to write a transcript in those documents (the convention this test enforces)
 Model listings are checked too (there and in docs/LANGUAGE.md): a ```model block must be a run of
 consecutive lines of a file under examples/; when its first line is `# examples/NAME.model...`,
 of that file from its first line.
+
+docs/ARCHITECTURE.md names only paths that exist, and names every module of the project.
 """
 from __future__ import annotations
 
@@ -204,6 +206,41 @@ def test_model_listing_matches_an_example(doc, start, lines):
         files = sorted((ROOT / "examples").rglob("*.model"))
         assert any(_runs_of(shown, f.read_text(encoding="utf-8")) for f in files), (
             f"{doc.name}:{start}: this listing is not part of any file under examples/")
+
+
+# ---- docs/ARCHITECTURE.md names what exists ----------------------------------------------------
+
+ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
+# `dsl/front/check.py`, `tests/compiler/`: a path with a folder in it, to a file or a folder
+PATH = re.compile(r"(?<![\w./-])((?:[\w-]{2,}/)+(?:[\w.-]+\.(?:py|lark|md|model|csv|json))?)"
+                  r"(?![\w/-])")
+
+
+def test_architecture_names_only_paths_that_exist():
+    named = set(PATH.findall(ARCHITECTURE.read_text(encoding="utf-8")))
+    assert "dsl/cli.py" in named and "tests/compiler/" in named  # the pattern finds paths
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"docs/ARCHITECTURE.md names paths that do not exist: {missing}"
+
+
+def test_architecture_names_every_module():
+    named = set(PATH.findall(ARCHITECTURE.read_text(encoding="utf-8")))
+    modules = {p.relative_to(ROOT).as_posix() for package in ("grammar", "dsl", "compiler")
+               for p in (ROOT / package).rglob("*") if p.suffix in (".py", ".lark")
+               and p.name not in ("__init__.py", "__main__.py")}
+    assert len(modules) > 30
+    assert not modules - named, f"docs/ARCHITECTURE.md does not name {sorted(modules - named)}"
+
+
+def test_citations_of_architecture_sections_are_real():
+    """`docs/ARCHITECTURE.md, section 4: Stable forms` in a test or a module names a heading."""
+    headings = set(re.findall(r"^## (\d+)\. (.+)$", ARCHITECTURE.read_text(encoding="utf-8"), re.M))
+    cited = [(str(p.relative_to(ROOT)), m) for folder in ("tests", "dsl", "compiler", "bench")
+             for p in (ROOT / folder).rglob("*.py")
+             for m in re.findall(r"ARCHITECTURE\.md, section (\d+): ([^)`\n]+?)[).`]",
+                                 p.read_text(encoding="utf-8"))]
+    assert ("tests/test_numerics.py", ("4", "Stable forms")) in cited
+    assert not [c for c in cited if c[1] not in headings], cited
 
 
 # ---- the convention itself ------------------------------------------------------------------

@@ -5,7 +5,7 @@ raised and every warning an error (`Model.eval` silences them on purpose, for th
 stable forms must give finite values and gradients without an overflow along the way.
 `sigmoid`, `softplus`, `logsumexp` and `softmax` are printed in their stable forms, and
 `log(sigmoid(x))`, `log(1 - sigmoid(x))`, `log(softmax(x))` are rewritten before code
-generation (ARCHITECTURE.md).
+generation (docs/ARCHITECTURE.md, section 4: Stable forms).
 
 At the edges the numbers are PyTorch's (float64): log(0) = -inf with gradient +inf;
 sqrt(0) = 0 with gradient +inf; 1/0 = inf with gradient -inf; relu'(0) = abs'(0) = 0.
