@@ -48,6 +48,7 @@ def loss_curve(steps: Sequence[float], train_loss: Sequence[float],
     finite = np.concatenate([y[np.isfinite(y) & (np.abs(y) < _PLOTTABLE)] for _, y in curves])
     if len(finite) and np.all(finite > 0):
         ax.set_yscale("log")
+        _plain_log_labels(ax.yaxis)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(_plain(title))
@@ -105,7 +106,7 @@ def correlation_heatmap(table: Table, path: str) -> str | None:
     if n < total:
         table = Table(table.path, table.columns[:n], table.values[:, :n])
     side = min(4 + 0.45 * n, 16)
-    fig = _figure((side + 1.5, side))
+    fig = _figure((side + 1.5, side), layout="tight")  # room for the names and the colorbar
     if fig is None:
         return None
     ax = fig.add_subplot()
@@ -128,6 +129,18 @@ def correlation_heatmap(table: Table, path: str) -> str | None:
     return _save(fig, path)
 
 
+def _plain_log_labels(axis) -> None:
+    """Label a log axis's ticks as matplotlib would choose them, in plain text (`0.01`, `1e+04`):
+    its default writes 10^k in mathtext, whose parser takes longer than drawing the plot."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return super().__call__(x, pos) and f"{x:.3g}"
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False))
+
+
 def _plain(text: str) -> str:
     """A name from the user (a file, a column) shown as written: matplotlib reads `$...$` as
     maths, and a name such as `$\\frac{$` would fail at save time, after training."""
@@ -139,14 +152,15 @@ def heatmap_columns(table: Table) -> int:
     return min(len(numeric_part(table).columns), HEATMAP_MAX)
 
 
-def _figure(size: tuple[float, float]):
-    """A Figure on the Agg canvas, or None without matplotlib."""
+def _figure(size: tuple[float, float], layout: str | None = None):
+    """A Figure on the Agg canvas, or None without matplotlib. Without a layout engine the
+    default margins hold a plot's short tick labels, and the figure is drawn once, not twice."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    fig = Figure(figsize=size, layout="tight")
+    fig = Figure(figsize=size, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

@@ -92,3 +92,40 @@ def test_names_with_dollar_signs_are_shown_as_written(tmp_path):
     table = Table(f"{name}.csv", ["a", name, "$x_$"], np.array([[1.0, 2, 3], [2, 3, 5], [4, 1, 2]]))
     path = str(tmp_path / "heat.png")
     assert plots.correlation_heatmap(table, path) == path and is_png(path)
+
+
+def drawn(monkeypatch) -> list:
+    """The figures the plots draw, kept as they are saved."""
+    figures = []
+    real = plots._save
+
+    def keep(fig, path):
+        figures.append(fig)
+        return real(fig, path)
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def test_run_plots_are_drawn_once_and_log_labels_are_plain_text(tmp_path, monkeypatch):
+    """A `run` draws its plots in well under a second: no layout engine (which draws each
+    figure twice to measure it) and no mathtext (whose parser alone costs more than a plot)
+    for the loss curve's log axis, whose labels read as numbers (`100`, `0.01`, `1e+04`)."""
+    figures = drawn(monkeypatch)
+    steps = np.arange(30)
+    plots.loss_curve(steps, np.logspace(5, -8, 30), None, str(tmp_path / "loss.png"), "m: loss")
+    y = np.linspace(0.0, 1.0, 20)
+    plots.predicted_vs_true(y, y + 0.01, str(tmp_path / "predicted.png"), "m")
+    plots.residuals(y, y + 0.01, str(tmp_path / "residuals.png"), "m")
+    assert len(figures) == 3 and all(f.get_layout_engine() is None for f in figures)
+    axis = figures[0].axes[0].yaxis
+    labels = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+    assert "100" in labels and "0.01" in labels and "1e+04" in labels
+    assert not any("$" in label for label in labels)
+
+
+def test_the_heatmap_keeps_a_layout_that_makes_room_for_its_names(tmp_path, monkeypatch):
+    figures = drawn(monkeypatch)
+    values = np.array([[1.0, 2.0], [2.0, 1.0], [3.0, 5.0]])
+    table = Table("d.csv", ["a_long_column_name", "b"], values)
+    plots.correlation_heatmap(table, str(tmp_path / "h.png"))
+    assert figures[0].get_layout_engine() is not None
