@@ -349,6 +349,11 @@ def _fmt_array(v, indent: int) -> str:
 
 
 def cmd_run(args, session: Session) -> int:
+    with plots.Painter() as painter:  # imports matplotlib while this process fits
+        return _run(args, session, painter)
+
+
+def _run(args, session: Session, painter: plots.Painter) -> int:
     checked = session.load(args.model)
     if checked.objective is None:
         raise UsageError(f"{args.model} has no `minimize` statement: nothing to train",
@@ -398,7 +403,7 @@ def cmd_run(args, session: Session) -> int:
         _writing(save_report, os.path.join(out, "report.json"), report)
         _writing(atomic_write, os.path.join(out, f"{name}_compiled.py"),
                  compiled.source.encode("utf-8"))
-        pictures = _writing(save_plots, out, model, ds, result)
+        pictures = _writing(save_plots, out, model, ds, result, painter)
     _print_report(report)
     warning = convergence_warning(result.convergence, cfg, model.module, model.params)
     if warning:

@@ -548,16 +548,18 @@ def _clean_for_json(report: dict) -> dict:
     return fix(report)
 
 
-def save_plots(out: str, model: Model, ds: Dataset, fit: FitResult) -> list[str]:
-    """The loss curve, predicted against true, residuals; [] when matplotlib is missing."""
+def save_plots(out: str, model: Model, ds: Dataset, fit: FitResult,
+               painter: plots.Painter | None = None) -> list[str]:
+    """The loss curve, predicted against true, residuals; [] when matplotlib is missing. Drawn
+    by `painter` when given (a child process that has imported matplotlib meanwhile)."""
     if not plots.available():
         return []
     name = os.path.splitext(os.path.basename(model.checked.file))[0]
     h = fit.history
     if isinstance(h.sink, HistoryFile):  # the rows are in the file: read a plot's worth back
         h = load_history(h.sink.path, PLOT_ROWS) or h
-    written = [plots.loss_curve(h.step, h.train_loss, h.test_loss or None,
-                                os.path.join(out, "loss.png"), f"{name}: loss")]
+    jobs = [(plots.loss_curve, (h.step, h.train_loss, h.test_loss or None,
+                                os.path.join(out, "loss.png"), f"{name}: loss"))]
     t = scored_target(model, ds)
     split = ds.test if _rows(ds.test) else ds.train
     if t and t.kind == "numeric":
@@ -565,8 +567,9 @@ def save_plots(out: str, model: Model, ds: Dataset, fit: FitResult) -> list[str]
             yhat = np.asarray(model.module.predict(model.params, split), dtype=float).ravel()
         y = t.on(ds, split).ravel()
         if yhat.shape == y.shape and np.all(np.isfinite(yhat)):
-            written.append(plots.predicted_vs_true(y, yhat, os.path.join(out, "predicted.png"),
-                                                   f"{name}: predicted vs true"))
-            written.append(plots.residuals(y, yhat, os.path.join(out, "residuals.png"),
-                                           f"{name}: residuals"))
+            jobs.append((plots.predicted_vs_true, (y, yhat, os.path.join(out, "predicted.png"),
+                                                   f"{name}: predicted vs true")))
+            jobs.append((plots.residuals, (y, yhat, os.path.join(out, "residuals.png"),
+                                           f"{name}: residuals")))
+    written = (painter or plots.Painter(wanted=False)).draw(jobs)
     return [w for w in written if w]
