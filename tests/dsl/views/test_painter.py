@@ -1,4 +1,4 @@
-"""dsl.plots.Painter: a fresh `dsl run` draws its plots in a child forked before the fit, which
+"""dsl.views.plots.Painter: a fresh `dsl run` draws its plots in a child forked before the fit, which
 imports matplotlib meanwhile. Each check runs in a fresh interpreter (here matplotlib is loaded
 already, and a Painter would rightly not fork)."""
 from __future__ import annotations
@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("matplotlib")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the Painter forks on Linux only")
 
 PREAMBLE = """
 import os, sys
 import numpy as np
-from dsl import plots
+from dsl.views import plots
 def loss(path):
     return (plots.loss_curve, ([0, 1, 2], [3.0, 2.0, 1.0], None, path, "m: loss"))
 def png(path):
