@@ -56,6 +56,7 @@ def _pin_cpu() -> int | None:
     core. --no-pin leaves the scheduler free."""
     if "--no-pin" in sys.argv or not hasattr(os, "sched_setaffinity"):
         return None
+    os.environ["DSL_BENCH_CPUS"] = ",".join(map(str, sorted(os.sched_getaffinity(0))))
     cpu = max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     return cpu
@@ -136,7 +137,7 @@ MNIST_PRESCALED = os.path.join(HERE, "models", "mnist_prescaled.model")
 FULL = dict(seed_steps=20000, mnist_steps=2000, repeats=7, warmup=0.05,
             sizes=[10, 30, 100, 300, 1000, 3000, 10000], cold_repeats=3, cold_repeats_upto=1000,
             example_repeats=5, cached_repeats=5, startup_repeats=15, grad_rows=[1000, 10000, 100000, 1000000],
-            fit_repeats=15, fit_cli_repeats=3)
+            fit_repeats=15, fit_cli_repeats=5)
 QUICK = dict(seed_steps=2000, mnist_steps=200, repeats=5, warmup=0.05,
              sizes=[10, 100, 300, 1000], cold_repeats=1, cold_repeats_upto=0,
              example_repeats=3, cached_repeats=3, startup_repeats=7, grad_rows=[1000, 10000, 100000],
