@@ -247,7 +247,7 @@ def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]]):
     known = _PRINTED.get(key)
     if known is not None:
         count, order, template = known
-        temps = list(islice(temp_symbols(prefix, start), count))
+        temps = list(islice(temp_symbols(prefix, start), count)) if count else []
         if order == _name_order(temps):  # `_d9` sorts after `_d10`: printed in another order
             tokens = [_token(x) for x in (*symbols, *temps)]
             refs = (*symbols, *temps)
@@ -277,7 +277,7 @@ def _token(x: sp.Symbol) -> str:
     """A symbol as the printer writes it."""
     token = _TOKENS.get(x)
     if token is None:
-        token = _TOKENS[x] = print_expr(x)
+        token = _TOKENS[x] = _PRINTER._print(x)  # a symbol: no need of doprint's whole work
     return token
 
 

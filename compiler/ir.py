@@ -10,6 +10,7 @@ cannot appear in a user's name, so they never collide.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import sympy as sp
 
@@ -87,7 +88,9 @@ class Graph:
         return out
 
 
+@lru_cache(maxsize=None)
 def symbol(name: str) -> sp.Symbol:
-    """The scalar symbol that stands for one element of a node inside elementwise maths."""
+    """The scalar symbol that stands for one element of a node inside elementwise maths (one
+    object per name: sympy's own constructor is slow)."""
     return sp.Symbol(name, real=True)
 

@@ -34,9 +34,25 @@ def shape_of(exprs, extra: tuple[sp.Symbol, ...] = ()) -> tuple[tuple, list[sp.S
     for s in extra:
         walk(s)
     symbols = list(slots)
-    order = tuple(sorted(range(len(symbols)), key=lambda i: symbols[i].sort_key()))
-    kinds = tuple((type(s), tuple(sorted(s.assumptions0.items()))) for s in symbols)
-    return (tree, tuple(slots[s] for s in extra), order, kinds), symbols
+    order = tuple(sorted(range(len(symbols)), key=lambda i: _sort_key(symbols[i])))
+    return (tree, tuple(slots[s] for s in extra), order, tuple(map(_kind, symbols))), symbols
+
+
+def _sort_key(s: sp.Symbol):
+    """What orders `s` as sympy's `sort_key` does (class, then name), without its cost; a
+    Dummy (never ours, but possible) by its own."""
+    return s.sort_key() if isinstance(s, sp.Dummy) else (s.class_key(), (1, (s.name,)))
+
+
+_KINDS: dict[sp.Symbol, tuple] = {}
+
+
+def _kind(s: sp.Symbol) -> tuple:
+    """A symbol's class and assumptions, asked of sympy once per symbol."""
+    kind = _KINDS.get(s)
+    if kind is None:
+        kind = _KINDS[s] = (type(s), tuple(sorted(s.assumptions0.items())))
+    return kind
 
 
 def rename(expr: sp.Expr, names: dict[sp.Symbol, sp.Symbol]) -> sp.Expr:

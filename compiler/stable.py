@@ -33,6 +33,8 @@ def stabilize_graph(g: Graph) -> Graph:
 
 def _through_sigmoids(g: Graph, out: Graph, node: Node) -> Node:
     expr = node.expr
+    if not expr.has(sp.log):  # both forms take the log of the node's own expression: none here
+        return node
     for s in sorted(expr.free_symbols, key=lambda s: s.name):
         p = g.nodes.get(s.name)
         if p is None or p.op != "elementwise" or not isinstance(p.expr, sigmoid):
