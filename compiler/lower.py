@@ -14,6 +14,7 @@ import sympy as sp
 from compiler.errors import DerivationError
 from compiler.functions import CONSTANTS, ELEMENTWISE, LOG_SOFTMAX, stabilize
 from compiler.ir import Graph, Node, symbol
+from compiler.memo import rename
 from dsl.front.check import Checked, Typed
 
 # Elementwise maths nested deeper than this becomes inner nodes: sympy recurses through an
@@ -65,19 +66,49 @@ class _Statement:
     def __init__(self, g: Graph, name: str, source: str):
         self.g, self.name, self.source = g, name, source
         self.count = 0
+        self._made = None  # the names of structural parts `_maths` made, for `_scalar`
 
     def lower(self, t: Typed) -> None:
         if t.op in _STRUCTURAL:
             self._structural(t, self.name)
         else:
-            self._elementwise(self.name, self._stable(self._scalar(t), t), t)
+            self._elementwise(self.name, self._maths(t), t)
 
-    def _stable(self, expr: sp.Expr, t: Typed) -> sp.Expr:
-        """`stabilize`, noting in the graph the rewrites it applied (the run report lists them)."""
-        applied: list[str] = []
-        expr = stabilize(expr, applied)
+    def _maths(self, t: Typed) -> sp.Expr:
+        """The stable sympy expression of an elementwise tree, built once per form (`_form`):
+        a chain's neurons and an MLP's layers are one tree under other names, and building
+        sympy's expression (`tanh` evaluates its argument's properties) costs more than the
+        rest of lowering. The structural parts are made nodes first, in the order `_scalar`
+        meets them."""
+        holes: list[str] = []
+        form = _form(t, holes)
+        if form is None:  # split into inner nodes, or a log-softmax rewrite: no memo
+            return self._stable(self._scalar(t), t)
+        names = [self._structural(h, self._fresh()) for h in _structural_parts(t)]
+        symbols = [symbol(n) for n in (*holes, *names)]
+        key = (form, tuple(sorted(range(len(symbols)), key=lambda i: symbols[i].name)))
+        known = _FORMS.get(key)
+        if known is None:
+            self._made = iter(names)
+            expr, applied = self._stable(self._scalar(t), t, [])
+            self._made = None
+            if not expr.has(sp.I, sp.zoo, sp.AccumBounds):  # else lowering stops here
+                _FORMS[key] = expr, symbols, applied
+            return expr
+        expr, slots, applied = known
+        self._note(t, applied)
+        return rename(expr, dict(zip(slots, symbols)))
+
+    def _stable(self, expr: sp.Expr, t: Typed, applied: list[str] | None = None):
+        """`stabilize`, noting in the graph the rewrites it applied (the run report lists them);
+        with `applied` given, those rules too (returned with the expression)."""
+        out = applied if applied is not None else []
+        expr = stabilize(expr, out)
+        self._note(t, out)
+        return expr if applied is None else (expr, applied)
+
+    def _note(self, t: Typed, applied: list[str]) -> None:
         self.g.rewrites += [f"{self.name} (line {t.span.line}): {rule}" for rule in applied]
-        return expr
 
     def _fresh(self) -> str:
         self.count += 1
@@ -99,7 +130,7 @@ class _Statement:
             return t.name
         if t.op in _STRUCTURAL:
             return self._structural(t, self._fresh())
-        return self._elementwise(self._fresh(), self._stable(self._scalar(t), t), t)
+        return self._elementwise(self._fresh(), self._maths(t), t)
 
     def _structural(self, t: Typed, name: str) -> str:
         op = _STRUCTURAL[t.op]
@@ -130,8 +161,8 @@ class _Statement:
             return {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "^": a**b}[t.op]
         if t.op == "log" and t.args[0].op == "softmax":
             return self._log_softmax(t.args[0])
-        if t.op in _STRUCTURAL:
-            return symbol(self._structural(t, self._fresh()))
+        if t.op in _STRUCTURAL:  # made already by `_maths`, or made here
+            return symbol(next(self._made) if self._made else self._structural(t, self._fresh()))
         args = [self._scalar(a, depth + 1) for a in t.args]
         if all(a.is_Number for a in args):
             return _fold(t.op, *args)
@@ -147,6 +178,54 @@ class _Statement:
                         stmt=self.name, source=self.source))
         self.g.rewrites.append(f"{self.name} (line {t.span.line}): {LOG_SOFTMAX}")
         return symbol(x) - symbol(lse)
+
+
+# (form, the order of its names) -> the expression, the symbols it was built with, the rewrites
+_FORMS: dict[tuple, tuple[sp.Expr, list[sp.Symbol], list[str]]] = {}
+
+
+def _form(t: Typed, names: list[str]) -> tuple | None:
+    """The form of an elementwise tree that `_scalar` would build without inner nodes: its ops,
+    numbers and constants, each name as its place in `names` (first appearance; the structural
+    parts come after them), each structural part as a hole. None where `_scalar` would split a
+    deep tree or rewrite a log-softmax. Iterative: a tree may be deep."""
+    slots = {n: k for k, n in enumerate(names)}
+    out: list = []
+    stack: list = [(t, 0)]
+    while stack:
+        t, depth = stack.pop()
+        if t is None:
+            out.append(")")
+        elif t.op == "num":
+            out.append(("num", repr(t.value)))
+        elif t.op == "name":
+            if t.name not in slots:
+                slots[t.name] = len(names)
+                names.append(t.name)
+            out.append(slots[t.name])
+        elif t.op == "constant":
+            out.append(("constant", t.name))
+        elif t.op in _STRUCTURAL:
+            out.append("hole")
+        elif depth > SPLIT_DEPTH or (t.op == "log" and t.args[0].op == "softmax"):
+            return None
+        else:
+            out.append((t.op, len(t.args)))
+            stack.append((None, 0))
+            stack.extend((a, depth + 1) for a in reversed(t.args))
+    return tuple(out)
+
+
+def _structural_parts(t: Typed) -> list[Typed]:
+    """The outermost structural parts of an elementwise tree, in the order `_scalar` meets them."""
+    out, stack = [], [t]
+    while stack:
+        t = stack.pop()
+        if t.op in _STRUCTURAL:
+            out.append(t)
+        elif t.op not in ("num", "name", "constant"):
+            stack.extend(reversed(t.args))
+    return out
 
 
 def _closed(b) -> tuple[float, float]:
