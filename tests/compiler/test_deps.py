@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from compiler.deps import ancestors
-from dsl.front.check import check
 from compiler.lower import lower
 from dsl.front.build import parse
+from dsl.front.check import check
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.model"))
 
