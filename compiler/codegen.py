@@ -1,12 +1,18 @@
 """The graph compiled to one standalone numpy module.
 
 One assignment per node in topological order, named after the node through `compiler.names`
-(`v_h`, and `g_h` for its adjoint; a statement's inner nodes `t1_loss`, `gt1_loss`), commented
-with the `.model` line it comes from. Elementwise maths is printed by `NumpyCode` (sympy's
-NumPyPrinter with our rules for the stable forms and the pinned subgradients) after `cse`; structural maps are printed from the
-templates of `compiler.derive`. Adjoints are pushed from each node to its inputs in reverse
-topological order, like micrograd's `+=`, and stay as cheap as the hand-written code: a mean's
-adjoint is a scalar broadcast lazily, and a node's forward value is reused by its derivative.
+(`v_h`, and `g_h` for its adjoint; a statement's inner nodes `t1_loss`, `gt1_loss`). A function
+is built as a list of statements (`Stmt`: target, code, the variables it reads, those it may
+share memory with) and printed at the end (`render`): one `# line N: statement` comment above
+the lines of each `.model` statement, and each intermediate released (`del`) after its last
+use, so that a function holds no more arrays at once than the hand-written numpy would.
+Elementwise maths is printed by `NumpyCode` (sympy's NumPyPrinter with our rules for the stable
+forms and the pinned subgradients) after `cse`; structural maps are printed from the templates
+of `compiler.derive`. Adjoints are pushed from each node to its inputs in reverse topological
+order, like micrograd's `+=`, and stay as cheap as the hand-written code: a mean's adjoint is a
+scalar broadcast lazily (also through a sum along an axis), an adjoint equal to another one is
+that one (no `gt1_h = g_h` line), and a node's forward value is reused by its derivative
+(sigmoid' is `s*(1 - s)`, relu' is `h > 0`).
 """
 from __future__ import annotations
 
@@ -14,20 +20,25 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from itertools import islice
+from string import Formatter
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
+from compiler.derive import STRUCTURAL_MAPS, StructuralMap, backward_plan
 from compiler.deps import ancestors
-from compiler.derive import StructuralMap, backward_plan
 from compiler.errors import InternalError
-from compiler.functions import ComparisonBase, print_condition
+from compiler.functions import ComparisonBase, print_condition, sigmoid, softplus
 from compiler.ir import Graph, Node, symbol
 from compiler.stable import stabilize_graph
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
-                            grad_name, size_name, temp_index, temp_symbols, value_name)
+                            grad_name, is_user_node, size_name, temp_index, temp_symbols,
+                            value_name)
 from compiler.memo import shape_of, template as memo_template
 from compiler.shape import Shape, broadcast, summed_axes
+
+# Structural ops whose numpy result is a view of their operand (shares its memory).
+_VIEW_OPS = ("transpose", "index", "slice")
 
 _NUMPY_COMPARISON = {op: op for op in ("<", "<=", ">", ">=", "==", "!=")}
 
@@ -41,12 +52,26 @@ _HELPERS = {
     return out if keepdims else (np.squeeze(out, axis=axis) if axis is not None else out.reshape(()))
 ''',
     "erf": "from scipy.special import erf as _erf  # numpy has no error function",
+    "sigmoid": '''def _sigmoid(a):
+    """1/(1 + exp(-a)) as 0.5 + 0.5 tanh(a/2), which cannot overflow, in one new array."""
+    out = np.multiply(a, 0.5)
+    if not out.ndim:  # a scalar
+        return 0.5 + 0.5*np.tanh(out)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
+''',
     "softmax": '''def _softmax(a, axis):
     """exp(a) / Σ exp(a) along axis, shifted by the maximum so that nothing overflows."""
     e = np.exp(a - np.max(a, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 ''',
 }
+
+# The helpers the printer calls, and the functions in a node's value that bring them into its
+# code or its derivatives' (softplus' is sigmoid).
+_PRINTED_HELPERS = {"erf": (sp.erf,), "sigmoid": (sigmoid, softplus)}
 
 
 # In the docstring of every module that has sgd_step (issue 12: a float param stayed frozen).
@@ -80,6 +105,9 @@ class NumpyCode(PositiveTermsFirst, NumPyPrinter):
 
     def __init__(self):
         super().__init__({"fully_qualified_modules": False, "inline": True})
+        # a step factor (relu') of a product with an array of the params' dtype may be printed
+        # as a comparison, `g_h*(v_h > 0)`: numpy multiplies by a boolean array as by 0 and 1
+        self.steps = False
 
     def _module_format(self, fqn, register=True):
         return "np." + fqn.split(".")[-1] if fqn.startswith("numpy.") else fqn
@@ -94,8 +122,28 @@ class NumpyCode(PositiveTermsFirst, NumPyPrinter):
         return expr.name
 
     def _print_sigmoid(self, expr):
-        x = self.parenthesize(expr.args[0], sp.printing.precedence.PRECEDENCE["Mul"])
-        return f"(0.5 + 0.5*np.tanh(0.5*{x}))"
+        return f"_sigmoid({self._print(expr.args[0])})"
+
+    def _print_Mul(self, expr):
+        """Compound factors before plain names: numpy computes a compound factor into a new
+        array and multiplies the others into it in place (its temporary elision), where
+        `g*h*(1 - h)` would hold `g*h` and `1 - h` at once, one array more. Steps (`steps`)
+        last, as comparisons, where nothing can negate the boolean array."""
+        args = expr.as_ordered_factors()
+        if self.steps:
+            steps = [a for a in args if isinstance(a, sp.Heaviside) and a.args[1:] == (0,)]
+            rest = [a for a in args if a not in steps]
+            if steps and any(not a.is_Number for a in rest):
+                code = self.parenthesize(sp.Mul(*rest), sp.printing.precedence.PRECEDENCE["Mul"])
+                return "*".join([code, *(f"({self._print(s.args[0])} > 0)" for s in steps)])
+        ordered = sorted(args, key=lambda a: 0 if a.is_Number else 2 if a.is_Symbol else 1)
+        if ordered == args:
+            return super()._print_Mul(expr)
+        order, self._settings["order"] = self._settings["order"], "none"
+        try:
+            return super()._print_Mul(sp.Mul(*ordered, evaluate=False))
+        finally:
+            self._settings["order"] = order
 
     def _print_relu(self, expr):
         return f"np.maximum({self._print(expr.args[0])}, 0.0)"
@@ -167,23 +215,35 @@ class NumpyCode(PositiveTermsFirst, NumPyPrinter):
         return repr(float(expr))
 
 
+@dataclass(frozen=True)
+class Stmt:
+    """One assignment of a generated function, kept as data until the function is printed: what
+    it reads decides where each value is released (`del` after its last use), what it may share
+    memory with decides which gradients must be copied, and its node gives the comment."""
+
+    target: str
+    code: str
+    reads: frozenset[str] = frozenset()  # the variables `code` reads
+    views: frozenset[str] = frozenset()  # those whose memory the target may share (numpy views)
+    node: Node | None = None  # the node it belongs to: its `.model` line makes the comment
+    note: str = ""  # "∂ " on the backward pass, "d/dθ " on tangents
+    op: str = "="  # `-=`: an in-place update of the target
+
+
 @dataclass
 class _Body:
-    """The lines of one generated function, and what they use."""
+    """The statements of one generated function, and what they use."""
 
     graph: Graph
     prefix: str  # of cse temporaries: FORWARD_TEMPS or BACKWARD_TEMPS
-    lines: list[str] = field(default_factory=list)
+    stmts: list[Stmt] = field(default_factory=list)
     sizes: set[str] = field(default_factory=set)
     temps: int = 0
     uses_dtype: bool = False  # reads `dt`, the dtype of the params
 
-    def emit(self, target: str, code: str, node: Node | None = None, note: str = "") -> None:
-        comment = ""
-        if node is not None and node.source:
-            where = f"{os.path.basename(self.graph.file)}:{node.span.line}"
-            comment = _one_line(f"  # {note}{node.source}   [{where}]")
-        self.lines.append(f"{target} = {code}{comment}")
+    def emit(self, target: str, code: str, node: Node | None = None, note: str = "",
+             reads=(), views=()) -> None:
+        self.stmts.append(Stmt(target, code, frozenset(reads), frozenset(views), node, note))
 
     def broadcast(self, code: str, have: Shape, shape: Shape) -> str:
         """`code`, of static shape `have`, as an array of `shape`. A scalar may be a Python
@@ -215,11 +275,12 @@ class _Body:
         parts = names + ([str(ints)] if ints != 1 or not names else [])
         return "*".join(parts)
 
-    def cse(self, exprs, shaped: tuple[tuple, list[sp.Symbol]]
+    def cse(self, exprs, shaped: tuple[tuple, list[sp.Symbol]], steps: bool = False
             ) -> tuple[list[tuple[Temp, Printed]], list[Printed]]:
         """cse of `exprs()` with this function's next temporaries, printed; `shaped` is the
-        `compiler.memo.shape_of` of whatever determines the expressions."""
-        replacements, reduced = _cse(self.prefix, self.temps, exprs, shaped)
+        `compiler.memo.shape_of` of whatever determines the expressions; `steps`: a step
+        factor may be printed as a comparison (`NumpyCode.steps`)."""
+        replacements, reduced = _cse(self.prefix, self.temps, exprs, shaped, steps)
         if replacements:  # cse skips a number that a symbol in the expressions spells
             self.temps = temp_index(replacements[-1][0], self.prefix) + 1
         return replacements, reduced
@@ -231,6 +292,12 @@ class Printed:
 
     code: str
     symbols: tuple[sp.Symbol, ...]
+    bare: bool = False  # the expression is one of its symbols
+
+    @property
+    def reads(self) -> frozenset[str]:
+        """The variables the code reads (`lr` and the values, adjoints, temporaries)."""
+        return frozenset(_token(s) for s in self.symbols)
 
 
 # (prefix, shape of the expressions) -> the printed cse, with `{k}` for the k-th symbol of the
@@ -239,11 +306,11 @@ _PRINTED: dict[tuple, tuple] = {}
 _READS_DT = re.compile(r"\bdt\b")
 
 
-def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]]):
+def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]], steps=False):
     """sympy's cse and the printer, run once per shape (`compiler.memo`): the same neuron or
     layer again, under other names, is the same code with those names."""
     key, symbols = shaped
-    key = (prefix, key)
+    key = (prefix, key, steps)
     known = _PRINTED.get(key)
     if known is not None:
         count, order, template = known
@@ -251,22 +318,29 @@ def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]]):
         if order == _name_order(temps):  # `_d9` sorts after `_d10`: printed in another order
             tokens = [_token(x) for x in (*symbols, *temps)]
             refs = (*symbols, *temps)
-            return ([(temps[k], Printed(code.format(*tokens), tuple(refs[i] for i in uses)))
-                     for k, (code, uses) in enumerate(template[:count])],
-                    [Printed(code.format(*tokens), tuple(refs[i] for i in uses))
-                     for code, uses in template[count:]])
+            return ([(temps[k], Printed(code.format(*tokens), tuple(refs[i] for i in uses), bare))
+                     for k, (code, uses, bare) in enumerate(template[:count])],
+                    [Printed(code.format(*tokens), tuple(refs[i] for i in uses), bare)
+                     for code, uses, bare in template[count:]])
     replacements, reduced = sp.cse(exprs(), symbols=temp_symbols(prefix, start))
-    out = ([(t, Printed(print_expr(e), tuple(e.free_symbols))) for t, e in replacements],
-           [Printed(print_expr(e), tuple(e.free_symbols)) for e in reduced])
+    _PRINTER.steps = steps
+    try:
+        out = ([(t, _printed(e)) for t, e in replacements], [_printed(e) for e in reduced])
+    finally:
+        _PRINTER.steps = False
     temps = [t for t, _ in replacements]
     if not any(s.name.startswith(prefix) for s in symbols):  # else cse skipped a number
         slots = {x: k for k, x in enumerate((*symbols, *temps))}
         tokens = {_token(x): k for x, k in slots.items()}
         template = tuple(
-            (memo_template(p.code, tokens), tuple(slots[x] for x in p.symbols))
+            (memo_template(p.code, tokens), tuple(slots[x] for x in p.symbols), p.bare)
             for p in (*(p for _, p in out[0]), *out[1]))
         _PRINTED[key] = len(temps), _name_order(temps), template
     return out
+
+
+def _printed(e: sp.Expr) -> Printed:
+    return Printed(print_expr(e), tuple(e.free_symbols), e.is_Symbol)
 
 
 def _name_order(temps: list[Temp]) -> tuple[int, ...]:
@@ -308,19 +382,21 @@ class ModuleWriter:
             body.uses_dtype |= node.expr.has(ComparisonBase)  # a comparison is cast to `dt`
             # every function repeats the forward lines: cse and print a node once (unless cse
             # made temporaries, which are numbered per function)
-            code = self._forward_lines.get(node.name)
-            if code is None:
+            printed = self._forward_lines.get(node.name)
+            if printed is None:
                 replacements, (printed,) = body.cse(lambda: [node.expr], shape_of((node.expr,)))
                 for sym, e in replacements:
-                    body.emit(sym.name, e.code)
-                code = printed.code
+                    body.emit(sym.name, e.code, node, reads=e.reads)
                 if not replacements:
-                    self._forward_lines[node.name] = code
+                    self._forward_lines[node.name] = printed
+            code = printed.code
+            views = printed.reads if printed.bare else ()
             have = broadcast(*(self.g.nodes[s.name].shape for s in node.expr.free_symbols))
             if have != tuple(node.shape):  # sympy cancelled the operands of full shape (`V - V`
                 # is 0): the value must still have its declared shape for `@`, axes, transpose
                 code = body.broadcast(code, have, node.shape)
-            body.emit(name, code, node)
+                views = printed.reads if have else ()
+            body.emit(name, code, node, reads=printed.reads, views=views)
             return
         a = [value_name(i) for i in node.inputs]
         if node.op == "matmul":
@@ -343,29 +419,33 @@ class ModuleWriter:
             code = f"{a[0]}[{node.part_code()}]"
         else:
             raise InternalError(f"no code for op {node.op}")
-        body.emit(name, code, node)
+        body.emit(name, code, node, reads=a, views=a if node.op in _VIEW_OPS else ())
 
     # ---- backward --------------------------------------------------------------------------
 
     def backward(self, body: _Body, wrt: list[str], scaled: bool
-                 ) -> tuple[list[Node], set[str], dict[str, Shape]]:
+                 ) -> tuple[set[str], dict[str, Shape]]:
         """Push adjoints from the objective (seeded with 1, or with `lr` when `scaled`) back to
         `wrt`; returns the nodes whose forward values the backward lines read, and each
-        adjoint's static shape (lazy broadcasts)."""
+        adjoint's static shape (lazy broadcasts). An adjoint that is another one unchanged (the
+        adjoint of `X @ W` in `X @ W + b`) gets no line of its own: `self.same` maps it to that
+        adjoint's symbol."""
         g = self.g
         adjoint: dict[str, Shape] = {}  # node -> static shape of its adjoint so far
+        self.same = {}
         reads: set[str] = set()
         seed = g.objective
         seed_value = LR_SEED if scaled else sp.Integer(1)
         if g.nodes[seed].is_leaf and seed in wrt:  # `minimize p` on a param or input itself
-            body.emit(grad_name(seed), f"np.full_like({value_name(seed)}, {print_expr(seed_value)})")
+            body.emit(grad_name(seed), f"np.full_like({value_name(seed)}, {print_expr(seed_value)})",
+                      reads=[value_name(seed)])
             reads.add(seed)
             adjoint[seed] = ()
         for node, locals_ in backward_plan(g, wrt):
             if node.name == seed:
                 G, gshape = seed_value, ()
             elif node.name in adjoint:
-                G, gshape = adjoint_symbol(node.name), adjoint[node.name]
+                G, gshape = self.adjoint_of(node.name), adjoint[node.name]
             else:
                 continue
             if node.op == "elementwise":
@@ -375,15 +455,20 @@ class ModuleWriter:
                     self._push_structural(body, node, local, G, gshape, adjoint, reads)
         return reads, adjoint
 
+    def adjoint_of(self, node: str) -> sp.Symbol:
+        """The symbol that holds a node's adjoint: its own, or the one it is equal to."""
+        return self.same.get(node) or adjoint_symbol(node)
+
     def _push_elementwise(self, body, node, locals_, G, gshape, adjoint, reads) -> None:
         replacements, reduced = body.cse(  # G·factor for each input: shaped by G and the node
             lambda: [G * local.factor for local in locals_],
-            shape_of((G, node.expr), (symbol(node.name), *(symbol(local.input) for local in locals_))))
+            shape_of((G, node.expr), (symbol(node.name), *(symbol(local.input) for local in locals_))),
+            steps=gshape != ())  # G is an array, so `G*(x > 0)` keeps its dtype
         # a comparison in a factor is cast to `dt`
         body.uses_dtype |= any(_READS_DT.search(p.code) for p in (*(e for _, e in replacements), *reduced))
         for sym, e in replacements:
             reads.update(_values_read(e))
-            body.emit(sym.name, e.code)
+            body.emit(sym.name, e.code, node, "∂ ", reads=e.reads)
         shapes = {s.name: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
         shapes[node.name] = node.shape
         temp_shapes = {}
@@ -392,13 +477,15 @@ class ModuleWriter:
         for local, expr in zip(locals_, reduced):
             reads.update(_values_read(expr))
             shape = self._static_shape(expr, shapes, temp_shapes, adjoint, gshape)
-            code = expr.code
+            code, views = expr.code, (expr.reads if expr.bare else ())
             if _loses_count(shape, node.shape, self.g.nodes[local.input].shape):
                 # a lazy contribution (`sum(c - W)`: G is a scalar and so is ∂/∂c) stands for
                 # its broadcast to the node's shape; summing it needs the real broadcast
                 code, shape = body.broadcast(code, shape, node.shape), node.shape
-            self._accumulate(body, node, local.input, code, shape, adjoint, local=local, G=G,
-                             gshape=gshape)
+            same = expr.symbols[0] if expr.bare and isinstance(expr.symbols[0], (Adjoint, Temp)) \
+                else None
+            self._accumulate(body, node, local.input, code, shape, adjoint, expr.reads, views,
+                             same, local=local, G=G, gshape=gshape)
 
     def _static_shape(self, expr: Printed, shapes, temp_shapes, adjoint, gshape) -> Shape:
         parts = []
@@ -407,110 +494,150 @@ class ModuleWriter:
                 parts.append(())
             elif isinstance(s, Adjoint):
                 parts.append(adjoint.get(s.name, gshape))
-            elif isinstance(s, Temp):
-                parts.append(temp_shapes[s])
+            elif isinstance(s, Temp):  # of this node's cse, or the one its adjoint G is
+                parts.append(temp_shapes.get(s, gshape))
             else:
                 parts.append(shapes[s.name])
         return broadcast(*parts)
 
     def _push_structural(self, body, node, local, G, gshape, adjoint, reads) -> None:
         rule: StructuralMap = local.rule
+        if gshape == () and node.op in ("sum", "mean"):  # a scalar adjoint repeated along an
+            rule = STRUCTURAL_MAPS[(node.op, False)]    # axis is the same scalar: kept lazy
         gcode = print_expr(G)
+        fields = {f for _, f, _, _ in Formatter().parse(rule.numpy) if f}
+        used = {"G": G.free_symbols, "y": {symbol(node.name)}}
+        used.update((key, {symbol(inp)}) for key, inp in zip("ab", node.inputs))
+        symbols = set().union(*(used[f] for f in fields if f in used))
+        reads.update(s.name for s in symbols if not isinstance(s, (Adjoint, Temp)) and s != LR_SEED)
+        views = ()
         if rule.needs_full_g and gshape != node.shape:
             gcode = body.broadcast(gcode, gshape, node.shape)
+        elif rule.view:
+            views = [_token(s) for s in G.free_symbols]
         names = {"G": gcode, "y": value_name(node.name), "k": str(node.axis)}
         for key, inp in zip("ab", node.inputs):
             names[key] = value_name(inp)
-        if "{y}" in rule.numpy:
-            reads.add(node.name)
-        for key, inp in zip("ab", node.inputs):
-            if "{" + key + "}" in rule.numpy:
-                reads.add(inp)
         src = self.g.nodes[node.inputs[0]].shape
-        if "{pad}" in rule.numpy:
+        if "pad" in fields:
             names["pad"] = _pad_widths(node.part, src)
-        if "{n}" in rule.numpy:
+        if "n" in fields:
             dims = src if node.axis is None else (src[node.axis],)
             names["n"] = _paren(body.count_code(dims))
         code = rule.numpy.format(**names)
-        if node.op in ("sum", "mean") and node.axis is None:
+        if node.op in ("sum", "mean") and (node.axis is None or gshape == ()):
             shape = ()
         elif node.op in ("sum", "mean"):
             shape = node.shape[:node.axis] + (1,) + node.shape[node.axis:]
         else:
             shape = self.g.nodes[local.input].shape
-        self._accumulate(body, node, local.input, code, shape, adjoint, local=local, G=G,
+        same = G if rule.numpy == "{G}" and isinstance(G, Adjoint) else None
+        self._accumulate(body, node, local.input, code, shape, adjoint,
+                         frozenset(_token(s) for s in symbols), views, same, local=local, G=G,
                          gshape=gshape)
 
-    def _accumulate(self, body, node, target, code, shape, adjoint, **contribution) -> None:
+    def _accumulate(self, body, node, target, code, shape, adjoint, reads, views=(), same=None,
+                    **contribution) -> None:
         """Fit a contribution to the target's shape (summing broadcast axes) and add it;
-        `contribution` (the local map, the adjoint and its shape) is for subclasses that
-        differentiate the backward pass."""
-        code, shape = _reduce_to(code, shape, self.g.nodes[target].shape)
+        `reads` and `views` are the variables the contribution reads and may share memory with;
+        `same`, the adjoint symbol it is when it is one unchanged. `contribution` (the local
+        map, the adjoint and its shape) is for subclasses that differentiate the backward pass."""
+        code, reduced = _reduce_to(code, shape, self.g.nodes[target].shape)
+        if reduced != tuple(shape):
+            views, same = (), None
         name = grad_name(target)
         if target in adjoint:
-            body.emit(name, f"{name} + {code}", node, "∂ ")
-            adjoint[target] = broadcast(adjoint[target], shape)
+            have = _token(self.adjoint_of(target))
+            self.same.pop(target, None)
+            body.emit(name, f"{have} + {code}", node, "∂ ", reads=reads | {have})
+            adjoint[target] = broadcast(adjoint[target], reduced)
+        elif same is not None:
+            self.same[target] = same
+            adjoint[target] = reduced
         else:
-            body.emit(name, code, node, "∂ ")
-            adjoint[target] = shape
+            body.emit(name, code, node, "∂ ", reads=reads, views=views)
+            adjoint[target] = reduced
 
     # ---- whole functions -------------------------------------------------------------------
 
-    def function(self, name: str, args: str, wrt: list[str], returns, keep_values=(),
+    def function(self, name: str, args: str, wrt: list[str], returns: list, keep_values=(),
                  update: bool = False, doc: str = "") -> str:
+        """One function: the params and inputs it reads, the forward statements its results
+        need, the backward pass to `wrt`, each value released after its last use. `returns`:
+        what it returns, in order: a node's name (its value), `("values", nodes)` or
+        `("grads", leaves)` (a dict of values or gradients by name)."""
         g = self.g
         key = (tuple(wrt), update)
         if key not in self._backward:  # grad and loss_and_grad share one backward
             back = _Body(g, BACKWARD_TEMPS)
             reads, adjoint = self.backward(back, wrt, update) if wrt else (set(), {})
-            self._backward[key] = back, reads, adjoint
-        back, reads, adjoint = self._backward[key]
+            self._backward[key] = back, reads, adjoint, dict(self.same) if wrt else {}
+        back, reads, adjoint, same = self._backward[key]
         needed_values = set(reads) | set(keep_values)
         live = ancestors(needed_values, g.reads)
         fwd = _Body(g, FORWARD_TEMPS)
         for n, node in g.nodes.items():
             if n in live and not node.is_leaf:
                 self.forward_code(fwd, node)
-        tail = []
+        tail = _Body(g, FORWARD_TEMPS)
+        grads = {}  # leaf -> the variable of its gradient
         for w in wrt:
+            have = _token(same[w]) if w in same else grad_name(w)
             if w not in adjoint:
-                fwd.uses_dtype = True
-                tail.append(f"{grad_name(w)} = np.zeros({fwd.shape_code(g.nodes[w].shape)}, "
-                            f"dtype=dt)  # {w} does not reach {g.objective}")
+                tail.uses_dtype = True
+                tail.emit(grad_name(w), f"np.zeros({tail.shape_code(g.nodes[w].shape)}, "
+                          f"dtype=dt)  # {w} does not reach {g.objective}")
+                have = grad_name(w)
             elif adjoint[w] != g.nodes[w].shape:
-                code = fwd.broadcast(grad_name(w), adjoint[w], g.nodes[w].shape)
-                tail.append(f"{grad_name(w)} = {code}")
+                tail.emit(grad_name(w), tail.broadcast(have, adjoint[w], g.nodes[w].shape),
+                          reads=[have], views=[have] if adjoint[w] else ())
+                have = grad_name(w)
+            grads[w] = have
         # a gradient that is (a view of) a param's array (`a * b` gives g_a = v_b) is copied:
         # an in-place update of one param must not change the gradient of another
-        views = _may_alias(fwd.lines + back.lines + tail, [value_name(p) for p in g.params])
-        tail += [f"{grad_name(w)} = np.array({grad_name(w)})  # a copy, not a view of a param"
-                 for w in wrt if grad_name(w) in views]
+        shares = _shares_memory(fwd.stmts + back.stmts + tail.stmts)
+        for w in wrt:
+            if any(value_name(p) in shares.get(grads[w], {grads[w]}) for p in g.params):
+                tail.emit(grad_name(w), f"np.array({grads[w]})  # a copy, not a view of a param",
+                          reads=[grads[w]])
+                grads[w] = grad_name(w)
+        parts = []
+        for item in returns:
+            if isinstance(item, str):
+                parts.append(value_name(item))
+            else:
+                kind, names = item
+                got = {n: value_name(n) for n in names} if kind == "values" else grads
+                parts.append("{" + ", ".join(f'"{n}": {got[n]}' for n in names) + "}")
+        returned = {v for item in returns for v in ([value_name(item)] if isinstance(item, str)
+                    else (grads[n] if item[0] == "grads" else value_name(n) for n in item[1]))}
+        end = []
         if update:  # the gradients are already scaled by lr (LR_SEED)
-            tail += [f"{value_name(w)} -= {grad_name(w)}" for w in wrt]
+            end += [f"{value_name(w)} -= {grads[w]}" for w in wrt]
+            returned |= {grads[w] for w in wrt}
             # `-=` updates an array in place but only rebinds the local of a Python float
-            tail += [f'params["{w}"] = {value_name(w)}' + ("  # a float param is rebound, not "
-                                                         "updated in place" if k == 0 else "")
-                     for k, w in enumerate(wrt)]
-        head = []
+            end += [f'params["{w}"] = {value_name(w)}' + ("  # a float param is rebound, not "
+                                                        "updated in place" if k == 0 else "")
+                    for k, w in enumerate(wrt)]
+        head = {}  # variable -> its line
         for n in g.params:
             if n in live or (update and n in wrt):
-                head.append(f'{value_name(n)} = params["{n}"]')
+                head[value_name(n)] = f'params["{n}"]'
         for n in g.inputs:
             if n in live or n in wrt:
-                head.append(f'{value_name(n)} = inputs["{n}"]')
-        if fwd.uses_dtype or back.uses_dtype:
+                head[value_name(n)] = f'inputs["{n}"]'
+        if fwd.uses_dtype or back.uses_dtype or tail.uses_dtype:
             source = (g.params or g.inputs)[0]
-            if not any(ln.startswith(f"{value_name(source)} = ") for ln in head):
-                kind = "params" if source in g.params else "inputs"
-                head.append(f'{value_name(source)} = {kind}["{source}"]')
-            head.append(f"dt = {value_name(source)}.dtype")
-        for d in sorted(fwd.sizes | back.sizes):
+            kind = "params" if source in g.params else "inputs"
+            head.setdefault(value_name(source), f'{kind}["{source}"]')
+            head["dt"] = f"{value_name(source)}.dtype"
+        for d in sorted(fwd.sizes | back.sizes | tail.sizes):
             owner, axis = g.size_names()[d]
-            if owner not in live and owner not in wrt:
-                head.append(f'{value_name(owner)} = inputs["{owner}"]')
-            head.append(f"{size_name(d)} = {value_name(owner)}.shape[{axis}]")
-        lines = head + fwd.lines + back.lines + tail + [f"return {returns}"]
+            head.setdefault(value_name(owner), f'inputs["{owner}"]')
+            head[size_name(d)] = f"{value_name(owner)}.shape[{axis}]"
+        lines = [f"{v} = {code}" for v, code in head.items()]
+        lines += render(fwd.stmts + back.stmts + tail.stmts, returned)
+        lines += end + [f"return {', '.join(parts) or 'None'}"]
         text = f"def {name}({args}):\n"
         if doc:
             text += f'    """{doc}"""\n'
@@ -518,38 +645,36 @@ class ModuleWriter:
 
     def module(self) -> str:
         g = self.g
-        nodes = [n for n, node in g.nodes.items() if "." not in n]
+        nodes = [n for n in g.nodes if is_user_node(n)]
         consts = [n for n in nodes if g.nodes[n].kind == "const"]
-        visible = {n: value_name(n) for n in nodes}
         funcs = []
-        values = "{" + ", ".join(f'"{n}": {v}' for n, v in visible.items()) + "}"
-        funcs.append(self.function("forward", "params, inputs", [], values,
+        values = ("values", nodes)
+        funcs.append(self.function("forward", "params, inputs", [], [values],
                                    keep_values=[n for n in nodes if g.nodes[n].kind != "const"],
                                    doc="Every input, param and node, by name."))
         if g.predict:
-            funcs.append(self.function("predict", "params, inputs", [], value_name(g.predict),
+            funcs.append(self.function("predict", "params, inputs", [], [g.predict],
                                        keep_values=[g.predict], doc=f"The prediction `{g.predict}`."))
         if g.target:
-            funcs.append(self.function("target", "params, inputs", [], value_name(g.target),
+            funcs.append(self.function("target", "params, inputs", [], [g.target],
                                        keep_values=[g.target],
                                        doc=f"The target `{g.target}`, computed from the data."))
         if g.objective:
-            obj = value_name(g.objective)
+            obj = g.objective
             params = g.params
-            pgrads = "{" + ", ".join(f'"{p}": {grad_name(p)}' for p in params) + "}"
-            funcs.append(self.function("loss", "params, inputs", [], obj, keep_values=[g.objective],
+            pgrads = ("grads", params)
+            funcs.append(self.function("loss", "params, inputs", [], [obj], keep_values=[obj],
                                        doc=f"The objective `{g.objective}`."))
             funcs.append(self.function("loss_and_grad", "params, inputs", params,
-                                       f"{obj}, {pgrads}", keep_values=[g.objective],
+                                       [obj, pgrads], keep_values=[obj],
                                        doc="The objective and its gradient for every param."))
-            funcs.append(self.function("grad", "params, inputs", params, pgrads,
+            funcs.append(self.function("grad", "params, inputs", params, [pgrads],
                                        doc="The objective's gradient for every param."))
             leaves = params + g.inputs
-            lgrads = "{" + ", ".join(f'"{p}": {grad_name(p)}' for p in leaves) + "}"
             funcs.append(self.function("gradients", "params, inputs", leaves,
-                                       f"{values}, {lgrads}", keep_values=nodes,
+                                       [values, ("grads", leaves)], keep_values=nodes,
                                        doc="Every value, and the gradient for every param and input."))
-            funcs.append(self.function("sgd_step", "params, inputs, lr", params, "None",
+            funcs.append(self.function("sgd_step", "params, inputs, lr", params, [],
                                        update=True, doc="One step of gradient descent, in place; "
                                        "g_* are lr times the gradient."))
         extra_meta, extra_funcs = self.second_order()
@@ -563,8 +688,9 @@ class ModuleWriter:
                 f"STABLE_REWRITES = {g.rewrites!r}  # what `run` reports", *extra_meta]
         meta += [f"{value_name(c)} = {float(g.nodes[c].value)!r}" + _one_line(f"  # {g.nodes[c].source}")
                  for c in consts]
-        if any("_erf(" in f for f in funcs):
-            self.helpers.add("erf")
+        for helper, fns in _PRINTED_HELPERS.items():
+            if any(n.expr is not None and n.expr.has(*fns) for n in g.nodes.values()):
+                self.helpers.add(helper)
         helpers = [_HELPERS[h] for h in sorted(self.helpers)]
         parts = ["\n".join(header), "\n".join(meta) + "\n", *helpers, *funcs]
         return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
@@ -578,9 +704,8 @@ class ModuleWriter:
         """`report_NAME`: a reported scalar and its gradient for every param, by the same
         backward pass seeded at that scalar instead of the objective (for the delta method)."""
         writer = ModuleWriter(replace(self.g, objective=name))
-        grads = "{" + ", ".join(f'"{p}": {grad_name(p)}' for p in self.g.params) + "}"
         text = writer.function(f"report_{name}", "params, inputs", self.g.params,
-                               f"{value_name(name)}, {grads}", keep_values=[name],
+                               [name, ("grads", self.g.params)], keep_values=[name],
                                doc=f"The reported `{name}` and its gradient for every param.")
         self.helpers |= writer.helpers
         return text
@@ -620,21 +745,44 @@ def _paren_expr(code: str) -> str:
     return code if code.isidentifier() else f"({code})"
 
 
-_VIEW = re.compile(r"^(?:np\.(?:broadcast_to|expand_dims|transpose)\()?([A-Za-z_]\w*)(?:\.T)?(?:,.*)?\)?$"
-                   r"|^([A-Za-z_]\w*)\[[^\]]*\]$")
-
-
-def _may_alias(lines: list[str], roots: list[str]) -> set[str]:
-    """The variables that may share memory with `roots`: assigned a root, its transpose, a
-    broadcast or expand_dims of it, or an index or slice of it (numpy views), transitively.
-    Conservative."""
-    out = set(roots)
-    for ln in lines:
-        target, _, code = ln.partition(" = ")
-        m = _VIEW.match(code.split("  # ")[0].strip())
-        if m and (m.group(1) or m.group(2)) in out:
-            out.add(target)
+def _shares_memory(stmts: list[Stmt]) -> dict[str, set[str]]:
+    """Each variable, with the variables it may share memory with through numpy views (as its
+    statement's op states), transitively. Conservative."""
+    out: dict[str, set[str]] = {}
+    for st in stmts:
+        if st.op == "=":
+            out[st.target] = {st.target}.union(*(out.get(v, {v}) for v in st.views))
     return out
+
+
+def render(stmts: list[Stmt], keep: set[str], bound=()) -> list[str]:
+    """The statements as lines, read backwards for liveness: a statement whose target nothing
+    reads is left out, and each variable is released (`del`) right after its last use unless
+    `keep` (the returned variables) holds it or it is `bound` (a param's or input's local), so
+    that no intermediate outlives its readers; one comment names the `.model` line above each
+    run of statements that come from it."""
+    assigned = {st.target for st in stmts if st.op == "="} - set(bound)
+    live = set(keep)
+    kept: list[tuple[Stmt, list[str]]] = []
+    for st in reversed(stmts):
+        if st.op == "=" and st.target not in live:
+            continue
+        dead = sorted((st.reads - live) & assigned)
+        live.discard(st.target)
+        live |= st.reads
+        kept.append((st, dead))
+    kept.reverse()
+    lines, group = [], None
+    for k, (st, dead) in enumerate(kept):
+        node = st.node
+        if node is not None and node.source and (node.span.line, st.note) != group:
+            group = (node.span.line, st.note)
+            source = " ".join(node.source.split())
+            lines.append(_one_line(f"# line {node.span.line}: {st.note}{source}"))
+        lines.append(f"{st.target} {st.op} {st.code}")
+        if dead and k < len(kept) - 1:
+            lines.append(f"del {', '.join(dead)}")
+    return lines
 
 
 def _loses_count(have: Shape, full: Shape, want: Shape) -> bool:

@@ -18,6 +18,7 @@ import sympy as sp
 
 from compiler.deps import ancestors
 from compiler.errors import InternalError
+from compiler.functions import relu
 from compiler.ir import Graph, Node, symbol
 from compiler.memo import rename, shape_of
 
@@ -48,10 +49,11 @@ class StructuralMap:
     numpy: str
     maths: str
     needs_full_g: bool = True  # G must have the node's full shape (not a lazy broadcast)
+    view: bool = False  # numpy's result is a view of G (shares its memory)
 
 
-def _m(numpy: str, maths: str, needs_full_g: bool = True) -> StructuralMap:
-    return StructuralMap(numpy, maths, needs_full_g)
+def _m(numpy: str, maths: str, needs_full_g: bool = True, view: bool = False) -> StructuralMap:
+    return StructuralMap(numpy, maths, needs_full_g, view)
 
 
 # (op, which input, ndim of the first input, ndim of the second) -> map. numpy's matmul rules.
@@ -67,8 +69,9 @@ _MATMUL = {
 }
 
 STRUCTURAL_MAPS = {
-    ("sum", False): _m("{G}", "G, broadcast to the shape of {a}", needs_full_g=False),
-    ("sum", True): _m("np.expand_dims({G}, {k})", "G, repeated along axis {k}"),
+    ("sum", False): _m("{G}", "G, broadcast to the shape of {a}", needs_full_g=False,
+                         view=True),
+    ("sum", True): _m("np.expand_dims({G}, {k})", "G, repeated along axis {k}", view=True),
     ("mean", False): _m("{G} / {n}", "G / {n}, broadcast to the shape of {a}", needs_full_g=False),
     ("mean", True): _m("np.expand_dims({G}, {k}) / {n}", "G / {n}, repeated along axis {k}"),
     ("logsumexp", False): _m("np.exp({a} - {y}) * {G}", "softmax({a}) ⊙ G", needs_full_g=False),
@@ -78,7 +81,7 @@ STRUCTURAL_MAPS = {
                                  needs_full_g=False),
     ("softmax", True): _m("{y} * ({G} - np.sum({G} * {y}, axis={k}, keepdims=True))",
                           "{y} ⊙ (G - Σ_{k} G ⊙ {y})", needs_full_g=False),
-    ("transpose", False): _m("{G}.T", "Gᵀ"),
+    ("transpose", False): _m("{G}.T", "Gᵀ", view=True),
     # a scatter: G placed in the part of the last axis that was taken, zeros elsewhere
     ("slice", False): _m("np.pad({G}, {pad})", "G in the slice, 0 elsewhere"),
     ("index", False): _m("np.pad(np.expand_dims({G}, -1), {pad})", "G in the column, 0 elsewhere"),
@@ -115,6 +118,8 @@ def _factor(expr: sp.Expr, name: str, wrt: str) -> sp.Expr:
     d = sp.diff(expr, symbol(wrt))
     if not expr.is_Symbol:
         d = d.subs(expr, symbol(name))
+    if isinstance(expr, relu):  # relu(a) > 0 exactly where a > 0: the step read off the value,
+        d = d.subs(sp.Heaviside(expr.args[0], 0), sp.Heaviside(symbol(name), 0))  # not `a`
     d = sp.factor_terms(d)
     _FACTORS[key] = d, symbols
     return d

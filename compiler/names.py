@@ -4,8 +4,8 @@ A user's name `x` (a node, param, input, constant or size) reaches the module on
 mangling: `v_x` for its value, `g_x` for its adjoint, `n_x` for a size; a statement's inner node
 `x.2` (a dot never appears in a user's name) becomes `t2_x` and `gt2_x`. Everything else the
 module defines (the cse temporaries `_t0` and `_d0`, the locals `dt` and `lr`, the arguments
-`params` and `inputs`, `np`, the helpers `_logsumexp` and `_softmax`; for the Jacobian and
-Hessian, the tangents `dv_x` and `dg_x` (`d` + a value's or an adjoint's name), `res`, `d_res`
+`params` and `inputs`, `np`, the helpers `_logsumexp`, `_softmax` and `_sigmoid`; for the
+Jacobian and Hessian, the tangents `dv_x` and `dg_x` (`d` + a value's or an adjoint's name), `res`, `d_res`
 and `N_PARAMS`) has none of these forms, so no model can produce or shadow it, whatever it
 names its nodes.
 
@@ -34,6 +34,11 @@ def value_name(node: str) -> str:
     """A node's variable: `v_` + its name; a statement's inner node `x.2` becomes `t2_x`."""
     base, _, k = node.partition(".")
     return f"t{k}_{base}" if k else f"v_{base}"
+
+
+def is_user_node(node: str) -> bool:
+    """A node the user named (a statement's inner nodes `x.2` are not)."""
+    return "." not in node
 
 
 def grad_name(node: str) -> str:

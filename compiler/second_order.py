@@ -20,14 +20,13 @@ Memory is the model's values times N_PARAMS; the Hessian is generated only up to
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import sympy as sp
 
-from compiler.codegen import (SGD_STEP_DOC, ModuleWriter, _Body, _loses_count, _pad_widths,
-                              _paren,
-                              _paren_expr, _reduce_to, _token, print_expr)
+from compiler.codegen import (LR_SEED, SGD_STEP_DOC, ModuleWriter, Stmt, _Body, _loses_count,
+                              _pad_widths, _paren, _paren_expr, _reduce_to, _token, print_expr,
+                              render)
 from compiler.deps import ancestors
 from compiler.derive import elementwise_factor, needs_gradient
 from compiler.ir import Graph, Node, symbol
@@ -141,15 +140,15 @@ class SecondOrderWriter(ModuleWriter):
 
     # ---- forward tangents ------------------------------------------------------------------
 
-    def seed_lines(self) -> list[str]:
+    def seed_stmts(self) -> list[Stmt]:
         """Each param's tangent: its rows of the identity."""
         lines, at = [], 0
         for p in self.g.params:
             n, shape = self.sizes[p], tuple(self.g.nodes[p].shape)
             rows = f"np.eye({P}, dtype=dt)[{at}:{at + n}]"
-            lines.append(f"{tangent(value_name(p))} = " + (
+            lines.append(Stmt(tangent(value_name(p)), (
                 f"np.eye({P}, dtype=dt)[{at}]" if shape == () else
-                f"{rows}.reshape({', '.join(map(str, shape))}, {P})"))
+                f"{rows}.reshape({', '.join(map(str, shape))}, {P})"), frozenset(["dt"])))
             at += n
         return lines
 
@@ -162,10 +161,10 @@ class SecondOrderWriter(ModuleWriter):
         if node.op == "elementwise":
             terms = [(self._factor_coef(node, i), tangent(value_name(i)), self.g.nodes[i].shape)
                      for i in ins]
-            code, shape = self._terms(body, terms, self._value_shapes(node))
+            code, shape, reads = self._terms(body, terms, self._value_shapes(node))
             if shape != tuple(node.shape):
                 code = self._full(body, code, node.shape)
-            body.emit(name, code, node, "d/dθ ")
+            body.emit(name, code, node, reads=reads)
             return
         a = [value_name(i) for i in node.inputs]
         da = [tangent(x) if i in self.varies else None for x, i in zip(a, node.inputs)]
@@ -196,7 +195,7 @@ class SecondOrderWriter(ModuleWriter):
                 code = f"np.sum(np.exp({a[0]} - {ey})[..., None] * {da[0]}, axis={_axes(axes)}{keep})"
         elif node.op == "softmax":
             if nd == 0:  # softmax of a scalar is 1
-                body.emit(name, f"np.zeros({P}, dtype=dt)", node, "d/dθ ")
+                body.emit(name, f"np.zeros({P}, dtype=dt)", node)
                 return
             code = (f"{y}[..., None] * ({da[0]} - np.sum({y}[..., None] * {da[0]}, axis={k}, "
                     f"keepdims=True))")
@@ -206,7 +205,8 @@ class SecondOrderWriter(ModuleWriter):
             code = f"{da[0]}[{node.part_code()}]"
         else:
             raise NotImplementedError(node.op)
-        body.emit(name, code, node, "d/dθ ")
+        body.emit(name, code, node, reads=[*a, *filter(None, da), y] if node.op in (
+            "logsumexp", "softmax") else [*a, *filter(None, da)])
 
     @staticmethod
     def _factor_coef(node: Node, wrt: str) -> _Coef | None:
@@ -219,11 +219,12 @@ class SecondOrderWriter(ModuleWriter):
         shapes[symbol(node.name)] = node.shape
         return shapes
 
-    def _terms(self, body: _Body, terms, shapes: dict[sp.Symbol, Shape]) -> tuple[str, Shape]:
-        """Σ coefficient·tangent as code, and its static shape (without the params' axis).
-        `terms`: (the coefficient over values, None for 0; tangent code, the tangent's static
-        shape)."""
-        out, shape = "", ()
+    def _terms(self, body: _Body, terms, shapes: dict[sp.Symbol, Shape]
+               ) -> tuple[str, Shape, set[str]]:
+        """Σ coefficient·tangent as code, its static shape (without the params' axis) and the
+        variables it reads. `terms`: (the coefficient over values, None for 0; the tangent's
+        variable, the tangent's static shape)."""
+        out, shape, reads = "", (), set()
         for c, code, tshape in terms:
             if c is None:
                 continue
@@ -233,18 +234,27 @@ class SecondOrderWriter(ModuleWriter):
             minus = c.minus
             out += (" - " if minus else " + ") + term if out else ("-" if minus else "") + term
             shape = broadcast(shape, cshape, tshape)
-        return out or "0.0", shape
+            reads |= {_token(s) for s in c.symbols} | {code}
+        return out or "0.0", shape, reads
 
     def _full(self, body: _Body, code: str, shape: Shape) -> str:
         return f"np.broadcast_to({code}, {_tangent_shape(body, shape)})"
 
     # ---- tangents of the backward pass (hessian) -------------------------------------------
 
-    def _accumulate(self, body, node, target, code, shape, adjoint, local=None, G=None,
-                    gshape=()) -> None:
-        super()._accumulate(body, node, target, code, shape, adjoint)
-        if self.tadj is None or local is None:
-            return
+    def _accumulate(self, body, node, target, code, shape, adjoint, reads, views=(), same=None,
+                    local=None, G=None, gshape=()) -> None:
+        before = self._tangent_of(target) if target in adjoint else None
+        super()._accumulate(body, node, target, code, shape, adjoint, reads, views, same)
+        if self.tadj is None or local is None or self._tangent_of(target) != target:
+            return  # no tangents wanted, or the adjoint is another unchanged: so is its tangent
+        # what a tangent of a local map may read: the values and tangents around the node,
+        # the adjoint and its tangent
+        around = [node.name, *node.inputs]
+        reads = {value_name(n) for n in around} | {_token(s) for s in G.free_symbols}
+        reads |= {tangent(value_name(n)) for n in around if n in self.varies}
+        if self._tangent_of(node.name) in self.tadj:
+            reads.add(tangent(grad_name(self._tangent_of(node.name))))
         got = (self._elementwise_tangent(body, node, local, G, gshape) if node.op == "elementwise"
                else self._structural_tangent(body, node, local, G, gshape))
         if got is None:
@@ -254,17 +264,25 @@ class SecondOrderWriter(ModuleWriter):
             tcode, tshape = self._full(body, tcode, node.shape), tuple(node.shape)
         tcode, tshape = _reduce_to(tcode, tshape, self.g.nodes[target].shape)
         name = tangent(grad_name(target))
-        if target in self.tadj:
-            body.emit(name, f"{name} + {tcode}", node, "d/dθ ∂ ")
-            self.tadj[target] = broadcast(self.tadj[target], tshape)
+        if before in self.tadj:
+            have = tangent(grad_name(before))
+            body.emit(name, f"{have} + {tcode}", node, "∂ ", reads=reads | {have})
+            self.tadj[target] = broadcast(self.tadj[before], tshape)
         else:
-            body.emit(name, tcode, node, "d/dθ ∂ ")
+            body.emit(name, tcode, node, "∂ ", reads=reads)
             self.tadj[target] = tshape
+
+    def _tangent_of(self, node: str) -> str:
+        """The node whose adjoint's tangent is `node`'s: the node itself, or the one whose
+        adjoint `node`'s is unchanged (then they have one tangent)."""
+        same = self.same.get(node)
+        return same.name if isinstance(same, Adjoint) else node
 
     def _adjoint_tangent(self, node: Node, G) -> tuple[str, Shape] | None:
         """The tangent of the adjoint G reaching `node`, if it has one (the seed has none)."""
-        if isinstance(G, Adjoint) and node.name in self.tadj:
-            return tangent(grad_name(node.name)), self.tadj[node.name]
+        key = self._tangent_of(node.name)
+        if not G.is_Number and G != LR_SEED and key in self.tadj:
+            return tangent(grad_name(key)), self.tadj[key]
         return None
 
     def _elementwise_tangent(self, body, node, local, G, gshape):
@@ -297,7 +315,7 @@ class SecondOrderWriter(ModuleWriter):
                 terms.append((_coef_once(f"G·∂factor/∂{k}", shaped,
                                          lambda: G * sp.diff(local.factor, s)),
                               tangent(value_name(s.name)), self.g.nodes[s.name].shape))
-        code, shape = self._terms(body, terms, shapes)
+        code, shape, _ = self._terms(body, terms, shapes)
         return None if code == "0.0" else (code, shape)
 
     def _structural_tangent(self, body, node, local, G, gshape):
@@ -436,15 +454,20 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
     def bounds(self) -> dict[str, tuple[float, float]]:
         return {p: self.g.bounds.get(p, (-math.inf, math.inf)) for p in self.g.params}
 
-    def _head(self, body: _Body, with_seed: bool) -> list[str]:
+    def _head(self, body: _Body, with_seed: bool) -> list[Stmt]:
+        """The params and inputs (left out where nothing reads them), `dt`, the sizes and the
+        seeds: each param's tangent."""
         g = self.g
-        head = [f'{value_name(n)} = params["{n}"]' for n in g.params]
-        head += [f'{value_name(n)} = inputs["{n}"]' for n in g.inputs]
-        source = (g.params or g.inputs)[0]
-        head.append(f"dt = {value_name(source)}.dtype")
+        head = [Stmt(value_name(n), f'params["{n}"]') for n in g.params]
+        head += [Stmt(value_name(n), f'inputs["{n}"]') for n in g.inputs]
+        if with_seed or body.uses_dtype:
+            source = value_name((g.params or g.inputs)[0])
+            head.append(Stmt("dt", f"{source}.dtype", frozenset([source])))
         for d, (owner, axis) in g.size_names().items():
-            head.append(f"{size_name(d)} = {value_name(owner)}.shape[{axis}]")
-        return head + (self.seed_lines() if with_seed else [])
+            if d in body.sizes:
+                owner = value_name(owner)
+                head.append(Stmt(size_name(d), f"{owner}.shape[{axis}]", frozenset([owner])))
+        return head + (self.seed_stmts() if with_seed else [])
 
     def _forward(self, body: _Body, roots) -> None:
         live = ancestors(roots, self.g.reads)
@@ -454,10 +477,13 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                 if n in self.varies:
                     self.forward_tangent(body, node)
 
-    def _function(self, name: str, body: _Body, lines: list[str], returns: str, doc: str) -> str:
-        kept = _live_lines(lines, returns)
+    def _function(self, name: str, head: list[Stmt], stmts: list[Stmt], keep: set[str],
+                  returns: str, doc: str) -> str:
+        """The function that returns `returns`, which reads the variables `keep`."""
+        fixed = {"dt", *(size_name(d) for d in self.g.size_names())}  # read by shapes, dtypes
+        lines = render(head + stmts, keep | fixed, bound={st.target for st in head})
         text = f"def {name}(params, inputs):\n    \"\"\"{doc}\"\"\"\n"
-        return text + "".join(f"    {ln}\n" for ln in kept + [f"return {returns}"])
+        return text + "".join(f"    {ln}\n" for ln in lines + [f"return {returns}"])
 
     def residual_functions(self, ls: LeastSquares) -> list[str]:
         g = self.g
@@ -474,24 +500,25 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
             res = print_expr(ls.residual)
             if have != shape:
                 res = body.broadcast(res, have, shape)
-            lines = self._head(body, with_tangent) + body.lines + [f"res = {res}"]
+            stmts = body.stmts + [Stmt("res", res, frozenset(_token(s) for s in shapes))]
             if not with_tangent:
                 out.append(self._function(
-                    "residuals", body, lines, "np.reshape(res, -1)",
+                    "residuals", self._head(body, False), stmts, {"res"}, "np.reshape(res, -1)",
                     f"The residuals r, flattened: `{g.objective}` == LEAST_SQUARES_FACTOR · "
                     f"{ls.kind}(r²)."))
                 continue
             terms = [(_coef(sp.diff(ls.residual, s)), tangent(value_name(s.name)), shapes[s])
                      for s in sorted(ls.residual.free_symbols, key=lambda s: s.name)
                      if s.name in self.varies]
-            code, tshape = self._terms(body, terms, shapes)
+            code, tshape, reads = self._terms(body, terms, shapes)
             if code == "0.0":
                 code = f"np.zeros({_tangent_shape(body, shape)}, dtype=dt)"
             elif tshape != shape:
                 code = self._full(body, code, shape)
-            lines.append(f"d_res = {code}")
+            stmts.append(Stmt("d_res", code, frozenset(reads)))
             out.append(self._function(
-                "jacobian", body, lines, f"np.reshape(d_res, (-1, {P}))",
+                "jacobian", self._head(body, True), stmts, {"d_res"},
+                f"np.reshape(d_res, (-1, {P}))",
                 "∂r/∂params: one row per residual, one column per param element (PARAMS "
                 "order, each flattened in C order)."))
         return out
@@ -510,38 +537,26 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
         self._forward(fwd, [g.objective])
         rows = []
         tail = []
+        keep = set()
         for p in g.params:
             n, shape = self.sizes[p], tuple(g.nodes[p].shape)
-            if p not in tadj:
+            have = self._tangent_of(p)
+            if have not in tadj:
                 rows.append(f"np.zeros(({n}, {P}), dtype=dt)")
                 continue
-            code = tangent(grad_name(p))
-            if tadj[p] != shape:
-                tail.append(f"{code} = {self._full(fwd, code, shape)}")
+            code = tangent(grad_name(have))
+            if tadj[have] != shape:
+                full = tangent(grad_name(p))
+                tail.append(Stmt(full, self._full(fwd, code, shape), frozenset([code])))
+                code = full
             rows.append(f"np.reshape({code}, ({n}, {P}))")
-        lines = self._head(fwd, True) + fwd.lines + back.lines + tail
+            keep.add(code)
+        fwd.sizes |= back.sizes
         returns = f"np.concatenate([{', '.join(rows)}])" if len(rows) > 1 else rows[0]
-        return self._function("hessian", fwd, lines, returns,
+        return self._function("hessian", self._head(fwd, True), fwd.stmts + back.stmts + tail,
+                              keep, returns,
                               f"∂²{g.objective}/∂params²: N_PARAMS x N_PARAMS, rows and columns "
                               "in the order of the jacobian's columns.")
-
-
-_IDENT = re.compile(r"[A-Za-z_]\w*")
-
-
-def _live_lines(lines: list[str], returns: str) -> list[str]:
-    """The lines the return value needs, in order: the others are dropped (liveness, backwards;
-    `g_h = g_h + ...` reads what it overwrites)."""
-    live = set(_IDENT.findall(returns))
-    kept = []
-    for ln in reversed(lines):
-        target, _, code = ln.partition(" = ")
-        if target not in live:
-            continue
-        live.discard(target)
-        live |= set(_IDENT.findall(code.split("  # ")[0]))
-        kept.append(ln)
-    return kept[::-1]
 
 
 def _tangent_shape(body: _Body, shape: Shape) -> str:

@@ -57,7 +57,7 @@ def test_comparisons_fold_and_keep_float32(tmp_path):
     loss, grads = m.module.loss_and_grad(params, inputs)
     assert loss.dtype == np.float32 and grads["p"].dtype == np.float32
     assert loss == pytest.approx(0.5 * 2 / 3)
-    assert "v_k = 1  # k = 2 > 1" in m.source  # folded to a number
+    assert "# line 3: k = 2 > 1\n    v_k = 1\n" in m.source  # folded to a number
 
 
 @pytest.mark.parametrize("sa, sb", [("[4, 3]", "[4, 3]"), ("[4, 3]", "[3]"), ("[3]", "[4, 3]"),

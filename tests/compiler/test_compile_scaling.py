@@ -82,9 +82,10 @@ def test_chain_generated_code_is_one_line_per_node(compiled):
     """The backward pass names each adjoint: no expression swells along the chain."""
     m = compiled[1_000]
     grad = m.source[m.source.index("def grad("):m.source.index("def gradients(")]
-    body = [ln for ln in grad.splitlines()[2:] if not ln.strip().startswith("return")]
+    body = [ln.strip() for ln in grad.splitlines()[2:] if not ln.strip().startswith("return")]
     assert max(len(ln) for ln in body) < 200
-    assert len(body) < 6 * 1_000
+    code = [ln for ln in body if not ln.startswith(("#", "del "))]  # comments, releases
+    assert len(code) < 6 * 1_000 and len(body) < 3 * len(code)
 
 
 def test_matrix_chain_gradient(tmp_path):

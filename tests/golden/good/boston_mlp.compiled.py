@@ -31,6 +31,16 @@ SIGMA_WEIGHTED = False
 HESSIAN_MAX_PARAMS = 1000
 HESSIAN_SKIPPED = None
 
+def _sigmoid(a):
+    """1/(1 + exp(-a)) as 0.5 + 0.5 tanh(a/2), which cannot overflow, in one new array."""
+    out = np.multiply(a, 0.5)
+    if not out.ndim:  # a scalar
+        return 0.5 + 0.5*np.tanh(out)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
+
 def forward(params, inputs):
     """Every input, param and node, by name."""
     v_W1 = params["W1"]
@@ -40,13 +50,19 @@ def forward(params, inputs):
     v_X = inputs["X"]
     v_y = inputs["y"]
     n_N = v_X.shape[0]
-    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
-    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    t1_loss = (v_yhat - v_y)**2  # loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    v_loss = np.sum(t1_loss) / n_N  # loss = mean((yhat - y)^2)   [boston_mlp.model:15]
+    # line 12: L1 = X @ W1 + b1
+    t1_L1 = v_X @ v_W1
+    v_L1 = t1_L1 + v_b1
+    del t1_L1
+    # line 13: h = sigmoid(L1)
+    v_h = _sigmoid(v_L1)
+    # line 14: yhat = h @ W2 + b2
+    t1_yhat = v_h @ v_W2
+    v_yhat = v_b2 + t1_yhat
+    del t1_yhat
+    # line 15: loss = mean((yhat - y)^2)
+    t1_loss = (v_yhat - v_y)**2
+    v_loss = np.sum(t1_loss) / n_N
     return {"X": v_X, "y": v_y, "W1": v_W1, "b1": v_b1, "W2": v_W2, "b2": v_b2, "L1": v_L1, "h": v_h, "yhat": v_yhat, "loss": v_loss}
 
 def predict(params, inputs):
@@ -56,11 +72,17 @@ def predict(params, inputs):
     v_W2 = params["W2"]
     v_b2 = params["b2"]
     v_X = inputs["X"]
-    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
-    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
+    # line 12: L1 = X @ W1 + b1
+    t1_L1 = v_X @ v_W1
+    v_L1 = t1_L1 + v_b1
+    del t1_L1
+    # line 13: h = sigmoid(L1)
+    v_h = _sigmoid(v_L1)
+    del v_L1
+    # line 14: yhat = h @ W2 + b2
+    t1_yhat = v_h @ v_W2
+    del v_h
+    v_yhat = v_b2 + t1_yhat
     return v_yhat
 
 def loss(params, inputs):
@@ -72,13 +94,22 @@ def loss(params, inputs):
     v_X = inputs["X"]
     v_y = inputs["y"]
     n_N = v_X.shape[0]
-    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
-    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    t1_loss = (v_yhat - v_y)**2  # loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    v_loss = np.sum(t1_loss) / n_N  # loss = mean((yhat - y)^2)   [boston_mlp.model:15]
+    # line 12: L1 = X @ W1 + b1
+    t1_L1 = v_X @ v_W1
+    v_L1 = t1_L1 + v_b1
+    del t1_L1
+    # line 13: h = sigmoid(L1)
+    v_h = _sigmoid(v_L1)
+    del v_L1
+    # line 14: yhat = h @ W2 + b2
+    t1_yhat = v_h @ v_W2
+    del v_h
+    v_yhat = v_b2 + t1_yhat
+    del t1_yhat
+    # line 15: loss = mean((yhat - y)^2)
+    t1_loss = (v_yhat - v_y)**2
+    del v_yhat
+    v_loss = np.sum(t1_loss) / n_N
     return v_loss
 
 def loss_and_grad(params, inputs):
@@ -90,23 +121,36 @@ def loss_and_grad(params, inputs):
     v_X = inputs["X"]
     v_y = inputs["y"]
     n_N = v_X.shape[0]
-    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
-    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    t1_loss = (v_yhat - v_y)**2  # loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    v_loss = np.sum(t1_loss) / n_N  # loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    gt1_loss = 1 / n_N  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    g_yhat = 2*gt1_loss*(v_yhat - v_y)  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    g_b2 = g_yhat.sum(axis=0)  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    gt1_yhat = g_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_h = gt1_yhat @ v_W2.T  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_W2 = v_h.T @ gt1_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_L1 = g_h*v_h*(1 - v_h)  # ∂ h    = sigmoid(L1)   [boston_mlp.model:13]
-    gt1_L1 = g_L1  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    g_b1 = g_L1.sum(axis=0)  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    g_W1 = v_X.T @ gt1_L1  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    # line 12: L1 = X @ W1 + b1
+    t1_L1 = v_X @ v_W1
+    v_L1 = t1_L1 + v_b1
+    del t1_L1
+    # line 13: h = sigmoid(L1)
+    v_h = _sigmoid(v_L1)
+    del v_L1
+    # line 14: yhat = h @ W2 + b2
+    t1_yhat = v_h @ v_W2
+    v_yhat = v_b2 + t1_yhat
+    del t1_yhat
+    # line 15: loss = mean((yhat - y)^2)
+    t1_loss = (v_yhat - v_y)**2
+    v_loss = np.sum(t1_loss) / n_N
+    del t1_loss
+    # line 15: ∂ loss = mean((yhat - y)^2)
+    gt1_loss = 1 / n_N
+    g_yhat = 2*(v_yhat - v_y)*gt1_loss
+    del gt1_loss, v_yhat
+    # line 14: ∂ yhat = h @ W2 + b2
+    g_b2 = g_yhat.sum(axis=0)
+    g_h = g_yhat @ v_W2.T
+    g_W2 = v_h.T @ g_yhat
+    del g_yhat
+    # line 13: ∂ h = sigmoid(L1)
+    g_L1 = (1 - v_h)*g_h*v_h
+    del g_h, v_h
+    # line 12: ∂ L1 = X @ W1 + b1
+    g_b1 = g_L1.sum(axis=0)
+    g_W1 = v_X.T @ g_L1
     return v_loss, {"W1": g_W1, "b1": g_b1, "W2": g_W2, "b2": g_b2}
 
 def grad(params, inputs):
@@ -118,21 +162,32 @@ def grad(params, inputs):
     v_X = inputs["X"]
     v_y = inputs["y"]
     n_N = v_X.shape[0]
-    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
-    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    gt1_loss = 1 / n_N  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    g_yhat = 2*gt1_loss*(v_yhat - v_y)  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    g_b2 = g_yhat.sum(axis=0)  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    gt1_yhat = g_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_h = gt1_yhat @ v_W2.T  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_W2 = v_h.T @ gt1_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_L1 = g_h*v_h*(1 - v_h)  # ∂ h    = sigmoid(L1)   [boston_mlp.model:13]
-    gt1_L1 = g_L1  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    g_b1 = g_L1.sum(axis=0)  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    g_W1 = v_X.T @ gt1_L1  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    # line 12: L1 = X @ W1 + b1
+    t1_L1 = v_X @ v_W1
+    v_L1 = t1_L1 + v_b1
+    del t1_L1
+    # line 13: h = sigmoid(L1)
+    v_h = _sigmoid(v_L1)
+    del v_L1
+    # line 14: yhat = h @ W2 + b2
+    t1_yhat = v_h @ v_W2
+    v_yhat = v_b2 + t1_yhat
+    del t1_yhat
+    # line 15: ∂ loss = mean((yhat - y)^2)
+    gt1_loss = 1 / n_N
+    g_yhat = 2*(v_yhat - v_y)*gt1_loss
+    del gt1_loss, v_yhat
+    # line 14: ∂ yhat = h @ W2 + b2
+    g_b2 = g_yhat.sum(axis=0)
+    g_h = g_yhat @ v_W2.T
+    g_W2 = v_h.T @ g_yhat
+    del g_yhat
+    # line 13: ∂ h = sigmoid(L1)
+    g_L1 = (1 - v_h)*g_h*v_h
+    del g_h, v_h
+    # line 12: ∂ L1 = X @ W1 + b1
+    g_b1 = g_L1.sum(axis=0)
+    g_W1 = v_X.T @ g_L1
     return {"W1": g_W1, "b1": g_b1, "W2": g_W2, "b2": g_b2}
 
 def gradients(params, inputs):
@@ -144,27 +199,40 @@ def gradients(params, inputs):
     v_X = inputs["X"]
     v_y = inputs["y"]
     n_N = v_X.shape[0]
-    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
-    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    t1_loss = (v_yhat - v_y)**2  # loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    v_loss = np.sum(t1_loss) / n_N  # loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    gt1_loss = 1 / n_N  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
+    # line 12: L1 = X @ W1 + b1
+    t1_L1 = v_X @ v_W1
+    v_L1 = t1_L1 + v_b1
+    del t1_L1
+    # line 13: h = sigmoid(L1)
+    v_h = _sigmoid(v_L1)
+    # line 14: yhat = h @ W2 + b2
+    t1_yhat = v_h @ v_W2
+    v_yhat = v_b2 + t1_yhat
+    del t1_yhat
+    # line 15: loss = mean((yhat - y)^2)
+    t1_loss = (v_yhat - v_y)**2
+    v_loss = np.sum(t1_loss) / n_N
+    del t1_loss
+    # line 15: ∂ loss = mean((yhat - y)^2)
+    gt1_loss = 1 / n_N
     _d0 = v_y - v_yhat
     _d1 = 2*gt1_loss
-    g_y = _d0*_d1  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    g_yhat = -_d0*_d1  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    g_b2 = g_yhat.sum(axis=0)  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    gt1_yhat = g_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_h = gt1_yhat @ v_W2.T  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_W2 = v_h.T @ gt1_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_L1 = g_h*v_h*(1 - v_h)  # ∂ h    = sigmoid(L1)   [boston_mlp.model:13]
-    gt1_L1 = g_L1  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    g_b1 = g_L1.sum(axis=0)  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    g_X = gt1_L1 @ v_W1.T  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    g_W1 = v_X.T @ gt1_L1  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    del gt1_loss
+    g_y = _d0*_d1
+    g_yhat = -_d0*_d1
+    del _d0, _d1
+    # line 14: ∂ yhat = h @ W2 + b2
+    g_b2 = g_yhat.sum(axis=0)
+    g_h = g_yhat @ v_W2.T
+    g_W2 = v_h.T @ g_yhat
+    del g_yhat
+    # line 13: ∂ h = sigmoid(L1)
+    g_L1 = (1 - v_h)*g_h*v_h
+    del g_h
+    # line 12: ∂ L1 = X @ W1 + b1
+    g_b1 = g_L1.sum(axis=0)
+    g_X = g_L1 @ v_W1.T
+    g_W1 = v_X.T @ g_L1
     return {"X": v_X, "y": v_y, "W1": v_W1, "b1": v_b1, "W2": v_W2, "b2": v_b2, "L1": v_L1, "h": v_h, "yhat": v_yhat, "loss": v_loss}, {"W1": g_W1, "b1": g_b1, "W2": g_W2, "b2": g_b2, "X": g_X, "y": g_y}
 
 def sgd_step(params, inputs, lr):
@@ -176,21 +244,32 @@ def sgd_step(params, inputs, lr):
     v_X = inputs["X"]
     v_y = inputs["y"]
     n_N = v_X.shape[0]
-    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
-    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    gt1_loss = lr / n_N  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    g_yhat = 2*gt1_loss*(v_yhat - v_y)  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    g_b2 = g_yhat.sum(axis=0)  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    gt1_yhat = g_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_h = gt1_yhat @ v_W2.T  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_W2 = v_h.T @ gt1_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_L1 = g_h*v_h*(1 - v_h)  # ∂ h    = sigmoid(L1)   [boston_mlp.model:13]
-    gt1_L1 = g_L1  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    g_b1 = g_L1.sum(axis=0)  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    g_W1 = v_X.T @ gt1_L1  # ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    # line 12: L1 = X @ W1 + b1
+    t1_L1 = v_X @ v_W1
+    v_L1 = t1_L1 + v_b1
+    del t1_L1
+    # line 13: h = sigmoid(L1)
+    v_h = _sigmoid(v_L1)
+    del v_L1
+    # line 14: yhat = h @ W2 + b2
+    t1_yhat = v_h @ v_W2
+    v_yhat = v_b2 + t1_yhat
+    del t1_yhat
+    # line 15: ∂ loss = mean((yhat - y)^2)
+    gt1_loss = lr / n_N
+    g_yhat = 2*(v_yhat - v_y)*gt1_loss
+    del gt1_loss, v_yhat
+    # line 14: ∂ yhat = h @ W2 + b2
+    g_b2 = g_yhat.sum(axis=0)
+    g_h = g_yhat @ v_W2.T
+    g_W2 = v_h.T @ g_yhat
+    del g_yhat
+    # line 13: ∂ h = sigmoid(L1)
+    g_L1 = (1 - v_h)*g_h*v_h
+    del g_h, v_h
+    # line 12: ∂ L1 = X @ W1 + b1
+    g_b1 = g_L1.sum(axis=0)
+    g_W1 = v_X.T @ g_L1
     v_W1 -= g_W1
     v_b1 -= g_b1
     v_W2 -= g_W2
@@ -209,11 +288,18 @@ def residuals(params, inputs):
     v_b2 = params["b2"]
     v_X = inputs["X"]
     v_y = inputs["y"]
-    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
-    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
+    # line 12: L1 = X @ W1 + b1
+    t1_L1 = v_X @ v_W1
+    v_L1 = t1_L1 + v_b1
+    del t1_L1
+    # line 13: h = sigmoid(L1)
+    v_h = _sigmoid(v_L1)
+    del v_L1
+    # line 14: yhat = h @ W2 + b2
+    t1_yhat = v_h @ v_W2
+    del v_h
+    v_yhat = v_b2 + t1_yhat
+    del t1_yhat
     res = v_yhat - v_y
     return np.reshape(res, -1)
 
@@ -228,14 +314,23 @@ def jacobian(params, inputs):
     dv_b1 = np.eye(N_PARAMS, dtype=dt)[130:140].reshape(10, N_PARAMS)
     dv_W2 = np.eye(N_PARAMS, dtype=dt)[140:150].reshape(10, 1, N_PARAMS)
     dv_b2 = np.eye(N_PARAMS, dtype=dt)[150:151].reshape(1, N_PARAMS)
-    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)  # d/dθ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    dv_L1 = dt1_L1 + dv_b1  # d/dθ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
-    dv_h = (v_h*(1 - v_h))[..., None]*dv_L1  # d/dθ h    = sigmoid(L1)   [boston_mlp.model:13]
-    dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)  # d/dθ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    dv_yhat = dv_b2 + dt1_yhat  # d/dθ yhat = h @ W2 + b2   [boston_mlp.model:14]
+    # line 12: L1 = X @ W1 + b1
+    t1_L1 = v_X @ v_W1
+    dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)
+    v_L1 = t1_L1 + v_b1
+    del t1_L1
+    dv_L1 = dt1_L1 + dv_b1
+    del dt1_L1
+    # line 13: h = sigmoid(L1)
+    v_h = _sigmoid(v_L1)
+    del v_L1
+    dv_h = ((1 - v_h)*v_h)[..., None]*dv_L1
+    del dv_L1
+    # line 14: yhat = h @ W2 + b2
+    dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)
+    del dv_h, v_h
+    dv_yhat = dv_b2 + dt1_yhat
+    del dt1_yhat
     d_res = dv_yhat
     return np.reshape(d_res, (-1, N_PARAMS))
 
@@ -253,27 +348,40 @@ def hessian(params, inputs):
     dv_b1 = np.eye(N_PARAMS, dtype=dt)[130:140].reshape(10, N_PARAMS)
     dv_W2 = np.eye(N_PARAMS, dtype=dt)[140:150].reshape(10, 1, N_PARAMS)
     dv_b2 = np.eye(N_PARAMS, dtype=dt)[150:151].reshape(1, N_PARAMS)
-    t1_L1 = v_X @ v_W1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)  # d/dθ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_L1 = t1_L1 + v_b1  # L1   = X @ W1 + b1   [boston_mlp.model:12]
-    dv_L1 = dt1_L1 + dv_b1  # d/dθ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    v_h = (0.5 + 0.5*np.tanh(0.5*v_L1))  # h    = sigmoid(L1)   [boston_mlp.model:13]
-    dv_h = (v_h*(1 - v_h))[..., None]*dv_L1  # d/dθ h    = sigmoid(L1)   [boston_mlp.model:13]
-    t1_yhat = v_h @ v_W2  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)  # d/dθ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    v_yhat = v_b2 + t1_yhat  # yhat = h @ W2 + b2   [boston_mlp.model:14]
-    dv_yhat = dv_b2 + dt1_yhat  # d/dθ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    gt1_loss = 1 / n_N  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    g_yhat = 2*gt1_loss*(v_yhat - v_y)  # ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    dg_yhat = 2*gt1_loss*dv_yhat  # d/dθ ∂ loss = mean((yhat - y)^2)   [boston_mlp.model:15]
-    dg_b2 = dg_yhat.sum(axis=0)  # d/dθ ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    gt1_yhat = g_yhat  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    dgt1_yhat = dg_yhat  # d/dθ ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    g_h = gt1_yhat @ v_W2.T  # ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    dg_h = np.einsum("ijp,kj->ikp", dgt1_yhat, v_W2) + np.einsum("ij,kjp->ikp", gt1_yhat, dv_W2)  # d/dθ ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    dg_W2 = np.einsum("ikp,ij->kjp", dv_h, gt1_yhat) + np.einsum("ik,ijp->kjp", v_h, dgt1_yhat)  # d/dθ ∂ yhat = h @ W2 + b2   [boston_mlp.model:14]
-    dg_L1 = (v_h*(1 - v_h))[..., None]*dg_h + (g_h*(1 - 2*v_h))[..., None]*dv_h  # d/dθ ∂ h    = sigmoid(L1)   [boston_mlp.model:13]
-    dgt1_L1 = dg_L1  # d/dθ ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    dg_b1 = dg_L1.sum(axis=0)  # d/dθ ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
-    dg_W1 = np.einsum("ik,ijp->kjp", v_X, dgt1_L1)  # d/dθ ∂ L1   = X @ W1 + b1   [boston_mlp.model:12]
+    # line 12: L1 = X @ W1 + b1
+    t1_L1 = v_X @ v_W1
+    dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)
+    v_L1 = t1_L1 + v_b1
+    dv_L1 = dt1_L1 + dv_b1
+    # line 13: h = sigmoid(L1)
+    v_h = _sigmoid(v_L1)
+    dv_h = ((1 - v_h)*v_h)[..., None]*dv_L1
+    # line 14: yhat = h @ W2 + b2
+    t1_yhat = v_h @ v_W2
+    dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)
+    v_yhat = v_b2 + t1_yhat
+    dv_yhat = dv_b2 + dt1_yhat
+    # line 15: loss = mean((yhat - y)^2)
+    t1_loss = (v_yhat - v_y)**2
+    dt1_loss = (2*(v_yhat - v_y))[..., None]*dv_yhat
+    # line 15: ∂ loss = mean((yhat - y)^2)
+    gt1_loss = 1 / n_N
+    g_yhat = 2*(v_yhat - v_y)*gt1_loss
+    dg_yhat = 2*gt1_loss*dv_yhat
+    del dt1_loss, gt1_loss, t1_loss
+    # line 14: ∂ yhat = h @ W2 + b2
+    dg_b2 = dg_yhat.sum(axis=0)
+    del dv_yhat, v_yhat
+    g_h = g_yhat @ v_W2.T
+    dg_h = np.einsum("ijp,kj->ikp", dg_yhat, v_W2) + np.einsum("ij,kjp->ikp", g_yhat, dv_W2)
+    dg_W2 = np.einsum("ikp,ij->kjp", dv_h, g_yhat) + np.einsum("ik,ijp->kjp", v_h, dg_yhat)
+    del dg_yhat, dt1_yhat, g_yhat, t1_yhat
+    # line 13: ∂ h = sigmoid(L1)
+    g_L1 = (1 - v_h)*g_h*v_h
+    dg_L1 = ((1 - v_h)*v_h)[..., None]*dg_h + ((1 - 2*v_h)*g_h)[..., None]*dv_h
+    del dg_h, dv_h, g_h, v_h
+    # line 12: ∂ L1 = X @ W1 + b1
+    dg_b1 = dg_L1.sum(axis=0)
+    del dv_L1, v_L1
+    dg_W1 = np.einsum("ik,ijp->kjp", v_X, dg_L1)
     return np.concatenate([np.reshape(dg_W1, (130, N_PARAMS)), np.reshape(dg_b1, (10, N_PARAMS)), np.reshape(dg_W2, (10, N_PARAMS)), np.reshape(dg_b2, (1, N_PARAMS))])

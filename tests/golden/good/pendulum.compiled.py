@@ -40,9 +40,11 @@ def forward(params, inputs):
     v_T = inputs["T"]
     v_sigma = inputs["sigma"]
     n_N = v_L.shape[0]
-    v_That = 2*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)  # That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    t1_chi2 = (v_That - v_T)**2/v_sigma**2  # chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    v_chi2 = np.sum(t1_chi2) / n_N  # chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
+    # line 20: That = period(L + d_cm / 100, g)
+    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    # line 23: chi2 = mean(((That - T) / sigma)^2)
+    t1_chi2 = (v_That - v_T)**2/v_sigma**2
+    v_chi2 = np.sum(t1_chi2) / n_N
     return {"L": v_L, "T": v_T, "sigma": v_sigma, "pi": v_pi, "g": v_g, "d_cm": v_d_cm, "That": v_That, "chi2": v_chi2}
 
 def predict(params, inputs):
@@ -50,7 +52,8 @@ def predict(params, inputs):
     v_g = params["g"]
     v_d_cm = params["d_cm"]
     v_L = inputs["L"]
-    v_That = 2*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)  # That = period(L + d_cm / 100, g)   [pendulum.model:20]
+    # line 20: That = period(L + d_cm / 100, g)
+    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
     return v_That
 
 def loss(params, inputs):
@@ -61,9 +64,12 @@ def loss(params, inputs):
     v_T = inputs["T"]
     v_sigma = inputs["sigma"]
     n_N = v_L.shape[0]
-    v_That = 2*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)  # That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    t1_chi2 = (v_That - v_T)**2/v_sigma**2  # chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    v_chi2 = np.sum(t1_chi2) / n_N  # chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
+    # line 20: That = period(L + d_cm / 100, g)
+    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    # line 23: chi2 = mean(((That - T) / sigma)^2)
+    t1_chi2 = (v_That - v_T)**2/v_sigma**2
+    del v_That
+    v_chi2 = np.sum(t1_chi2) / n_N
     return v_chi2
 
 def loss_and_grad(params, inputs):
@@ -74,15 +80,22 @@ def loss_and_grad(params, inputs):
     v_T = inputs["T"]
     v_sigma = inputs["sigma"]
     n_N = v_L.shape[0]
-    v_That = 2*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)  # That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    t1_chi2 = (v_That - v_T)**2/v_sigma**2  # chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    v_chi2 = np.sum(t1_chi2) / n_N  # chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    gt1_chi2 = 1 / n_N  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    g_That = 2*gt1_chi2*(v_That - v_T)/v_sigma**2  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
+    # line 20: That = period(L + d_cm / 100, g)
+    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    # line 23: chi2 = mean(((That - T) / sigma)^2)
+    t1_chi2 = (v_That - v_T)**2/v_sigma**2
+    v_chi2 = np.sum(t1_chi2) / n_N
+    del t1_chi2
+    # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
+    gt1_chi2 = 1 / n_N
+    g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
+    del gt1_chi2, v_That
+    # line 20: ∂ That = period(L + d_cm / 100, g)
     _d0 = 1/v_g
-    _d1 = g_That*v_pi*np.sqrt(_d0*(v_L + (1/100)*v_d_cm))
-    g_d_cm = (_d1/(100*v_L + v_d_cm)).sum(axis=0)  # ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    g_g = (-_d0*_d1).sum(axis=0)  # ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
+    _d1 = np.sqrt((v_L + (1/100)*v_d_cm)*_d0)*g_That*v_pi
+    del g_That
+    g_d_cm = (_d1/(100*v_L + v_d_cm)).sum(axis=0)
+    g_g = (-_d0*_d1).sum(axis=0)
     return v_chi2, {"g": g_g, "d_cm": g_d_cm}
 
 def grad(params, inputs):
@@ -93,13 +106,18 @@ def grad(params, inputs):
     v_T = inputs["T"]
     v_sigma = inputs["sigma"]
     n_N = v_L.shape[0]
-    v_That = 2*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)  # That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    gt1_chi2 = 1 / n_N  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    g_That = 2*gt1_chi2*(v_That - v_T)/v_sigma**2  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
+    # line 20: That = period(L + d_cm / 100, g)
+    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
+    gt1_chi2 = 1 / n_N
+    g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
+    del gt1_chi2, v_That
+    # line 20: ∂ That = period(L + d_cm / 100, g)
     _d0 = 1/v_g
-    _d1 = g_That*v_pi*np.sqrt(_d0*(v_L + (1/100)*v_d_cm))
-    g_d_cm = (_d1/(100*v_L + v_d_cm)).sum(axis=0)  # ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    g_g = (-_d0*_d1).sum(axis=0)  # ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
+    _d1 = np.sqrt((v_L + (1/100)*v_d_cm)*_d0)*g_That*v_pi
+    del g_That
+    g_d_cm = (_d1/(100*v_L + v_d_cm)).sum(axis=0)
+    g_g = (-_d0*_d1).sum(axis=0)
     return {"g": g_g, "d_cm": g_d_cm}
 
 def gradients(params, inputs):
@@ -110,22 +128,31 @@ def gradients(params, inputs):
     v_T = inputs["T"]
     v_sigma = inputs["sigma"]
     n_N = v_L.shape[0]
-    v_That = 2*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)  # That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    t1_chi2 = (v_That - v_T)**2/v_sigma**2  # chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    v_chi2 = np.sum(t1_chi2) / n_N  # chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    gt1_chi2 = 1 / n_N  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
+    # line 20: That = period(L + d_cm / 100, g)
+    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    # line 23: chi2 = mean(((That - T) / sigma)^2)
+    t1_chi2 = (v_That - v_T)**2/v_sigma**2
+    v_chi2 = np.sum(t1_chi2) / n_N
+    # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
+    gt1_chi2 = 1 / n_N
     _d0 = v_T - v_That
     _d1 = 2*gt1_chi2
+    del gt1_chi2
     _d2 = _d1/v_sigma**2
-    g_T = _d0*_d2  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    g_That = -_d0*_d2  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    g_sigma = -t1_chi2*_d1/v_sigma  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
+    g_T = _d0*_d2
+    g_That = -_d0*_d2
+    del _d0, _d2
+    g_sigma = -t1_chi2*_d1/v_sigma
+    del _d1, t1_chi2
+    # line 20: ∂ That = period(L + d_cm / 100, g)
     _d3 = v_L + (1/100)*v_d_cm
     _d4 = 1/v_g
-    _d5 = g_That*v_pi*np.sqrt(_d3*_d4)
-    g_L = _d5/_d3  # ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    g_d_cm = (_d5/(100*v_L + v_d_cm)).sum(axis=0)  # ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    g_g = (-_d4*_d5).sum(axis=0)  # ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
+    _d5 = np.sqrt(_d3*_d4)*g_That*v_pi
+    del g_That
+    g_L = _d5/_d3
+    del _d3
+    g_d_cm = (_d5/(100*v_L + v_d_cm)).sum(axis=0)
+    g_g = (-_d4*_d5).sum(axis=0)
     return {"L": v_L, "T": v_T, "sigma": v_sigma, "pi": v_pi, "g": v_g, "d_cm": v_d_cm, "That": v_That, "chi2": v_chi2}, {"g": g_g, "d_cm": g_d_cm, "L": g_L, "T": g_T, "sigma": g_sigma}
 
 def sgd_step(params, inputs, lr):
@@ -136,13 +163,18 @@ def sgd_step(params, inputs, lr):
     v_T = inputs["T"]
     v_sigma = inputs["sigma"]
     n_N = v_L.shape[0]
-    v_That = 2*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)  # That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    gt1_chi2 = lr / n_N  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    g_That = 2*gt1_chi2*(v_That - v_T)/v_sigma**2  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
+    # line 20: That = period(L + d_cm / 100, g)
+    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
+    gt1_chi2 = lr / n_N
+    g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
+    del gt1_chi2, v_That
+    # line 20: ∂ That = period(L + d_cm / 100, g)
     _d0 = 1/v_g
-    _d1 = g_That*v_pi*np.sqrt(_d0*(v_L + (1/100)*v_d_cm))
-    g_d_cm = (_d1/(100*v_L + v_d_cm)).sum(axis=0)  # ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    g_g = (-_d0*_d1).sum(axis=0)  # ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
+    _d1 = np.sqrt((v_L + (1/100)*v_d_cm)*_d0)*g_That*v_pi
+    del g_That
+    g_d_cm = (_d1/(100*v_L + v_d_cm)).sum(axis=0)
+    g_g = (-_d0*_d1).sum(axis=0)
     v_g -= g_g
     v_d_cm -= g_d_cm
     params["g"] = v_g  # a float param is rebound, not updated in place
@@ -156,7 +188,8 @@ def residuals(params, inputs):
     v_L = inputs["L"]
     v_T = inputs["T"]
     v_sigma = inputs["sigma"]
-    v_That = 2*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)  # That = period(L + d_cm / 100, g)   [pendulum.model:20]
+    # line 20: That = period(L + d_cm / 100, g)
+    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
     res = (v_That - v_T)/v_sigma
     return np.reshape(res, -1)
 
@@ -169,7 +202,8 @@ def jacobian(params, inputs):
     dt = v_g.dtype
     dv_g = np.eye(N_PARAMS, dtype=dt)[0]
     dv_d_cm = np.eye(N_PARAMS, dtype=dt)[1]
-    dv_That = (v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/v_g)[..., None]*dv_g  # d/dθ That = period(L + d_cm / 100, g)   [pendulum.model:20]
+    # line 20: That = period(L + d_cm / 100, g)
+    dv_That = (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/v_g)[..., None]*dv_g
     d_res = (1/v_sigma)[..., None]*dv_That
     return np.reshape(d_res, (-1, N_PARAMS))
 
@@ -184,11 +218,18 @@ def hessian(params, inputs):
     n_N = v_L.shape[0]
     dv_g = np.eye(N_PARAMS, dtype=dt)[0]
     dv_d_cm = np.eye(N_PARAMS, dtype=dt)[1]
-    v_That = 2*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)  # That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    dv_That = (v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/v_g)[..., None]*dv_g  # d/dθ That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    gt1_chi2 = 1 / n_N  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    g_That = 2*gt1_chi2*(v_That - v_T)/v_sigma**2  # ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    dg_That = (2*gt1_chi2/v_sigma**2)[..., None]*dv_That  # d/dθ ∂ chi2 = mean(((That - T) / sigma)^2)   [pendulum.model:23]
-    dg_d_cm = ((v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/(100*v_L + v_d_cm))[..., None]*dg_That + (g_That*((1/200)*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/((v_L + (1/100)*v_d_cm)*(100*v_L + v_d_cm)) - v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/(100*v_L + v_d_cm)**2))[..., None]*dv_d_cm - ((1/2)*g_That*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/(v_g*(100*v_L + v_d_cm)))[..., None]*dv_g).sum(axis=0)  # d/dθ ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
-    dg_g = (-(v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/v_g)[..., None]*dg_That - ((1/200)*g_That*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/(v_g*(v_L + (1/100)*v_d_cm)))[..., None]*dv_d_cm + ((3/2)*g_That*v_pi*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)/v_g**2)[..., None]*dv_g).sum(axis=0)  # d/dθ ∂ That = period(L + d_cm / 100, g)   [pendulum.model:20]
+    # line 20: That = period(L + d_cm / 100, g)
+    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    dv_That = (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/v_g)[..., None]*dv_g
+    # line 23: chi2 = mean(((That - T) / sigma)^2)
+    t1_chi2 = (v_That - v_T)**2/v_sigma**2
+    dt1_chi2 = (2*(v_That - v_T)/v_sigma**2)[..., None]*dv_That
+    # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
+    gt1_chi2 = 1 / n_N
+    g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
+    dg_That = (2*gt1_chi2/v_sigma**2)[..., None]*dv_That
+    del dt1_chi2, gt1_chi2, t1_chi2
+    # line 20: ∂ That = period(L + d_cm / 100, g)
+    dg_d_cm = ((np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/(100*v_L + v_d_cm))[..., None]*dg_That + (((1/200)*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/((v_L + (1/100)*v_d_cm)*(100*v_L + v_d_cm)) - np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/(100*v_L + v_d_cm)**2)*g_That)[..., None]*dv_d_cm - ((1/2)*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*g_That*v_pi/(v_g*(100*v_L + v_d_cm)))[..., None]*dv_g).sum(axis=0)
+    dg_g = (-(np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/v_g)[..., None]*dg_That - ((1/200)*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*g_That*v_pi/(v_g*(v_L + (1/100)*v_d_cm)))[..., None]*dv_d_cm + ((3/2)*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*g_That*v_pi/v_g**2)[..., None]*dv_g).sum(axis=0)
     return np.concatenate([np.reshape(dg_g, (1, N_PARAMS)), np.reshape(dg_d_cm, (1, N_PARAMS))])

@@ -31,6 +31,16 @@ SIGMA_WEIGHTED = False
 HESSIAN_MAX_PARAMS = 1000
 HESSIAN_SKIPPED = None
 
+def _sigmoid(a):
+    """1/(1 + exp(-a)) as 0.5 + 0.5 tanh(a/2), which cannot overflow, in one new array."""
+    out = np.multiply(a, 0.5)
+    if not out.ndim:  # a scalar
+        return 0.5 + 0.5*np.tanh(out)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
+
 def forward(params, inputs):
     """Every input, param and node, by name."""
     v_k1 = params["k1"]
@@ -39,10 +49,14 @@ def forward(params, inputs):
     v_b2 = params["b2"]
     v_x = inputs["x"]
     v_y = inputs["y"]
-    v_L1 = v_b1 + v_k1*v_x  # L1   = k1 * x + b1   [seed_graph.model:10]
-    v_s = (0.5 + 0.5*np.tanh(0.5*v_L1))  # s    = sigmoid(L1)   [seed_graph.model:11]
-    v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
-    v_loss = (v_L2 - v_y)**2  # loss = (L2 - y)^2   [seed_graph.model:13]
+    # line 10: L1 = k1 * x + b1
+    v_L1 = v_b1 + v_k1*v_x
+    # line 11: s = sigmoid(L1)
+    v_s = _sigmoid(v_L1)
+    # line 12: L2 = k2 * s + b2
+    v_L2 = v_b2 + v_k2*v_s
+    # line 13: loss = (L2 - y)^2
+    v_loss = (v_L2 - v_y)**2
     return {"x": v_x, "y": v_y, "k1": v_k1, "b1": v_b1, "k2": v_k2, "b2": v_b2, "L1": v_L1, "s": v_s, "L2": v_L2, "loss": v_loss}
 
 def predict(params, inputs):
@@ -52,9 +66,13 @@ def predict(params, inputs):
     v_k2 = params["k2"]
     v_b2 = params["b2"]
     v_x = inputs["x"]
-    v_L1 = v_b1 + v_k1*v_x  # L1   = k1 * x + b1   [seed_graph.model:10]
-    v_s = (0.5 + 0.5*np.tanh(0.5*v_L1))  # s    = sigmoid(L1)   [seed_graph.model:11]
-    v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
+    # line 10: L1 = k1 * x + b1
+    v_L1 = v_b1 + v_k1*v_x
+    # line 11: s = sigmoid(L1)
+    v_s = _sigmoid(v_L1)
+    del v_L1
+    # line 12: L2 = k2 * s + b2
+    v_L2 = v_b2 + v_k2*v_s
     return v_L2
 
 def loss(params, inputs):
@@ -65,10 +83,16 @@ def loss(params, inputs):
     v_b2 = params["b2"]
     v_x = inputs["x"]
     v_y = inputs["y"]
-    v_L1 = v_b1 + v_k1*v_x  # L1   = k1 * x + b1   [seed_graph.model:10]
-    v_s = (0.5 + 0.5*np.tanh(0.5*v_L1))  # s    = sigmoid(L1)   [seed_graph.model:11]
-    v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
-    v_loss = (v_L2 - v_y)**2  # loss = (L2 - y)^2   [seed_graph.model:13]
+    # line 10: L1 = k1 * x + b1
+    v_L1 = v_b1 + v_k1*v_x
+    # line 11: s = sigmoid(L1)
+    v_s = _sigmoid(v_L1)
+    del v_L1
+    # line 12: L2 = k2 * s + b2
+    v_L2 = v_b2 + v_k2*v_s
+    del v_s
+    # line 13: loss = (L2 - y)^2
+    v_loss = (v_L2 - v_y)**2
     return v_loss
 
 def loss_and_grad(params, inputs):
@@ -79,18 +103,27 @@ def loss_and_grad(params, inputs):
     v_b2 = params["b2"]
     v_x = inputs["x"]
     v_y = inputs["y"]
-    v_L1 = v_b1 + v_k1*v_x  # L1   = k1 * x + b1   [seed_graph.model:10]
-    v_s = (0.5 + 0.5*np.tanh(0.5*v_L1))  # s    = sigmoid(L1)   [seed_graph.model:11]
-    v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
-    v_loss = (v_L2 - v_y)**2  # loss = (L2 - y)^2   [seed_graph.model:13]
-    g_L2 = 2*(v_L2 - v_y)  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
-    g_b2 = g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_k2 = g_L2*v_s  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_s = g_L2*v_k2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L1 = g_s*v_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
-    g_b1 = g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    g_k1 = g_L1*v_x  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    return v_loss, {"k1": g_k1, "b1": g_b1, "k2": g_k2, "b2": g_b2}
+    # line 10: L1 = k1 * x + b1
+    v_L1 = v_b1 + v_k1*v_x
+    # line 11: s = sigmoid(L1)
+    v_s = _sigmoid(v_L1)
+    del v_L1
+    # line 12: L2 = k2 * s + b2
+    v_L2 = v_b2 + v_k2*v_s
+    # line 13: loss = (L2 - y)^2
+    v_loss = (v_L2 - v_y)**2
+    # line 13: ∂ loss = (L2 - y)^2
+    g_L2 = 2*(v_L2 - v_y)
+    del v_L2
+    # line 12: ∂ L2 = k2 * s + b2
+    g_k2 = g_L2*v_s
+    g_s = g_L2*v_k2
+    # line 11: ∂ s = sigmoid(L1)
+    g_L1 = (1 - v_s)*g_s*v_s
+    del g_s, v_s
+    # line 10: ∂ L1 = k1 * x + b1
+    g_k1 = g_L1*v_x
+    return v_loss, {"k1": g_k1, "b1": g_L1, "k2": g_k2, "b2": g_L2}
 
 def grad(params, inputs):
     """The objective's gradient for every param."""
@@ -100,17 +133,25 @@ def grad(params, inputs):
     v_b2 = params["b2"]
     v_x = inputs["x"]
     v_y = inputs["y"]
-    v_L1 = v_b1 + v_k1*v_x  # L1   = k1 * x + b1   [seed_graph.model:10]
-    v_s = (0.5 + 0.5*np.tanh(0.5*v_L1))  # s    = sigmoid(L1)   [seed_graph.model:11]
-    v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L2 = 2*(v_L2 - v_y)  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
-    g_b2 = g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_k2 = g_L2*v_s  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_s = g_L2*v_k2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L1 = g_s*v_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
-    g_b1 = g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    g_k1 = g_L1*v_x  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    return {"k1": g_k1, "b1": g_b1, "k2": g_k2, "b2": g_b2}
+    # line 10: L1 = k1 * x + b1
+    v_L1 = v_b1 + v_k1*v_x
+    # line 11: s = sigmoid(L1)
+    v_s = _sigmoid(v_L1)
+    del v_L1
+    # line 12: L2 = k2 * s + b2
+    v_L2 = v_b2 + v_k2*v_s
+    # line 13: ∂ loss = (L2 - y)^2
+    g_L2 = 2*(v_L2 - v_y)
+    del v_L2
+    # line 12: ∂ L2 = k2 * s + b2
+    g_k2 = g_L2*v_s
+    g_s = g_L2*v_k2
+    # line 11: ∂ s = sigmoid(L1)
+    g_L1 = (1 - v_s)*g_s*v_s
+    del g_s, v_s
+    # line 10: ∂ L1 = k1 * x + b1
+    g_k1 = g_L1*v_x
+    return {"k1": g_k1, "b1": g_L1, "k2": g_k2, "b2": g_L2}
 
 def gradients(params, inputs):
     """Every value, and the gradient for every param and input."""
@@ -120,21 +161,29 @@ def gradients(params, inputs):
     v_b2 = params["b2"]
     v_x = inputs["x"]
     v_y = inputs["y"]
-    v_L1 = v_b1 + v_k1*v_x  # L1   = k1 * x + b1   [seed_graph.model:10]
-    v_s = (0.5 + 0.5*np.tanh(0.5*v_L1))  # s    = sigmoid(L1)   [seed_graph.model:11]
-    v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
-    v_loss = (v_L2 - v_y)**2  # loss = (L2 - y)^2   [seed_graph.model:13]
+    # line 10: L1 = k1 * x + b1
+    v_L1 = v_b1 + v_k1*v_x
+    # line 11: s = sigmoid(L1)
+    v_s = _sigmoid(v_L1)
+    # line 12: L2 = k2 * s + b2
+    v_L2 = v_b2 + v_k2*v_s
+    # line 13: loss = (L2 - y)^2
+    v_loss = (v_L2 - v_y)**2
+    # line 13: ∂ loss = (L2 - y)^2
     _d0 = v_L2 - v_y
-    g_L2 = 2*_d0  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
-    g_y = -2*_d0  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
-    g_b2 = g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_k2 = g_L2*v_s  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_s = g_L2*v_k2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L1 = g_s*v_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
-    g_b1 = g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    g_k1 = g_L1*v_x  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    g_x = g_L1*v_k1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    return {"x": v_x, "y": v_y, "k1": v_k1, "b1": v_b1, "k2": v_k2, "b2": v_b2, "L1": v_L1, "s": v_s, "L2": v_L2, "loss": v_loss}, {"k1": g_k1, "b1": g_b1, "k2": g_k2, "b2": g_b2, "x": g_x, "y": g_y}
+    g_L2 = 2*_d0
+    g_y = -2*_d0
+    del _d0
+    # line 12: ∂ L2 = k2 * s + b2
+    g_k2 = g_L2*v_s
+    g_s = g_L2*v_k2
+    # line 11: ∂ s = sigmoid(L1)
+    g_L1 = (1 - v_s)*g_s*v_s
+    del g_s
+    # line 10: ∂ L1 = k1 * x + b1
+    g_k1 = g_L1*v_x
+    g_x = g_L1*v_k1
+    return {"x": v_x, "y": v_y, "k1": v_k1, "b1": v_b1, "k2": v_k2, "b2": v_b2, "L1": v_L1, "s": v_s, "L2": v_L2, "loss": v_loss}, {"k1": g_k1, "b1": g_L1, "k2": g_k2, "b2": g_L2, "x": g_x, "y": g_y}
 
 def sgd_step(params, inputs, lr):
     """One step of gradient descent, in place; g_* are lr times the gradient."""
@@ -144,20 +193,28 @@ def sgd_step(params, inputs, lr):
     v_b2 = params["b2"]
     v_x = inputs["x"]
     v_y = inputs["y"]
-    v_L1 = v_b1 + v_k1*v_x  # L1   = k1 * x + b1   [seed_graph.model:10]
-    v_s = (0.5 + 0.5*np.tanh(0.5*v_L1))  # s    = sigmoid(L1)   [seed_graph.model:11]
-    v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L2 = 2*lr*(v_L2 - v_y)  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
-    g_b2 = g_L2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_k2 = g_L2*v_s  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_s = g_L2*v_k2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L1 = g_s*v_s*(1 - v_s)  # ∂ s    = sigmoid(L1)   [seed_graph.model:11]
-    g_b1 = g_L1  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    g_k1 = g_L1*v_x  # ∂ L1   = k1 * x + b1   [seed_graph.model:10]
+    # line 10: L1 = k1 * x + b1
+    v_L1 = v_b1 + v_k1*v_x
+    # line 11: s = sigmoid(L1)
+    v_s = _sigmoid(v_L1)
+    del v_L1
+    # line 12: L2 = k2 * s + b2
+    v_L2 = v_b2 + v_k2*v_s
+    # line 13: ∂ loss = (L2 - y)^2
+    g_L2 = 2*(v_L2 - v_y)*lr
+    del v_L2
+    # line 12: ∂ L2 = k2 * s + b2
+    g_k2 = g_L2*v_s
+    g_s = g_L2*v_k2
+    # line 11: ∂ s = sigmoid(L1)
+    g_L1 = (1 - v_s)*g_s*v_s
+    del g_s, v_s
+    # line 10: ∂ L1 = k1 * x + b1
+    g_k1 = g_L1*v_x
     v_k1 -= g_k1
-    v_b1 -= g_b1
+    v_b1 -= g_L1
     v_k2 -= g_k2
-    v_b2 -= g_b2
+    v_b2 -= g_L2
     params["k1"] = v_k1  # a float param is rebound, not updated in place
     params["b1"] = v_b1
     params["k2"] = v_k2
@@ -177,19 +234,31 @@ def hessian(params, inputs):
     dv_b1 = np.eye(N_PARAMS, dtype=dt)[1]
     dv_k2 = np.eye(N_PARAMS, dtype=dt)[2]
     dv_b2 = np.eye(N_PARAMS, dtype=dt)[3]
-    v_L1 = v_b1 + v_k1*v_x  # L1   = k1 * x + b1   [seed_graph.model:10]
-    dv_L1 = dv_b1 + v_x*dv_k1  # d/dθ L1   = k1 * x + b1   [seed_graph.model:10]
-    v_s = (0.5 + 0.5*np.tanh(0.5*v_L1))  # s    = sigmoid(L1)   [seed_graph.model:11]
-    dv_s = v_s*(1 - v_s)*dv_L1  # d/dθ s    = sigmoid(L1)   [seed_graph.model:11]
-    v_L2 = v_b2 + v_k2*v_s  # L2   = k2 * s + b2   [seed_graph.model:12]
-    dv_L2 = dv_b2 + v_s*dv_k2 + v_k2*dv_s  # d/dθ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_L2 = 2*(v_L2 - v_y)  # ∂ loss = (L2 - y)^2   [seed_graph.model:13]
-    dg_L2 = 2*dv_L2  # d/dθ ∂ loss = (L2 - y)^2   [seed_graph.model:13]
-    dg_b2 = dg_L2  # d/dθ ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    dg_k2 = v_s*dg_L2 + g_L2*dv_s  # d/dθ ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    g_s = g_L2*v_k2  # ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    dg_s = v_k2*dg_L2 + g_L2*dv_k2  # d/dθ ∂ L2   = k2 * s + b2   [seed_graph.model:12]
-    dg_L1 = v_s*(1 - v_s)*dg_s + g_s*(1 - 2*v_s)*dv_s  # d/dθ ∂ s    = sigmoid(L1)   [seed_graph.model:11]
-    dg_b1 = dg_L1  # d/dθ ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    dg_k1 = v_x*dg_L1  # d/dθ ∂ L1   = k1 * x + b1   [seed_graph.model:10]
-    return np.concatenate([np.reshape(dg_k1, (1, N_PARAMS)), np.reshape(dg_b1, (1, N_PARAMS)), np.reshape(dg_k2, (1, N_PARAMS)), np.reshape(dg_b2, (1, N_PARAMS))])
+    # line 10: L1 = k1 * x + b1
+    v_L1 = v_b1 + v_k1*v_x
+    dv_L1 = dv_b1 + v_x*dv_k1
+    # line 11: s = sigmoid(L1)
+    v_s = _sigmoid(v_L1)
+    dv_s = (1 - v_s)*v_s*dv_L1
+    # line 12: L2 = k2 * s + b2
+    v_L2 = v_b2 + v_k2*v_s
+    dv_L2 = dv_b2 + v_s*dv_k2 + v_k2*dv_s
+    # line 13: loss = (L2 - y)^2
+    v_loss = (v_L2 - v_y)**2
+    dv_loss = 2*(v_L2 - v_y)*dv_L2
+    # line 13: ∂ loss = (L2 - y)^2
+    g_L2 = 2*(v_L2 - v_y)
+    dg_L2 = 2*dv_L2
+    del dv_loss, v_loss
+    # line 12: ∂ L2 = k2 * s + b2
+    dg_k2 = v_s*dg_L2 + g_L2*dv_s
+    g_s = g_L2*v_k2
+    dg_s = v_k2*dg_L2 + g_L2*dv_k2
+    del dv_L2, g_L2, v_L2
+    # line 11: ∂ s = sigmoid(L1)
+    g_L1 = (1 - v_s)*g_s*v_s
+    dg_L1 = (1 - v_s)*v_s*dg_s + (1 - 2*v_s)*g_s*dv_s
+    del dg_s, dv_s, g_s, v_s
+    # line 10: ∂ L1 = k1 * x + b1
+    dg_k1 = v_x*dg_L1
+    return np.concatenate([np.reshape(dg_k1, (1, N_PARAMS)), np.reshape(dg_L1, (1, N_PARAMS)), np.reshape(dg_k2, (1, N_PARAMS)), np.reshape(dg_L2, (1, N_PARAMS))])
