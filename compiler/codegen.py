@@ -504,7 +504,7 @@ class ModuleWriter:
         rule: StructuralMap = local.rule
         if gshape == () and node.op in ("sum", "mean"):  # a scalar adjoint repeated along an
             rule = STRUCTURAL_MAPS[(node.op, False)]    # axis is the same scalar: kept lazy
-        gcode = print_expr(G)
+        gcode = _token(G)
         fields = {f for _, f, _, _ in Formatter().parse(rule.numpy) if f}
         used = {"G": G.free_symbols, "y": {symbol(node.name)}}
         used.update((key, {symbol(inp)}) for key, inp in zip("ab", node.inputs))

@@ -15,6 +15,8 @@ the spelling, what a symbol is.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import sympy as sp
 
 
@@ -63,7 +65,16 @@ def adjoint_symbol(node: str) -> Adjoint:
 
 def temp_symbols(prefix: str, start: int):
     """The temporaries `prefix0`, `prefix1`, ... from `start`, for sympy's cse."""
-    return sp.numbered_symbols(prefix, cls=Temp, start=start, real=True)
+    k = start
+    while True:
+        yield temp_symbol(prefix, k)
+        k += 1
+
+
+@lru_cache(maxsize=None)
+def temp_symbol(prefix: str, k: int) -> Temp:
+    """The temporary `prefix` + k, made once: every function numbers its own from 0."""
+    return Temp(f"{prefix}{k}", real=True)
 
 
 def temp_index(temp: Temp, prefix: str) -> int:
