@@ -596,8 +596,9 @@ class ModuleWriter:
         # a gradient that is (a view of) a param's array (`a * b` gives g_a = v_b) is copied:
         # an in-place update of one param must not change the gradient of another
         shares = _shares_memory(fwd.stmts + back.stmts + tail.stmts)
+        param_values = {value_name(p) for p in g.params}  # once: per gradient it was quadratic
         for w in wrt:
-            if any(value_name(p) in shares.get(grads[w], {grads[w]}) for p in g.params):
+            if not param_values.isdisjoint(shares.get(grads[w], {grads[w]})):
                 tail.emit(grad_name(w), f"np.array({grads[w]})  # a copy, not a view of a param",
                           reads=[grads[w]])
                 grads[w] = grad_name(w)
