@@ -31,16 +31,10 @@ def broadcast(*shapes: Shape) -> Shape:
 
 def elementwise_shape(a: Shape, b: Shape) -> Shape | None:
     """The language's rule (LANGUAGE.md 2.3), the part of numpy's that cannot surprise: equal
-    shapes, a scalar, or one shape the trailing part of the other; None otherwise."""
-    if a == b or not b:
-        return a
-    if not a:
-        return b
-    if len(a) > len(b) and a[-len(b):] == b:
-        return a
-    if len(b) > len(a) and b[-len(a):] == a:
-        return b
-    return None
+    shapes, a scalar, or one shape the trailing part of the other (nothing of size 1 is
+    stretched); the longer shape, or None."""
+    short, long = sorted((a, b), key=len)
+    return long if long[len(long) - len(short):] == short else None
 
 
 def summed_axes(have: Shape, want: Shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
