@@ -116,10 +116,9 @@ def bench_fit(cfg, log):
             f"baseline {c['baseline_s']:.3f} s (CPU {c['baseline_cpu_s']:.3f} s)")
     ratios = [r["ratio_to_exact"] for r in rows]
     cpu_ratios = [r["cpu_ratio_to_exact"] for r in rows]
-    worst = max(rows, key=lambda r: r["ratio_to_exact"])
     return {"rows": rows, "cli": cli, "median_ratio_to_exact": _median(ratios),
             "max_ratio_to_exact": max(ratios), "median_cpu_ratio_to_exact": _median(cpu_ratios),
-            "max_cpu_ratio_to_exact": max(cpu_ratios), "worst_problem": worst["problem"],
+            "max_cpu_ratio_to_exact": max(cpu_ratios),
             "dsl_six_digits": sum(r["dsl_digits"] >= 6 for r in rows),
             "exact_six_digits": sum(r["scipy_exact_digits"] >= 6 for r in rows),
             "fd_six_digits": sum(r["scipy_fd_digits"] >= 6 for r in rows)}
@@ -165,11 +164,12 @@ def fit_targets(res, add) -> None:
     add("NIST fit, dsl lm / scipy least_squares with the exact Jacobian (median)",
         f["median_ratio_to_exact"], "<=", 2.0, "in process, from NIST's start 1",
         f["median_cpu_ratio_to_exact"])
-    worst = f.get("worst_problem", "")
+    worst = max(f["rows"], key=lambda r: r["ratio_to_exact"])["problem"]
+    worst_cpu = max(f["rows"], key=lambda r: r["cpu_ratio_to_exact"])["problem"]
     add("NIST fit, dsl lm / scipy least_squares with the exact Jacobian (worst)",
-        f["max_ratio_to_exact"], "<=", 2.0, worst + (
-            ": scipy's lm stops at 0 correct digits there, dsl's lm reaches the certified values"
-            if worst == "BoxBOD" else ""), f["max_cpu_ratio_to_exact"])
+        f["max_ratio_to_exact"], "<=", 2.0, f"{worst}; on CPU time {worst_cpu}" + (
+            " (scipy's lm stops at 0 correct digits there, dsl's lm reaches the certified values)"
+            if "BoxBOD" in (worst, worst_cpu) else ""), f["max_cpu_ratio_to_exact"])
     slowest = max(f["cli"], key=lambda c: c["cached_s"])
     add("python -m dsl run of a NIST model, cached compile (s, slowest)", slowest["cached_s"],
         "<", 1.0, f"{', '.join(CLI_PROBLEMS)}; the baseline process beside it "
