@@ -373,6 +373,7 @@ class ModuleWriter:
         self.helpers: set[str] = set()
         self._backward: dict[tuple[str, ...], tuple[_Body, set[str], dict[str, Shape]]] = {}
         self._forward_lines: dict[str, str] = {}  # node -> its printed forward expression
+        self._pushed: dict[tuple, tuple] = {}  # (temps, node, G, inputs, steps) -> its cse
 
     # ---- forward ---------------------------------------------------------------------------
 
@@ -460,17 +461,25 @@ class ModuleWriter:
         return self.same.get(node) or adjoint_symbol(node)
 
     def _push_elementwise(self, body, node, locals_, G, gshape, adjoint, reads) -> None:
-        replacements, reduced = body.cse(  # G·factor for each input: shaped by G and the node
-            lambda: [G * local.factor for local in locals_],
-            shape_of((G, node.expr), (symbol(node.name), *(symbol(local.input) for local in locals_))),
-            steps=gshape != ())  # G is an array, so `G*(x > 0)` keeps its dtype
-        # a comparison in a factor is cast to `dt`
-        body.uses_dtype |= any(_READS_DT.search(p.code) for p in (*(e for _, e in replacements), *reduced))
+        # the backward passes (grad, gradients, sgd_step, hessian) push most nodes alike
+        key = (body.prefix, body.temps, node.name, G, tuple(local.input for local in locals_),
+               gshape != ())
+        known = self._pushed.get(key)
+        if known is None:
+            replacements, reduced = body.cse(  # G·factor for each input: shaped by G and the node
+                lambda: [G * local.factor for local in locals_],
+                shape_of((G, node.expr), (symbol(node.name), *(symbol(local.input) for local in locals_))),
+                steps=gshape != ())  # G is an array, so `G*(x > 0)` keeps its dtype
+            # a comparison in a factor is cast to `dt`
+            dtype = any(_READS_DT.search(p.code) for p in (*(e for _, e in replacements), *reduced))
+            shapes = {s.name: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
+            shapes[node.name] = node.shape
+            known = self._pushed[key] = replacements, reduced, dtype, shapes, body.temps
+        replacements, reduced, dtype, shapes, body.temps = known
+        body.uses_dtype |= dtype
         for sym, e in replacements:
             reads.update(_values_read(e))
             body.emit(sym.name, e.code, node, "∂ ", reads=e.reads)
-        shapes = {s.name: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
-        shapes[node.name] = node.shape
         temp_shapes = {}
         for sym, e in replacements:
             temp_shapes[sym] = self._static_shape(e, shapes, temp_shapes, adjoint, gshape)
