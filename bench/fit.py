@@ -12,6 +12,7 @@ the compile: cold (no cache) and cached, the fastest of a few repeats, interleav
 baseline process that only imports what any fit needs (`python -c "import numpy,
 scipy.optimize"`), so that the load of the machine can be told from dsl's own time.
 """
+import contextlib
 import json
 import math
 import os
@@ -139,19 +140,28 @@ def _cli(name: str, repeats: int) -> dict:
             for kind, command in (("cold", run), ("cached", run),
                                   ("baseline", [sys.executable, "-c", BASELINE])):
                 t, cpu = time.perf_counter(), _children_cpu()
-                subprocess.run(command, cwd=tmp, env=env, check=True, capture_output=True,
-                               preexec_fn=_unpinned)
+                with _unpinned():
+                    subprocess.run(command, cwd=tmp, env=env, check=True, capture_output=True)
                 times[kind].append(time.perf_counter() - t)
                 times[kind + "_cpu"].append(_children_cpu() - cpu)
     return {"problem": name, **{f"{k}_s": min(v) for k, v in times.items()}}
 
 
-def _unpinned() -> None:
+@contextlib.contextmanager
+def _unpinned():
     """A `dsl run` gets the CPUs a user's would, not the one the benchmark is pinned to: it
-    draws its plots in a second process (dsl.views.plots.Painter)."""
+    draws its plots in a second process (dsl.views.plots.Painter). The benchmark unpins itself
+    while it starts one (a preexec_fn is not safe with torch's threads about)."""
     cpus = os.environ.get("DSL_BENCH_CPUS")
-    if cpus:
-        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+    if not cpus:
+        yield
+        return
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, pinned)
 
 
 def _children_cpu() -> float:
