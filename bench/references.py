@@ -274,6 +274,13 @@ class MnistJax(_JaxSGD):
 
 # ---- the seed network's full-batch gradient ---------------------------------------------------
 
+def seed_loss_numpy(p: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> float:
+    """mean((yhat - y)^2) on all rows at once."""
+    W1, b1, W2, b2 = p["W1"], p["b1"], p["W2"], p["b2"]
+    h = 1.0 / (1.0 + np.exp(-(X @ W1 + b1)))
+    return float(np.mean((h @ W2 + b2 - y) ** 2))
+
+
 def seed_grad_numpy(p: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """The gradient of mean((yhat - y)^2) for every param, on all rows at once."""
     W1, b1, W2, b2 = p["W1"], p["b1"], p["W2"], p["b2"]

@@ -14,6 +14,8 @@ Sections (select with --only):
            each cold compile the first of a fresh process; stages, sympy's share, time in gc,
            cached compiles, the growth exponent
   grad     the seed network's full-batch gradient on 1e3 to 1e6 rows: ns per row against numpy
+  memory   peak memory (tracemalloc) of the seed network's generated `loss` and `grad` against
+           hand numpy's, on 4,000 and 1,000,000 rows (issue 14: within 1.05 x)
   data     reading a CSV of 800,000 rows x 20 columns (about 190 MB) into a float array: dsl's
            streaming reader against numpy.loadtxt and pandas.read_csv (the bench extra), each in
            a fresh process: rows/s and peak memory (only with --only data: not in the default run)
@@ -101,6 +103,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+import tracemalloc  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -720,6 +723,47 @@ def bench_grad(cfg):
     return {"model": os.path.relpath(SEED_MODEL, ROOT), "function": "grad", "rows": rows}
 
 
+# ---- 5. peak memory of loss and grad ---------------------------------------------------------
+
+MEMORY_ROWS = {"full": [4000, 1_000_000], "quick": [4000, 100_000]}
+
+
+def peak_bytes(f, *args) -> int:
+    """The most memory `f(*args)` held at once beyond what existed before the call
+    (tracemalloc, which numpy reports its array buffers to), after one warm-up call."""
+    f(*args)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        f(*args)
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+def bench_memory(mode: str) -> dict:
+    """The generated `loss` and `grad` of the seed network against hand-written numpy
+    (bench/references.py), on the same arrays: peak bytes and their ratio."""
+    module = compile_file(SEED_MODEL).module
+    p = ref.seed_init()
+    rng = np.random.default_rng(3)
+    rows = []
+    for n in MEMORY_ROWS[mode]:
+        X = rng.standard_normal((n, 13))
+        y = 22.5 + 9.2 * rng.standard_normal((n, 1))
+        inputs = {"X": X, "y": y}
+        for fn, dsl_f, hand_f in (("loss", module.loss, ref.seed_loss_numpy),
+                                  ("grad", module.grad, ref.seed_grad_numpy)):
+            dsl_b, hand_b = peak_bytes(dsl_f, p, inputs), peak_bytes(hand_f, p, X, y)
+            rows.append({"rows": n, "function": fn, "dsl_mib": dsl_b / 2**20,
+                         "numpy_mib": hand_b / 2**20, "ratio": dsl_b / hand_b})
+            log(f"  {fn:4s} {n:9,d} rows  dsl {dsl_b / 2**20:8.2f} MiB  hand numpy "
+                f"{hand_b / 2**20:8.2f} MiB  x{dsl_b / hand_b:.3f}")
+        del X, y, inputs
+    return {"model": os.path.relpath(SEED_MODEL, ROOT), "rows": rows}
+
+
 # ---- reading CSVs ---------------------------------------------------------------------------
 
 CSV_SHAPE = {"full": (800_000, 20), "quick": (50_000, 20)}
@@ -879,6 +923,10 @@ def targets(res) -> list[dict]:
         st = c["startup"]
         add("warm-cache `dsl eval boston_mlp` process / `python -c \"import numpy, lark\"`", st["ratio"], "<=", 1.5,
             "whole processes, side by side", st["ratio_cpu"])
+    if "memory" in res:
+        for r in res["memory"]["rows"]:
+            add(f"peak memory of {r['function']} / hand numpy, {r['rows']:,} rows", r["ratio"], "<=",
+                1.05, "tracemalloc, the seed network")
     if "fit" in res:
         fit_section.fit_targets(res, add)
     return out
@@ -1007,6 +1055,14 @@ def markdown(res) -> str:
             L.append(f"| {r['rows']:,} | {r['dsl_s'] * 1e3:.2f} ms | {r['numpy_s'] * 1e3:.2f} ms "
                      f"| {r['dsl_ns_per_row']:.1f} | {r['numpy_ns_per_row']:.1f} | {r['ratio']:.2f} "
                      f"| {'yes' if r['agrees'] else 'NO'} ({r['max_rel_diff']:.0e}) |")
+        L.append("")
+    if "memory" in res:
+        L.append("### Peak memory of the seed network's `loss` and `grad` (tracemalloc)\n")
+        L.append("| function | rows | dsl | hand numpy | x numpy |")
+        L.append("| --- | ---: | ---: | ---: | ---: |")
+        for r in res["memory"]["rows"]:
+            L.append(f"| `{r['function']}` | {r['rows']:,} | {r['dsl_mib']:.2f} MiB "
+                     f"| {r['numpy_mib']:.2f} MiB | {r['ratio']:.3f} |")
         L.append("")
     if "data" in res:
         d = res["data"]
@@ -1165,7 +1221,8 @@ def _keep_earlier_sections(res: dict, out: str, sections: list[str]) -> None:
             earlier = json.load(f)
     except (OSError, ValueError):
         return
-    kept = [s for s in ("seed", "mnist", "compile", "grad", "data", "fit") if s not in sections and s in earlier]
+    kept = [s for s in ("seed", "mnist", "compile", "grad", "memory", "data", "fit")
+            if s not in sections and s in earlier]
     for s in kept:
         res[s] = earlier[s]
     if kept:
@@ -1194,7 +1251,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--quick", action="store_true", help="the same sections, small: about a minute")
-    ap.add_argument("--only", default="seed,mnist,compile,grad", help="sections, comma-separated")
+    ap.add_argument("--only", default="seed,mnist,compile,grad,memory", help="sections, comma-separated")
     ap.add_argument("--without", default="", help="leave out optional libraries, e.g. torch,jax")
     ap.add_argument("--out", help="folder for results (default bench/, or bench/quick/ with --quick)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
@@ -1219,7 +1276,7 @@ def main(argv=None) -> int:
     if args.report_only:
         return report(out)
     sections = [s for s in args.only.split(",") if s]
-    unknown = set(sections) - {"seed", "mnist", "compile", "grad", "data", "fit"}
+    unknown = set(sections) - {"seed", "mnist", "compile", "grad", "memory", "data", "fit"}
     if unknown:
         ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     command = " ".join(["python bench/run.py", *(argv if argv is not None else sys.argv[1:])])
@@ -1241,6 +1298,9 @@ def main(argv=None) -> int:
     if "grad" in sections:
         log("full-batch gradient of the seed network")
         res["grad"] = bench_grad(cfg)
+    if "memory" in sections:
+        log("peak memory of loss and grad, the seed network")
+        res["memory"] = bench_memory(res["mode"])
     if "data" in sections:
         res["data"] = bench_data(res["mode"], run_cache, res["notes"])
     if "fit" in sections:

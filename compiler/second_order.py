@@ -248,18 +248,11 @@ class SecondOrderWriter(ModuleWriter):
         super()._accumulate(body, node, target, code, shape, adjoint, reads, views, same)
         if self.tadj is None or local is None or self._tangent_of(target) != target:
             return  # no tangents wanted, or the adjoint is another unchanged: so is its tangent
-        # what a tangent of a local map may read: the values and tangents around the node,
-        # the adjoint and its tangent
-        around = [node.name, *node.inputs]
-        reads = {value_name(n) for n in around} | {_token(s) for s in G.free_symbols}
-        reads |= {tangent(value_name(n)) for n in around if n in self.varies}
-        if self._tangent_of(node.name) in self.tadj:
-            reads.add(tangent(grad_name(self._tangent_of(node.name))))
         got = (self._elementwise_tangent(body, node, local, G, gshape) if node.op == "elementwise"
                else self._structural_tangent(body, node, local, G, gshape))
         if got is None:
             return
-        tcode, tshape = got
+        tcode, tshape, reads = got
         if node.op == "elementwise" and _loses_count(tshape, node.shape, self.g.nodes[target].shape):
             tcode, tshape = self._full(body, tcode, node.shape), tuple(node.shape)
         tcode, tshape = _reduce_to(tcode, tshape, self.g.nodes[target].shape)
@@ -315,10 +308,30 @@ class SecondOrderWriter(ModuleWriter):
                 terms.append((_coef_once(f"G·∂factor/∂{k}", shaped,
                                          lambda: G * sp.diff(local.factor, s)),
                               tangent(value_name(s.name)), self.g.nodes[s.name].shape))
-        code, shape, _ = self._terms(body, terms, shapes)
-        return None if code == "0.0" else (code, shape)
+        code, shape, reads = self._terms(body, terms, shapes)
+        return None if code == "0.0" else (code, shape, reads)
 
     def _structural_tangent(self, body, node, local, G, gshape):
+        got = self._structural_tangent_code(body, node, local, G, gshape)
+        if got is None:
+            return None
+        # what the map's product rule reads: dG, and per op the values and tangents around
+        a = [value_name(i) for i in node.inputs]
+        da = [tangent(x) if i in self.varies else None for x, i in zip(a, node.inputs)]
+        y, dy = value_name(node.name), tangent(value_name(node.name))
+        dG = self._adjoint_tangent(node, G)
+        g_ = {_token(s) for s in G.free_symbols}
+        reads = {dG[0]} if dG is not None else set()
+        if node.op == "matmul":
+            other = 1 - local.index
+            reads |= ({a[other]} if dG is not None else set()) | (g_ | {da[other]} if da[other] else set())
+        elif node.op == "logsumexp":
+            reads |= {a[0], y} | (g_ | {da[0], dy} if da[0] else set())
+        elif node.op == "softmax":
+            reads |= {y} | (g_ | {dy} if node.name in self.varies else set())
+        return (*got, reads)
+
+    def _structural_tangent_code(self, body, node, local, G, gshape):
         g = self.g
         k_in = local.index
         a = [value_name(i) for i in node.inputs]
@@ -481,7 +494,8 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                   returns: str, doc: str) -> str:
         """The function that returns `returns`, which reads the variables `keep`."""
         fixed = {"dt", *(size_name(d) for d in self.g.size_names())}  # read by shapes, dtypes
-        lines = render(head + stmts, keep | fixed, bound={st.target for st in head})
+        bound = {value_name(n) for n in (*self.g.params, *self.g.inputs)} | fixed
+        lines = render(head + stmts, keep | fixed, bound)
         text = f"def {name}(params, inputs):\n    \"\"\"{doc}\"\"\"\n"
         return text + "".join(f"    {ln}\n" for ln in lines + [f"return {returns}"])
 

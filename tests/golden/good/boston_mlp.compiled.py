@@ -317,10 +317,11 @@ def jacobian(params, inputs):
     # line 12: L1 = X @ W1 + b1
     t1_L1 = v_X @ v_W1
     dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)
+    del dv_W1
     v_L1 = t1_L1 + v_b1
     del t1_L1
     dv_L1 = dt1_L1 + dv_b1
-    del dt1_L1
+    del dt1_L1, dv_b1
     # line 13: h = sigmoid(L1)
     v_h = _sigmoid(v_L1)
     del v_L1
@@ -328,9 +329,9 @@ def jacobian(params, inputs):
     del dv_L1
     # line 14: yhat = h @ W2 + b2
     dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)
-    del dv_h, v_h
+    del dv_W2, dv_h, v_h
     dv_yhat = dv_b2 + dt1_yhat
-    del dt1_yhat
+    del dt1_yhat, dv_b2
     d_res = dv_yhat
     return np.reshape(d_res, (-1, N_PARAMS))
 
@@ -351,37 +352,40 @@ def hessian(params, inputs):
     # line 12: L1 = X @ W1 + b1
     t1_L1 = v_X @ v_W1
     dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)
+    del dv_W1
     v_L1 = t1_L1 + v_b1
+    del t1_L1
     dv_L1 = dt1_L1 + dv_b1
+    del dt1_L1, dv_b1
     # line 13: h = sigmoid(L1)
     v_h = _sigmoid(v_L1)
+    del v_L1
     dv_h = ((1 - v_h)*v_h)[..., None]*dv_L1
+    del dv_L1
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
     dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)
     v_yhat = v_b2 + t1_yhat
+    del t1_yhat
     dv_yhat = dv_b2 + dt1_yhat
-    # line 15: loss = mean((yhat - y)^2)
-    t1_loss = (v_yhat - v_y)**2
-    dt1_loss = (2*(v_yhat - v_y))[..., None]*dv_yhat
+    del dt1_yhat, dv_b2
     # line 15: ∂ loss = mean((yhat - y)^2)
     gt1_loss = 1 / n_N
     g_yhat = 2*(v_yhat - v_y)*gt1_loss
+    del v_yhat
     dg_yhat = 2*gt1_loss*dv_yhat
-    del dt1_loss, gt1_loss, t1_loss
+    del dv_yhat, gt1_loss
     # line 14: ∂ yhat = h @ W2 + b2
     dg_b2 = dg_yhat.sum(axis=0)
-    del dv_yhat, v_yhat
     g_h = g_yhat @ v_W2.T
     dg_h = np.einsum("ijp,kj->ikp", dg_yhat, v_W2) + np.einsum("ij,kjp->ikp", g_yhat, dv_W2)
+    del dv_W2
     dg_W2 = np.einsum("ikp,ij->kjp", dv_h, g_yhat) + np.einsum("ik,ijp->kjp", v_h, dg_yhat)
-    del dg_yhat, dt1_yhat, g_yhat, t1_yhat
+    del dg_yhat, g_yhat
     # line 13: ∂ h = sigmoid(L1)
-    g_L1 = (1 - v_h)*g_h*v_h
     dg_L1 = ((1 - v_h)*v_h)[..., None]*dg_h + ((1 - 2*v_h)*g_h)[..., None]*dv_h
     del dg_h, dv_h, g_h, v_h
     # line 12: ∂ L1 = X @ W1 + b1
     dg_b1 = dg_L1.sum(axis=0)
-    del dv_L1, v_L1
     dg_W1 = np.einsum("ik,ijp->kjp", v_X, dg_L1)
     return np.concatenate([np.reshape(dg_W1, (130, N_PARAMS)), np.reshape(dg_b1, (10, N_PARAMS)), np.reshape(dg_W2, (10, N_PARAMS)), np.reshape(dg_b2, (1, N_PARAMS))])

@@ -245,8 +245,11 @@ def hessian(params, inputs):
     # line 10: z = X @ W + b
     t1_z = v_X @ v_W
     dt1_z = np.einsum("ik,kjp->ijp", v_X, dv_W)
+    del dv_W
     v_z = v_b + t1_z
+    del t1_z
     dv_z = dv_b + dt1_z
+    del dt1_z, dv_b
     # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
     dt4_loss = np.sum(np.exp(v_z - t4_loss)[..., None] * dv_z, axis=1, keepdims=True)
@@ -257,12 +260,10 @@ def hessian(params, inputs):
     _d0 = gt2_loss*v_Y
     del gt2_loss
     gt4_loss = (-_d0).sum(axis=1, keepdims=True)
-    g_z = _d0 + np.exp(v_z - t4_loss) * gt4_loss
     del _d0
     dg_z = np.exp(v_z - t4_loss)[..., None]*(np.expand_dims(gt4_loss, -1)*(dv_z - dt4_loss))
-    del dt4_loss, gt4_loss, t4_loss
+    del dt4_loss, dv_z, gt4_loss, t4_loss, v_z
     # line 10: ∂ z = X @ W + b
     dg_b = dg_z.sum(axis=0)
-    del dv_z, v_z
     dg_W = np.einsum("ik,ijp->kjp", v_X, dg_z)
     return np.concatenate([np.reshape(dg_W, (12, N_PARAMS)), np.reshape(dg_b, (3, N_PARAMS))])

@@ -204,6 +204,7 @@ def jacobian(params, inputs):
     dv_d_cm = np.eye(N_PARAMS, dtype=dt)[1]
     # line 20: That = period(L + d_cm / 100, g)
     dv_That = (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/v_g)[..., None]*dv_g
+    del dv_d_cm, dv_g
     d_res = (1/v_sigma)[..., None]*dv_That
     return np.reshape(d_res, (-1, N_PARAMS))
 
@@ -221,14 +222,12 @@ def hessian(params, inputs):
     # line 20: That = period(L + d_cm / 100, g)
     v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
     dv_That = (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/v_g)[..., None]*dv_g
-    # line 23: chi2 = mean(((That - T) / sigma)^2)
-    t1_chi2 = (v_That - v_T)**2/v_sigma**2
-    dt1_chi2 = (2*(v_That - v_T)/v_sigma**2)[..., None]*dv_That
     # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
     gt1_chi2 = 1 / n_N
     g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
+    del v_That
     dg_That = (2*gt1_chi2/v_sigma**2)[..., None]*dv_That
-    del dt1_chi2, gt1_chi2, t1_chi2
+    del dv_That, gt1_chi2
     # line 20: ∂ That = period(L + d_cm / 100, g)
     dg_d_cm = ((np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/(100*v_L + v_d_cm))[..., None]*dg_That + (((1/200)*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/((v_L + (1/100)*v_d_cm)*(100*v_L + v_d_cm)) - np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/(100*v_L + v_d_cm)**2)*g_That)[..., None]*dv_d_cm - ((1/2)*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*g_That*v_pi/(v_g*(100*v_L + v_d_cm)))[..., None]*dv_g).sum(axis=0)
     dg_g = (-(np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/v_g)[..., None]*dg_That - ((1/200)*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*g_That*v_pi/(v_g*(v_L + (1/100)*v_d_cm)))[..., None]*dv_d_cm + ((3/2)*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*g_That*v_pi/v_g**2)[..., None]*dv_g).sum(axis=0)

@@ -237,26 +237,27 @@ def hessian(params, inputs):
     # line 10: L1 = k1 * x + b1
     v_L1 = v_b1 + v_k1*v_x
     dv_L1 = dv_b1 + v_x*dv_k1
+    del dv_b1, dv_k1
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
+    del v_L1
     dv_s = (1 - v_s)*v_s*dv_L1
+    del dv_L1
     # line 12: L2 = k2 * s + b2
     v_L2 = v_b2 + v_k2*v_s
     dv_L2 = dv_b2 + v_s*dv_k2 + v_k2*dv_s
-    # line 13: loss = (L2 - y)^2
-    v_loss = (v_L2 - v_y)**2
-    dv_loss = 2*(v_L2 - v_y)*dv_L2
+    del dv_b2
     # line 13: ∂ loss = (L2 - y)^2
     g_L2 = 2*(v_L2 - v_y)
+    del v_L2
     dg_L2 = 2*dv_L2
-    del dv_loss, v_loss
+    del dv_L2
     # line 12: ∂ L2 = k2 * s + b2
     dg_k2 = v_s*dg_L2 + g_L2*dv_s
     g_s = g_L2*v_k2
     dg_s = v_k2*dg_L2 + g_L2*dv_k2
-    del dv_L2, g_L2, v_L2
+    del dv_k2, g_L2
     # line 11: ∂ s = sigmoid(L1)
-    g_L1 = (1 - v_s)*g_s*v_s
     dg_L1 = (1 - v_s)*v_s*dg_s + (1 - 2*v_s)*g_s*dv_s
     del dg_s, dv_s, g_s, v_s
     # line 10: ∂ L1 = k1 * x + b1
