@@ -5,4 +5,4 @@ Imports only the standard library, sympy and numpy; never `dsl`.
 
 # Part of the compile cache's key; bumped when fixes change generated code, so stale cached modules
 # are not reused. Here, not in codegen, so that a cached command reads it without importing sympy.
-CODEGEN_VERSION = "11"
+CODEGEN_VERSION = "12"

@@ -32,8 +32,8 @@ from compiler.functions import ComparisonBase, print_condition, sigmoid, softplu
 from compiler.ir import Graph, Node, symbol
 from compiler.stable import stabilize_graph
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
-                            grad_name, is_user_node, size_name, temp_index, temp_symbols,
-                            value_name)
+                            grad_name, is_user_node, size_name, spelled_as_temp, temp_index,
+                            temp_symbols, value_name)
 from compiler.memo import shape_of, template as memo_template
 from compiler.shape import Shape, broadcast, summed_axes
 
@@ -329,7 +329,7 @@ def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]], 
     finally:
         _PRINTER.steps = False
     temps = [t for t, _ in replacements]
-    if not any(s.name.startswith(prefix) for s in symbols):  # else cse skipped a number
+    if not any(spelled_as_temp(s, prefix) for s in symbols):  # else cse skipped a number
         slots = {x: k for k, x in enumerate((*symbols, *temps))}
         tokens = {_token(x): k for x, k in slots.items()}
         template = tuple(

@@ -77,5 +77,11 @@ def temp_symbol(prefix: str, k: int) -> Temp:
     return Temp(f"{prefix}{k}", real=True)
 
 
+def spelled_as_temp(s: sp.Symbol, prefix: str) -> bool:
+    """Does a symbol's name begin like the temporaries `prefix0`, `prefix1`, ...? sympy's cse
+    then skips the numbers such names could spell."""
+    return s.name.startswith(prefix)
+
+
 def temp_index(temp: Temp, prefix: str) -> int:
     return int(temp.name[len(prefix):])

@@ -514,10 +514,13 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
             res = print_expr(ls.residual)
             if have != shape:
                 res = body.broadcast(res, have, shape)
-            stmts = body.stmts + [Stmt("res", res, frozenset(_token(s) for s in shapes))]
+            stmts = list(body.stmts)
+            if not (ls.residual.is_Symbol and have == shape):  # a node itself is returned as is
+                stmts.append(Stmt("res", res, frozenset(_token(s) for s in shapes)))
+                res = "res"
             if not with_tangent:
                 out.append(self._function(
-                    "residuals", self._head(body, False), stmts, {"res"}, "np.reshape(res, -1)",
+                    "residuals", self._head(body, False), stmts, {res}, f"np.reshape({res}, -1)",
                     f"The residuals r, flattened: `{g.objective}` == LEAST_SQUARES_FACTOR · "
                     f"{ls.kind}(r²)."))
                 continue
@@ -529,10 +532,12 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                 code = f"np.zeros({_tangent_shape(body, shape)}, dtype=dt)"
             elif tshape != shape:
                 code = self._full(body, code, shape)
-            stmts.append(Stmt("d_res", code, frozenset(reads)))
+            d_res = code if reads == {code} else "d_res"  # one tangent, as it is
+            if d_res == "d_res":
+                stmts.append(Stmt("d_res", code, frozenset(reads)))
             out.append(self._function(
-                "jacobian", self._head(body, True), stmts, {"d_res"},
-                f"np.reshape(d_res, (-1, {P}))",
+                "jacobian", self._head(body, True), stmts, {d_res},
+                f"np.reshape({d_res}, (-1, {P}))",
                 "∂r/∂params: one row per residual, one column per param element (PARAMS "
                 "order, each flattened in C order)."))
         return out

@@ -277,3 +277,29 @@ def test_loss_and_grad_peak_memory_is_hand_numpys():
     inputs = {"X": X, "y": y}
     assert peak(lambda: mod.loss(p, inputs)) <= 1.2 * peak(hand_loss)
     assert peak(lambda: mod.grad(p, inputs)) <= 1.2 * peak(hand_grad)
+
+
+def _function(src: str, name: str) -> str:
+    start = src.index(f"\ndef {name}(")
+    end = src.find("\ndef ", start + 1)
+    return src[start:end if end > 0 else len(src)]
+
+
+def test_relu_derivative_reads_the_value_and_a_constant_adjoint_stays_a_scalar():
+    """issue 14: relu' recomputed the pre-activation (`np.maximum(np.sign(v_b1 + t1_h), 0.0)`,
+    keeping `t1_h` alive), and the mean's adjoint through `sum(..., axis = 1)` was made a full
+    array (`np.expand_dims(np.full((n_N,), gt2_loss, dtype=dt), 1)`)."""
+    grad = _function(_source((ROOT / "examples/mnist_mlp.model").read_text()), "grad")
+    assert "g_h*(v_h > 0)" in grad and "np.sign" not in grad and "t1_h" not in grad.split(
+        "# line 14: ∂")[1]
+    assert "np.full" not in grad and "np.broadcast_to" not in grad
+
+
+@pytest.mark.parametrize("example", ["boston_mlp", "mnist_mlp", "iris_softmax", "seed_graph"])
+def test_no_line_only_renames_a_value(example):
+    """issue 14: no alias lines (`gt1_yhat = g_yhat`): an adjoint equal to another is that one."""
+    src = _source((ROOT / f"examples/{example}.model").read_text())
+    for fn in ("loss_and_grad", "grad", "gradients", "sgd_step", "residuals", "jacobian",
+               "hessian"):
+        body = _function(src, fn) if f"def {fn}(" in src else ""
+        assert not re.findall(r"^    (\w+) = ([A-Za-z_]\w*)$", body, re.M), fn

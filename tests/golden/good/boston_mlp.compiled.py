@@ -331,9 +331,7 @@ def jacobian(params, inputs):
     dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)
     del dv_W2, dv_h, v_h
     dv_yhat = dv_b2 + dt1_yhat
-    del dt1_yhat, dv_b2
-    d_res = dv_yhat
-    return np.reshape(d_res, (-1, N_PARAMS))
+    return np.reshape(dv_yhat, (-1, N_PARAMS))
 
 def hessian(params, inputs):
     """∂²loss/∂params²: N_PARAMS x N_PARAMS, rows and columns in the order of the jacobian's columns."""
