@@ -925,8 +925,8 @@ def targets(res) -> list[dict]:
             "whole processes, side by side", st["ratio_cpu"])
     if "memory" in res:
         for r in res["memory"]["rows"]:
-            add(f"peak memory of {r['function']} / hand numpy, {r['rows']:,} rows", r["ratio"], "<=",
-                1.05, "tracemalloc, the seed network")
+            add(f"peak memory of {r['function']} / hand numpy, {r['rows']:,} rows", r["ratio"],
+                "<=", 1.05, "tracemalloc, the seed network")
     if "fit" in res:
         fit_section.fit_targets(res, add)
     return out
@@ -1251,7 +1251,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--quick", action="store_true", help="the same sections, small: about a minute")
-    ap.add_argument("--only", default="seed,mnist,compile,grad,memory", help="sections, comma-separated")
+    ap.add_argument("--only", default="seed,mnist,compile,grad,memory",
+                    help="sections, comma-separated")
     ap.add_argument("--without", default="", help="leave out optional libraries, e.g. torch,jax")
     ap.add_argument("--out", help="folder for results (default bench/, or bench/quick/ with --quick)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")

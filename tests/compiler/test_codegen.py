@@ -226,8 +226,8 @@ def _released_late(src: str) -> list[str]:
                 isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)
                 for n in ast.walk(st))]
             rest = body[reads[-1] + 1:] if reads else body
-            if all(isinstance(st, (ast.AugAssign, ast.Return)) or isinstance(st.targets[0], ast.Subscript)
-                   for st in rest):
+            if all(isinstance(st, (ast.AugAssign, ast.Return))
+                   or isinstance(st.targets[0], ast.Subscript) for st in rest):
                 continue  # nothing is computed after its last use: the updates and `return`
             after = rest[0]
             if not (isinstance(after, ast.Delete) and name in {t.id for t in after.targets}):
