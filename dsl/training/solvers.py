@@ -40,6 +40,7 @@ class _Run:
         # Jacobian) of the latest Jacobian: bytes compare in a fraction of np.array_equal's time
         self.last = self.last_jacobian = None
         self.before = 0.0  # seconds of the run resumed from
+        self.nonfinite = False  # residuals or a Jacobian that were not finite were handed out
 
     def seen(self, x, f: float) -> None:
         if math.isfinite(f) and f < self.best_f and np.isfinite(x).all():
@@ -77,6 +78,7 @@ class _Run:
         r = np.asarray(self.module.residuals(self.flat.unpack(x), self.train), dtype=np.float64)
         rss = float(r @ r)
         self.seen(x, rss)
+        self.nonfinite |= not math.isfinite(rss)
         self.last = (key, rss, r.size, r)
         return r
 
@@ -88,6 +90,7 @@ class _Run:
         self.counts["jacobian"] += 1
         self.iteration(x)
         j = np.asarray(self.module.jacobian(self.flat.unpack(x), self.train), dtype=np.float64)
+        self.nonfinite |= not np.isfinite(j).all()
         self.last_jacobian = (key, j)
         return j
 
@@ -140,14 +143,22 @@ def solve(module, params, train, test, cfg, progress=None, start: Checkpoint | N
                                          dict(run.counts), math.nan)
         return result
     run.t0 = t0 = time.perf_counter()
+    refused = False  # least_squares raises on residuals or a Jacobian that are not finite
     try:
         res = _SOLVERS[opt.name](run, x0, lo, hi, bounded, opt.args, cap)
     except KeyboardInterrupt:
         res = None
         result.interrupted, result.stopped_at = True, first + run.iterations
+    except ValueError:
+        if not run.nonfinite:
+            raise
+        res, refused = None, True
     spent = time.perf_counter() - t0 - run.logging
     x = run.best_x if run.best_x is not None else x0
     reason, detail, converged = "interrupted", "stopped by Ctrl-C", False
+    if refused:
+        reason, detail = "diverged", ("the solver stopped on residuals or a Jacobian that were "
+                                      "not finite; the best params it saw are kept")
     end = None  # (loss, gradient) at x
     if res is not None:
         reason, detail, converged = _reason(opt.name, bounded, res)
@@ -195,6 +206,8 @@ def _lm(run: _Run, x0, lo, hi, bounded, args, cap):
         again = so.least_squares(run.residuals, x0, jac=run.jacobian, method="trf",
                                  x_scale="jac", max_nfev=max(cap - res.nfev, 1), **tol)
     except ValueError:  # trf refuses a Jacobian that is not finite: the lm fit stands
+        if not run.nonfinite:
+            raise
         again = None
     better = (again if again is not None and np.all(np.isfinite(again.fun))
               and again.cost < res.cost else res)

@@ -236,3 +236,31 @@ def test_lm_keeps_its_fit_when_the_trf_refit_meets_a_jacobian_that_is_not_finite
     conv = model.last_fit.convergence
     assert "fitted again with 'trf'; kept the lm fit" in conv.detail
     assert all(np.isfinite(float(v)) for v in model.params.values())
+
+
+def test_a_solver_that_refuses_values_that_are_not_finite_keeps_the_best_params(tmp_path):
+    """Rat43 with a bound (so trf) from a start where trf steps to a Jacobian that is not
+    finite: least_squares raises, and the run ends `diverged` with the best params it saw,
+    not with an internal error."""
+    (tmp_path / "Rat43.csv").write_bytes((NIST / "Rat43.csv").read_bytes())
+    path = write(tmp_path, """data "Rat43.csv"
+input x[N] <- x
+input y[N] <- y
+param b1 = 204.71629338125928 in [0, inf)
+param b2 = -131.07319701787563
+param b3 = 0.04003692667006907
+param b4 = 9.960545081853889
+f = b1 / (1 + exp(b2 - b3*x))^(1/b4)
+rss = sum((f - y)^2)
+minimize rss
+""")
+    model = dsl.load(str(path))
+    model.fit()
+    conv = model.last_fit.convergence
+    assert conv.reason == "diverged" and not conv.converged and "not finite" in conv.detail
+    train = model.dataset().train
+    start = {"b1": 204.71629338125928, "b2": -131.07319701787563, "b3": 0.04003692667006907,
+             "b4": 9.960545081853889}
+    with np.errstate(all="ignore"):
+        before = float(model.module.loss({k: np.array(v) for k, v in start.items()}, train))
+        assert float(model.module.loss(model.params, train)) < before
