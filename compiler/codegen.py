@@ -28,7 +28,8 @@ from sympy.printing.numpy import NumPyPrinter
 from compiler.derive import STRUCTURAL_MAPS, StructuralMap, backward_plan
 from compiler.deps import ancestors
 from compiler.errors import InternalError
-from compiler.functions import ComparisonBase, print_condition, sigmoid, softplus
+from compiler import ops
+from compiler.functions import ComparisonBase, OpPrinter, print_condition
 from compiler.ir import Graph, Node, symbol
 from compiler.stable import stabilize_graph
 from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoint_symbol,
@@ -38,9 +39,7 @@ from compiler.memo import shape_of, template as memo_template
 from compiler.shape import Shape, broadcast, summed_axes
 
 # Structural ops whose numpy result is a view of their operand (shares its memory).
-_VIEW_OPS = ("transpose", "index", "slice")
-
-_NUMPY_COMPARISON = {op: op for op in ("<", "<=", ">", ">=", "==", "!=")}
+_VIEW_OPS = tuple(s.ir for s in ops.STRUCTURAL.values() if s.view)
 
 # Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
 _HELPERS = {
@@ -51,28 +50,12 @@ _HELPERS = {
     out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
     return out if keepdims else (np.squeeze(out, axis=axis) if axis is not None else out.reshape(()))
 ''',
-    "erf": "from scipy.special import erf as _erf  # numpy has no error function",
-    "sigmoid": '''def _sigmoid(a):
-    """1/(1 + exp(-a)) as 0.5 + 0.5 tanh(a/2), which cannot overflow, in one new array."""
-    out = np.multiply(a, 0.5)
-    if not out.ndim:  # a scalar
-        return 0.5 + 0.5*np.tanh(out)
-    np.tanh(out, out=out)
-    out *= 0.5
-    out += 0.5
-    return out
-''',
     "softmax": '''def _softmax(a, axis):
     """exp(a) / Σ exp(a) along axis, shifted by the maximum so that nothing overflows."""
     e = np.exp(a - np.max(a, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 ''',
 }
-
-# The helpers the printer calls, and the functions in a node's value that bring them into its
-# code or its derivatives' (softplus' is sigmoid).
-_PRINTED_HELPERS = {"erf": (sp.erf,), "sigmoid": (sigmoid, softplus)}
-
 
 # In the docstring of every module that has sgd_step (issue 12: a float param stayed frozen).
 SGD_STEP_DOC = """sgd_step updates each param array in place and writes each param back into `params`,
@@ -100,8 +83,10 @@ class PositiveTermsFirst:
         return out
 
 
-class NumpyCode(PositiveTermsFirst, NumPyPrinter):
-    """NumPyPrinter with our names, `np.` and the rules for our functions."""
+class NumpyCode(OpPrinter, PositiveTermsFirst, NumPyPrinter):
+    """NumPyPrinter with our names, `np.`, and our functions as `compiler.ops` writes them."""
+
+    style = "numpy"
 
     def __init__(self):
         super().__init__({"fully_qualified_modules": False, "inline": True})
@@ -120,9 +105,6 @@ class NumpyCode(PositiveTermsFirst, NumPyPrinter):
 
     def _print_Temp(self, expr):
         return expr.name
-
-    def _print_sigmoid(self, expr):
-        return f"_sigmoid({self._print(expr.args[0])})"
 
     def _print_Mul(self, expr):
         """Compound factors before plain names: numpy computes a compound factor into a new
@@ -145,18 +127,6 @@ class NumpyCode(PositiveTermsFirst, NumPyPrinter):
         finally:
             self._settings["order"] = order
 
-    def _print_relu(self, expr):
-        return f"np.maximum({self._print(expr.args[0])}, 0.0)"
-
-    def _print_softplus(self, expr):
-        return f"np.logaddexp(0.0, {self._print(expr.args[0])})"
-
-    def _print_maximum(self, expr):
-        return "np.maximum({}, {})".format(*(self._print(a) for a in expr.args))
-
-    def _print_minimum(self, expr):
-        return "np.minimum({}, {})".format(*(self._print(a) for a in expr.args))
-
     def _print_Heaviside(self, expr):
         """A float step, not a comparison: a boolean array cannot be negated or subtracted
         (`-(x > 0)` raises), and the derivative of `relu(a - b)` by `b` is exactly that."""
@@ -167,33 +137,12 @@ class NumpyCode(PositiveTermsFirst, NumPyPrinter):
             return f"(0.5 + 0.5*np.sign({x}))"
         return f"np.heaviside({x}, {float(h0)!r})"
 
-    def _print_erf(self, expr):
-        return f"_erf({self._print(expr.args[0])})"
-
     def _print_ComparisonBase(self, expr):
         """As the params' dtype: a boolean array cannot be negated or subtracted."""
-        return f"({self._condition(expr)}).astype(dt)"
-
-    def _condition(self, expr) -> str:
-        """A test as a boolean array: a comparison itself, anything else `!= 0`."""
-        return print_condition(self, expr, _NUMPY_COMPARISON)
-
-    def _print_where(self, expr):
-        c, a, b = expr.args
-        return f"np.where({self._condition(c)}, {self._branch(a)}, {self._branch(b)})"
-
-    def _branch(self, expr) -> str:
-        """A whole-number branch as a float: `np.where(c, 1, 0)` would be an integer array."""
-        return f"{float(expr)!r}" if expr.is_Integer else self._print(expr)
-
-    def _print_clip(self, expr):
-        return "np.clip({}, {}, {})".format(*(self._print(a) for a in expr.args))
+        return f"({print_condition(self, expr)}).astype(dt)"
 
     def _print_sign(self, expr):
         return f"np.sign({self._print(expr.args[0])})"
-
-    def _print_Abs(self, expr):
-        return f"np.abs({self._print(expr.args[0])})"
 
     def _print_Pow(self, expr, rational=False):
         base, e = expr.args
@@ -698,10 +647,11 @@ class ModuleWriter:
                 f"STABLE_REWRITES = {g.rewrites!r}  # what `run` reports", *extra_meta]
         meta += [f"{value_name(c)} = {float(g.nodes[c].value)!r}" + _one_line(f"  # {g.nodes[c].source}")
                  for c in consts]
-        for helper, fns in _PRINTED_HELPERS.items():
-            if any(n.expr is not None and n.expr.has(*fns) for n in g.nodes.values()):
-                self.helpers.add(helper)
-        helpers = [_HELPERS[h] for h in sorted(self.helpers)]
+        for name, f in ops.FUNCTIONS.items():  # a function numpy lacks: its helper, if used
+            fns = [ops.sympy_of(n) for n in ops.brought_by(name)] if f.helper else []
+            if fns and any(n.expr is not None and n.expr.has(*fns) for n in g.nodes.values()):
+                self.helpers.add(name)
+        helpers = [_HELPERS.get(h) or ops.HELPERS[h][1] for h in sorted(self.helpers)]
         parts = ["\n".join(header), "\n".join(meta) + "\n", *helpers, *funcs]
         return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
 

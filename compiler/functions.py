@@ -1,4 +1,5 @@
-"""The sympy side of each built-in function (the table of them is `compiler.builtins`).
+"""The sympy side of the functions of `compiler.ops` that sympy lacks, and the rules every printer
+of them shares (`OpPrinter`, `print_condition`).
 
 Elementwise functions are sympy functions. Activations whose derivative is best written through
 their own value are `Function` subclasses with an `fdiff` (sigmoid' = sigmoid·(1 - sigmoid)), so
@@ -8,8 +9,9 @@ relu'(0) = 0, abs'(0) = 0, and ties of max/min split the gradient in half.
 from __future__ import annotations
 
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p, log10
 from sympy.printing.precedence import PRECEDENCE
+
+from compiler.ops import COMPARISONS as _COMPARISONS, printed_by_template
 
 
 class sigmoid(sp.Function):
@@ -52,9 +54,6 @@ class maximum(sp.Function):
         a, b = self.args
         return sp.Heaviside(a - b, sp.S.Half) if argindex == 1 else sp.Heaviside(b - a, sp.S.Half)
 
-    def _sympystr(self, printer):
-        return "max(%s)" % ", ".join(printer._print(a) for a in self.args)
-
 
 class minimum(sp.Function):
     """Elementwise min(a, b); a tie gives each side half the gradient, as PyTorch does."""
@@ -64,9 +63,6 @@ class minimum(sp.Function):
     def fdiff(self, argindex=1):
         a, b = self.args
         return sp.Heaviside(b - a, sp.S.Half) if argindex == 1 else sp.Heaviside(a - b, sp.S.Half)
-
-    def _sympystr(self, printer):
-        return "min(%s)" % ", ".join(printer._print(a) for a in self.args)
 
 
 class ComparisonBase(sp.Function):
@@ -87,29 +83,28 @@ class ComparisonBase(sp.Function):
             return sp.S.One if cls.holds(float(a), float(b)) else sp.S.Zero
 
 
-def print_condition(printer, expr: sp.Expr, symbols: dict[str, str]) -> str:
-    """A test as written, in a printer's own comparison symbols (`symbols` maps `<`, ..., `!=`):
-    a comparison itself, any other value as `value != 0`. One rule for code and maths."""
+def print_condition(printer, expr: sp.Expr) -> str:
+    """A test as written, in the comparison symbols of the printer's `style`: a comparison
+    itself, any other value as `value != 0`. One rule for code and maths."""
     add = PRECEDENCE["Add"]
     if isinstance(expr, ComparisonBase):
         a, b = (printer.parenthesize(x, add) for x in expr.args)
-        return f"{a} {symbols[expr.symbol]} {b}"
-    return f"{printer.parenthesize(expr, add)} {symbols['!=']} 0"
+        return f"{a} {_COMPARISONS[expr.symbol].symbol(printer.style)} {b}"
+    return f"{printer.parenthesize(expr, add)} {_COMPARISONS['!='].symbol(printer.style)} 0"
 
 
-def _compare(name: str, symbol: str, holds) -> type:
+def _compare(name: str, symbol: str) -> type:
+    holds = _COMPARISONS[symbol].fold
     return type(name, (ComparisonBase,), {"symbol": symbol, "holds": staticmethod(holds),
-                                   "__doc__": f"`a {symbol} b` as 1 or 0."})
+                                          "__doc__": f"`a {symbol} b` as 1 or 0."})
 
 
-COMPARISONS = {
-    "<": _compare("less", "<", lambda a, b: a < b),
-    "<=": _compare("less_equal", "<=", lambda a, b: a <= b),
-    ">": _compare("greater", ">", lambda a, b: a > b),
-    ">=": _compare("greater_equal", ">=", lambda a, b: a >= b),
-    "==": _compare("equal", "==", lambda a, b: a == b),
-    "!=": _compare("not_equal", "!=", lambda a, b: a != b),
-}
+less = _compare("less", "<")
+less_equal = _compare("less_equal", "<=")
+greater = _compare("greater", ">")
+greater_equal = _compare("greater_equal", ">=")
+equal = _compare("equal", "==")
+not_equal = _compare("not_equal", "!=")
 
 
 class where(sp.Function):
@@ -140,7 +135,7 @@ class clip(sp.Function):
 
     def fdiff(self, argindex=1):
         x, lo, hi = self.args
-        lt, le = COMPARISONS["<"], COMPARISONS["<="]
+        lt, le = less, less_equal
         if argindex == 1:
             return le(lo, x) * le(x, hi)
         if argindex == 2:
@@ -148,18 +143,45 @@ class clip(sp.Function):
         return lt(hi, x) * le(lo, hi) + lt(hi, lo)
 
 
-# The sympy side of each elementwise built-in.
-ELEMENTWISE = {
-    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "abs": sp.Abs, "sin": sp.sin, "cos": sp.cos,
-    "tanh": sp.tanh, "sigmoid": sigmoid, "relu": relu, "softplus": softplus,
-    "square": lambda x: x**2, "max": maximum, "min": minimum,
-    "atan": sp.atan, "asin": sp.asin, "acos": sp.acos, "sinh": sp.sinh, "cosh": sp.cosh,
-    "log10": log10, "log1p": log1p, "expm1": expm1, "erf": sp.erf,
-    "where": where, "clip": clip, **COMPARISONS,
-}
+def square(x: sp.Expr) -> sp.Expr:
+    """x², as sympy writes a square (so `x^2` and `square(x)` are the same expression)."""
+    return x**2
 
-# The sympy side of each of `compiler.builtins.CONSTANT_NAMES`.
-CONSTANTS = {"pi": sp.pi, "e": sp.E}
+
+class OpPrinter:
+    """A printer mixin: an op with a template in `compiler.ops` for the printer's `style`
+    (numpy, text or latex) is printed by it; anything else by the printer's own rules."""
+
+    style = ""
+
+    def _print(self, expr, **kwargs):
+        op = printed_by_template().get(type(expr))
+        template = op.template(self.style) if op is not None else None
+        if template is None:
+            return super()._print(expr, **kwargs)
+        text = template.format(*(_Arg(self, a) for a in expr.args))
+        exp = kwargs.get("exp")  # LaTeX prints f(x)² as f(x)^{2}
+        return text if exp is None else f"{text}^{{{exp}}}"
+
+
+class _Arg:
+    """An argument of a template, printed as its format spec says (see `compiler.ops`)."""
+
+    def __init__(self, printer, expr):
+        self.printer, self.expr = printer, expr
+
+    def __format__(self, spec: str) -> str:
+        p, e = self.printer, self.expr
+        if spec == "mul":
+            return p.parenthesize(e, PRECEDENCE["Mul"])
+        if spec == "add":
+            return p.parenthesize(e, PRECEDENCE["Add"])
+        if spec == "test":
+            return print_condition(p, e)
+        if spec == "branch" and e.is_Integer:  # `np.where(c, 1, 0)` would be an integer array
+            return f"{float(e)!r}"
+        return p._print(e)
+
 
 _w = sp.Wild("w")
 

@@ -15,10 +15,11 @@ from functools import lru_cache
 import sympy as sp
 
 from compiler.errors import Span
+from compiler.ops import BY_IR
 from compiler.shape import Shape
 
 LEAF_KINDS = ("input", "param", "const")
-STRUCTURAL_OPS = ("matmul", "sum", "mean", "logsumexp", "softmax", "transpose", "index", "slice")
+STRUCTURAL_OPS = tuple(BY_IR)  # the IR ops of `compiler.ops.STRUCTURAL`
 
 
 @dataclass

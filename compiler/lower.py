@@ -12,34 +12,15 @@ import numpy as np
 import sympy as sp
 
 from compiler.errors import DerivationError
-from compiler.functions import CONSTANTS, ELEMENTWISE, LOG_SOFTMAX, stabilize
+from compiler.functions import LOG_SOFTMAX, stabilize
 from compiler.ir import Graph, Node, symbol
 from compiler.memo import rename
+from compiler.ops import ELEMENTWISE, STRUCTURAL, sympy_of
 from dsl.front.check import Checked, Typed
 
 # Elementwise maths nested deeper than this becomes inner nodes: sympy recurses through an
 # expression, and Python refuses a line with more than 200 nested parentheses.
 SPLIT_DEPTH = 30
-
-# Numbers combined with numbers are folded in float64, as numpy would compute them at run time:
-# sympy's exact arithmetic would work out 9^9^9 digit by digit, and makes (-8)^(1/3), sqrt(-1)
-# and log(0) complex or zoo where numpy gives nan or -inf.
-_FOLD = {
-    "+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "^": np.power,
-    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "sin": np.sin, "cos": np.cos,
-    "tanh": np.tanh, "sigmoid": lambda x: 0.5 + 0.5 * np.tanh(0.5 * x),
-    "relu": lambda x: np.maximum(x, 0.0), "softplus": lambda x: np.logaddexp(0.0, x),
-    "square": np.square, "max": np.maximum, "min": np.minimum,
-    "atan": np.arctan, "asin": np.arcsin, "acos": np.arccos, "sinh": np.sinh, "cosh": np.cosh,
-    "log10": np.log10, "log1p": np.log1p, "expm1": np.expm1, "erf": math.erf,
-    "clip": np.clip, "where": lambda c, a, b: np.where(c != 0, a, b),
-    "<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal,
-    "!=": np.not_equal,
-}
-
-_STRUCTURAL = {"@": "matmul", "sum": "sum", "mean": "mean", "logsumexp": "logsumexp",
-               "softmax": "softmax", "transpose": "transpose", "index": "index", "slice": "slice"}
-
 
 def lower(m: Checked, text: str) -> Graph:
     g = Graph(m.file, objective=m.objective, predict=m.predict, reports=list(m.reports),
@@ -69,7 +50,7 @@ class _Statement:
         self._made = None  # the names of structural parts `_maths` made, for `_scalar`
 
     def lower(self, t: Typed) -> None:
-        if t.op in _STRUCTURAL:
+        if t.op in STRUCTURAL:
             self._structural(t, self.name)
         else:
             self._elementwise(self.name, self._maths(t), t)
@@ -128,12 +109,12 @@ class _Statement:
         """A node name for a sub-expression feeding a structural op."""
         if t.op == "name":
             return t.name
-        if t.op in _STRUCTURAL:
+        if t.op in STRUCTURAL:
             return self._structural(t, self._fresh())
         return self._elementwise(self._fresh(), self._maths(t), t)
 
     def _structural(self, t: Typed, name: str) -> str:
-        op = _STRUCTURAL[t.op]
+        op = STRUCTURAL[t.op].ir
         inputs = tuple(self._operand(a) for a in t.args)
         self.g.add(Node(name, "op", t.shape, t.span, op, inputs, axis=t.axis, part=t.part,
                         stmt=self.name, source=self.source))
@@ -147,8 +128,8 @@ class _Statement:
         if t.op == "name":
             return symbol(t.name)
         if t.op == "constant":
-            return CONSTANTS[t.name]
-        if depth > SPLIT_DEPTH and t.op not in _STRUCTURAL:
+            return sympy_of(t.name)
+        if depth > SPLIT_DEPTH and t.op not in STRUCTURAL:
             return symbol(self._elementwise(self._fresh(), self._stable(self._scalar(t), t), t))
         if t.op == "neg":
             return -self._scalar(t.args[0], depth + 1)
@@ -158,15 +139,15 @@ class _Statement:
                 return _fold(t.op, a, b)
             if t.op == "/" and b.is_zero:  # numpy: ±inf, or nan for 0/0; sympy: zoo
                 return a * sp.oo
-            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "^": a**b}[t.op]
+            return sympy_of(t.op)(a, b)
         if t.op == "log" and t.args[0].op == "softmax":
             return self._log_softmax(t.args[0])
-        if t.op in _STRUCTURAL:  # made already by `_maths`, or made here
+        if t.op in STRUCTURAL:  # made already by `_maths`, or made here
             return symbol(next(self._made) if self._made else self._structural(t, self._fresh()))
         args = [self._scalar(a, depth + 1) for a in t.args]
         if all(a.is_Number for a in args):
             return _fold(t.op, *args)
-        return ELEMENTWISE[t.op](*args)
+        return sympy_of(t.op)(*args)
 
     def _log_softmax(self, t: Typed) -> sp.Expr:
         """log(softmax(x)) = x - logsumexp(x) along the same axis, kept broadcastable."""
@@ -205,7 +186,7 @@ def _form(t: Typed, names: list[str]) -> tuple | None:
             out.append(slots[t.name])
         elif t.op == "constant":
             out.append(("constant", t.name))
-        elif t.op in _STRUCTURAL:
+        elif t.op in STRUCTURAL:
             out.append("hole")
         elif depth > SPLIT_DEPTH or (t.op == "log" and t.args[0].op == "softmax"):
             return None
@@ -221,7 +202,7 @@ def _structural_parts(t: Typed) -> list[Typed]:
     out, stack = [], [t]
     while stack:
         t = stack.pop()
-        if t.op in _STRUCTURAL:
+        if t.op in STRUCTURAL:
             out.append(t)
         elif t.op not in ("num", "name", "constant"):
             stack.extend(reversed(t.args))
@@ -247,5 +228,8 @@ def _number(v: float) -> sp.Expr:
 
 
 def _fold(op: str, *args: sp.Expr) -> sp.Expr:
+    """Numbers combined with numbers, folded in float64 as numpy would compute them at run time:
+    sympy's exact arithmetic would work out 9^9^9 digit by digit, and makes (-8)^(1/3), sqrt(-1)
+    and log(0) complex or zoo where numpy gives nan or -inf."""
     with np.errstate(all="ignore"):
-        return _number(float(_FOLD[op](*(np.float64(float(a)) for a in args))))
+        return _number(float(ELEMENTWISE[op].fold(*(np.float64(float(a)) for a in args))))

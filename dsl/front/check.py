@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from compiler.deps import ancestors
 from compiler.errors import ModelWarning, SemanticError, Span, suggest
-from compiler.builtins import BUILTINS, CONSTANT_NAMES
+from compiler.ops import BUILTINS, CONSTANT_NAMES
 from compiler.shape import Shape, broadcast, elementwise_shape, fmt_shape
 from dsl.front import ast
 from dsl.training.config import TrainConfig, train_config
@@ -507,23 +507,23 @@ class _Checker:
                                 f"got {len(e.args)}", e.span)
         args = tuple(self._type(a, env, calling) for a in e.args)
         axis = self._axis(e, b, args[0])
-        if b.kind == "elementwise":
+        if b.shape == "same":
             return Typed(e.func, args, args[0].shape, e.span)
-        if b.kind == "binary":
+        if b.shape == "broadcast":
             return Typed(e.func, args, _broadcast(args[0], args[1], e.func, e.span), e.span)
-        if b.kind == "select":
-            names = _SELECT_ARGS[e.func]
+        if b.shape == "select":
+            names = b.params
             shape = _broadcast(args[0], args[1], e.func, e.span, names[:2])
             wider = names[1] if shape == args[1].shape else names[0]
             shape = _broadcast(Typed("all", (), shape, e.span), args[2], e.func, e.span,
                                (wider, names[2]))
             return Typed(e.func, args, shape, e.span)
-        if b.kind == "transpose":
+        if b.shape == "transpose":
             if len(args[0].shape) > 2:
                 raise SemanticError("transpose takes a vector or a matrix", e.span)
             return Typed(e.func, args, args[0].shape[::-1], e.span)
         shape = args[0].shape
-        if b.kind == "softmax":
+        if b.shape == "softmax":
             if axis is None and len(shape) > 1:
                 raise SemanticError(f"softmax of a {fmt_shape(shape)} value needs an axis", e.span,
                                     "for rows of class scores: `softmax(z, axis = 1)`")
@@ -711,10 +711,6 @@ def _names_in(t: Typed) -> set[str]:
 
 
 # How a mismatch names the arguments of where and clip.
-_SELECT_ARGS = {"where": ("the condition", "the value if true", "the value if false"),
-                "clip": ("x", "lo", "hi")}
-
-
 def _broadcast(a: Typed, b: Typed, op: str, span: Span, labels=None) -> Shape:
     """The shape of an elementwise op by the language's rule, or a mismatch that says what
     numpy would have done. `labels` name the two sides in a mismatch (default: a name, or

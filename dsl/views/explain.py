@@ -19,12 +19,10 @@ from compiler import chains
 from compiler.chains import ADJOINT, Chains, Derivation, Factor, total_diff
 from compiler.codegen import PositiveTermsFirst
 from compiler.errors import UsageError
-from compiler.functions import ComparisonBase, print_condition
+from compiler.functions import ComparisonBase, OpPrinter, print_condition
 from compiler.ir import Graph, symbol
 from compiler.shape import fmt_shape
 
-_TEXT_COMPARISON = {"<": "<", "<=": "≤", ">": ">", ">=": "≥", "==": "=", "!=": "≠"}
-_LATEX_COMPARISON = {"<": "<", "<=": r"\leq", ">": ">", ">=": r"\geq", "==": "=", "!=": r"\neq"}
 _MUL = PRECEDENCE["Mul"]
 _POW = PRECEDENCE["Pow"]
 
@@ -52,7 +50,7 @@ def _split_mul(expr: sp.Expr) -> tuple[list[sp.Expr], list[sp.Expr]]:
     return num, den
 
 
-class _Shared(PositiveTermsFirst):
+class _Shared(OpPrinter, PositiveTermsFirst):
     """What the text and LaTeX printers print alike: sums, floats, and the reductions a chain
     shows (each printer writes them with its own `_call(name, expr)`)."""
 
@@ -74,6 +72,8 @@ class _Shared(PositiveTermsFirst):
 
 class TextPrinter(_Shared, StrPrinter):
     """sympy's str printer, with `·`, `^`, positive terms first and our array operations."""
+
+    style = "text"
 
     def __init__(self, adjoint: str = "G"):
         super().__init__()
@@ -117,9 +117,6 @@ class TextPrinter(_Shared, StrPrinter):
         x = x if e.is_Atom and not e.could_extract_minus_sign() else f"({x})"
         return f"{b}^{x}"
 
-    def _print_Abs(self, expr):
-        return f"|{self._print(expr.args[0])}|"
-
     def _print_Pi(self, expr):
         return "pi"
 
@@ -136,15 +133,7 @@ class TextPrinter(_Shared, StrPrinter):
         return f"step({x})"
 
     def _print_ComparisonBase(self, expr):
-        return f"[{self._test(expr)}]"
-
-    def _test(self, expr) -> str:
-        """A condition as written: `x > a`, or `c ≠ 0` for any other value."""
-        return print_condition(self, expr, _TEXT_COMPARISON)
-
-    def _print_where(self, expr):
-        c, a, b = expr.args
-        return f"where({self._test(c)}, {self._print(a)}, {self._print(b)})"
+        return f"[{print_condition(self, expr)}]"
 
     # array operations
     def _operand(self, e) -> str:
@@ -222,6 +211,8 @@ def latex_name(name: str) -> str:
 class LatexMaths(_Shared, LatexPrinter):
     """sympy's LaTeX printer with our names, `\\cdot`, and our array operations."""
 
+    style = "latex"
+
     def __init__(self, adjoint: str = "G"):
         super().__init__({"mul_symbol": "dot"})
         self.adjoint = adjoint
@@ -248,9 +239,6 @@ class LatexMaths(_Shared, LatexPrinter):
         bottom = r" \cdot ".join(self.parenthesize(f, _MUL) for f in den)
         return rf"\frac{{{top}}}{{{bottom}}}"
 
-    def _print_sigmoid(self, expr, exp=None):
-        return rf"\sigma\left({self._print(expr.args[0])}\right)"
-
     def _print_Heaviside(self, expr, exp=None):
         x = self._print(expr.args[0])
         h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
@@ -260,38 +248,8 @@ class LatexMaths(_Shared, LatexPrinter):
             return rf"\left[{x} \geq 0\right]"
         return rf"\operatorname{{step}}\left({x}\right)"
 
-    def _print_log10(self, expr, exp=None):
-        return self._power(r"\log_{10}\left(" + self._print(expr.args[0]) + r"\right)", exp)
-
-    def _print_expm1(self, expr, exp=None):
-        return self._power(r"\operatorname{expm1}\left(" + self._print(expr.args[0]) + r"\right)", exp)
-
-    def _print_log1p(self, expr, exp=None):
-        return self._power(r"\operatorname{log1p}\left(" + self._print(expr.args[0]) + r"\right)", exp)
-
-    @staticmethod
-    def _power(text: str, exp) -> str:
-        return text if exp is None else f"{text}^{{{exp}}}"
-
     def _print_ComparisonBase(self, expr, exp=None):
-        return rf"\left[{self._test(expr)}\right]"
-
-    def _test(self, expr) -> str:
-        return print_condition(self, expr, _LATEX_COMPARISON)
-
-    def _print_where(self, expr, exp=None):
-        c, a, b = expr.args
-        return (rf"\begin{{cases}} {self._print(a)} & \text{{if }} {self._test(c)} \\ "
-                rf"{self._print(b)} & \text{{otherwise}} \end{{cases}}")
-
-    def _print_clip(self, expr, exp=None):
-        return r"\operatorname{clip}\left(" + ", ".join(self._print(a) for a in expr.args) + r"\right)"
-
-    def _print_maximum(self, expr, exp=None):
-        return r"\max\left(" + ", ".join(self._print(a) for a in expr.args) + r"\right)"
-
-    def _print_minimum(self, expr, exp=None):
-        return r"\min\left(" + ", ".join(self._print(a) for a in expr.args) + r"\right)"
+        return rf"\left[{print_condition(self, expr)}\right]"
 
     def _print_MatProd(self, expr):
         return r" \cdot ".join(self.parenthesize(a, _MUL) for a in expr.args)

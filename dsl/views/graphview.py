@@ -16,6 +16,7 @@ import subprocess
 from compiler.chains import edge_factor, node_value
 from compiler.errors import DslError, UsageError
 from compiler.ir import Graph, Node
+from compiler.ops import BY_IR
 from compiler.shape import fmt_shape
 from dsl.views.explain import Explanation, TextPrinter, adjoint_letter, partial
 
@@ -30,8 +31,6 @@ _STYLE = {
     "elementwise": 'shape=ellipse, style=filled, fillcolor="#ffffff", color="#444444"',
     "structural": 'shape=box, style=filled, fillcolor="#f1f1f1", color="#444444"',
 }
-_OPS = {"matmul": "@", "sum": "sum", "mean": "mean", "logsumexp": "logsumexp",
-        "softmax": "softmax", "transpose": "transpose"}
 
 
 def _short(text: str) -> str:
@@ -44,9 +43,9 @@ def definition(g: Graph, node: Node, printer: TextPrinter) -> str:
         return " @ ".join(node.inputs)
     if node.op in ("index", "slice"):
         return f"{node.inputs[0]}[{node.part_code()}]"
-    if node.op in _OPS:
+    if node.op in BY_IR:
         axis = f", axis={node.axis}" if node.axis is not None else ""
-        return f"{_OPS[node.op]}({node.inputs[0]}{axis})"
+        return f"{BY_IR[node.op].name}({node.inputs[0]}{axis})"
     return printer.doprint(node_value(g, node))
 
 

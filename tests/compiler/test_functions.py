@@ -4,6 +4,7 @@ every built-in gets, and how the derivation and the generated code write them.""
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -153,3 +154,15 @@ def test_derive_prints_the_function(tmp_path, f):
             "erf": "2·x·exp(-a^2·x^2) / sqrt(pi)"}[f]
     assert text == f"∂loss/∂a = {want}"
     assert "Derivative" not in latex and "operatorname{expm}_" not in latex
+
+
+def test_the_language_reference_lists_every_builtin():
+    """docs/LANGUAGE.md's table of built-in functions (written by hand) names exactly the
+    functions of the op registry: a function added to `compiler.ops` is documented with it."""
+    from compiler.ops import BUILTINS
+    doc = (ROOT / "docs" / "LANGUAGE.md").read_text()
+    table = doc.split("## 5. Built-in functions", 1)[1].split("\n\n", 2)[1]
+    listed = set()
+    for row in table.splitlines()[2:]:
+        listed.update(re.findall(r"`(\w+)\(", row.split("|")[1]))
+    assert listed == set(BUILTINS)

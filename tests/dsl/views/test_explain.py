@@ -233,3 +233,14 @@ def test_derive_and_graph_show_a_slice_and_its_scatter(tmp_path):
     assert "H[:, 3]" in text  # a negative index shown from the start
     assert r"\operatorname{scatter}_{[:, 1:3]}" in explain.derive(m.graph, "H").latex
     assert "H[:, 1:3]" in graphview.to_dot(m.graph)
+
+
+def test_a_function_from_the_registry_keeps_its_power_in_latex():
+    """A function printed by its `compiler.ops` template, raised to a power, keeps the power
+    (the old `_print_sigmoid` dropped it: σ(x)² printed as σ(x))."""
+    from compiler.functions import maximum
+    x, y = symbol("x"), symbol("y")
+    latex = explain.LatexMaths()
+    assert latex.doprint(sigmoid(x) ** 2) == r"\sigma\left(x\right)^{2}"
+    assert latex.doprint(maximum(x, y) ** 3) == r"\max\left(x, y\right)^{3}"
+    assert explain.TextPrinter().doprint(maximum(x, y) ** 2) == "max(x, y)^2"
