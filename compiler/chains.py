@@ -27,9 +27,12 @@ import sympy as sp
 
 from compiler.deps import ancestors
 from compiler.derive import elementwise_factor, needs_gradient
-from compiler.errors import InternalError, UsageError, suggest
+from compiler.errors import UsageError, suggest
 from compiler.ir import Graph, Node, symbol
+from compiler.ops import BY_IR
 from compiler.shape import Shape, fmt_shape, summed_axes
+from compiler.structural import (LogSumExpOf, MatProd, MeanOf, Ones, Repeat, RowSum, SumAlong,
+                                 SumOf, Total, Tr, _ArrayOp, count, rule, size_symbol)
 
 MAX_PATHS = 8  # more paths than this: the adjoint recurrence per node instead of a list
 # `--expand` writes each node's value in full wherever it is used, so a chain of statements
@@ -39,117 +42,6 @@ MAX_EXPANDED_TERMS = 5_000
 
 # The adjoint a statement's factor is applied to. A Dummy, so no user name can collide with it.
 ADJOINT = sp.Dummy("G", real=True)
-
-
-def size_symbol(name: str) -> sp.Symbol:
-    """A size name (`N`) as a count; its assumptions keep it apart from a node called `N`."""
-    return sp.Symbol(name, positive=True, integer=True)
-
-
-# ---- array operations, kept unevaluated so that they print as written ------------------------
-
-class _ArrayOp(sp.Function):
-    """An operation on whole arrays: never computed, only composed, substituted and printed
-    (with a few identities, such as (Aᵀ)ᵀ = A, that keep the maths short)."""
-
-
-class MatProd(_ArrayOp):
-    """The matrix product `a @ b` (printed `a·b`); numeric factors move out."""
-
-    nargs = 2
-
-    @classmethod
-    def eval(cls, a, b):
-        ca, ra = a.as_coeff_Mul()
-        cb, rb = b.as_coeff_Mul()
-        if ca != 1 or cb != 1:
-            return ca * cb * cls(ra, rb)
-        return None
-
-
-class Ones(_ArrayOp):
-    """`(dims...)`: the array of ones (printed 𝟙): a scalar gradient broadcast to a shape, where
-    the shape matters (it enters `@`, a transpose or a sum)."""
-
-
-class Tr(_ArrayOp):
-    """The transpose: (Aᵀ)ᵀ = A, (A·B)ᵀ = Bᵀ·Aᵀ, (c·A)ᵀ = c·Aᵀ for a number c."""
-
-    nargs = 1
-
-    @classmethod
-    def eval(cls, a):
-        if isinstance(a, Tr):
-            return a.args[0]
-        if isinstance(a, Ones):
-            return Ones(*reversed(a.args))
-        if isinstance(a, MatProd):
-            return MatProd(cls(a.args[1]), cls(a.args[0]))
-        c, rest = a.as_coeff_Mul()
-        if c != 1:
-            return c * cls(rest)
-        return None
-
-
-class Total(_ArrayOp):
-    """`(x, n)`: Σ over the n elements of x, a gradient summed back to a scalar."""
-
-    nargs = 2
-
-
-class RowSum(_ArrayOp):
-    """`(x, rows)`: Σ over the rows (axis 0), a gradient summed back to a bias."""
-
-    nargs = 2
-
-
-class SumAlong(_ArrayOp):
-    """Σ along one axis `(x, axis)`: a gradient summed back over a broadcast axis."""
-
-    nargs = 2
-
-
-class Repeat(_ArrayOp):
-    """`(G, axis)`: a reduced gradient repeated along the axis the forward pass reduced."""
-
-    nargs = 2
-
-
-class MeanOf(_ArrayOp):
-    """`mean(x)` or `mean(x, axis)`."""
-
-    nargs = (1, 2)
-
-
-class SumOf(_ArrayOp):
-    """`sum(x)` or `sum(x, axis)`, as the model wrote it."""
-
-    nargs = (1, 2)
-
-
-class LogSumExpOf(_ArrayOp):
-    """`logsumexp(x)` or `logsumexp(x, axis)`."""
-
-    nargs = (1, 2)
-
-
-class SoftmaxOf(_ArrayOp):
-    """`softmax(x)` or `softmax(x, axis)`."""
-
-    nargs = (1, 2)
-
-
-class Part(_ArrayOp):
-    """`(x, start, stop, ndim, keep)`: `x[:, start]` (keep 0) or `x[:, start:stop]` (keep 1)."""
-
-    nargs = 5
-
-
-class Scatter(_ArrayOp):
-    """`(G, start, stop, ndim, keep)`: G put back in the part of the last axis a `Part` took,
-    zeros elsewhere."""
-
-    nargs = 5
 
 
 _SCALAR_RESULT = (Total,)  # always a scalar; MeanOf/SumOf/LogSumExpOf are when they have no axis
@@ -279,7 +171,7 @@ class Chains:
                 else:
                     operands = [symbol(j).xreplace(vals) for j in node.inputs]
                     own = symbol(n).xreplace(vals)
-                    c = structural_adjoint(g, node, k, G, operands, own)
+                    c = rule(node.op).maths_map(g, node, k, G, operands, own)
                 target = adj if i in inside else out
                 target[i] = target.get(i, sp.S.Zero) + c
         maps = {i: sp.factor_terms(tidy(sp.factor_terms(m), scalars)) for i, m in out.items()}
@@ -415,10 +307,8 @@ class Chains:
                 return f"`{node.stmt or n}` is {fmt_shape(shape)}"
             if shape:
                 rows.add(shape[0])
-            if node.op in ("matmul", "softmax", "logsumexp", "transpose") or (
-                    node.op in ("sum", "mean") and node.axis not in (None, 0)):
-                what = "`@`" if node.op == "matmul" else f"`{node.op}`"
-                return f"`{node.stmt}` uses {what}"
+            if node.op in BY_IR and not rule(node.op).row_wise(node):
+                return f"`{node.stmt}` uses `{BY_IR[node.op].name}`"
         if len(rows) > 1:
             return f"the model mixes the sizes {', '.join(sorted(rows))}"
         return None
@@ -490,8 +380,8 @@ def edge_factor(g: Graph, name: str, inp: str) -> Factor:
         m = reduce_to(elementwise_factor(node, inp) * ADJOINT, node.shape, g.nodes[inp].shape,
                       scalars)
     else:
-        m = sp.Add(*[structural_adjoint(g, node, k, ADJOINT, [symbol(j) for j in node.inputs],
-                                        symbol(name))
+        m = sp.Add(*[rule(node.op).maths_map(g, node, k, ADJOINT,
+                                             [symbol(j) for j in node.inputs], symbol(name))
                      for k, i in enumerate(node.inputs) if i == inp])
     m = sp.factor_terms(tidy(m, scalars))
     return Factor(name, inp, m, _plain(m, node.shape, g.nodes[inp].shape))
@@ -500,71 +390,10 @@ def edge_factor(g: Graph, name: str, inp: str) -> Factor:
 # ---- the pieces: values, structural adjoints, reductions -------------------------------------
 
 def node_value(g: Graph, node: Node) -> sp.Expr:
-    """One IR node's value over its inputs' symbols."""
-    ins = [symbol(i) for i in node.inputs]
-    axis = () if node.axis is None else (sp.Integer(node.axis),)
+    """One IR node's value over its inputs' symbols (a structural op's as its rule writes it)."""
     if node.op == "elementwise":
         return node.expr
-    if node.op == "matmul":
-        return MatProd(*ins)
-    if node.op == "transpose":
-        return Tr(ins[0])
-    if node.op in ("index", "slice"):
-        return Part(ins[0], *_part_args(g, node))
-    ops = {"sum": SumOf, "mean": MeanOf, "logsumexp": LogSumExpOf, "softmax": SoftmaxOf}
-    if node.op in ops:
-        return ops[node.op](ins[0], *axis)
-    raise InternalError(f"node {node.name} has no value form (op {node.op})")
-
-
-def _part_args(g: Graph, node: Node) -> tuple[sp.Integer, ...]:
-    start, stop = node.part
-    ndim = len(g.nodes[node.inputs[0]].shape)
-    return tuple(sp.Integer(v) for v in (start, stop, ndim, node.op == "slice"))
-
-
-def count(shape: Shape) -> sp.Expr:
-    """How many elements a shape holds, with size names as symbols."""
-    out = sp.S.One
-    for d in shape:
-        out *= size_symbol(d) if isinstance(d, str) else sp.Integer(d)
-    return out
-
-
-def structural_adjoint(g: Graph, node: Node, k: int, G: sp.Expr, operands: list[sp.Expr],
-                       own: sp.Expr) -> sp.Expr:
-    """The map of `compiler.derive.STRUCTURAL_MAPS` for input `k`, applied to `G`, as sympy."""
-    a = operands[0]
-    op = node.op
-    if op == "matmul":
-        b = operands[1]
-        na, nb = (len(g.nodes[i].shape) for i in node.inputs)
-        if na == 1 and nb == 1:  # a dot product: G is a scalar
-            return G * (b if k == 0 else a)
-        if k == 0:
-            return MatProd(b, G) if na == 1 else MatProd(G, Tr(b))
-        return MatProd(Tr(a), G)
-    if op == "transpose":
-        return Tr(G)
-    if op in ("index", "slice"):
-        return Scatter(G, *_part_args(g, node))
-    if op in ("sum", "mean"):
-        out = G if node.axis is None else Repeat(G, sp.Integer(node.axis))
-        if op == "mean":
-            shape = g.nodes[node.inputs[0]].shape
-            out = out / count(shape if node.axis is None else (shape[node.axis],))
-        return out
-    if op == "logsumexp":
-        if node.axis is None:
-            return SoftmaxOf(a) * G
-        k_ = sp.Integer(node.axis)
-        return SoftmaxOf(a, k_) * (G if node.keepdims else Repeat(G, k_))
-    if op == "softmax":
-        k_ = sp.Integer(node.axis) if node.axis is not None else None
-        shape = g.nodes[node.inputs[0]].shape
-        along = SumAlong(G * own, k_) if k_ is not None else Total(G * own, count(shape))
-        return own * (G - along)
-    raise InternalError(f"no derivative map for {op}")
+    return rule(node.op).value(g, node, [symbol(i) for i in node.inputs])
 
 
 def ones(shape: Shape) -> sp.Expr:

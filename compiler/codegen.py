@@ -6,9 +6,9 @@ is built as a list of statements (`Stmt`: target, code, the variables it reads, 
 share memory with) and printed at the end (`render`): one `# line N: statement` comment above
 the lines of each `.model` statement, and each intermediate released (`del`) after its last
 use, so that a function holds no more arrays at once than the hand-written numpy would.
-Elementwise maths is printed by `NumpyCode` (sympy's NumPyPrinter with our rules for the stable
-forms and the pinned subgradients) after `cse`; structural maps are printed from the templates
-of `compiler.derive`. Adjoints are pushed from each node to its inputs in reverse topological
+Elementwise maths is printed by `NumpyCode` (sympy's NumPyPrinter with the templates of
+`compiler.ops` and the pinned subgradients) after `cse`; structural ops are printed by their rules
+in `compiler.structural`. Adjoints are pushed from each node to its inputs in reverse topological
 order, like micrograd's `+=`, and stay as cheap as the hand-written code: a mean's adjoint is a
 scalar broadcast lazily (also through a sum along an axis), an adjoint equal to another one is
 that one (no `gt1_h = g_h` line), and a node's forward value is reused by its derivative
@@ -25,10 +25,9 @@ from string import Formatter
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from compiler.derive import STRUCTURAL_MAPS, StructuralMap, backward_plan
+from compiler.derive import backward_plan
 from compiler.deps import ancestors
-from compiler.errors import InternalError
-from compiler import ops
+from compiler import ops, structural
 from compiler.functions import ComparisonBase, OpPrinter, print_condition
 from compiler.ir import Graph, Node, symbol
 from compiler.stable import stabilize_graph
@@ -38,24 +37,6 @@ from compiler.names import (BACKWARD_TEMPS, FORWARD_TEMPS, Adjoint, Temp, adjoin
 from compiler.memo import shape_of, template as memo_template
 from compiler.shape import Shape, broadcast, summed_axes
 
-# Structural ops whose numpy result is a view of their operand (shares its memory).
-_VIEW_OPS = tuple(s.ir for s in ops.STRUCTURAL.values() if s.view)
-
-# Module-level helpers, emitted only when a model uses them: stable forms that need a statement.
-_HELPERS = {
-    "logsumexp": '''def _logsumexp(a, axis=None, keepdims=False):
-    """log Σ exp(a), shifted by the maximum so that nothing overflows."""
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
-    return out if keepdims else (np.squeeze(out, axis=axis) if axis is not None else out.reshape(()))
-''',
-    "softmax": '''def _softmax(a, axis):
-    """exp(a) / Σ exp(a) along axis, shifted by the maximum so that nothing overflows."""
-    e = np.exp(a - np.max(a, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
-''',
-}
 
 # In the docstring of every module that has sgd_step (issue 12: a float param stayed frozen).
 SGD_STEP_DOC = """sgd_step updates each param array in place and writes each param back into `params`,
@@ -349,27 +330,11 @@ class ModuleWriter:
             body.emit(name, code, node, reads=printed.reads, views=views)
             return
         a = [value_name(i) for i in node.inputs]
-        if node.op == "matmul":
-            code = f"{a[0]} @ {a[1]}"
-        elif node.op in ("sum", "mean"):
-            code = f"np.sum({a[0]})" if node.axis is None else f"np.sum({a[0]}, axis={node.axis})"
-            if node.op == "mean":
-                src = self.g.nodes[node.inputs[0]].shape
-                dims = src if node.axis is None else (src[node.axis],)
-                code = f"{code} / {_paren(body.count_code(dims))}"
-        elif node.op == "logsumexp":
-            self.helpers.add("logsumexp")
-            code = f"_logsumexp({a[0]}, axis={node.axis}, keepdims={node.keepdims})"
-        elif node.op == "softmax":
-            self.helpers.add("softmax")
-            code = f"_softmax({a[0]}, axis={node.axis})"
-        elif node.op == "transpose":
-            code = f"np.transpose({a[0]})"
-        elif node.op in ("index", "slice"):
-            code = f"{a[0]}[{node.part_code()}]"
-        else:
-            raise InternalError(f"no code for op {node.op}")
-        body.emit(name, code, node, reads=a, views=a if node.op in _VIEW_OPS else ())
+        if ops.BY_IR[node.op].helper:  # a stable form that needs a statement
+            self.helpers.add(ops.BY_IR[node.op].name)
+        code = structural.rule(node.op).forward(self.g, node, a,
+                                                lambda dims: _paren(body.count_code(dims)))
+        body.emit(name, code, node, reads=a, views=a if ops.BY_IR[node.op].view else ())
 
     # ---- backward --------------------------------------------------------------------------
 
@@ -459,9 +424,9 @@ class ModuleWriter:
         return broadcast(*parts)
 
     def _push_structural(self, body, node, local, G, gshape, adjoint, reads) -> None:
-        rule: StructuralMap = local.rule
-        if gshape == () and node.op in ("sum", "mean"):  # a scalar adjoint repeated along an
-            rule = STRUCTURAL_MAPS[(node.op, False)]    # axis is the same scalar: kept lazy
+        rule = local.rule
+        if gshape == ():  # a scalar adjoint may take a lazier map (a sum's G repeated is G)
+            rule = structural.rule(node.op).scalar_map(node) or rule
         gcode = _token(G)
         fields = {f for _, f, _, _ in Formatter().parse(rule.numpy) if f}
         used = {"G": G.free_symbols, "y": {symbol(node.name)}}
@@ -478,17 +443,12 @@ class ModuleWriter:
             names[key] = value_name(inp)
         src = self.g.nodes[node.inputs[0]].shape
         if "pad" in fields:
-            names["pad"] = _pad_widths(node.part, src)
+            names["pad"] = structural.pad_widths(node.part, src)
         if "n" in fields:
             dims = src if node.axis is None else (src[node.axis],)
             names["n"] = _paren(body.count_code(dims))
         code = rule.numpy.format(**names)
-        if node.op in ("sum", "mean") and (node.axis is None or gshape == ()):
-            shape = ()
-        elif node.op in ("sum", "mean"):
-            shape = node.shape[:node.axis] + (1,) + node.shape[node.axis:]
-        else:
-            shape = self.g.nodes[local.input].shape
+        shape = rule.shape(self.g, node, local.index)
         same = G if rule.numpy == "{G}" and isinstance(G, Adjoint) else None
         self._accumulate(body, node, local.input, code, shape, adjoint,
                          frozenset(_token(s) for s in symbols), views, same, local=local, G=G,
@@ -651,7 +611,7 @@ class ModuleWriter:
             fns = [ops.sympy_of(n) for n in ops.brought_by(name)] if f.helper else []
             if fns and any(n.expr is not None and n.expr.has(*fns) for n in g.nodes.values()):
                 self.helpers.add(name)
-        helpers = [_HELPERS.get(h) or ops.HELPERS[h][1] for h in sorted(self.helpers)]
+        helpers = [ops.HELPERS[h][1] for h in sorted(self.helpers)]
         parts = ["\n".join(header), "\n".join(meta) + "\n", *helpers, *funcs]
         return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
 
@@ -688,13 +648,6 @@ def _values_read(expr: Printed) -> set[str]:
     """The nodes whose forward values an expression reads (not adjoints, temps or lr)."""
     return {s.name for s in expr.symbols
             if s != LR_SEED and not isinstance(s, (Adjoint, Temp))}
-
-
-def _pad_widths(part: tuple[int, int], shape: Shape) -> str:
-    """np.pad's widths that put a part [start, stop) of the last axis back in its place."""
-    start, stop = part
-    widths = ["(0, 0)"] * (len(shape) - 1) + [f"({start}, {shape[-1] - stop})"]
-    return "(" + ", ".join(widths) + ("," if len(widths) == 1 else "") + ")"
 
 
 def _paren(code: str) -> str:

@@ -3,8 +3,8 @@
 Elementwise nodes: sympy differentiates the node's scalar expression with respect to each input
 symbol, and the result is written through the node's own value where it appears (sigmoid' comes
 out as s·(1 - s), exp' as the node itself). The vector-Jacobian product is G ⊙ factor, summed
-back over broadcast axes. Structural nodes: a short table of stated maps (`STRUCTURAL_MAPS`),
-each tested against sympy on explicit matrices of symbols.
+back over broadcast axes. Structural nodes: the stated map of the op's rule
+(`compiler.structural`), each tested against sympy on explicit matrices of symbols.
 
 Reverse accumulation: the adjoint of a node is the sum over its consumers of their local maps
 applied to the consumer's adjoint, visited in reverse topological order; each adjoint is a named
@@ -17,10 +17,10 @@ from functools import cached_property
 import sympy as sp
 
 from compiler.deps import ancestors
-from compiler.errors import InternalError
 from compiler.functions import relu
 from compiler.ir import Graph, Node, symbol
 from compiler.memo import rename, shape_of
+from compiler.structural import StructuralMap, rule
 
 
 @dataclass(frozen=True)
@@ -38,65 +38,6 @@ class Local:
         """Elementwise: G ⊙ factor. Derived when asked for: code generation asks only for the
         first node of each shape (the others reuse its printed lines)."""
         return None if self.expr is None else _factor(self.expr, self.node, self.input)
-
-
-@dataclass(frozen=True)
-class StructuralMap:
-    """A map G ↦ ... as numpy code and as maths; `{G}`, `{a}`, `{b}`, `{y}`, `{k}`, `{n}`,
-    `{pad}` stand for the adjoint, the inputs, the node's value, the axis, the reduced count
-    and the zeros around a slice (np.pad's widths)."""
-
-    numpy: str
-    maths: str
-    needs_full_g: bool = True  # G must have the node's full shape (not a lazy broadcast)
-    view: bool = False  # numpy's result is a view of G (shares its memory)
-
-
-def _m(numpy: str, maths: str, needs_full_g: bool = True, view: bool = False) -> StructuralMap:
-    return StructuralMap(numpy, maths, needs_full_g, view)
-
-
-# (op, which input, ndim of the first input, ndim of the second) -> map. numpy's matmul rules.
-_MATMUL = {
-    (0, 2, 2): _m("{G} @ {b}.T", "G·{b}ᵀ"),
-    (1, 2, 2): _m("{a}.T @ {G}", "{a}ᵀ·G"),
-    (0, 2, 1): _m("np.outer({G}, {b})", "G·{b}ᵀ"),
-    (1, 2, 1): _m("{a}.T @ {G}", "{a}ᵀ·G"),
-    (0, 1, 2): _m("{b} @ {G}", "{b}·G"),
-    (1, 1, 2): _m("np.outer({a}, {G})", "{a}ᵀ·G"),
-    (0, 1, 1): _m("{G} * {b}", "G·{b}"),
-    (1, 1, 1): _m("{G} * {a}", "G·{a}"),
-}
-
-STRUCTURAL_MAPS = {
-    ("sum", False): _m("{G}", "G, broadcast to the shape of {a}", needs_full_g=False,
-                         view=True),
-    ("sum", True): _m("np.expand_dims({G}, {k})", "G, repeated along axis {k}", view=True),
-    ("mean", False): _m("{G} / {n}", "G / {n}, broadcast to the shape of {a}", needs_full_g=False),
-    ("mean", True): _m("np.expand_dims({G}, {k}) / {n}", "G / {n}, repeated along axis {k}"),
-    ("logsumexp", False): _m("np.exp({a} - {y}) * {G}", "softmax({a}) ⊙ G", needs_full_g=False),
-    ("logsumexp", True): _m("np.exp({a} - np.expand_dims({y}, {k})) * np.expand_dims({G}, {k})",
-                            "softmax({a}) ⊙ G, along axis {k}"),
-    ("logsumexp_keep", True): _m("np.exp({a} - {y}) * {G}", "softmax({a}) ⊙ G, along axis {k}",
-                                 needs_full_g=False),
-    ("softmax", True): _m("{y} * ({G} - np.sum({G} * {y}, axis={k}, keepdims=True))",
-                          "{y} ⊙ (G - Σ_{k} G ⊙ {y})", needs_full_g=False),
-    ("transpose", False): _m("{G}.T", "Gᵀ", view=True),
-    # a scatter: G placed in the part of the last axis that was taken, zeros elsewhere
-    ("slice", False): _m("np.pad({G}, {pad})", "G in the slice, 0 elsewhere"),
-    ("index", False): _m("np.pad(np.expand_dims({G}, -1), {pad})", "G in the column, 0 elsewhere"),
-}
-
-
-def structural_map(g: Graph, node: Node, index: int) -> StructuralMap:
-    if node.op == "matmul":
-        a, b = (g.nodes[i] for i in node.inputs)
-        return _MATMUL[(index, len(a.shape), len(b.shape))]
-    op = "logsumexp_keep" if node.op == "logsumexp" and node.keepdims else node.op
-    key = (op, node.axis is not None)
-    if key not in STRUCTURAL_MAPS:
-        raise InternalError(f"no derivative map for {node.op} (axis {node.axis})")
-    return STRUCTURAL_MAPS[key]
 
 
 def elementwise_factor(node: Node, wrt: str) -> sp.Expr:
@@ -135,7 +76,7 @@ def local_derivatives(g: Graph, node: Node, wanted=None) -> list[Local]:
         if node.op == "elementwise":
             out.append(Local(node.name, i, expr=node.expr))
         else:
-            out.append(Local(node.name, i, rule=structural_map(g, node, k), index=k))
+            out.append(Local(node.name, i, rule=rule(node.op).numpy_map(g, node, k), index=k))
     return out
 
 

@@ -81,6 +81,7 @@ class Structural:
     shape: str  # the checker's shape rule: matmul | reduce | softmax | transpose | part
     axis: bool = False  # takes `axis = k`
     view: bool = False  # numpy returns a view of the input (transpose, index, slice)
+    helper: tuple[str, str] | None = None  # (name the numpy code calls, its definition)
     kind = "structural"
 
 
@@ -178,8 +179,20 @@ STRUCTURAL: dict[str, Structural] = {s.name: s for s in [
     Structural("@", 2, "matrix product", "matmul", "matmul"),
     Structural("sum", 1, "sum of all elements, or along `axis`", "sum", "reduce", axis=True),
     Structural("mean", 1, "mean of all elements, or along `axis`", "mean", "reduce", axis=True),
-    Structural("logsumexp", 1, "log Σ exp, computed stably", "logsumexp", "reduce", axis=True),
-    Structural("softmax", 1, "exp(x) / Σ exp(x) along `axis`", "softmax", "softmax", axis=True),
+    Structural("logsumexp", 1, "log Σ exp, computed stably", "logsumexp", "reduce", axis=True,
+               helper=("_logsumexp", '''def _logsumexp(a, axis=None, keepdims=False):
+    """log Σ exp(a), shifted by the maximum so that nothing overflows."""
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else (np.squeeze(out, axis=axis) if axis is not None else out.reshape(()))
+''')),
+    Structural("softmax", 1, "exp(x) / Σ exp(x) along `axis`", "softmax", "softmax", axis=True,
+               helper=("_softmax", '''def _softmax(a, axis):
+    """exp(a) / Σ exp(a) along axis, shifted by the maximum so that nothing overflows."""
+    e = np.exp(a - np.max(a, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+''')),
     Structural("transpose", 1, "the matrix transposed", "transpose", "transpose", view=True),
     Structural("index", 1, "x[:, k]: one position of the last axis", "index", "part", view=True),
     Structural("slice", 1, "x[:, a:b]: a part of the last axis", "slice", "part", view=True),
@@ -231,4 +244,5 @@ def brought_by(name: str) -> list[str]:
 
 
 # The module-level helpers a generated module may need, by op name: (name called, definition).
-HELPERS: dict[str, tuple[str, str]] = {f.name: f.helper for f in FUNCTIONS.values() if f.helper}
+HELPERS: dict[str, tuple[str, str]] = {
+    op.name: op.helper for op in (*FUNCTIONS.values(), *STRUCTURAL.values()) if op.helper}

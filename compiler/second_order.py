@@ -5,7 +5,8 @@ respect to every flattened param at once, an array of the node's shape with one 
 `N_PARAMS` at the end (the columns of the Jacobian, in the order of `PARAMS`, each param
 flattened in C order). Trailing that axis keeps numpy's broadcasting of the model's own shapes
 intact. Elementwise tangents are sympy's local derivatives (the same `elementwise_factor` as the
-gradient) times the inputs' tangents; structural nodes have stated maps (`einsum` for `@`).
+gradient) times the inputs' tangents; structural nodes have the stated maps of their rules
+(`compiler.structural`: `einsum` for `@`).
 
 - `jacobian`: the residual of a least-squares objective (`compiler.leastsq`) pushed forward.
 - `hessian`: forward over reverse. The backward pass of the gradient is written as usual, and
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from compiler.codegen import (LR_SEED, SGD_STEP_DOC, ModuleWriter, Stmt, _Body, _loses_count,
-                              _pad_widths, _paren, _paren_expr, _reduce_to, _token, print_expr,
+                              _paren, _paren_expr, _reduce_to, _token, print_expr,
                               render)
 from compiler.deps import ancestors
 from compiler.derive import elementwise_factor, needs_gradient
@@ -35,6 +36,7 @@ from compiler.leastsq import LeastSquares, least_squares
 from compiler.memo import shape_of, template
 from compiler.names import Adjoint, grad_name, size_name, value_name
 from compiler.names import tangent_name as tangent
+from compiler.structural import AdjointTangent, Tangent, rule
 
 HESSIAN_MAX_PARAMS = 1000
 # Local derivatives are differentiated again only up to these sizes (sympy tree nodes), each and
@@ -110,19 +112,6 @@ def _coef_once(what: str, shaped: tuple[tuple, list[sp.Symbol]], make) -> _Coef 
                  c.one, c.add)
 
 
-_LETTERS = {(0, 1): "k", (0, 2): "ik", (1, 1): "k", (1, 2): "kj"}
-
-
-def _einsum(nd_a: int, nd_b: int, parts: tuple[str, str, str]) -> str:
-    """An einsum spec of `@` for operands of these ndims: `parts` picks, per slot, `a`, `b` or
-    `o` (the product), with `p` (the params' axis) appended where a slot is a tangent (`A`)."""
-    a, b = _LETTERS[(0, nd_a)], _LETTERS[(1, nd_b)]
-    o = a.replace("k", "") + b.replace("k", "")
-    letters = {"a": a, "b": b, "o": o}
-    spec = [letters[s.lower()] + ("p" if s.isupper() else "") for s in parts]
-    return f"{spec[0]},{spec[1]}->{spec[2]}"
-
-
 # shape of (G, expr, node, input) -> the size of the local derivative, and the slots of the
 # symbols it reads, in the order of their names
 _SECOND: dict[tuple, tuple[int, tuple[int, ...]]] = {}
@@ -168,51 +157,25 @@ class SecondOrderWriter(ModuleWriter):
             return
         a = [value_name(i) for i in node.inputs]
         da = [tangent(x) if i in self.varies else None for x, i in zip(a, node.inputs)]
-        nd = len(self.g.nodes[node.inputs[0]].shape)
-        k = None if node.axis is None else node.axis % max(nd, 1)
-        y = value_name(node.name)
-        if node.op == "matmul":
-            nd_b = len(self.g.nodes[node.inputs[1]].shape)
-            parts = []
-            if da[0]:
-                parts.append(f'np.einsum("{_einsum(nd, nd_b, ("A", "b", "O"))}", {da[0]}, {a[1]})')
-            if da[1]:
-                parts.append(f'np.einsum("{_einsum(nd, nd_b, ("a", "B", "O"))}", {a[0]}, {da[1]})')
-            code = " + ".join(parts)
-        elif node.op in ("sum", "mean"):
-            axes = tuple(range(nd)) if k is None else k
-            code = da[0] if axes == () else f"np.sum({da[0]}, axis={_axes(axes)})"
-            if node.op == "mean":
-                src = self.g.nodes[node.inputs[0]].shape
-                code = f"{code} / {_paren(body.count_code(src if k is None else (src[k],)))}"
-        elif node.op == "logsumexp":
-            if nd == 0:
-                code = da[0]
-            else:
-                ey = y if node.keepdims or k is None else f"np.expand_dims({y}, {k})"
-                axes = tuple(range(nd)) if k is None else k
-                keep = ", keepdims=True" if node.keepdims else ""
-                code = f"np.sum(np.exp({a[0]} - {ey})[..., None] * {da[0]}, axis={_axes(axes)}{keep})"
-        elif node.op == "softmax":
-            if nd == 0:  # softmax of a scalar is 1
-                body.emit(name, f"np.zeros({P}, dtype=dt)", node)
-                return
-            code = (f"{y}[..., None] * ({da[0]} - np.sum({y}[..., None] * {da[0]}, axis={k}, "
-                    f"keepdims=True))")
-        elif node.op == "transpose":
-            code = f"np.transpose({da[0]}, (1, 0, 2))" if nd == 2 else da[0]
-        elif node.op in ("index", "slice"):  # the same part; the params' axis stays last
-            code = f"{da[0]}[{node.part_code()}]"
-        else:
-            raise NotImplementedError(node.op)
-        body.emit(name, code, node, reads=[*a, *filter(None, da), y] if node.op in (
-            "logsumexp", "softmax") else [*a, *filter(None, da)])
+        code = rule(node.op).tangent(Tangent(self.g, node, a, da, value_name(node.name),
+                                             self._count(body)))
+        if code is None:  # a constant (the softmax of a scalar is 1)
+            body.emit(name, f"np.zeros({P}, dtype=dt)", node)
+            return
+        reads = [*a, *filter(None, da)]
+        body.emit(name, code, node, reads=[*reads, value_name(node.name)]
+                  if rule(node.op).tangent_reads_value else reads)
 
     @staticmethod
     def _factor_coef(node: Node, wrt: str) -> _Coef | None:
         """∂node/∂wrt as a coefficient (the shape of (expr, node, wrt) determines it)."""
         return _coef_once("factor", shape_of((node.expr,), (symbol(node.name), symbol(wrt))),
                           lambda: elementwise_factor(node, wrt))
+
+    @staticmethod
+    def _count(body: _Body):
+        """How many elements over some dims, as code a division can take."""
+        return lambda dims: _paren(body.count_code(dims))
 
     def _value_shapes(self, node: Node) -> dict[sp.Symbol, Shape]:
         shapes = {s: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
@@ -312,113 +275,28 @@ class SecondOrderWriter(ModuleWriter):
         return None if code == "0.0" else (code, shape, reads)
 
     def _structural_tangent(self, body, node, local, G, gshape):
-        got = self._structural_tangent_code(body, node, local, G, gshape)
-        if got is None:
-            return None
-        # what the map's product rule reads: dG, and per op the values and tangents around
         a = [value_name(i) for i in node.inputs]
-        da = [tangent(x) if i in self.varies else None for x, i in zip(a, node.inputs)]
-        y, dy = value_name(node.name), tangent(value_name(node.name))
-        dG = self._adjoint_tangent(node, G)
-        g_ = {_token(s) for s in G.free_symbols}
-        reads = {dG[0]} if dG is not None else set()
-        if node.op == "matmul":
-            other = 1 - local.index
-            reads |= ({a[other]} if dG is not None else set()) | (g_ | {da[other]} if da[other] else set())
-        elif node.op == "logsumexp":
-            reads |= {a[0], y} | (g_ | {da[0], dy} if da[0] else set())
-        elif node.op == "softmax":
-            reads |= {y} | (g_ | {dy} if node.name in self.varies else set())
-        return (*got, reads)
-
-    def _structural_tangent_code(self, body, node, local, G, gshape):
-        g = self.g
-        k_in = local.index
-        a = [value_name(i) for i in node.inputs]
-        da = [tangent(x) if i in self.varies else None for x, i in zip(a, node.inputs)]
-        y, dy = value_name(node.name), tangent(value_name(node.name))
-        dy = dy if node.name in self.varies else None
         G_code = print_expr(G)
         dG = self._adjoint_tangent(node, G)
-        nd = len(g.nodes[node.inputs[0]].shape)
-        k = None if node.axis is None else node.axis % max(nd, 1)
-        full_g = G_code if gshape == tuple(node.shape) else body.broadcast(G_code, gshape, node.shape)
 
         def full_dg():
             code, shape = dG
             return code if shape == tuple(node.shape) else self._full(body, code, node.shape)
 
-        if node.op in ("sum", "mean"):
-            if dG is None:
-                return None
-            if k is None:
-                code, shape = dG
-            else:
-                code, shape = f"np.expand_dims({full_dg()}, {k})", \
-                    tuple(node.shape[:k]) + (1,) + tuple(node.shape[k:])
-            if node.op == "mean":
-                src = g.nodes[node.inputs[0]].shape
-                code = f"{code} / {_paren(body.count_code(src if k is None else (src[k],)))}"
-            return code, shape
-        if node.op == "transpose":
-            if dG is None:
-                return None
-            return (f"np.transpose({full_dg()}, (1, 0, 2))" if nd == 2 else full_dg(),
-                    tuple(g.nodes[local.input].shape))
-        if node.op in ("index", "slice"):  # the scatter of dG, with no padding on the params' axis
-            if dG is None:
-                return None
-            src = g.nodes[local.input].shape
-            pad = _pad_widths(node.part, src)[:-1].rstrip(",") + ", (0, 0))"
-            dg = full_dg() if node.op == "slice" else f"np.expand_dims({full_dg()}, -2)"
-            return f"np.pad({dg}, {pad})", tuple(src)
-        if node.op == "matmul":
-            nd_b = len(g.nodes[node.inputs[1]].shape)
-            other = da[1 - k_in]
-            parts = []
-            if k_in == 0:
-                if dG is not None:
-                    parts.append(f'np.einsum("{_einsum(nd, nd_b, ("O", "b", "A"))}", {full_dg()}, {a[1]})')
-                if other:
-                    parts.append(f'np.einsum("{_einsum(nd, nd_b, ("o", "B", "A"))}", {full_g}, {other})')
-            else:
-                if other:
-                    parts.append(f'np.einsum("{_einsum(nd, nd_b, ("A", "o", "B"))}", {other}, {full_g})')
-                if dG is not None:
-                    parts.append(f'np.einsum("{_einsum(nd, nd_b, ("a", "O", "B"))}", {a[0]}, {full_dg()})')
-            return (" + ".join(parts), tuple(g.nodes[local.input].shape)) if parts else None
-        if node.op == "logsumexp":  # c = s·Gk, s = exp(a - y): dc = s·(dGk + Gk·(da - dy))
-            if nd == 0:
-                return dG
-            keep = node.keepdims or k is None
-            s_ = f"np.exp({a[0]} - {y if keep else f'np.expand_dims({y}, {k})'})[..., None]"
-            inner = []
-            if dG is not None:
-                inner.append(dG[0] if keep else f"np.expand_dims({full_dg()}, {k})")
-            if da[0]:  # y varies exactly when a does
-                gk = G_code if keep else f"np.expand_dims({full_g}, {k})"
-                dyk = dy if keep else f"np.expand_dims({dy}, {k})"
-                inner.append(f"np.expand_dims({gk}, -1)*({da[0]} - {dyk})")
-            if not inner:
-                return None
-            return f"{s_}*({' + '.join(inner)})", tuple(g.nodes[local.input].shape)
-        if node.op == "softmax":  # c = y·u, u = G - Σ_k G·y: dc = dy·u + y·(dG - Σ_k(dG·y + G·dy))
-            if nd == 0:
-                return None
-            parts, summed = [], []
-            if dy:
-                u = f"({G_code} - np.sum({G_code}*{y}, axis={k}, keepdims=True))"
-                parts.append(f"{dy}*np.expand_dims({u}, -1)")
-                summed.append(f"np.expand_dims({G_code}, -1)*{dy}")
-            if dG is not None:
-                summed.insert(0, f"{dG[0]}*{y}[..., None]")
-            if not summed:
-                return None
-            du = f"np.sum({' + '.join(summed)}, axis={k}, keepdims=True)"
-            du = f"{dG[0]} - {du}" if dG is not None else f"-{du}"
-            parts.append(f"{y}[..., None]*({du})")
-            return " + ".join(parts), tuple(node.shape)
-        raise NotImplementedError(node.op)
+        t = AdjointTangent(
+            self.g, node, a, [tangent(x) if i in self.varies else None
+                              for x, i in zip(a, node.inputs)],
+            value_name(node.name), self._count(body), index=local.index,
+            dy=tangent(value_name(node.name)) if node.name in self.varies else None, G=G_code,
+            full_g=G_code if gshape == tuple(node.shape) else body.broadcast(G_code, gshape,
+                                                                              node.shape),
+            dG=dG, full_dg=full_dg, g_reads={_token(s) for s in G.free_symbols})
+        got = rule(node.op).adjoint_tangent(t)
+        if got is None:
+            return None
+        # what the map's product rule reads: dG, and per op the values and tangents around
+        reads = {dG[0]} if dG is not None else set()
+        return (*got, reads | rule(node.op).adjoint_tangent_reads(t))
 
     # ---- the functions ---------------------------------------------------------------------
 
@@ -581,12 +459,6 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
 def _tangent_shape(body: _Body, shape: Shape) -> str:
     """A shape with the params' axis at the end, as code: `(n_N, 3, N_PARAMS)`."""
     return "(" + ", ".join([body.dim_code(d) for d in shape] + [P]) + ")"
-
-
-def _axes(axes) -> str:
-    if isinstance(axes, int):
-        return str(axes)
-    return str(axes[0]) if len(axes) == 1 else str(tuple(axes))
 
 
 def _float(x: float) -> str:

@@ -179,7 +179,7 @@ def _numeric(expr, values):
     """A printed derivative evaluated with numpy: mean(...) and sum(...) over the rows."""
     import numpy as np
     import sympy as sp
-    from compiler.chains import MeanOf, SumOf
+    from compiler.structural import MeanOf, SumOf
     MEAN, SUM = sp.Function("MEAN"), sp.Function("SUM")
     e = expr.replace(MeanOf, MEAN).replace(SumOf, SUM)
     syms = sorted(e.free_symbols, key=lambda s: s.name)

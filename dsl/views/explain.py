@@ -15,7 +15,7 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.str import StrPrinter
 
-from compiler import chains
+from compiler import structural
 from compiler.chains import ADJOINT, Chains, Derivation, Factor, total_diff
 from compiler.codegen import PositiveTermsFirst
 from compiler.errors import UsageError
@@ -46,28 +46,20 @@ def _split_mul(expr: sp.Expr) -> tuple[list[sp.Expr], list[sp.Expr]]:
             den.append(f.base ** -f.exp)
         else:
             num.append(f)
-    num.sort(key=lambda f: (ADJOINT in f.free_symbols, isinstance(f, chains.MatProd)))
+    num.sort(key=lambda f: (ADJOINT in f.free_symbols, isinstance(f, structural.MatProd)))
     return num, den
 
 
 class _Shared(OpPrinter, PositiveTermsFirst):
-    """What the text and LaTeX printers print alike: sums, floats, and the reductions a chain
-    shows (each printer writes them with its own `_call(name, expr)`)."""
+    """What the text and LaTeX printers print alike: sums, floats, our functions (`OpPrinter`)
+    and the structural ops a chain shows by name (each printer writes them with its own
+    `_call(name, expr)`)."""
 
     def _print_Float(self, expr):
         return f"{float(expr):g}"
 
-    def _print_MeanOf(self, expr):
-        return self._call("mean", expr)
-
-    def _print_SumOf(self, expr):
-        return self._call("sum", expr)
-
-    def _print_LogSumExpOf(self, expr):
-        return self._call("logsumexp", expr)
-
-    def _print_SoftmaxOf(self, expr):
-        return self._call("softmax", expr)
+    def _print_OpCallBase(self, expr):
+        return self._call(expr.name, expr)
 
 
 class TextPrinter(_Shared, StrPrinter):
@@ -86,9 +78,9 @@ class TextPrinter(_Shared, StrPrinter):
         return self.adjoint if expr == ADJOINT else expr.name
 
     def _factor(self, f, alone: bool) -> str:
-        if isinstance(f, chains.MatProd) and not alone:
+        if isinstance(f, structural.MatProd) and not alone:
             return "(" + self._print(f) + ")"
-        if isinstance(f, (chains.Total, chains.RowSum, chains.SumAlong)) and not alone:
+        if isinstance(f, (structural.Total, structural.RowSum, structural.SumAlong)) and not alone:
             return self._sum(f, parens=True)  # Σ_axis1(Y), not Σ_axis1 Y, inside a product
         return self.parenthesize(f, _MUL)
 
@@ -151,7 +143,7 @@ class TextPrinter(_Shared, StrPrinter):
         return f"{inner}ᵀ" if a.is_Atom or isinstance(a, sp.Function) else f"({inner})ᵀ"
 
     def _sum(self, expr, parens: bool = False) -> str:
-        sign = {chains.Total: "Σ", chains.RowSum: "Σ_rows"}.get(expr.func) or \
+        sign = {structural.Total: "Σ", structural.RowSum: "Σ_rows"}.get(expr.func) or \
             f"Σ_axis{expr.args[1]}"
         e = expr.args[0]
         inner = self._print(e)
@@ -229,7 +221,7 @@ class LatexMaths(_Shared, LatexPrinter):
         num, den = _split_mul(expr)
 
         def one(f, alone):
-            if isinstance(f, chains.MatProd) and not alone:
+            if isinstance(f, structural.MatProd) and not alone:
                 return r"\left(" + self._print(f) + r"\right)"
             return self.parenthesize(f, _MUL)
 
@@ -612,13 +604,13 @@ def _residual_name(g: Graph, ls) -> str:
 
 def _reduction(ls, r: sp.Symbol) -> sp.Expr:
     """The objective as the reduction of r² it is: `mean(r^2)`, `0.5·sum(r^2)`."""
-    agg = (chains.MeanOf if ls.kind == "mean" else chains.SumOf)(r**2)
+    agg = (structural.MeanOf if ls.kind == "mean" else structural.SumOf)(r**2)
     return agg if ls.factor == 1 else sp.Float(ls.factor) * agg
 
 
 def _tidy(e: sp.Expr) -> sp.Expr:
     """Common factors out, and the mean of a number is that number."""
-    e = e.replace(lambda x: isinstance(x, chains.MeanOf) and x.args[0].is_Number,
+    e = e.replace(lambda x: isinstance(x, structural.MeanOf) and x.args[0].is_Number,
                   lambda x: x.args[0])
     return sp.factor_terms(e)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from compiler import chains
+from compiler import chains, structural
 from compiler.chains import ADJOINT, MAX_PATHS, Chains
 from compiler.errors import UsageError
 from compiler.functions import maximum, minimum, relu, sigmoid, softplus
@@ -52,10 +52,8 @@ def evaluate(e, env: dict, sizes: dict):
         return float(e)
     if isinstance(e, sp.Symbol):
         return float(sizes[e.name]) if e.is_integer and e.is_positive else env[e.name]
-    args = [ev(a) for a in e.args] if not isinstance(e, (chains.SumAlong, chains.Repeat,
-                                                        chains.MeanOf, chains.SumOf,
-                                                        chains.SoftmaxOf, chains.LogSumExpOf,
-                                                        chains.Total)) else None
+    lazy = (structural.SumAlong, structural.Repeat, structural.OpCallBase, structural.Total)
+    args = [ev(a) for a in e.args] if not isinstance(e, lazy) else None
     if e.is_Add:
         return sum(args[1:], args[0])
     if e.is_Mul:
@@ -74,29 +72,29 @@ def evaluate(e, env: dict, sizes: dict):
     if e.func == sp.Heaviside:
         x, h0 = args
         return np.where(x > 0, 1.0, np.where(x < 0, 0.0, h0))
-    if isinstance(e, chains.Ones):
+    if isinstance(e, structural.Ones):
         return np.ones(tuple(int(a) for a in args))
-    if isinstance(e, chains.MatProd):  # two vectors: G·vᵀ is an outer product
+    if isinstance(e, structural.MatProd):  # two vectors: G·vᵀ is an outer product
         return np.outer(*args) if np.ndim(args[0]) == np.ndim(args[1]) == 1 else args[0] @ args[1]
-    if isinstance(e, chains.Tr):
+    if isinstance(e, structural.Tr):
         return args[0].T
-    if isinstance(e, chains.RowSum):
+    if isinstance(e, structural.RowSum):
         return np.sum(args[0], axis=0)
-    axis = int(e.args[1]) if len(e.args) > 1 and not isinstance(e, chains.Total) else None
+    axis = int(e.args[1]) if len(e.args) > 1 and not isinstance(e, structural.Total) else None
     x = ev(e.args[0])
-    if isinstance(e, chains.Total):
+    if isinstance(e, structural.Total):
         return np.sum(x)
-    if isinstance(e, chains.SumAlong):
+    if isinstance(e, structural.SumAlong):
         return np.sum(x, axis=axis, keepdims=True)
-    if isinstance(e, chains.Repeat):
+    if isinstance(e, structural.Repeat):
         return np.expand_dims(x, axis) if np.ndim(x) else x
-    if isinstance(e, chains.MeanOf):
+    if isinstance(e, structural.MeanOf):
         return np.mean(x, axis=axis)
-    if isinstance(e, chains.SumOf):
+    if isinstance(e, structural.SumOf):
         return np.sum(x, axis=axis)
-    if isinstance(e, chains.SoftmaxOf):
+    if isinstance(e, structural.SoftmaxOf):
         return _softmax(x, axis)
-    if isinstance(e, chains.LogSumExpOf):
+    if isinstance(e, structural.LogSumExpOf):
         mx = np.max(x, axis=axis, keepdims=True)
         return np.squeeze(mx, axis) + np.log(np.sum(np.exp(x - mx), axis=axis)) \
             if axis is not None else float(mx.max() + np.log(np.sum(np.exp(x - mx))))
@@ -232,14 +230,14 @@ def test_matrix_factors_are_maps():
     g = graph_of("boston_mlp")
     c = Chains(g)
     X, W2, h = (symbol(n) for n in ("X", "W2", "h"))
-    assert c.factor("L1", "W1").map == chains.MatProd(chains.Tr(X), ADJOINT)
+    assert c.factor("L1", "W1").map == structural.MatProd(structural.Tr(X), ADJOINT)
     assert c.factor("L1", "W1").is_map
-    assert c.factor("yhat", "h").map == chains.MatProd(ADJOINT, chains.Tr(W2))
-    assert c.factor("L1", "b1").map == chains.RowSum(ADJOINT, chains.size_symbol("N"))
+    assert c.factor("yhat", "h").map == structural.MatProd(ADJOINT, structural.Tr(W2))
+    assert c.factor("L1", "b1").map == structural.RowSum(ADJOINT, structural.size_symbol("N"))
     assert c.factor("h", "L1").expr == h * (1 - h)
     # mean((yhat - y)^2): the statement's inner nodes composed, G/N pushed through the square
     f = c.factor("loss", "yhat")
-    N = chains.size_symbol("N")
+    N = structural.size_symbol("N")
     assert sp.simplify(f.map - 2 * ADJOINT * (symbol("yhat") - symbol("y")) / N) == 0
     assert set(c.reads["L1"]) == {"X", "W1", "b1"}  # L1.1 is inside the statement
 
@@ -312,26 +310,26 @@ def _mean_over_rows(expr, names, rows=3):
     def one(e):
         return sp.Add(*[e.xreplace({symbol(n): sp.Symbol(f"{n}_{r}", real=True) for n in names})
                         for r in range(rows)]) / rows
-    return expr.replace(lambda e: isinstance(e, chains.MeanOf), lambda e: one(e.args[0]))
+    return expr.replace(lambda e: isinstance(e, structural.MeanOf), lambda e: one(e.args[0]))
 
 
 def test_expand_reproduces_the_hand_derivation():
     d_k = chains.derive(graph_of("boston_rm"), "k", expand=True)
     d_b = chains.derive(graph_of("boston_rm"), "b", expand=True)
     k, b, x, y = (symbol(n) for n in "kbxy")
-    hand_k = 2 * chains.MeanOf((k * x + b - y) * x)  # the tutorial: 2*np.mean((k*x + b - y)*x)
-    hand_b = 2 * chains.MeanOf(k * x + b - y)  # and 2*np.mean(k*x + b - y)
+    hand_k = 2 * structural.MeanOf((k * x + b - y) * x)  # the tutorial: 2*np.mean((k*x + b - y)*x)
+    hand_b = 2 * structural.MeanOf(k * x + b - y)  # and 2*np.mean(k*x + b - y)
     for got, hand in ((d_k.expanded, hand_k), (d_b.expanded, hand_b)):
         diff = _mean_over_rows(got, "xy") - _mean_over_rows(hand, "xy")
         assert sp.simplify(diff) == 0
-    assert d_k.expanded == chains.MeanOf(2 * x * (b + k * x - y))  # mean(2·x·(b + k·x - y))
+    assert d_k.expanded == structural.MeanOf(2 * x * (b + k * x - y))  # mean(2·x·(b + k·x - y))
 
 
 def test_expand_through_a_node_per_row(tmp_path):
     m, c = chains_of(tmp_path, "input x[N]\ninput y[N]\nparam k = 0\nparam b = 0\n"
                                "yhat = k * x + b\nloss = mean((yhat - y)^2)\nminimize loss\n")
     k, b, x, y = (symbol(n) for n in "kbxy")
-    assert c.derive("k", expand=True).expanded == chains.MeanOf(2 * x * (b + k * x - y))
+    assert c.derive("k", expand=True).expanded == structural.MeanOf(2 * x * (b + k * x - y))
 
 
 def test_expand_seed_matches_the_gradient(tmp_path):

@@ -1,8 +1,8 @@
-"""Each structural map of compiler/derive.py against sympy on small explicit matrices.
+"""Each structural map of compiler/structural.py against sympy on small explicit matrices.
 
 For a structural op y = f(A) (or f(A, B)), the vector-Jacobian product with an incoming adjoint
 G is ∂/∂A_ij Σ G ⊙ f(A). sympy computes that entry by entry on a Matrix of symbols; the map's
-numpy template (`STRUCTURAL_MAPS`, the matmul table) is evaluated on the same numbers and must
+numpy template (each rule's `maps`, the matmul table) is evaluated on the same numbers and must
 agree. Maps that accept a lazily broadcast G (`needs_full_g=False`) are checked with a scalar G
 too. The elementwise side (sympy's derivative written through the node's own value) is checked
 against the textbook formula of every built-in.
@@ -16,11 +16,14 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from compiler.derive import _MATMUL, STRUCTURAL_MAPS, elementwise_factor
+from compiler.derive import elementwise_factor
 from compiler.errors import Span
 from compiler.functions import maximum, minimum, relu, sigmoid, softplus
 from compiler.ops import sympy_of
 from compiler.ir import Node, symbol
+from compiler.structural import RULES, pad_widths
+
+MATMUL = RULES["matmul"].maps
 
 SPAN = Span("<test>", 1, 1, 1, 2)
 
@@ -79,7 +82,7 @@ def numbers(exprs: np.ndarray, subs: dict) -> np.ndarray:
 
 
 def run_template(template: str, **names) -> np.ndarray:
-    """Evaluate one of our own numpy templates (derive.py's maps, never model text) on arrays
+    """Evaluate one of our own numpy templates (structural.py's maps, never model text) on arrays
     bound to {G}, {a}, {b}, {y}; `k` and `n` are formatted in as numbers."""
     fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
     assert fields <= {"G", "a", "b", "y", "k", "n", "pad"}, f"unknown placeholder in {template!r}"
@@ -104,7 +107,7 @@ def reduction_case(op: str, shape, axis, keepdims=False):
                                         ((4,), 0), ((2, 3, 2), 0), ((2, 3, 2), 1), ((2, 3, 2), 2),
                                         ((2, 3, 2), None)])
 def test_reduction_maps(op, shape, axis):
-    rule = STRUCTURAL_MAPS[(op, axis is not None)]
+    rule = RULES[op].maps[axis is not None]
     A, out = reduction_case(op, shape, axis)
     G = sym_array("g", out.shape)
     want = vjp(out, G, A)
@@ -124,7 +127,7 @@ def test_reduction_maps(op, shape, axis):
 def test_logsumexp_keepdims_map(shape, axis, lazy):
     """log(softmax(x)) lowers to x - logsumexp(x, keepdims): its map takes G of the kept shape,
     or a scalar G broadcast lazily."""
-    rule = STRUCTURAL_MAPS[("logsumexp_keep", True)]
+    rule = RULES["logsumexp"].keepdims
     A, out = reduction_case("logsumexp", shape, axis, keepdims=True)
     G = sym_array("g", () if lazy else out.shape)
     want = vjp(out, G, A)
@@ -141,7 +144,7 @@ def test_logsumexp_keepdims_map(shape, axis, lazy):
 @pytest.mark.parametrize("lazy", [False, True])
 def test_softmax_map(shape, axis, lazy):
     """softmax gives s ⊙ (G - Σ G ⊙ s), with a full or a lazily broadcast scalar G."""
-    rule = STRUCTURAL_MAPS[("softmax", True)]
+    rule = RULES["softmax"].maps[True]
     A = sym_array("a", shape)
     out = s_softmax(A, axis)
     G = sym_array("g", () if lazy else shape)
@@ -155,7 +158,7 @@ def test_softmax_map(shape, axis, lazy):
 
 @pytest.mark.parametrize("shape", [(2, 3), (3,), ()])
 def test_transpose_map(shape):
-    rule = STRUCTURAL_MAPS[("transpose", False)]
+    rule = RULES["transpose"].maps[False]
     A = sym_array("a", shape)
     out = np.array(A.T, dtype=object)
     G = sym_array("g", out.shape)
@@ -172,8 +175,7 @@ def test_transpose_map(shape):
                                       ("slice", (0, 5)), ("slice", (2, 5))])
 def test_index_and_slice_maps(shape, op, part):
     """The scatter: G put back where the part of the last axis was taken, zeros elsewhere."""
-    from compiler.codegen import _pad_widths
-    rule = STRUCTURAL_MAPS[(op, False)]
+    rule = RULES[op].maps[False]
     A = sym_array("a", shape)
     start, stop = part
     out = np.array(A[..., start] if op == "index" else A[..., start:stop], dtype=object)
@@ -182,7 +184,7 @@ def test_index_and_slice_maps(shape, op, part):
     rng = np.random.default_rng(5)
     a, g = rng.normal(size=shape), rng.normal(size=out.shape)
     subs = {**dict(zip(A.flat, a.flat)), **dict(zip(G.flat, g.flat))}
-    got = run_template(rule.numpy, G=g, a=a, pad=_pad_widths(part, shape))
+    got = run_template(rule.numpy, G=g, a=a, pad=pad_widths(part, shape))
     np.testing.assert_allclose(got, numbers(want, subs), rtol=1e-12, atol=1e-14)
 
 
@@ -190,7 +192,7 @@ MATMUL_SHAPES = {(2, 2): ((2, 3), (3, 4)), (2, 1): ((2, 3), (3,)), (1, 2): ((3,)
                  (1, 1): ((3,), (3,))}
 
 
-@pytest.mark.parametrize("key", sorted(_MATMUL))
+@pytest.mark.parametrize("key", sorted(MATMUL))
 def test_matmul_maps(key):
     """G ↦ G·Bᵀ and G ↦ Aᵀ·G in every vector/matrix combination numpy's `@` allows."""
     index, nda, ndb = key
@@ -202,21 +204,24 @@ def test_matmul_maps(key):
     rng = np.random.default_rng(5)
     a, b, g = rng.normal(size=sa), rng.normal(size=sb), rng.normal(size=out.shape)
     subs = {**dict(zip(A.flat, a.flat)), **dict(zip(B.flat, b.flat)), **dict(zip(G.flat, g.flat))}
-    got = run_template(_MATMUL[key].numpy, G=g, a=a, b=b, y=a @ b)
+    got = run_template(MATMUL[key].numpy, G=g, a=a, b=b, y=a @ b)
     assert got.shape == (sa, sb)[index]
     np.testing.assert_allclose(got, numbers(want, subs), rtol=1e-12, atol=1e-14,
-                               err_msg=f"{key}: {_MATMUL[key].numpy}")
+                               err_msg=f"{key}: {MATMUL[key].numpy}")
 
 
 def test_every_map_is_tested():
-    """A new entry in the tables needs a test above."""
+    """A new structural op of the registry, or a new map of one, needs a rule and a test above."""
+    from compiler.ops import STRUCTURAL
+    assert set(RULES) == {op.ir for op in STRUCTURAL.values()}
     tested = {("sum", False), ("sum", True), ("mean", False), ("mean", True),
-              ("logsumexp", False), ("logsumexp", True), ("logsumexp_keep", True),
-              ("softmax", True), ("transpose", False), ("index", False), ("slice", False)}
-    assert set(STRUCTURAL_MAPS) == tested
-    assert set(_MATMUL) == {(i, a, b) for i in (0, 1) for a in (1, 2) for b in (1, 2)}
-    for rule in [*STRUCTURAL_MAPS.values(), *_MATMUL.values()]:
-        assert "G" in rule.maths and "{G}" in rule.numpy
+              ("logsumexp", False), ("logsumexp", True), ("softmax", True), ("transpose", False),
+              ("index", False), ("slice", False)}
+    assert {(op, key) for op, r in RULES.items() if op != "matmul" for key in r.maps} == tested
+    assert set(MATMUL) == {(i, a, b) for i in (0, 1) for a in (1, 2) for b in (1, 2)}
+    for op, r in RULES.items():
+        for rule in [*r.maps.values(), *([r.keepdims] if op == "logsumexp" else [])]:
+            assert "{G}" in rule.numpy
 
 
 def test_matmul_maps_by_sympy_matrix_calculus():
@@ -225,8 +230,8 @@ def test_matmul_maps_by_sympy_matrix_calculus():
     objective = sp.Trace(G.T * A * B)
     assert sp.simplify(objective.diff(B) - A.T * G) == sp.ZeroMatrix(3, 4)
     assert sp.simplify(objective.diff(A) - G * B.T) == sp.ZeroMatrix(2, 3)
-    assert _MATMUL[(0, 2, 2)].numpy == "{G} @ {b}.T"
-    assert _MATMUL[(1, 2, 2)].numpy == "{a}.T @ {G}"
+    assert MATMUL[(0, 2, 2)].numpy == "{G} @ {b}.T"
+    assert MATMUL[(1, 2, 2)].numpy == "{a}.T @ {G}"
 
 
 # ---- the elementwise side: derivatives written through the node's value ---------------------
@@ -314,3 +319,28 @@ def test_every_builtin_has_its_sympy_side():
         assert isinstance(sympy_of(name)(*[x] * f.arity), sp.Basic), name
     assert sympy_of("pi") == sp.pi and sympy_of("e") == sp.E
     assert set(ops.BY_IR) == set(STRUCTURAL_OPS)
+
+
+@pytest.mark.parametrize("name", ["@", "sum", "mean", "logsumexp", "softmax", "transpose",
+                                  "index", "slice"])
+def test_the_view_flag_says_what_numpy_returns(name):
+    """Each structural op's `view` (code generation copies a gradient that may share memory
+    with a param) is what its numpy forward really returns: a view of the input, or new memory."""
+    from compiler.ir import Graph
+    from compiler.ops import HELPERS, STRUCTURAL
+    from compiler.structural import rule
+    op = STRUCTURAL[name]
+    g = Graph("<test>")
+    shapes = [(3, 4), (4, 2)][:op.arity]
+    for k, shape in enumerate(shapes):
+        g.add(Node(f"a{k}", "input", shape, SPAN))
+    out_shape = {"index": (3,), "slice": (3, 2)}.get(op.ir, ())
+    node = Node("y", "op", out_shape, SPAN, op.ir, tuple(g.nodes), axis=1 if op.axis else None,
+                part={"index": (1, 2), "slice": (1, 3)}.get(op.ir))
+    arrays = {f"a{k}": np.arange(np.prod(s), dtype=float).reshape(s) for k, s in enumerate(shapes)}
+    env = {"np": np, **arrays}
+    for _, definition in HELPERS.values():  # our own helper source, never model text
+        exec(definition, env)
+    code = rule(op.ir).forward(g, node, list(arrays), lambda dims: str(np.prod(dims)))
+    value = eval(code, env)  # our own template
+    assert np.shares_memory(value, arrays["a0"]) == op.view, code
