@@ -159,7 +159,7 @@ class Chains:
             if G is None:
                 continue
             node = g.nodes[n]
-            if node.op in ("matmul", "transpose", "index", "slice") and node.shape and \
+            if node.op != "elementwise" and rule(node.op).shaped_g and node.shape and \
                     _is_scalar(G, scalars):
                 G = G * ones(node.shape)  # a scalar broadcast by a sum or mean, entering `@`
             for k, i in enumerate(node.inputs):

@@ -19,6 +19,7 @@ from typing import Callable
 import sympy as sp
 
 from compiler.errors import InternalError
+from compiler.ops import BY_IR
 from compiler.shape import Shape
 
 
@@ -215,6 +216,7 @@ class Rule:
 
     maps: dict = {}  # numpy maps by whether the node has an axis
     tangent_reads_value = False  # its forward tangent reads the node's own value
+    shaped_g = False  # the maths map needs G of the node's shape: a scalar G is written 𝟙·G
 
     def forward(self, g, node, a: list[str], count: Callable[[Shape], str]) -> str:
         """The node's value as numpy code over its inputs' values `a`."""
@@ -230,7 +232,13 @@ class Rule:
             raise InternalError(f"no derivative map for {node.op} (axis {node.axis})")
         return self.maps[key]
 
+    def written(self, node) -> str:
+        """The node as the model writes it, over its inputs' names: `mean(loss.1, axis=0)`."""
+        axis = f", axis={node.axis}" if node.axis is not None else ""
+        return f"{BY_IR[node.op].name}({node.inputs[0]}{axis})"
+
     def value(self, g, node, ins: list[sp.Expr]) -> sp.Expr:
+        """The node's value as maths over its inputs' symbols `ins`."""
         raise NotImplementedError
 
     def maths_map(self, g, node, k: int, G: sp.Expr, operands: list[sp.Expr],
@@ -283,6 +291,7 @@ def pad_widths(part: tuple[int, int], shape: Shape) -> str:
 
 
 class MatMul(Rule):
+    shaped_g = True
     # (which input, ndim of the first input, ndim of the second) -> map. numpy's matmul rules.
     maps = {
         (0, 2, 2): StructuralMap("{G} @ {b}.T"),
@@ -297,6 +306,9 @@ class MatMul(Rule):
 
     def forward(self, g, node, a, count):
         return f"{a[0]} @ {a[1]}"
+
+    def written(self, node):
+        return " @ ".join(node.inputs)
 
     def numpy_map(self, g, node, k):
         na, nb = (len(g.nodes[i].shape) for i in node.inputs)
@@ -506,6 +518,7 @@ class Softmax(Rule):
 
 
 class Transpose(Rule):
+    shaped_g = True
     maps = {False: StructuralMap("{G}.T", view=True)}
 
     def forward(self, g, node, a, count):
@@ -531,6 +544,8 @@ class PartOf(Rule):
     """`x[:, k]` and `x[:, a:b]`: a view; the adjoint is a scatter (G placed in the part of the
     last axis that was taken, zeros elsewhere)."""
 
+    shaped_g = True
+
     def __init__(self, op: str):
         self.op = op
         self.maps = {False: StructuralMap("np.pad({G}, {pad})" if op == "slice" else
@@ -538,6 +553,9 @@ class PartOf(Rule):
 
     def forward(self, g, node, a, count):
         return f"{a[0]}[{node.part_code()}]"
+
+    def written(self, node):
+        return f"{node.inputs[0]}[{node.part_code()}]"
 
     def value(self, g, node, ins):
         return Part(ins[0], *_part_args(g, node))

@@ -18,6 +18,7 @@ from compiler.errors import DslError, UsageError
 from compiler.ir import Graph, Node
 from compiler.ops import BY_IR
 from compiler.shape import fmt_shape
+from compiler.structural import rule
 from dsl.views.explain import Explanation, TextPrinter, adjoint_letter, partial
 
 FORMATS = ("dot", "svg", "text")
@@ -39,13 +40,8 @@ def _short(text: str) -> str:
 
 def definition(g: Graph, node: Node, printer: TextPrinter) -> str:
     """The right-hand side of an op node as maths (`k1·x + b1`, `X @ W1`, `mean(loss.1)`)."""
-    if node.op == "matmul":
-        return " @ ".join(node.inputs)
-    if node.op in ("index", "slice"):
-        return f"{node.inputs[0]}[{node.part_code()}]"
     if node.op in BY_IR:
-        axis = f", axis={node.axis}" if node.axis is not None else ""
-        return f"{BY_IR[node.op].name}({node.inputs[0]}{axis})"
+        return rule(node.op).written(node)
     return printer.doprint(node_value(g, node))
 
 
