@@ -15,11 +15,9 @@ from functools import lru_cache
 import sympy as sp
 
 from compiler.errors import Span
-from compiler.ops import BY_IR
 from compiler.shape import Shape
 
 LEAF_KINDS = ("input", "param", "const")
-STRUCTURAL_OPS = tuple(BY_IR)  # the IR ops of `compiler.ops.STRUCTURAL`
 
 
 @dataclass
@@ -28,7 +26,7 @@ class Node:
     kind: str  # input | param | const | op
     shape: Shape
     span: Span
-    op: str | None = None  # elementwise, or one of STRUCTURAL_OPS
+    op: str | None = None  # elementwise, or the IR op of one of compiler.ops.STRUCTURAL
     inputs: tuple[str, ...] = ()
     expr: sp.Expr | None = None  # elementwise: over symbol(input) for each input
     axis: int | None = None  # reductions and softmax; None reduces everything
