@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import itertools
 import string
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,3 +345,12 @@ def test_the_view_flag_says_what_numpy_returns(name):
     code = rule(op.ir).forward(g, node, list(arrays), lambda dims: str(np.prod(dims)))
     value = eval(code, env)  # our own template
     assert np.shares_memory(value, arrays["a0"]) == op.view, code
+
+
+def test_the_registry_imports_without_sympy():
+    """compiler.ops is read by the checker of a cached command, which never imports sympy: the
+    sympy side of each op is resolved only when first asked."""
+    code = "import sys, compiler.ops; assert 'sympy' not in sys.modules, 'sympy was imported'"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
