@@ -132,6 +132,9 @@ FUNCTIONS: dict[str, Function] = {f.name: f for f in [
     _fn("erf", "the error function; erf' = 2/√π·e^(-x²)", "sympy.erf", math.erf,
         numpy="_erf({0})",
         helper=("_erf", "from scipy.special import erf as _erf  # numpy has no error function")),
+    _fn("erfc", "1 - erf(x), accurate where erf(x) is near 1", "sympy.erfc", math.erfc,
+        numpy="_erfc({0})", helper=("_erfc", "from scipy.special import erfc as _erfc  # numpy has "
+                                             "no complementary error function")),
     Function("max", 2, "elementwise maximum; ties split the gradient", "compiler.functions.maximum",
              np.maximum, "np.maximum({0}, {1})", "max({0}, {1})", r"\max\left({0}, {1}\right)",
              shape="broadcast"),

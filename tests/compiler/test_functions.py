@@ -1,4 +1,4 @@
-"""The functions real formulas need (atan, asin, acos, sinh, cosh, log10, log1p, expm1, erf)
+"""The functions real formulas need (atan, asin, acos, sinh, cosh, log10, log1p, expm1, erf, erfc)
 and the constants `pi` and `e`: gradients against central differences and torch, the checks
 every built-in gets, and how the derivation and the generated code write them."""
 from __future__ import annotations
@@ -25,11 +25,11 @@ torch = pytest.importorskip("torch")
 FUNCTIONS = {
     "atan": torch.atan, "asin": torch.asin, "acos": torch.acos, "sinh": torch.sinh,
     "cosh": torch.cosh, "log10": torch.log10, "log1p": torch.log1p, "expm1": torch.expm1,
-    "erf": torch.erf,
+    "erf": torch.erf, "erfc": torch.erfc,
 }
 NUMPY = {"atan": np.arctan, "asin": np.arcsin, "acos": np.arccos, "sinh": np.sinh,
          "cosh": np.cosh, "log10": np.log10, "log1p": np.log1p, "expm1": np.expm1,
-         "erf": np.vectorize(math.erf)}
+         "erf": np.vectorize(math.erf), "erfc": np.vectorize(math.erfc)}
 POSITIVE_ONLY = {"log10"}
 
 # |0.3·a·x| <= 0.675: inside the domains of asin, acos and log1p
@@ -151,7 +151,7 @@ def test_derive_prints_the_function(tmp_path, f):
     want = {"atan": "x / (a^2·x^2 + 1)", "asin": "x / sqrt(1 - a^2·x^2)",
             "acos": "-x / sqrt(1 - a^2·x^2)", "sinh": "x·cosh(a·x)", "cosh": "x·sinh(a·x)",
             "log10": "1 / (a·log(10))", "log1p": "x / (a·x + 1)", "expm1": "x·exp(a·x)",
-            "erf": "2·x·exp(-a^2·x^2) / sqrt(pi)"}[f]
+            "erf": "2·x·exp(-a^2·x^2) / sqrt(pi)", "erfc": "-2·x·exp(-a^2·x^2) / sqrt(pi)"}[f]
     assert text == f"∂loss/∂a = {want}"
     assert "Derivative" not in latex and "operatorname{expm}_" not in latex
 

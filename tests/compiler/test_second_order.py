@@ -75,7 +75,7 @@ def verify_second_order(m, point):
 
 
 UNARY = ["exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "relu", "softplus",
-         "square", "atan", "asin", "sinh", "cosh", "log10", "log1p", "expm1", "erf"]
+         "square", "atan", "asin", "sinh", "cosh", "log10", "log1p", "expm1", "erf", "erfc"]
 
 
 @pytest.mark.parametrize("f", UNARY)
