@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from itertools import islice
 from string import Formatter
+from typing import NamedTuple
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
@@ -145,18 +147,18 @@ class NumpyCode(OpPrinter, PositiveTermsFirst, NumPyPrinter):
         return repr(float(expr))
 
 
-@dataclass(frozen=True)
-class Stmt:
+class Stmt(NamedTuple):
     """One assignment of a generated function, kept as data until the function is printed: what
     it reads decides where each value is released (`del` after its last use), what it may share
-    memory with decides which gradients must be copied, and its node gives the comment."""
+    memory with decides which gradients must be copied, and its origin gives the comment. Plain
+    tuples of strings, which the garbage collector stops tracking: a module has thousands."""
 
     target: str
     code: str
-    reads: frozenset[str] = frozenset()  # the variables `code` reads
-    views: frozenset[str] = frozenset()  # those whose memory the target may share (numpy views)
-    node: Node | None = None  # the node it belongs to: its `.model` line makes the comment
-    note: str = ""  # "∂ " on the backward pass, "d/dθ " on tangents
+    reads: tuple[str, ...] = ()  # the variables `code` reads
+    views: tuple[str, ...] = ()  # those whose memory the target may share (numpy views)
+    origin: tuple[int, str] | None = None  # the `.model` line and statement it comes from
+    note: str = ""  # "∂ " on the backward pass
     op: str = "="  # `-=`: an in-place update of the target
 
 
@@ -173,7 +175,8 @@ class _Body:
 
     def emit(self, target: str, code: str, node: Node | None = None, note: str = "",
              reads=(), views=()) -> None:
-        self.stmts.append(Stmt(target, code, frozenset(reads), frozenset(views), node, note))
+        origin = (node.span.line, node.source) if node is not None and node.source else None
+        self.stmts.append(Stmt(target, code, tuple(reads), tuple(views), origin, note))
 
     def broadcast(self, code: str, have: Shape, shape: Shape) -> str:
         """`code`, of static shape `have`, as an array of `shape`. A scalar may be a Python
@@ -224,10 +227,10 @@ class Printed:
     symbols: tuple[sp.Symbol, ...]
     bare: bool = False  # the expression is one of its symbols
 
-    @property
-    def reads(self) -> frozenset[str]:
+    @cached_property
+    def reads(self) -> tuple[str, ...]:
         """The variables the code reads (`lr` and the values, adjoints, temporaries)."""
-        return frozenset(_token(s) for s in self.symbols)
+        return tuple(_token(s) for s in self.symbols)
 
 
 # (prefix, shape of the expressions) -> the printed cse, with `{k}` for the k-th symbol of the
@@ -451,7 +454,7 @@ class ModuleWriter:
         shape = rule.shape(self.g, node, local.index)
         same = G if rule.numpy == "{G}" and isinstance(G, Adjoint) else None
         self._accumulate(body, node, local.input, code, shape, adjoint,
-                         frozenset(_token(s) for s in symbols), views, same, local=local, G=G,
+                         tuple(_token(s) for s in symbols), views, same, local=local, G=G,
                          gshape=gshape)
 
     def _accumulate(self, body, node, target, code, shape, adjoint, reads, views=(), same=None,
@@ -467,7 +470,7 @@ class ModuleWriter:
         if target in adjoint:
             have = _token(self.adjoint_of(target))
             self.same.pop(target, None)
-            body.emit(name, f"{have} + {code}", node, "∂ ", reads=reads | {have})
+            body.emit(name, f"{have} + {code}", node, "∂ ", reads=(*reads, have))
             adjoint[target] = broadcast(adjoint[target], reduced)
         elif same is not None:
             self.same[target] = same
@@ -663,8 +666,10 @@ def _shares_memory(stmts: list[Stmt]) -> dict[str, set[str]]:
     statement's op states), transitively. Conservative."""
     out: dict[str, set[str]] = {}
     for st in stmts:
-        if st.op == "=":
-            out[st.target] = {st.target}.union(*(out.get(v, {v}) for v in st.views))
+        if st.op == "=" and st.views:
+            out[st.target] = {st.target}.union(*(out.get(v, (v,)) for v in st.views))
+        elif st.op == "=":
+            out.pop(st.target, None)
     return out
 
 
@@ -680,18 +685,17 @@ def render(stmts: list[Stmt], keep: set[str], bound=()) -> list[str]:
     for st in reversed(stmts):
         if st.op == "=" and st.target not in live:
             continue
-        dead = sorted((st.reads - live) & assigned)
+        dead = {v for v in st.reads if v not in live and v in assigned}
         live.discard(st.target)
-        live |= st.reads
-        kept.append((st, dead))
+        live.update(st.reads)
+        kept.append((st, sorted(dead) if dead else dead))
     kept.reverse()
     lines, group = [], None
     for k, (st, dead) in enumerate(kept):
-        node = st.node
-        if node is not None and node.source and (node.span.line, st.note) != group:
-            group = (node.span.line, st.note)
-            source = " ".join(node.source.split())
-            lines.append(_one_line(f"# line {node.span.line}: {st.note}{source}"))
+        if st.origin is not None and (st.origin[0], st.note) != group:
+            group = (st.origin[0], st.note)
+            line, source = st.origin
+            lines.append(_one_line(f"# line {line}: {st.note}{' '.join(source.split())}"))
         lines.append(f"{st.target} {st.op} {st.code}")
         if dead and k < len(kept) - 1:
             lines.append(f"del {', '.join(dead)}")

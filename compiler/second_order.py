@@ -137,7 +137,7 @@ class SecondOrderWriter(ModuleWriter):
             rows = f"np.eye({P}, dtype=dt)[{at}:{at + n}]"
             lines.append(Stmt(tangent(value_name(p)), (
                 f"np.eye({P}, dtype=dt)[{at}]" if shape == () else
-                f"{rows}.reshape({', '.join(map(str, shape))}, {P})"), frozenset(["dt"])))
+                f"{rows}.reshape({', '.join(map(str, shape))}, {P})"), ("dt",)))
             at += n
         return lines
 
@@ -222,7 +222,7 @@ class SecondOrderWriter(ModuleWriter):
         name = tangent(grad_name(target))
         if before in self.tadj:
             have = tangent(grad_name(before))
-            body.emit(name, f"{have} + {tcode}", node, "∂ ", reads=reads | {have})
+            body.emit(name, f"{have} + {tcode}", node, "∂ ", reads=(*reads, have))
             self.tadj[target] = broadcast(self.tadj[before], tshape)
         else:
             body.emit(name, tcode, node, "∂ ", reads=reads)
@@ -353,11 +353,11 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
         head += [Stmt(value_name(n), f'inputs["{n}"]') for n in g.inputs]
         if with_seed or body.uses_dtype:
             source = value_name((g.params or g.inputs)[0])
-            head.append(Stmt("dt", f"{source}.dtype", frozenset([source])))
+            head.append(Stmt("dt", f"{source}.dtype", (source,)))
         for d, (owner, axis) in g.size_names().items():
             if d in body.sizes:
                 owner = value_name(owner)
-                head.append(Stmt(size_name(d), f"{owner}.shape[{axis}]", frozenset([owner])))
+                head.append(Stmt(size_name(d), f"{owner}.shape[{axis}]", (owner,)))
         return head + (self.seed_stmts() if with_seed else [])
 
     def _forward(self, body: _Body, roots) -> None:
@@ -394,7 +394,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                 res = body.broadcast(res, have, shape)
             stmts = list(body.stmts)
             if not (ls.residual.is_Symbol and have == shape):  # a node itself is returned as is
-                stmts.append(Stmt("res", res, frozenset(_token(s) for s in shapes)))
+                stmts.append(Stmt("res", res, tuple(_token(s) for s in shapes)))
                 res = "res"
             if not with_tangent:
                 out.append(self._function(
@@ -412,7 +412,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                 code = self._full(body, code, shape)
             d_res = code if reads == {code} else "d_res"  # one tangent, as it is
             if d_res == "d_res":
-                stmts.append(Stmt("d_res", code, frozenset(reads)))
+                stmts.append(Stmt("d_res", code, tuple(reads)))
             out.append(self._function(
                 "jacobian", self._head(body, True), stmts, {d_res},
                 f"np.reshape({d_res}, (-1, {P}))",
@@ -444,7 +444,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
             code = tangent(grad_name(have))
             if tadj[have] != shape:
                 full = tangent(grad_name(p))
-                tail.append(Stmt(full, self._full(fwd, code, shape), frozenset([code])))
+                tail.append(Stmt(full, self._full(fwd, code, shape), (code,)))
                 code = full
             rows.append(f"np.reshape({code}, ({n}, {P}))")
             keep.add(code)
