@@ -27,7 +27,7 @@ import sympy as sp
 
 from compiler.deps import ancestors
 from compiler.derive import elementwise_factor, needs_gradient
-from compiler.errors import UsageError, suggest
+from compiler.errors import QueryError, suggest
 from compiler.ir import Graph, Node, symbol
 from compiler.ops import BY_IR
 from compiler.shape import Shape, fmt_shape, summed_axes
@@ -185,7 +185,7 @@ class Chains:
         if g.objective is None:
             scalars = [f"`{n}`" for n, node in g.nodes.items()
                        if node.kind == "op" and "." not in n and node.shape == ()]
-            raise UsageError("the model has no `minimize` statement, so there is nothing to derive",
+            raise QueryError("the model has no `minimize` statement, so there is nothing to derive",
                              hint="add `minimize NAME` naming a scalar node"
                              + (": " + ", ".join(scalars[:8]) if scalars else ", e.g. `loss = "
                                 "mean((yhat - y)^2)` and `minimize loss`"))
@@ -193,10 +193,10 @@ class Chains:
             names = [n for n in g.nodes if "." not in n]
             close = suggest(wrt, g.params) or suggest(wrt, names)
             params = "params: " + (", ".join(g.params) or "none")
-            raise UsageError(f"`{wrt}` is not a name in {g.file}",
+            raise QueryError(f"`{wrt}` is not a name in {g.file}",
                              hint=f"did you mean `{close}`? ({params})" if close else params)
         if g.nodes[wrt].kind == "const":
-            raise UsageError(f"`{wrt}` is a constant: there is no derivative with respect to it",
+            raise QueryError(f"`{wrt}` is a constant: there is no derivative with respect to it",
                              hint="derive with respect to a param, an input or a node")
         return wrt
 
@@ -251,13 +251,13 @@ class Chains:
 
     def expanded(self, expr: sp.Expr, what: str) -> sp.Expr:
         """`expr` with every statement's value substituted (over params, inputs, constants);
-        past MAX_EXPANDED_TERMS written terms, a UsageError naming `what`."""
+        past MAX_EXPANDED_TERMS written terms, a QueryError naming `what`."""
         self.require_scalars(what)
         full: dict[sp.Symbol, int] = {}
         for s in self.statements:
             full[symbol(s)] = _written_size(self.value(s), full)
         if _written_size(expr, full) > MAX_EXPANDED_TERMS:
-            raise UsageError(f"{what} is too large to write out: more than "
+            raise QueryError(f"{what} is too large to write out: more than "
                              f"{MAX_EXPANDED_TERMS:,} terms once every node's value is "
                              "substituted", hint="the generated module computes it all the same "
                              "(`dsl compile`)")
@@ -268,7 +268,7 @@ class Chains:
     def require_scalars(self, what: str) -> None:
         why = self.not_scalar()
         if why is not None:
-            raise UsageError(f"cannot write {what} as expressions: {why}",
+            raise QueryError(f"cannot write {what} as expressions: {why}",
                              hint="this is for models of scalars (a value per data row, [N], is "
                                   "fine); the generated module computes it for any model")
 
@@ -287,7 +287,7 @@ class Chains:
         if adj.get(wrt, 1) > MAX_EXPANDED_TERMS:
             big = next((s for s in on_path if full[symbol(s)] > MAX_EXPANDED_TERMS),
                        self.g.objective)
-            raise UsageError(
+            raise QueryError(
                 f"the expanded form of ∂{self.g.objective}/∂{wrt} is too large to write: more "
                 f"than {MAX_EXPANDED_TERMS:,} terms (each node's value is written out wherever "
                 "it is used)",

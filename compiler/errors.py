@@ -56,6 +56,12 @@ class DerivationError(DslError):
     """Something has no derivative we can compute or print."""
 
 
+class QueryError(DslError):
+    """A question about a model that the compiler cannot answer as asked: a derivative with
+    respect to a name the model lacks, a form too large to write out. The compiler only says
+    so; `dsl.cli` treats it as a usage mistake (exit 2), the flag that asked being wrong."""
+
+
 class UsageError(DslError):
     """A bad flag or argument combination: exit status 2."""
 

@@ -20,19 +20,19 @@ import traceback
 import numpy as np
 
 from compiler.deps import ancestors
-from compiler.errors import DataError, DslError, TrainingDiverged, UsageError, suggest
+from compiler.errors import DataError, DslError, QueryError, TrainingDiverged, UsageError, suggest
 from compiler.shape import fmt_shape
 from dsl import __version__
 from dsl.front import ast
 from dsl.views import plots
 from dsl.front.check import Checked, check
-from dsl.training.config import SOLVERS, with_overrides
+from dsl.training.config import SOLVERS, configure, with_overrides
 from dsl.training.data import describe, numeric_part, read_csv, select
 from dsl.front.diagnostics import render_error, render_warning
 from dsl.front.files import open_regular, special_file
 from dsl.model import Model
 from dsl.training.report import (ARTIFACTS, HistoryFile, load_checkpoint, load_params, metrics,
-                        params_file, save_fallback, save_history, save_params, save_plots,
+                        params_file, save_fallback, save_history, save_params,
                         save_report)
 from dsl.training.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_header, check_sizes,
                          compile_file, data_path, default_out, model_digest)
@@ -198,7 +198,7 @@ class Session:
             raise UsageError(f"cannot read {path}: {e.strerror}") from None
         self.sources[path] = text
         self.trees[path] = parse(text, path)
-        checked = self.checked[path] = check(self.trees[path])
+        checked = self.checked[path] = configure(check(self.trees[path]))
         for w in checked.warnings:
             print(render_warning(w, self.sources), file=sys.stderr)
         return checked
@@ -403,7 +403,7 @@ def _run(args, session: Session, painter: plots.Painter) -> int:
         _writing(save_report, os.path.join(out, "report.json"), report)
         _writing(atomic_write, os.path.join(out, f"{name}_compiled.py"),
                  compiled.source.encode("utf-8"))
-        pictures = _writing(save_plots, out, model, ds, result, painter)
+        pictures = _writing(plots.save_plots, out, model, ds, result, painter)
     _print_report(report)
     warning = convergence_warning(result.convergence, cfg, model.module, model.params)
     if warning:
@@ -851,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
             return e.code if isinstance(e.code, int) else 0
         with session.stopping_on_signals():
             return args.func(args, session)
-    except UsageError as e:
+    except (UsageError, QueryError) as e:  # a flag asked what cannot be done
         print(render_error(e, session.sources), file=sys.stderr)
         return 2
     except DslError as e:

@@ -19,6 +19,7 @@ import pytest
 
 from dsl.front.check import check
 from dsl.front.build import parse, read_source
+from dsl.training.config import configure
 from tests.no_plots import without_matplotlib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +162,7 @@ def test_every_example_is_covered():
 @pytest.mark.parametrize("name", sorted(set(TRAINED) | NOT_TRAINED))
 def test_example_checks_without_warnings(name):
     path = EXAMPLES / f"{name}.model"
-    checked = check(parse(read_source(str(path)), str(path)))  # raises on any error
+    checked = configure(check(parse(read_source(str(path)), str(path))))  # raises on any error
     assert not checked.warnings, [w.message for w in checked.warnings]
     assert checked.objective is not None
 

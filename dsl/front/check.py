@@ -11,13 +11,16 @@ import heapq
 import os
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from compiler.deps import ancestors
 from compiler.errors import ModelWarning, SemanticError, Span, suggest
 from compiler.ops import BUILTINS, CONSTANT_NAMES
 from compiler.shape import Shape, broadcast, elementwise_shape, fmt_shape
 from dsl.front import ast
-from dsl.training.config import TrainConfig, train_config
+
+if TYPE_CHECKING:
+    from dsl.training.config import TrainConfig
 
 SOURCE = "source"  # a global fit's input of 0/1 source indicators, one column per `data`
 KEYWORDS = {"input", "param", "const", "def", "minimize", "predict", "target", "report", "data",
@@ -63,11 +66,12 @@ class Checked:
     predict: str | None
     reports: list[str]  # `report NAME`: scalars given ± σ after a fit
     data: ast.Data | None  # the first `data` statement
-    train: TrainConfig
+    train_block: ast.Train | None  # the `train { }` block as written
     warnings: list[ModelWarning]
     sources: list[ast.Data] = field(default_factory=list)  # every `data`, in order
     source_names: list[str] = field(default_factory=list)  # several: a global fit
     target: str | None = None  # `target NAME`: what the report scores the prediction against
+    train: TrainConfig | None = None  # the block's meaning: `dsl.training.config.configure`
 
     @property
     def per_source(self) -> list[str]:
@@ -152,7 +156,6 @@ class _Checker:
             raise SemanticError(f"the objective `{objective}` must be a scalar, but it is "
                                 f"{fmt_shape(self.shapes[objective])}", st.name_span,
                                 "take `mean(...)` or `sum(...)` over its rows")
-        train = train_config(singles.get(ast.Train))
         reported = self._reports(reports)
         checked = Checked(
             file=self.model.file,
@@ -161,7 +164,7 @@ class _Checker:
             consts={n: s for n, s in self.decls.items() if isinstance(s, ast.Const)},
             nodes=nodes, statements=dict(self.decls), order=order, shapes=self.shapes,
             objective=objective, predict=predict, reports=reported,
-            data=sources[0] if sources else None, train=train, warnings=self.warnings,
+            data=sources[0] if sources else None, train_block=singles.get(ast.Train), warnings=self.warnings,
             sources=sources, source_names=names,
             target=self._target(singles.get(ast.Target)))
         if checked.target:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from compiler.errors import SemanticError, Span, UsageError, suggest
 from dsl.front import ast
+from dsl.front.check import Checked
 
 # Each optimizer's arguments in positional order, with defaults (None: required).
 OPTIMIZERS: dict[str, tuple[tuple[str, float | None], ...]] = {
@@ -139,6 +140,14 @@ def train_config(block: ast.Train | None) -> TrainConfig:
         raise SemanticError("set `epochs` or `steps`, not both", seen["steps"].span)
     values.setdefault("optimizer", None)
     return TrainConfig(**values)
+
+
+def configure(checked: Checked) -> Checked:
+    """`checked` with its `train { }` block read into a TrainConfig (its errors raised here):
+    the front end keeps the block as written, training gives it a meaning."""
+    if checked.train is None:
+        checked.train = train_config(checked.train_block)
+    return checked
 
 
 def with_overrides(cfg: TrainConfig, *, epochs=None, steps=None, batch=None, lr=None,

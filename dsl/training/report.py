@@ -18,7 +18,6 @@ import numpy as np
 from compiler.deps import ancestors
 from compiler.errors import DataError
 from dsl.training import baselines
-from dsl.views import plots
 from dsl.front.check import Checked
 from dsl.training.data import OneHot, Standardizer
 from dsl.front.files import NotRegularFile, open_regular, replacing
@@ -546,30 +545,3 @@ def _clean_for_json(report: dict) -> dict:
             return {k: fix(x) for k, x in v.items()}
         return v
     return fix(report)
-
-
-def save_plots(out: str, model: Model, ds: Dataset, fit: FitResult,
-               painter: plots.Painter | None = None) -> list[str]:
-    """The loss curve, predicted against true, residuals; [] when matplotlib is missing. Drawn
-    by `painter` when given (a child process that has imported matplotlib meanwhile)."""
-    if not plots.available():
-        return []
-    name = os.path.splitext(os.path.basename(model.checked.file))[0]
-    h = fit.history
-    if isinstance(h.sink, HistoryFile):  # the rows are in the file: read a plot's worth back
-        h = load_history(h.sink.path, PLOT_ROWS) or h
-    jobs = [(plots.loss_curve, (h.step, h.train_loss, h.test_loss or None,
-                                os.path.join(out, "loss.png"), f"{name}: loss"))]
-    t = scored_target(model, ds)
-    split = ds.test if _rows(ds.test) else ds.train
-    if t and t.kind == "numeric":
-        with np.errstate(all="ignore"):
-            yhat = np.asarray(model.module.predict(model.params, split), dtype=float).ravel()
-        y = t.on(ds, split).ravel()
-        if yhat.shape == y.shape and np.all(np.isfinite(yhat)):
-            jobs.append((plots.predicted_vs_true, (y, yhat, os.path.join(out, "predicted.png"),
-                                                   f"{name}: predicted vs true")))
-            jobs.append((plots.residuals, (y, yhat, os.path.join(out, "residuals.png"),
-                                           f"{name}: residuals")))
-    written = (painter or plots.Painter(wanted=False)).draw(jobs)
-    return [w for w in written if w]

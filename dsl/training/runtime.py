@@ -28,6 +28,7 @@ from compiler.shape import fmt_shape
 from dsl import __version__
 from dsl.front import ast
 from dsl.front.check import Checked, check
+from dsl.training.config import configure
 from dsl.training.data import (OneHot, Standardizer, Table, column_index, fmt_bytes, read_csv, read_header,
                       select, split_rows)
 from dsl.front.files import atomic_write, cache_dir, trusted
@@ -63,7 +64,7 @@ def compile_file(path: str, text: str | None = None, use_cache: bool = True,
     `checked`: the model `text` already checked (the CLI checks it first, for its warnings)."""
     start = time.perf_counter()
     text = read_source(path) if text is None else text
-    checked = check(parse(text, path)) if checked is None else checked
+    checked = configure(check(parse(text, path)) if checked is None else checked)
     warnings: list[ModelWarning] = []
     cache = _cache_path(path, text) if use_cache else None
     if cache and not trusted(os.path.dirname(cache), warnings, folder=True):

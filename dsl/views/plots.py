@@ -17,10 +17,17 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dsl.training.data import Table, correlations, numeric_part
+from dsl.training.report import PLOT_ROWS, HistoryFile, load_history, scored_target
+
+if TYPE_CHECKING:
+    from dsl.model import Model
+    from dsl.training.runtime import Dataset
+    from dsl.training.train import FitResult
 
 ANNOTATE_MAX = 20  # annotate each heatmap cell with its value up to this many columns
 LABEL_MAX = 40  # name the heatmap's rows and columns up to this many columns
@@ -288,3 +295,30 @@ def _paint(jobs_in: int, results_out: int) -> None:
         status = 0
     finally:
         os._exit(status)
+
+
+def save_plots(out: str, model: Model, ds: Dataset, fit: FitResult,
+               painter: Painter | None = None) -> list[str]:
+    """The loss curve, predicted against true, residuals; [] when matplotlib is missing. Drawn
+    by `painter` when given (a child process that has imported matplotlib meanwhile)."""
+    if not available():
+        return []
+    name = os.path.splitext(os.path.basename(model.checked.file))[0]
+    h = fit.history
+    if isinstance(h.sink, HistoryFile):  # the rows are in the file: read a plot's worth back
+        h = load_history(h.sink.path, PLOT_ROWS) or h
+    jobs = [(loss_curve, (h.step, h.train_loss, h.test_loss or None,
+                          os.path.join(out, "loss.png"), f"{name}: loss"))]
+    t = scored_target(model, ds)
+    split = ds.test if ds.test and len(next(iter(ds.test.values()))) else ds.train
+    if t and t.kind == "numeric":
+        with np.errstate(all="ignore"):
+            yhat = np.asarray(model.module.predict(model.params, split), dtype=float).ravel()
+        y = t.on(ds, split).ravel()
+        if yhat.shape == y.shape and np.all(np.isfinite(yhat)):
+            jobs.append((predicted_vs_true, (y, yhat, os.path.join(out, "predicted.png"),
+                                             f"{name}: predicted vs true")))
+            jobs.append((residuals, (y, yhat, os.path.join(out, "residuals.png"),
+                                     f"{name}: residuals")))
+    written = (painter or Painter(wanted=False)).draw(jobs)
+    return [w for w in written if w]

@@ -13,7 +13,7 @@ import sympy as sp
 
 from compiler import chains, structural
 from compiler.chains import ADJOINT, MAX_PATHS, Chains
-from compiler.errors import UsageError
+from compiler.errors import QueryError
 from compiler.functions import maximum, minimum, relu, sigmoid, softplus
 from compiler.ir import symbol
 from dsl.training.runtime import compile_file
@@ -288,18 +288,19 @@ def test_zero_and_self_and_inputs(tmp_path):
     assert c.derive("x").paths[0][0].expr == symbol("w")
 
 
-def test_unknown_names_are_usage_errors_with_a_suggestion():
+def test_unknown_names_are_query_errors_with_a_suggestion():
+    """The compiler's own error; the CLI makes it exit 2 (tests/test_cli_derive.py)."""
     c = Chains(graph_of("seed_graph"))
-    with pytest.raises(UsageError) as e:
+    with pytest.raises(QueryError) as e:
         c.derive("k3")
     assert "did you mean `k" in e.value.hint and "k1, b1, k2, b2" in e.value.hint
-    with pytest.raises(UsageError):
+    with pytest.raises(QueryError):
         c.derive("L1.1")
 
 
 def test_no_objective_is_a_usage_error(tmp_path):
     m, c = chains_of(tmp_path, "input x\nparam w = 1\nz = w * x\npredict z\n")
-    with pytest.raises(UsageError, match="minimize"):
+    with pytest.raises(QueryError, match="minimize"):
         c.derive("w")
 
 

@@ -16,6 +16,7 @@ from compiler.errors import DslError, SemanticError
 from dsl.front.check import check
 from dsl.cli import main
 from dsl.front.build import parse
+from dsl.training.config import configure
 from tests.golden_util import compare
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -38,7 +39,8 @@ def at_root(monkeypatch):
 
 
 def checked(text: str):
-    return check(parse(text, "m.model"))
+    """The model as `dsl check` sees it: checked, its `train { }` block read by training."""
+    return configure(check(parse(text, "m.model")))
 
 
 def error_of(text: str) -> DslError:
