@@ -1,0 +1,56 @@
+"""One pass (issue 14 item 2): each command parses and checks its model once, the CLI session
+sharing the checked model with `compile_file`, and `run` draws the initial params once."""
+import sys
+from pathlib import Path
+
+import pytest
+
+import dsl.front.build
+import dsl.front.check
+import dsl.training.runtime
+from dsl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spy(monkeypatch, module, name: str) -> list:
+    """Count the calls of `module.name` wherever the project's modules imported it."""
+    real, calls = getattr(module, name), []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    for mod in list(sys.modules.values()):
+        if getattr(mod, "__name__", "").startswith(("dsl", "compiler")) \
+                and getattr(mod, name, None) is real:
+            monkeypatch.setattr(mod, name, counted)
+    return calls
+
+
+@pytest.fixture
+def counts(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    return {"parse": spy(monkeypatch, dsl.front.build, "parse"),
+            "check": spy(monkeypatch, dsl.front.check, "check"),
+            "init_params": spy(monkeypatch, dsl.training.runtime, "init_params")}
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", "examples/boston_rm.model"],
+    ["compile", "examples/boston_rm.model", "-o", "{tmp}/m.py"],
+    ["eval", "examples/seed_graph.model", "--set", "x=3", "--set", "y=0.5"],
+    ["derive", "examples/seed_graph.model"],
+    ["graph", "examples/seed_graph.model"],
+    ["run", "examples/boston_rm.model", "--steps", "3", "--out", "{tmp}/run"],
+    ["run", "examples/boston_rm.model", "--steps", "3", "--out", "{tmp}/run", "--no-cache"],
+], ids=lambda a: " ".join(a[:1] + a[-1:]))
+def test_each_command_parses_and_checks_once(argv, counts, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert (len(counts["parse"]), len(counts["check"])) == (1, 1), argv
+    if argv[0] == "run":
+        assert len(counts["init_params"]) == 1
+        assert main(["predict", "examples/boston_rm.model", "--params",
+                     str(tmp_path / "run" / "params.npz"), "--data", "examples/data/boston.csv"]) == 0
+        assert (len(counts["parse"]), len(counts["check"])) == (2, 2)
