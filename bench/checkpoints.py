@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dsl  # noqa: E402
 from dsl.training.config import with_overrides  # noqa: E402
-from dsl.training.report import save_params  # noqa: E402
+from dsl.training.checkpoint import save_params  # noqa: E402
 from dsl.training.runtime import init_params  # noqa: E402
 from dsl.training.train import choose_optimizer, fit  # noqa: E402
 

@@ -31,9 +31,9 @@ from dsl.training.data import describe, numeric_part, read_csv, select
 from dsl.front.diagnostics import render_error, render_warning
 from dsl.front.files import open_regular, special_file
 from dsl.model import Model
-from dsl.training.report import (ARTIFACTS, HistoryFile, load_checkpoint, load_params, metrics,
-                        params_file, save_fallback, save_history, save_params,
-                        save_report)
+from dsl.training.checkpoint import (HistoryFile, load_checkpoint, load_params, params_file,
+                                     save_fallback, save_history, save_params)
+from dsl.training.report import ARTIFACTS, metrics, save_report
 from dsl.training.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_header, check_sizes,
                          compile_file, data_path, default_out, model_digest)
 from dsl.training.train import choose_optimizer, convergence_warning, fit, total_steps

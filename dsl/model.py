@@ -11,7 +11,7 @@ from compiler.deps import ancestors
 from compiler.errors import DataError, UsageError
 from dsl.training.config import with_overrides
 from dsl.training.data import OneHot, Standardizer
-from dsl.training.report import load_params
+from dsl.training.checkpoint import load_params
 from dsl.training.runtime import (MAX_NODE_BYTES, Compiled, Dataset, check_memory, check_sizes,
                                   compile_file, init_params, load_dataset)
 from dsl.training.train import FitResult, History, choose_optimizer, fit

@@ -6,7 +6,7 @@ import pytest
 
 import dsl
 from compiler.errors import DataError, UsageError
-from dsl.training.report import save_params
+from dsl.training.checkpoint import save_params
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dsl.cli import main
-from dsl.training.report import load_params
+from dsl.training.checkpoint import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = "examples/seed_graph.model"
@@ -253,20 +253,20 @@ def test_the_api_refuses_a_node_too_large(tmp_path):
 def test_log_every_1_streams_the_history_to_history_csv(tmp_path, capsys, monkeypatch):
     import csv
 
-    import dsl.training.report
+    import dsl.training.checkpoint
     from dsl.training.train import HISTORY_IN_MEMORY
     model = tmp_path / "m.model"
     model.write_text(f'data "{ROOT}/examples/data/boston.csv"\ninput x[N] <- RM\n'
                      "input y[N] <- MEDV\nparam k = 0\nloss = mean((k * x - y)^2)\nminimize loss\n"
                      "train {\n optimizer gd(lr = 0.001)\n steps 400\n log every 1\n}\n")
     seen = []  # at each write: rows the History holds, rows already in the file
-    real = dsl.training.report.HistoryFile.write
+    real = dsl.training.checkpoint.HistoryFile.write
 
     def spy(self, rows):
         real(self, rows)
         with open(self.path) as f:
             seen.append((len(self.history.step), sum(1 for _ in f) - 1))
-    monkeypatch.setattr(dsl.training.report.HistoryFile, "write", spy)
+    monkeypatch.setattr(dsl.training.checkpoint.HistoryFile, "write", spy)
     out = tmp_path / "out"
     rc, _, err = run(["run", model, "--out", out], capsys)
     assert rc == 0, err
@@ -278,7 +278,7 @@ def test_log_every_1_streams_the_history_to_history_csv(tmp_path, capsys, monkey
 
 
 def test_load_history_keeps_a_plots_worth_evenly_and_the_last_row(tmp_path):
-    from dsl.training.report import load_history
+    from dsl.training.checkpoint import load_history
     path = tmp_path / "history.csv"
     path.write_text("step,epoch,train_loss,test_loss,seconds\n"
                     + "".join(f"{i},{i},{1 / (i + 1)!r},nan,0.0\n" for i in range(10_001)))

@@ -38,7 +38,7 @@ import dsl.training.runtime
 import dsl.training.train
 from dsl.views import plots
 from dsl.cli import main
-from dsl.training.report import CHECKPOINT_PREFIX, load_checkpoint, load_params
+from dsl.training.checkpoint import CHECKPOINT_PREFIX, load_checkpoint, load_params
 from dsl.front.build import parse
 
 MODEL = """\

@@ -21,7 +21,7 @@ import dsl
 from dsl.views import plots
 from dsl.cli import main
 from dsl.training.config import make_optimizer
-from dsl.training.report import load_params
+from dsl.training.checkpoint import load_params
 from dsl.training.runtime import init_params
 from dsl.training.train import fit
 from tests.golden_util import compare

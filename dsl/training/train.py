@@ -38,7 +38,7 @@ HISTORY_IN_MEMORY = 4
 @dataclass
 class History:
     """The rows logged: step, epoch, losses, time. With a `sink` (`dsl run`'s history.csv,
-    `dsl.training.report.HistoryFile`) the older rows go there as training logs and only the last
+    `dsl.training.checkpoint.HistoryFile`) the older rows go there as training logs and only the last
     HISTORY_IN_MEMORY stay here: `log every 1` would otherwise grow the lists without bound."""
 
     step: list[int] = field(default_factory=list)

@@ -22,13 +22,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dsl.training.data import Table, correlations, numeric_part
-from dsl.training.report import PLOT_ROWS, HistoryFile, load_history, scored_target
+from dsl.training.checkpoint import HistoryFile, load_history
+from dsl.training.report import scored_target
 
 if TYPE_CHECKING:
     from dsl.model import Model
     from dsl.training.runtime import Dataset
     from dsl.training.train import FitResult
 
+PLOT_ROWS = 5000  # a loss curve shows about this many of a history's rows (at most twice as many)
 ANNOTATE_MAX = 20  # annotate each heatmap cell with its value up to this many columns
 LABEL_MAX = 40  # name the heatmap's rows and columns up to this many columns
 # A heatmap shows at most this many columns: more are unreadable, and their n x n correlations
