@@ -35,7 +35,7 @@ from dsl.training.data import describe, numeric_part, read_csv, select
 from dsl.training.report import ARTIFACTS, metrics, save_report
 from dsl.training.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_header,
                                   check_sizes, compile_file, data_path, default_out, model_digest)
-from dsl.training.train import choose_optimizer, convergence_warning, fit, total_steps
+from dsl.training.train import convergence_warning, total_steps
 from dsl.views import plots
 from dsl.views.console import ProgressBar, print_eval, print_report
 from dsl.model import Model
@@ -347,9 +347,9 @@ def _run(args, session: Session, painter: plots.Painter) -> int:
     drawn = with_overrides(checked.train, seed=args.seed, dtype=args.dtype)
     model = Model(compiled, drawn.seed, drawn.dtype)  # the params are drawn once, with the flags'
     model.max_node_bytes = args.max_node_memory
-    cfg = with_overrides(choose_optimizer(checked.train, compiled.module, model.params),
-                         epochs=args.epochs, steps=args.steps, batch=args.batch, lr=args.lr,
-                         optimizer=args.optimizer, seed=args.seed, dtype=args.dtype)
+    flags = dict(epochs=args.epochs, steps=args.steps, batch=args.batch, lr=args.lr,
+                 optimizer=args.optimizer, seed=args.seed, dtype=args.dtype)
+    cfg = model.fit_config(**flags)
     ds = model.dataset(cfg.dtype)
     _check_fed(checked, ds)
     model.check_data_memory(ds, cfg.dtype)
@@ -367,8 +367,10 @@ def _run(args, session: Session, painter: plots.Painter) -> int:
           f"{'iterations' if cfg.optimizer.name in SOLVERS else 'steps'}, {cfg.dtype}, compiled in {compiled.compile_seconds:.3f} s"
           + (" (cached)" if compiled.cached else ""))
     bar = ProgressBar(sys.stdout)
-    result = fit(model.module, model.params, ds.train, ds.test, cfg, bar.update, start, history,
-                 _checkpointing(os.path.join(out, "params.npz"), ds, digest))
+    model.fit(bar.update, start, history,
+              _checkpointing(os.path.join(out, "params.npz"), ds, digest),
+              keep_params=args.resume, **flags)
+    result = model.last_fit
     bar.close()
     for note in result.notes:
         print(f"note: {note}")

@@ -9,12 +9,12 @@ import numpy as np
 
 from compiler.deps import ancestors
 from compiler.errors import DataError, UsageError
-from dsl.training.config import with_overrides
+from dsl.training.config import TrainConfig, with_overrides
 from dsl.training.data import OneHot, Standardizer
 from dsl.training.checkpoint import load_params
 from dsl.training.runtime import (MAX_NODE_BYTES, Compiled, Dataset, check_memory, check_sizes,
                                   compile_file, init_params, load_dataset)
-from dsl.training.train import FitResult, History, choose_optimizer, fit
+from dsl.training.train import Checkpoint, FitResult, History, choose_optimizer, fit
 
 if TYPE_CHECKING:
     from dsl.views.explain import Explanation
@@ -70,8 +70,10 @@ class Model:
         self.compiled = compiled
         self.checked = compiled.checked
         cfg = self.checked.train
-        self.params: dict[str, np.ndarray] = init_params(
-            self.checked, cfg.seed if seed is None else seed, dtype or cfg.dtype)
+        # (seed, dtype) of the draw the params still are; None once set, loaded or trained
+        self._drawn: tuple[int, str] | None = (cfg.seed if seed is None else seed,
+                                               dtype or cfg.dtype)
+        self.params: dict[str, np.ndarray] = init_params(self.checked, *self._drawn)
         # How raw rows become the inputs' values, as in training: known once the data is loaded
         # (`dataset`, `fit`) or a params file is (`load_params`); `predict` needs them.
         self.transforms: dict[str, Standardizer] = {}
@@ -150,6 +152,7 @@ class Model:
             arr = np.array(value, dtype=self.checked.train.dtype)
             check_sizes(self.checked, {name: arr}, None)
             self.params[name] = arr
+            self._drawn = None
 
     def inputs_for(self, values: dict[str, object]) -> dict[str, np.ndarray]:
         """Every input: given ones as arrays, the rest from the model's training rows."""
@@ -171,20 +174,31 @@ class Model:
         check_memory(m, check_sizes(m, out, None), dtype, self.max_node_bytes)
         return out
 
-    def fit(self, progress=None, **overrides) -> History:
+    def fit_config(self, **overrides) -> TrainConfig:
+        """The `train { }` settings with `overrides` applied as `dsl run` flags are, the
+        optimizer chosen (`choose_optimizer`) when the block names none."""
+        return with_overrides(choose_optimizer(self.checked.train, self.module, self.params),
+                              **overrides)
+
+    def fit(self, progress=None, start: Checkpoint | None = None, history: History | None = None,
+            save=None, keep_params: bool = False, **overrides) -> History:
         """Train on the model's own data with its `train { }` settings; keyword arguments
         override them as `dsl run` flags do (epochs, steps, batch, lr, optimizer, seed, dtype).
-        Params start from their seeded draw; the last result is kept as `self.last_fit` (its
-        `.convergence` says whether and why it stopped)."""
-        cfg = with_overrides(choose_optimizer(self.checked.train, self.module, self.params),
-                             **overrides)
+        Params start from their seeded draw (drawn again only if not already that draw), or
+        as they are with `keep_params`; the last result is kept as `self.last_fit` (its
+        `.convergence` says whether and why it stopped). `dsl run` also passes `start` and
+        `history` (to resume) and `save` (checkpoints as it goes): see `dsl.training.train.fit`."""
+        cfg = self.fit_config(**overrides)
         if self.checked.objective is None:
             raise DataError("the model has no `minimize` statement: nothing to train",
                             hint=self.checked.minimize_hint())
-        self.params = init_params(self.checked, cfg.seed, cfg.dtype)
+        if not keep_params and self._drawn != (cfg.seed, cfg.dtype):
+            self.params = init_params(self.checked, cfg.seed, cfg.dtype)
+        self._drawn = None  # trained from here on: the next fit draws afresh
         ds = self.dataset(cfg.dtype)
         self.check_data_memory(ds, cfg.dtype)
-        self.last_fit: FitResult = fit(self.module, self.params, ds.train, ds.test, cfg, progress)
+        self.last_fit: FitResult = fit(self.module, self.params, ds.train, ds.test, cfg, progress,
+                                       start, history, save)
         return self.last_fit.history
 
     def eval(self, values: dict[str, object] | None = None) -> EvalResult:

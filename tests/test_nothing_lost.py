@@ -135,7 +135,7 @@ def interrupt_at_log_point(monkeypatch, step: int) -> None:
 def interrupt_inside_update(monkeypatch, call: int) -> None:
     """Ctrl-C inside the generated code at its `call`-th training step, after it has changed a
     param in place: the params are then half updated, as a real Ctrl-C may leave them."""
-    real_fit = dsl.cli.fit
+    real_fit = dsl.model.fit  # `run` trains through Model.fit
     calls = {"n": 0}
 
     def flaky(fn):
@@ -153,7 +153,7 @@ def interrupt_inside_update(monkeypatch, call: int) -> None:
         proxy.sgd_step, proxy.grad = flaky(module.sgd_step), flaky(module.grad)
         return real_fit(proxy, *args, **kwargs)
 
-    monkeypatch.setattr(dsl.cli, "fit", fit)
+    monkeypatch.setattr(dsl.model, "fit", fit)
 
 
 def assert_steps_run_on(rows: list[dict], last: int) -> None:
@@ -577,13 +577,13 @@ def test_data_plot_refuses_to_write_over_the_data(folder, capsys):
 def _trains(monkeypatch) -> list[int]:
     """The calls of `fit`, to show that a refused folder is refused before training."""
     calls = []
-    real = dsl.cli.fit
+    real = dsl.model.fit
 
     def fit(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dsl.cli, "fit", fit)
+    monkeypatch.setattr(dsl.model, "fit", fit)
     return calls
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import dsl
 import dsl.front.build
 import dsl.front.check
 import dsl.training.runtime
@@ -54,3 +55,15 @@ def test_each_command_parses_and_checks_once(argv, counts, tmp_path, capsys):
         assert main(["predict", "examples/boston_rm.model", "--params",
                      str(tmp_path / "run" / "params.npz"), "--data", "examples/data/boston.csv"]) == 0
         assert (len(counts["parse"]), len(counts["check"])) == (2, 2)
+
+
+def test_model_fit_draws_the_params_once_and_each_fit_starts_from_the_draw(counts):
+    m = dsl.load("examples/boston_rm.model")
+    m.fit(steps=5)
+    first = {k: v.copy() for k, v in m.params.items()}
+    assert len(counts["init_params"]) == 1  # the draw of `load`, which fit starts from
+    m.fit(steps=5)  # trained params are not a start: drawn again, with the same result
+    assert len(counts["init_params"]) == 2
+    assert all((first[k] == v).all() for k, v in m.params.items())
+    m.fit(steps=5, seed=1)  # another seed: another draw
+    assert len(counts["init_params"]) == 3
