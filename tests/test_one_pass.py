@@ -52,8 +52,9 @@ def test_each_command_parses_and_checks_once(argv, counts, tmp_path, capsys):
     assert (len(counts["parse"]), len(counts["check"])) == (1, 1), argv
     if argv[0] == "run":
         assert len(counts["init_params"]) == 1
-        assert main(["predict", "examples/boston_rm.model", "--params",
-                     str(tmp_path / "run" / "params.npz"), "--data", "examples/data/boston.csv"]) == 0
+        params = str(tmp_path / "run" / "params.npz")
+        assert main(["predict", "examples/boston_rm.model", "--params", params,
+                     "--data", "examples/data/boston.csv"]) == 0
         assert (len(counts["parse"]), len(counts["check"])) == (2, 2)
 
 
