@@ -681,17 +681,23 @@ def render(stmts: list[Stmt], keep: set[str], bound=()) -> list[str]:
     run of statements that come from it."""
     assigned = {st.target for st in stmts if st.op == "="} - set(bound)
     live = set(keep)
-    kept: list[tuple[Stmt, list[str]]] = []
+    kept: list[Stmt] = []
+    dels: list[list[str] | None] = []  # beside kept: what dies after each (few do: no list)
     for st in reversed(stmts):
         if st.op == "=" and st.target not in live:
             continue
-        dead = {v for v in st.reads if v not in live and v in assigned}
+        dead = None
+        for v in st.reads:
+            if v not in live and v in assigned:
+                dead = [v] if dead is None else dead + [v] if v not in dead else dead
         live.discard(st.target)
         live.update(st.reads)
-        kept.append((st, sorted(dead) if dead else dead))
+        kept.append(st)
+        dels.append(sorted(dead) if dead else None)
     kept.reverse()
+    dels.reverse()
     lines, group = [], None
-    for k, (st, dead) in enumerate(kept):
+    for k, (st, dead) in enumerate(zip(kept, dels)):
         if st.origin is not None and (st.origin[0], st.note) != group:
             group = (st.origin[0], st.note)
             line, source = st.origin
