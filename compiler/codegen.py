@@ -52,10 +52,19 @@ LR_SEED = sp.Symbol("lr", positive=True)
 
 class PositiveTermsFirst:
     """A printer mixin: sums with their positive terms first, `a - b` rather than `-b + a`
-    (in generated code one subtraction, not a negation and a sum; in maths, as one writes it)."""
+    (in generated code one subtraction, not a negation and a sum; in maths, as one writes it).
+    With `written` set (a symbol's place in its statement), the terms come in the user's order:
+    `h @ W2 + b2`, not `b2 + h @ W2`."""
+
+    written: dict[sp.Symbol, int] | None = None
 
     def _print_Add(self, expr, order=None):
-        terms = sorted(expr.as_ordered_terms(), key=lambda t: t.could_extract_minus_sign())
+        terms = expr.as_ordered_terms()
+        if self.written:
+            last = len(self.written)
+            terms.sort(key=lambda t: min((self.written.get(s, last) for s in t.free_symbols),
+                                         default=last))
+        terms.sort(key=lambda t: t.could_extract_minus_sign())
         prec = sp.printing.precedence.precedence(expr)
         out = self.parenthesize(terms[0], prec)
         for t in terms[1:]:
@@ -208,12 +217,14 @@ class _Body:
         parts = names + ([str(ints)] if ints != 1 or not names else [])
         return "*".join(parts)
 
-    def cse(self, exprs, shaped: tuple[tuple, list[sp.Symbol]], steps: bool = False
+    def cse(self, exprs, shaped: tuple[tuple, list[sp.Symbol]], steps: bool = False,
+            written: dict[sp.Symbol, int] | None = None
             ) -> tuple[list[tuple[Temp, Printed]], list[Printed]]:
         """cse of `exprs()` with this function's next temporaries, printed; `shaped` is the
         `compiler.memo.shape_of` of whatever determines the expressions; `steps`: a step
-        factor may be printed as a comparison (`NumpyCode.steps`)."""
-        replacements, reduced = _cse(self.prefix, self.temps, exprs, shaped, steps)
+        factor may be printed as a comparison (`NumpyCode.steps`); `written`, sums printed in
+        the user's order (`PositiveTermsFirst.written`)."""
+        replacements, reduced = _cse(self.prefix, self.temps, exprs, shaped, steps, written)
         if replacements:  # cse skips a number that a symbol in the expressions spells
             self.temps = temp_index(replacements[-1][0], self.prefix) + 1
         return replacements, reduced
@@ -239,11 +250,13 @@ _PRINTED: dict[tuple, tuple] = {}
 _READS_DT = re.compile(r"\bdt\b")
 
 
-def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]], steps=False):
+def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]], steps=False,
+         written: dict[sp.Symbol, int] | None = None):
     """sympy's cse and the printer, run once per shape (`compiler.memo`): the same neuron or
-    layer again, under other names, is the same code with those names."""
+    layer again, under other names, is the same code with those names. `written`: each
+    symbol's place in its statement, to print sums in the user's order."""
     key, symbols = shaped
-    key = (prefix, key, steps)
+    key = (prefix, key, steps, tuple(written.get(s) for s in symbols) if written else None)
     known = _PRINTED.get(key)
     if known is not None:
         count, order, template = known
@@ -256,11 +269,11 @@ def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]], 
                     [Printed(code.format(*tokens), tuple(refs[i] for i in uses), bare)
                      for code, uses, bare in template[count:]])
     replacements, reduced = sp.cse(exprs(), symbols=temp_symbols(prefix, start))
-    _PRINTER.steps = steps
+    _PRINTER.steps, _PRINTER.written = steps, written
     try:
         out = ([(t, _printed(e)) for t, e in replacements], [_printed(e) for e in reduced])
     finally:
-        _PRINTER.steps = False
+        _PRINTER.steps, _PRINTER.written = False, None
     temps = [t for t, _ in replacements]
     if not any(spelled_as_temp(s, prefix) for s in symbols):  # else cse skipped a number
         slots = {x: k for k, x in enumerate((*symbols, *temps))}
@@ -318,7 +331,9 @@ class ModuleWriter:
             # made temporaries, which are numbered per function)
             printed = self._forward_lines.get(node.name)
             if printed is None:
-                replacements, (printed,) = body.cse(lambda: [node.expr], shape_of((node.expr,)))
+                written = {symbol(n): k for k, n in enumerate(node.written)}
+                replacements, (printed,) = body.cse(lambda: [node.expr], shape_of((node.expr,)),
+                                                    written=written)
                 for sym, e in replacements:
                     body.emit(sym.name, e.code, node, reads=e.reads)
                 if not replacements:

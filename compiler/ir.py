@@ -35,6 +35,7 @@ class Node:
     source: str = ""  # that statement's text, for comments in generated code
     value: float | None = None  # const
     part: tuple[int, int] | None = None  # index and slice: [start, stop) of the last axis
+    written: tuple[str, ...] = ()  # elementwise: the inputs in the order the statement writes them
 
     def part_code(self) -> str:
         """The subscript of an index or slice as numpy writes it: `:, 0` or `:, 1:3`."""

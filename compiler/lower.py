@@ -53,19 +53,20 @@ class _Statement:
         if t.op in STRUCTURAL:
             self._structural(t, self.name)
         else:
-            self._elementwise(self.name, self._maths(t), t)
+            self._elementwise(self.name, *self._maths(t), t)
 
-    def _maths(self, t: Typed) -> sp.Expr:
+    def _maths(self, t: Typed) -> tuple[sp.Expr, tuple[str, ...]]:
         """The stable sympy expression of an elementwise tree, built once per form (`_form`):
         a chain's neurons and an MLP's layers are one tree under other names, and building
         sympy's expression (`tanh` evaluates its argument's properties) costs more than the
         rest of lowering. The structural parts are made nodes first, in the order `_scalar`
-        meets them."""
+        meets them. Returned with the names the tree reads, in the order it writes them."""
         holes: list[str] = []
         form = _form(t, holes)
         if form is None:  # split into inner nodes, or a log-softmax rewrite: no memo
-            return self._stable(self._scalar(t), t)
+            return self._stable(self._scalar(t), t), ()
         names = [self._structural(h, self._fresh()) for h in _structural_parts(t)]
+        written = _written(form, holes, names)
         symbols = [symbol(n) for n in (*holes, *names)]
         key = (form, tuple(sorted(range(len(symbols)), key=lambda i: symbols[i].name)))
         known = _FORMS.get(key)
@@ -75,10 +76,10 @@ class _Statement:
             self._made = None
             if not expr.has(sp.I, sp.zoo, sp.AccumBounds):  # else lowering stops here
                 _FORMS[key] = expr, symbols, applied
-            return expr
+            return expr, written
         expr, slots, applied = known
         self._note(t, applied)
-        return rename(expr, dict(zip(slots, symbols)))
+        return rename(expr, dict(zip(slots, symbols))), written
 
     def _stable(self, expr: sp.Expr, t: Typed, applied: list[str] | None = None):
         """`stabilize`, noting in the graph the rewrites it applied (the run report lists them);
@@ -95,14 +96,14 @@ class _Statement:
         self.count += 1
         return f"{self.name}.{self.count}"
 
-    def _elementwise(self, name: str, expr: sp.Expr, t: Typed) -> str:
+    def _elementwise(self, name: str, expr: sp.Expr, written: tuple[str, ...], t: Typed) -> str:
         if expr.has(sp.I, sp.zoo, sp.AccumBounds):
             raise DerivationError(f"this has no real value: sympy makes it `{expr}`", t.span,
                                   "numpy would give NaN or inf here: check the signs under "
                                   "sqrt, log and fractional powers, and divisions by zero")
         inputs = tuple(sorted(s.name for s in expr.free_symbols))
         self.g.add(Node(name, "op", t.shape, t.span, "elementwise", inputs, expr, stmt=self.name,
-                        source=self.source))
+                        source=self.source, written=tuple(n for n in written if n in inputs)))
         return name
 
     def _operand(self, t: Typed) -> str:
@@ -111,7 +112,7 @@ class _Statement:
             return t.name
         if t.op in STRUCTURAL:
             return self._structural(t, self._fresh())
-        return self._elementwise(self._fresh(), self._maths(t), t)
+        return self._elementwise(self._fresh(), *self._maths(t), t)
 
     def _structural(self, t: Typed, name: str) -> str:
         op = STRUCTURAL[t.op].ir
@@ -130,7 +131,7 @@ class _Statement:
         if t.op == "constant":
             return sympy_of(t.name)
         if depth > SPLIT_DEPTH and t.op not in STRUCTURAL:
-            return symbol(self._elementwise(self._fresh(), self._stable(self._scalar(t), t), t))
+            return symbol(self._elementwise(self._fresh(), self._stable(self._scalar(t), t), (), t))
         if t.op == "neg":
             return -self._scalar(t.args[0], depth + 1)
         if t.op in ("+", "-", "*", "/", "^"):
@@ -194,6 +195,20 @@ def _form(t: Typed, names: list[str]) -> tuple | None:
             out.append((t.op, len(t.args)))
             stack.append((None, 0))
             stack.extend((a, depth + 1) for a in reversed(t.args))
+    return tuple(out)
+
+
+def _written(form: tuple, names: list[str], parts: list[str]) -> tuple[str, ...]:
+    """The names an elementwise tree reads, in the order the statement writes them: `form`
+    numbers each name by its place in `names` and marks each structural part (`parts`, in
+    order) as a hole."""
+    made = iter(parts)
+    out: dict[str, None] = {}
+    for x in form:
+        if isinstance(x, int):
+            out.setdefault(names[x])
+        elif x == "hole":
+            out.setdefault(next(made))
     return tuple(out)
 
 

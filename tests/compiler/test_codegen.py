@@ -303,3 +303,14 @@ def test_no_line_only_renames_a_value(example):
                "hessian"):
         body = _function(src, fn) if f"def {fn}(" in src else ""
         assert not re.findall(r"^    (\w+) = ([A-Za-z_]\w*)$", body, re.M), fn
+
+
+def test_sums_keep_the_operands_in_the_users_order():
+    """issue 14: `h @ W2 + b2` was printed `v_b2 + t1_yhat` (sympy's order of names); each
+    statement's sum keeps its own order, even when two statements have the same form."""
+    src = _source("input x[N, 2]\nparam W[2, 3] = 1\nparam b[3] = 0\nparam c[3] = 0\n"
+                  "y = x @ W + b\nz = c + x @ W\nu = y - z\nloss = sum(u * u + b * c)\n"
+                  "minimize loss\n")
+    forward = _function(src, "forward")
+    assert "v_y = t1_y + v_b" in forward and "v_z = v_c + t1_z" in forward
+    assert "v_u = v_y - v_z" in forward

@@ -58,7 +58,7 @@ def forward(params, inputs):
     v_h = _sigmoid(v_L1)
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
-    v_yhat = v_b2 + t1_yhat
+    v_yhat = t1_yhat + v_b2
     del t1_yhat
     # line 15: loss = mean((yhat - y)^2)
     t1_loss = (v_yhat - v_y)**2
@@ -82,7 +82,7 @@ def predict(params, inputs):
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
     del v_h
-    v_yhat = v_b2 + t1_yhat
+    v_yhat = t1_yhat + v_b2
     return v_yhat
 
 def loss(params, inputs):
@@ -104,7 +104,7 @@ def loss(params, inputs):
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
     del v_h
-    v_yhat = v_b2 + t1_yhat
+    v_yhat = t1_yhat + v_b2
     del t1_yhat
     # line 15: loss = mean((yhat - y)^2)
     t1_loss = (v_yhat - v_y)**2
@@ -130,7 +130,7 @@ def loss_and_grad(params, inputs):
     del v_L1
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
-    v_yhat = v_b2 + t1_yhat
+    v_yhat = t1_yhat + v_b2
     del t1_yhat
     # line 15: loss = mean((yhat - y)^2)
     t1_loss = (v_yhat - v_y)**2
@@ -171,7 +171,7 @@ def grad(params, inputs):
     del v_L1
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
-    v_yhat = v_b2 + t1_yhat
+    v_yhat = t1_yhat + v_b2
     del t1_yhat
     # line 15: ∂ loss = mean((yhat - y)^2)
     gt1_loss = 1 / n_N
@@ -207,7 +207,7 @@ def gradients(params, inputs):
     v_h = _sigmoid(v_L1)
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
-    v_yhat = v_b2 + t1_yhat
+    v_yhat = t1_yhat + v_b2
     del t1_yhat
     # line 15: loss = mean((yhat - y)^2)
     t1_loss = (v_yhat - v_y)**2
@@ -253,7 +253,7 @@ def sgd_step(params, inputs, lr):
     del v_L1
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
-    v_yhat = v_b2 + t1_yhat
+    v_yhat = t1_yhat + v_b2
     del t1_yhat
     # line 15: ∂ loss = mean((yhat - y)^2)
     gt1_loss = lr / n_N
@@ -298,7 +298,7 @@ def residuals(params, inputs):
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
     del v_h
-    v_yhat = v_b2 + t1_yhat
+    v_yhat = t1_yhat + v_b2
     del t1_yhat
     res = v_yhat - v_y
     return np.reshape(res, -1)
@@ -363,7 +363,7 @@ def hessian(params, inputs):
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
     dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)
-    v_yhat = v_b2 + t1_yhat
+    v_yhat = t1_yhat + v_b2
     del t1_yhat
     dv_yhat = dv_b2 + dt1_yhat
     del dt1_yhat, dv_b2

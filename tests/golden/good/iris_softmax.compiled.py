@@ -52,7 +52,7 @@ def forward(params, inputs):
     n_N = v_X.shape[0]
     # line 10: z = X @ W + b
     t1_z = v_X @ v_W
-    v_z = v_b + t1_z
+    v_z = t1_z + v_b
     del t1_z
     # line 11: p = softmax(z, axis = 1)
     v_p = _softmax(v_z, axis=1)
@@ -74,7 +74,7 @@ def predict(params, inputs):
     v_X = inputs["X"]
     # line 10: z = X @ W + b
     t1_z = v_X @ v_W
-    v_z = v_b + t1_z
+    v_z = t1_z + v_b
     del t1_z
     # line 11: p = softmax(z, axis = 1)
     v_p = _softmax(v_z, axis=1)
@@ -89,7 +89,7 @@ def loss(params, inputs):
     n_N = v_X.shape[0]
     # line 10: z = X @ W + b
     t1_z = v_X @ v_W
-    v_z = v_b + t1_z
+    v_z = t1_z + v_b
     del t1_z
     # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
@@ -111,7 +111,7 @@ def loss_and_grad(params, inputs):
     n_N = v_X.shape[0]
     # line 10: z = X @ W + b
     t1_z = v_X @ v_W
-    v_z = v_b + t1_z
+    v_z = t1_z + v_b
     del t1_z
     # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
@@ -145,7 +145,7 @@ def grad(params, inputs):
     n_N = v_X.shape[0]
     # line 10: z = X @ W + b
     t1_z = v_X @ v_W
-    v_z = v_b + t1_z
+    v_z = t1_z + v_b
     del t1_z
     # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
@@ -172,7 +172,7 @@ def gradients(params, inputs):
     n_N = v_X.shape[0]
     # line 10: z = X @ W + b
     t1_z = v_X @ v_W
-    v_z = v_b + t1_z
+    v_z = t1_z + v_b
     del t1_z
     # line 11: p = softmax(z, axis = 1)
     v_p = _softmax(v_z, axis=1)
@@ -210,7 +210,7 @@ def sgd_step(params, inputs, lr):
     n_N = v_X.shape[0]
     # line 10: z = X @ W + b
     t1_z = v_X @ v_W
-    v_z = v_b + t1_z
+    v_z = t1_z + v_b
     del t1_z
     # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
@@ -246,7 +246,7 @@ def hessian(params, inputs):
     t1_z = v_X @ v_W
     dt1_z = np.einsum("ik,kjp->ijp", v_X, dv_W)
     del dv_W
-    v_z = v_b + t1_z
+    v_z = t1_z + v_b
     del t1_z
     dv_z = dv_b + dt1_z
     del dt1_z, dv_b

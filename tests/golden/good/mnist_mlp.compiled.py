@@ -52,11 +52,11 @@ def forward(params, inputs):
     t2_h = v_X*v_scale
     t1_h = t2_h @ v_W1
     del t2_h
-    v_h = np.maximum(v_b1 + t1_h, 0.0)
+    v_h = np.maximum(t1_h + v_b1, 0.0)
     del t1_h
     # line 15: z = h @ W2 + b2
     t1_z = v_h @ v_W2
-    v_z = v_b2 + t1_z
+    v_z = t1_z + v_b2
     del t1_z
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
@@ -80,12 +80,12 @@ def predict(params, inputs):
     t2_h = v_X*v_scale
     t1_h = t2_h @ v_W1
     del t2_h
-    v_h = np.maximum(v_b1 + t1_h, 0.0)
+    v_h = np.maximum(t1_h + v_b1, 0.0)
     del t1_h
     # line 15: z = h @ W2 + b2
     t1_z = v_h @ v_W2
     del v_h
-    v_z = v_b2 + t1_z
+    v_z = t1_z + v_b2
     return v_z
 
 def loss(params, inputs):
@@ -101,12 +101,12 @@ def loss(params, inputs):
     t2_h = v_X*v_scale
     t1_h = t2_h @ v_W1
     del t2_h
-    v_h = np.maximum(v_b1 + t1_h, 0.0)
+    v_h = np.maximum(t1_h + v_b1, 0.0)
     del t1_h
     # line 15: z = h @ W2 + b2
     t1_z = v_h @ v_W2
     del v_h
-    v_z = v_b2 + t1_z
+    v_z = t1_z + v_b2
     del t1_z
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
@@ -131,11 +131,11 @@ def loss_and_grad(params, inputs):
     # line 14: h = relu((X * scale) @ W1 + b1)
     t2_h = v_X*v_scale
     t1_h = t2_h @ v_W1
-    v_h = np.maximum(v_b1 + t1_h, 0.0)
+    v_h = np.maximum(t1_h + v_b1, 0.0)
     del t1_h
     # line 15: z = h @ W2 + b2
     t1_z = v_h @ v_W2
-    v_z = v_b2 + t1_z
+    v_z = t1_z + v_b2
     del t1_z
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
@@ -179,11 +179,11 @@ def grad(params, inputs):
     # line 14: h = relu((X * scale) @ W1 + b1)
     t2_h = v_X*v_scale
     t1_h = t2_h @ v_W1
-    v_h = np.maximum(v_b1 + t1_h, 0.0)
+    v_h = np.maximum(t1_h + v_b1, 0.0)
     del t1_h
     # line 15: z = h @ W2 + b2
     t1_z = v_h @ v_W2
-    v_z = v_b2 + t1_z
+    v_z = t1_z + v_b2
     del t1_z
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
@@ -220,11 +220,11 @@ def gradients(params, inputs):
     # line 14: h = relu((X * scale) @ W1 + b1)
     t2_h = v_X*v_scale
     t1_h = t2_h @ v_W1
-    v_h = np.maximum(v_b1 + t1_h, 0.0)
+    v_h = np.maximum(t1_h + v_b1, 0.0)
     del t1_h
     # line 15: z = h @ W2 + b2
     t1_z = v_h @ v_W2
-    v_z = v_b2 + t1_z
+    v_z = t1_z + v_b2
     del t1_z
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
@@ -272,11 +272,11 @@ def sgd_step(params, inputs, lr):
     # line 14: h = relu((X * scale) @ W1 + b1)
     t2_h = v_X*v_scale
     t1_h = t2_h @ v_W1
-    v_h = np.maximum(v_b1 + t1_h, 0.0)
+    v_h = np.maximum(t1_h + v_b1, 0.0)
     del t1_h
     # line 15: z = h @ W2 + b2
     t1_z = v_h @ v_W2
-    v_z = v_b2 + t1_z
+    v_z = t1_z + v_b2
     del t1_z
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)

@@ -50,11 +50,11 @@ def forward(params, inputs):
     v_x = inputs["x"]
     v_y = inputs["y"]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_b1 + v_k1*v_x
+    v_L1 = v_k1*v_x + v_b1
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_b2 + v_k2*v_s
+    v_L2 = v_k2*v_s + v_b2
     # line 13: loss = (L2 - y)^2
     v_loss = (v_L2 - v_y)**2
     return {"x": v_x, "y": v_y, "k1": v_k1, "b1": v_b1, "k2": v_k2, "b2": v_b2, "L1": v_L1, "s": v_s, "L2": v_L2, "loss": v_loss}
@@ -67,12 +67,12 @@ def predict(params, inputs):
     v_b2 = params["b2"]
     v_x = inputs["x"]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_b1 + v_k1*v_x
+    v_L1 = v_k1*v_x + v_b1
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
     del v_L1
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_b2 + v_k2*v_s
+    v_L2 = v_k2*v_s + v_b2
     return v_L2
 
 def loss(params, inputs):
@@ -84,12 +84,12 @@ def loss(params, inputs):
     v_x = inputs["x"]
     v_y = inputs["y"]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_b1 + v_k1*v_x
+    v_L1 = v_k1*v_x + v_b1
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
     del v_L1
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_b2 + v_k2*v_s
+    v_L2 = v_k2*v_s + v_b2
     del v_s
     # line 13: loss = (L2 - y)^2
     v_loss = (v_L2 - v_y)**2
@@ -104,12 +104,12 @@ def loss_and_grad(params, inputs):
     v_x = inputs["x"]
     v_y = inputs["y"]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_b1 + v_k1*v_x
+    v_L1 = v_k1*v_x + v_b1
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
     del v_L1
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_b2 + v_k2*v_s
+    v_L2 = v_k2*v_s + v_b2
     # line 13: loss = (L2 - y)^2
     v_loss = (v_L2 - v_y)**2
     # line 13: ∂ loss = (L2 - y)^2
@@ -134,12 +134,12 @@ def grad(params, inputs):
     v_x = inputs["x"]
     v_y = inputs["y"]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_b1 + v_k1*v_x
+    v_L1 = v_k1*v_x + v_b1
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
     del v_L1
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_b2 + v_k2*v_s
+    v_L2 = v_k2*v_s + v_b2
     # line 13: ∂ loss = (L2 - y)^2
     g_L2 = 2*(v_L2 - v_y)
     del v_L2
@@ -162,11 +162,11 @@ def gradients(params, inputs):
     v_x = inputs["x"]
     v_y = inputs["y"]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_b1 + v_k1*v_x
+    v_L1 = v_k1*v_x + v_b1
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_b2 + v_k2*v_s
+    v_L2 = v_k2*v_s + v_b2
     # line 13: loss = (L2 - y)^2
     v_loss = (v_L2 - v_y)**2
     # line 13: ∂ loss = (L2 - y)^2
@@ -194,12 +194,12 @@ def sgd_step(params, inputs, lr):
     v_x = inputs["x"]
     v_y = inputs["y"]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_b1 + v_k1*v_x
+    v_L1 = v_k1*v_x + v_b1
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
     del v_L1
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_b2 + v_k2*v_s
+    v_L2 = v_k2*v_s + v_b2
     # line 13: ∂ loss = (L2 - y)^2
     g_L2 = 2*(v_L2 - v_y)*lr
     del v_L2
@@ -235,7 +235,7 @@ def hessian(params, inputs):
     dv_k2 = np.eye(N_PARAMS, dtype=dt)[2]
     dv_b2 = np.eye(N_PARAMS, dtype=dt)[3]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_b1 + v_k1*v_x
+    v_L1 = v_k1*v_x + v_b1
     dv_L1 = dv_b1 + v_x*dv_k1
     del dv_b1, dv_k1
     # line 11: s = sigmoid(L1)
@@ -244,7 +244,7 @@ def hessian(params, inputs):
     dv_s = (1 - v_s)*v_s*dv_L1
     del dv_L1
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_b2 + v_k2*v_s
+    v_L2 = v_k2*v_s + v_b2
     dv_L2 = dv_b2 + v_s*dv_k2 + v_k2*dv_s
     del dv_b2
     # line 13: ∂ loss = (L2 - y)^2
