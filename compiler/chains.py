@@ -30,6 +30,7 @@ from compiler.derive import elementwise_factor, needs_gradient
 from compiler.errors import QueryError, suggest
 from compiler.ir import Graph, Node, symbol
 from compiler.ops import BY_IR
+from compiler.names import is_user_node
 from compiler.shape import Shape, fmt_shape, summed_axes
 from compiler.structural import (LogSumExpOf, MatProd, MeanOf, Ones, Repeat, RowSum, SumAlong,
                                  SumOf, Total, Tr, _ArrayOp, count, rule, size_symbol)
@@ -184,13 +185,13 @@ class Chains:
         g = self.g
         if g.objective is None:
             scalars = [f"`{n}`" for n, node in g.nodes.items()
-                       if node.kind == "op" and "." not in n and node.shape == ()]
+                       if node.kind == "op" and is_user_node(n) and node.shape == ()]
             raise QueryError("the model has no `minimize` statement, so there is nothing to derive",
                              hint="add `minimize NAME` naming a scalar node"
                              + (": " + ", ".join(scalars[:8]) if scalars else ", e.g. `loss = "
                                 "mean((yhat - y)^2)` and `minimize loss`"))
-        if wrt not in g.nodes or "." in wrt:
-            names = [n for n in g.nodes if "." not in n]
+        if wrt not in g.nodes or not is_user_node(wrt):
+            names = [n for n in g.nodes if is_user_node(n)]
             close = suggest(wrt, g.params) or suggest(wrt, names)
             params = "params: " + (", ".join(g.params) or "none")
             raise QueryError(f"`{wrt}` is not a name in {g.file}",
@@ -241,7 +242,7 @@ class Chains:
         for f in sources:
             seen.setdefault(f, None)
         d = Derivation(obj, wrt, paths, n_paths, list(seen), adjoints,
-                       shapes={n: node.shape for n, node in g.nodes.items() if "." not in n})
+                       shapes={n: node.shape for n, node in g.nodes.items() if is_user_node(n)})
         if expand:
             d.expand_error = self.not_scalar()
             if d.expand_error is None:
