@@ -1,7 +1,7 @@
 """The middle and back end: graph IR, symbolic derivatives, numpy code generation.
 
-Imports the standard library, sympy, numpy and the front end's types (`dsl.front`); never
-training, views or the CLI (tests/test_architecture.py).
+Imports only the standard library, sympy and numpy; never `dsl` when it runs (lower.py names the
+front end's types in annotations only). tests/test_architecture.py holds the order of imports.
 """
 
 # Part of the compile cache's key; bumped when fixes change generated code, so stale cached modules

@@ -7,6 +7,7 @@ is still visible (LANGUAGE.md promises stable forms).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sympy as sp
@@ -16,7 +17,9 @@ from compiler.functions import LOG_SOFTMAX, stabilize
 from compiler.ir import Graph, Node, symbol
 from compiler.memo import rename
 from compiler.ops import ELEMENTWISE, STRUCTURAL, sympy_of
-from dsl.front.check import Checked, Typed
+
+if TYPE_CHECKING:  # the checked model's types, for annotations only: the compiler never imports dsl
+    from dsl.front.check import Checked, Typed
 
 # Elementwise maths nested deeper than this becomes inner nodes: sympy recurses through an
 # expression, and Python refuses a line with more than 200 nested parentheses.

@@ -14,8 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the one Shape type and the one `ancestors`; they import nothing of the project but each other.
 ROOMS = [
     ("grammar", ("grammar",)),
-    ("foundations", ("compiler.errors", "compiler.ops", "compiler.shape", "compiler.deps",
-                     "compiler.builtins")),
+    ("foundations", ("compiler.errors", "compiler.ops", "compiler.shape", "compiler.deps")),
     ("front end", ("dsl.front",)),
     ("compiler", ("compiler",)),
     ("training", ("dsl.training",)),
