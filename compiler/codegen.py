@@ -101,7 +101,8 @@ class NumpyCode(OpPrinter, PositiveTermsFirst, NumPyPrinter):
     def _print_Mul(self, expr):
         """Compound factors before plain names: numpy computes a compound factor into a new
         array and multiplies the others into it in place (its temporary elision), where
-        `g*h*(1 - h)` would hold `g*h` and `1 - h` at once, one array more. Steps (`steps`)
+        `g*h*(1 - h)` would hold `g*h` and `1 - h` at once, one array more. Numbers and the
+        learning rate first, multiplied as scalars: `2*lr*(yhat - y)`. Steps (`steps`)
         last, as comparisons, where nothing can negate the boolean array."""
         args = expr.as_ordered_factors()
         if self.steps:
@@ -110,7 +111,8 @@ class NumpyCode(OpPrinter, PositiveTermsFirst, NumPyPrinter):
             if steps and any(not a.is_Number for a in rest):
                 code = self.parenthesize(sp.Mul(*rest), sp.printing.precedence.PRECEDENCE["Mul"])
                 return "*".join([code, *(f"({self._print(s.args[0])} > 0)" for s in steps)])
-        ordered = sorted(args, key=lambda a: 0 if a.is_Number else 2 if a.is_Symbol else 1)
+        ordered = sorted(args, key=lambda a: 0 if a.is_Number or a == LR_SEED else
+                         2 if a.is_Symbol else 1)
         if ordered == args:
             return super()._print_Mul(expr)
         order, self._settings["order"] = self._settings["order"], "none"

@@ -318,3 +318,10 @@ def test_sums_keep_the_operands_in_the_users_order():
     forward = _function(src, "forward")
     assert "v_y = t1_y + v_b" in forward and "v_z = v_c + t1_z" in forward
     assert "v_u = v_y - v_z" in forward
+
+
+def test_numbers_and_the_learning_rate_are_multiplied_first():
+    """`2*lr*(v_L2 - v_y)` is one array product; `2*(v_L2 - v_y)*lr` was two (the seed network's
+    step came out 7% slower)."""
+    step = _function(_source((ROOT / "examples/seed_graph.model").read_text()), "sgd_step")
+    assert "g_L2 = 2*lr*(v_L2 - v_y)" in step

@@ -201,7 +201,7 @@ def sgd_step(params, inputs, lr):
     # line 12: L2 = k2 * s + b2
     v_L2 = v_k2*v_s + v_b2
     # line 13: ∂ loss = (L2 - y)^2
-    g_L2 = 2*(v_L2 - v_y)*lr
+    g_L2 = 2*lr*(v_L2 - v_y)
     del v_L2
     # line 12: ∂ L2 = k2 * s + b2
     g_k2 = g_L2*v_s
