@@ -150,7 +150,7 @@ def _cli(name: str, repeats: int) -> dict:
 @contextlib.contextmanager
 def _unpinned():
     """A `dsl run` gets the CPUs a user's would, not the one the benchmark is pinned to: it
-    draws its plots in a second process (dsl.views.plots.Painter). The benchmark unpins itself
+    draws its plots in a second process (dsl.views.painter.Painter). The benchmark unpins itself
     while it starts one (a preexec_fn is not safe with torch's threads about)."""
     cpus = os.environ.get("DSL_BENCH_CPUS")
     if not cpus:

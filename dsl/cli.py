@@ -37,6 +37,7 @@ from dsl.training.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_
                                   check_sizes, compile_file, data_path, default_out, model_digest)
 from dsl.training.train import convergence_warning, total_steps
 from dsl.views import plots
+from dsl.views.painter import Painter
 from dsl.views.console import ProgressBar, print_eval, print_report
 from dsl.model import Model
 
@@ -155,13 +156,15 @@ def _size(text: str) -> int:
 
 class Session:
     """What one command read, so that errors can show the lines they point at, the models it
-    checked, so that compiling one does not parse it again, and the signals that stopped it."""
+    checked, so that compiling one does not parse it again, the signals that stopped it, and the
+    plot painter `python -m dsl` forked for a `run` before its imports (dsl.views.painter)."""
 
-    def __init__(self):
+    def __init__(self, painter: Painter | None = None):
         self.sources: dict[str, str] = {}
         self.trees: dict[str, ast.Program] = {}  # as parsed, for the model's digest
         self.checked: dict[str, Checked] = {}
         self.signals: list[int] = []
+        self.painter = painter
 
     def status_interrupted(self) -> int:
         """128 + the signal's number, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM."""
@@ -330,11 +333,11 @@ def _read_array(path: str, name: str) -> np.ndarray:
 
 
 def cmd_run(args, session: Session) -> int:
-    with plots.Painter() as painter:  # imports matplotlib while this process fits
+    with session.painter or Painter() as painter:  # imports matplotlib while this process fits
         return _run(args, session, painter)
 
 
-def _run(args, session: Session, painter: plots.Painter) -> int:
+def _run(args, session: Session, painter: Painter) -> int:
     checked = session.load(args.model)
     if checked.objective is None:
         raise UsageError(f"{args.model} has no `minimize` statement: nothing to train",
@@ -679,11 +682,11 @@ def cmd_graph(args, session: Session) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, painter: Painter | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # accepted anywhere: `dsl run m.model --debug` as well
     argv = [a for a in argv if a != "--debug"]
-    session = Session()
+    session = Session(painter)
     try:
         try:
             args = build_parser().parse_args(argv)

@@ -5,18 +5,13 @@ not installed (the caller says so in one line). Figures are drawn on matplotlib'
 directly, without pyplot, so that nothing global changes: no backend switch under a notebook
 that has its own, and no figures left open in pyplot's registry.
 
-A fresh `dsl run` would spend 0.3 s importing matplotlib and 0.2 s drawing after the fit;
-`Painter` does both in a process forked before the fit (see there).
+A fresh `dsl run` draws them in a process forked at its start (dsl.views.painter).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
-import pickle
-import signal
-import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,6 +19,7 @@ import numpy as np
 from dsl.training.data import Table, correlations, numeric_part
 from dsl.training.checkpoint import HistoryFile, load_history
 from dsl.training.report import scored_target
+from dsl.views.painter import Painter, available
 
 if TYPE_CHECKING:
     from dsl.model import Model
@@ -36,11 +32,6 @@ LABEL_MAX = 40  # name the heatmap's rows and columns up to this many columns
 # A heatmap shows at most this many columns: more are unreadable, and their n x n correlations
 # grow without bound (40,000 columns would need 12 GiB).
 HEATMAP_MAX = 100
-
-
-def available() -> bool:
-    """Whether matplotlib is installed, so that plots will be written."""
-    return importlib.util.find_spec("matplotlib") is not None
 
 
 _PLOTTABLE = 1e100
@@ -206,97 +197,6 @@ def _pair(y: np.ndarray, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(yhat, dtype=np.float64).ravel()
     ok = np.isfinite(t) & np.isfinite(p)
     return t[ok], p[ok]
-
-
-class Painter:
-    """Draws plots in a child process forked at the start of a run: the child imports
-    matplotlib while the parent imports scipy, compiles and fits, then draws the plots it is
-    handed while the parent saves the rest. Forked only on Linux (elsewhere forking a process
-    with libraries loaded is not safe), only when matplotlib is installed and not yet imported
-    (in a process that has it, drawing here costs less than a fork). A child that fails hands
-    nothing back and the plots are drawn here; an exception a plot raises in the child is
-    raised here. A context manager: leaving it without `draw` (an error) ends the child."""
-
-    def __init__(self, wanted: bool = True):
-        self.pid = None
-        if not (wanted and sys.platform == "linux" and "matplotlib.figure" not in sys.modules
-                and available()):
-            return
-        jobs_in, self.jobs = os.pipe()
-        self.results, results_out = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
-            os.close(self.jobs)
-            os.close(self.results)
-            _paint(jobs_in, results_out)  # never returns
-        os.close(jobs_in)
-        os.close(results_out)
-
-    def __enter__(self) -> Painter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def draw(self, jobs: list[tuple[Callable, tuple]]) -> list[str | None]:
-        """Each `function(*args)`'s result, in order; an exception is raised as drawn here."""
-        outcome = None
-        if self.pid is not None:
-            try:
-                with os.fdopen(self.jobs, "wb") as f:
-                    pickle.dump(jobs, f)
-                with os.fdopen(self.results, "rb") as f:
-                    outcome = pickle.load(f)
-            except (OSError, EOFError, pickle.PickleError):
-                outcome = None
-            finally:
-                self.jobs = self.results = None  # closed with their files
-                self.close()
-        if outcome is None:
-            return [function(*args) for function, args in jobs]
-        for ok, value in outcome:
-            if not ok:
-                raise value
-        return [value for _, value in outcome]
-
-    def close(self) -> None:
-        """Without jobs handed over (a run that stopped on an error), the child is ended."""
-        if self.pid is None:
-            return
-        if self.jobs is not None:
-            os.close(self.jobs)
-            os.close(self.results)
-            os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
-        self.pid = None
-
-
-def _paint(jobs_in: int, results_out: int) -> None:
-    """The child: import matplotlib, then draw the jobs and send back each one's result or
-    exception. Ctrl-C is the parent's to handle; the child ends after the parent's jobs, or at
-    end-of-file without them."""
-    status = 1
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for sig in (signal.SIGTERM, signal.SIGHUP):  # not the parent's handlers
-            signal.signal(sig, signal.SIG_DFL)
-        quiet = os.open(os.devnull, os.O_WRONLY)  # nor its output: a reader of it would wait
-        os.dup2(quiet, 1)
-        os.dup2(quiet, 2)
-        _figure((1, 1))  # imports matplotlib while the parent works
-        with os.fdopen(jobs_in, "rb") as f:
-            jobs = pickle.load(f)
-        outcome = []
-        for function, args in jobs:
-            try:
-                outcome.append((True, function(*args)))
-            except Exception as e:  # handed back to the parent, which raises it
-                outcome.append((False, e))
-        with os.fdopen(results_out, "wb") as f:
-            pickle.dump(outcome, f)
-        status = 0
-    finally:
-        os._exit(status)
 
 
 def save_plots(out: str, model: Model, ds: Dataset, fit: FitResult,

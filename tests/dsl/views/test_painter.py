@@ -1,6 +1,7 @@
-"""dsl.views.plots.Painter: a fresh `dsl run` draws its plots in a child forked before the fit, which
-imports matplotlib meanwhile. Each check runs in a fresh interpreter (here matplotlib is loaded
-already, and a Painter would rightly not fork)."""
+"""dsl.views.painter.Painter: a fresh `dsl run` draws its plots in a child forked before its
+imports, which imports matplotlib meanwhile and draws each plot in a process of its own. Each
+check runs in a fresh interpreter (here matplotlib is loaded already, and a Painter would rightly
+not fork)."""
 from __future__ import annotations
 
 import os
@@ -19,6 +20,7 @@ PREAMBLE = """
 import os, sys
 import numpy as np
 from dsl.views import plots
+from dsl.views.painter import Painter
 def loss(path):
     return (plots.loss_curve, ([0, 1, 2], [3.0, 2.0, 1.0], None, path, "m: loss"))
 def png(path):
@@ -37,7 +39,7 @@ def fresh(code: str, tmp_path) -> None:
 
 def test_the_child_draws_and_this_process_never_imports_matplotlib(tmp_path):
     fresh("""
-        with plots.Painter() as painter:
+        with Painter() as painter:
             assert painter.pid is not None
             written = painter.draw([loss("a.png"), loss("b.png")])
         assert written == ["a.png", "b.png"] and png("a.png") and png("b.png")
@@ -45,12 +47,32 @@ def test_the_child_draws_and_this_process_never_imports_matplotlib(tmp_path):
     """, tmp_path)
 
 
+def test_each_plot_is_drawn_in_a_process_of_its_own(tmp_path):
+    fresh("""
+        with Painter() as painter:
+            pids = painter.draw([(os.getpid, ())] * 3)
+        assert len(set(pids)) == 3 and os.getpid() not in pids, pids
+    """, tmp_path)
+
+
+def test_importing_the_painter_imports_nothing_heavy(tmp_path):
+    """`python -m dsl run` forks it before numpy, lark and dsl's own modules are imported."""
+    proc = subprocess.run([sys.executable, "-c", "import sys, dsl.views.painter; "
+                           "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+                           "('numpy', 'lark', 'scipy', 'sympy', 'compiler', 'matplotlib') "
+                           "or m.startswith('dsl.') and m not in ('dsl.views', "
+                           "'dsl.views.painter')))"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_an_exception_in_the_child_is_raised_here(tmp_path):
     fresh("""
         open("file", "w").close()
-        with plots.Painter() as painter:
+        with Painter() as painter:
             try:
-                painter.draw([loss("file/loss.png")])  # a folder that is a file
+                painter.draw([loss("a.png"), loss("file/loss.png")])  # a folder that is a file
             except OSError as e:
                 assert "file" in str(e)
             else:
@@ -62,7 +84,7 @@ def test_an_exception_in_the_child_is_raised_here(tmp_path):
 def test_without_the_child_the_plots_are_drawn_here(tmp_path):
     fresh("""
         import signal
-        with plots.Painter() as painter:
+        with Painter() as painter:
             os.kill(painter.pid, signal.SIGKILL)
             assert painter.draw([loss("a.png")]) == ["a.png"] and png("a.png")
         assert "matplotlib.figure" in sys.modules
@@ -71,7 +93,7 @@ def test_without_the_child_the_plots_are_drawn_here(tmp_path):
 
 def test_leaving_without_drawing_ends_the_child(tmp_path):
     fresh("""
-        with plots.Painter() as painter:
+        with Painter() as painter:
             pid = painter.pid
         try:
             os.kill(pid, 0)
@@ -85,7 +107,7 @@ def test_leaving_without_drawing_ends_the_child(tmp_path):
 def test_no_child_where_matplotlib_is_loaded_already(tmp_path):
     fresh("""
         import matplotlib.figure
-        with plots.Painter() as painter:
+        with Painter() as painter:
             assert painter.pid is None
             assert painter.draw([loss("a.png")]) == ["a.png"] and png("a.png")
     """, tmp_path)
