@@ -50,6 +50,7 @@ MAX_FACTORS_SIZE = 2000
 class _TooLarge(Exception):
     """A local derivative past MAX_FACTOR_SIZE: the Hessian is left out."""
 P = "N_PARAMS"  # the module constant: how many param elements, the tangents' last axis
+SEEDS = "eye"  # the identity of N_PARAMS, whose rows are the params' tangents
 
 
 def param_sizes(g: Graph) -> dict[str, int]:
@@ -112,6 +113,20 @@ def _coef_once(what: str, shaped: tuple[tuple, list[sp.Symbol]], make) -> _Coef 
                  c.one, c.add)
 
 
+# ("tangent", shape of (expr, node, inputs)) -> whether each ∂node/∂input is negative, and 1
+_SIGNS: dict[tuple, list[tuple[bool, bool]]] = {}
+
+
+def _is_sum(code: str) -> bool:
+    """A `+` or `-` outside parentheses and brackets, past the first character (a sign)."""
+    depth = 0
+    for k, ch in enumerate(code):
+        depth += ch in "([" and 1 or ch in ")]" and -1 or 0
+        if depth == 0 and k and ch in "+-" and code[k - 1] == " ":
+            return True
+    return False
+
+
 # shape of (G, expr, node, input) -> the size of the local derivative, and the slots of the
 # symbols it reads, in the order of their names
 _SECOND: dict[tuple, tuple[int, tuple[int, ...]]] = {}
@@ -130,14 +145,14 @@ class SecondOrderWriter(ModuleWriter):
     # ---- forward tangents ------------------------------------------------------------------
 
     def seed_stmts(self) -> list[Stmt]:
-        """Each param's tangent: its rows of the identity."""
-        lines, at = [], 0
+        """Each param's tangent: its rows of the identity, built once."""
+        lines, at = [Stmt(SEEDS, f"np.eye({P}, dtype=dt)", ("dt",))], 0
         for p in self.g.params:
             n, shape = self.sizes[p], tuple(self.g.nodes[p].shape)
-            rows = f"np.eye({P}, dtype=dt)[{at}:{at + n}]"
             lines.append(Stmt(tangent(value_name(p)), (
-                f"np.eye({P}, dtype=dt)[{at}]" if shape == () else
-                f"{rows}.reshape({', '.join(map(str, shape))}, {P})"), ("dt",)))
+                f"{SEEDS}[{at}]" if shape == () else
+                f"{SEEDS}[{at}:{at + n}].reshape({', '.join(map(str, shape))}, {P})"), (SEEDS,),
+                (SEEDS,)))
             at += n
         return lines
 
@@ -148,9 +163,11 @@ class SecondOrderWriter(ModuleWriter):
         if not ins:
             return
         if node.op == "elementwise":
-            terms = [(self._factor_coef(node, i), tangent(value_name(i)), self.g.nodes[i].shape)
-                     for i in ins]
-            code, shape, reads = self._terms(body, terms, self._value_shapes(node))
+            shapes = self._value_shapes(node)
+            coefs = (self._shared_coefs(body, node, ins, shapes) if len(ins) > 1
+                     else [self._factor_coef(node, ins[0])])
+            terms = [(c, tangent(value_name(i)), self.g.nodes[i].shape) for c, i in zip(coefs, ins)]
+            code, shape, reads = self._terms(body, terms, shapes)
             if shape != tuple(node.shape):
                 code = self._full(body, code, node.shape)
             body.emit(name, code, node, reads=reads)
@@ -165,6 +182,29 @@ class SecondOrderWriter(ModuleWriter):
         reads = [*a, *filter(None, da)]
         body.emit(name, code, node, reads=[*reads, value_name(node.name)]
                   if rule(node.op).tangent_reads_value else reads)
+
+    def _shared_coefs(self, body: _Body, node: Node, ins: list[str],
+                      shapes: dict[sp.Symbol, Shape]) -> list[_Coef | None]:
+        """∂node/∂input for each of several inputs, their common subexpressions computed once
+        (`exp(-b2*x)` in both of `b1*(1 - exp(-b2*x))`'s): the temporaries are emitted here,
+        and their static shapes added to `shapes`."""
+        shaped = shape_of((node.expr,), (symbol(node.name), *map(symbol, ins)))
+        key = ("tangent", shaped[0])
+        if key not in _SIGNS:
+            factors = [_no_delta(elementwise_factor(node, i)) for i in ins]
+            _SIGNS[key] = [(f.could_extract_minus_sign(), f == 1) for f in factors]
+        signs = _SIGNS[key]
+
+        def positive():  # cse and print each coefficient without its sign, as _coef does
+            factors = [_no_delta(elementwise_factor(node, i)) for i in ins]
+            return [-f if minus else f for f, (minus, _) in zip(factors, signs)]
+        replacements, reduced = body.cse(positive, shaped)
+        for t, e in replacements:
+            body.emit(t.name, e.code, node, reads=e.reads)
+            shapes[t] = broadcast(*(shapes[x] for x in e.symbols))
+        return [None if p.code == "0" else
+                _Coef(p.code, p.symbols, minus, one, not p.bare and _is_sum(p.code))
+                for p, (minus, one) in zip(reduced, signs)]
 
     @staticmethod
     def _factor_coef(node: Node, wrt: str) -> _Coef | None:
@@ -415,7 +455,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                 stmts.append(Stmt("d_res", code, tuple(reads)))
             out.append(self._function(
                 "jacobian", self._head(body, True), stmts, {d_res},
-                f"np.reshape({d_res}, (-1, {P}))",
+                f"{d_res}.reshape(-1, {P})",  # a tangent is always an array
                 "∂r/∂params: one row per residual, one column per param element (PARAMS "
                 "order, each flattened in C order)."))
         return out

@@ -33,7 +33,7 @@ class _Run:
         self.history, self.progress, self.cap, self.first = history, progress, cap, first
         self.counts = {"objective": 0, "gradient": 0, "jacobian": 0, "hessian": 0}
         self.iterations = 0
-        self.best_x, self.best_f = None, math.inf
+        self.best_f, self.best_key, self.best_r = math.inf, None, None  # x's bytes; residuals
         self.logging = 0.0  # seconds spent writing history rows, not solving
         self.t0 = time.perf_counter()
         # (x's bytes, sum of squares, size, residuals) of the latest residuals, and (x's bytes,
@@ -42,14 +42,22 @@ class _Run:
         self.before = 0.0  # seconds of the run resumed from
         self.nonfinite = False  # residuals or a Jacobian that were not finite were handed out
 
-    def seen(self, x, f: float) -> None:
-        if math.isfinite(f) and f < self.best_f and np.isfinite(x).all():
-            self.best_x, self.best_f = np.array(x), f
+    def seen(self, key: bytes, f: float, r=None) -> None:
+        if f < self.best_f and math.isfinite(f):
+            self.best_f, self.best_key, self.best_r = f, key, r
+
+    @property
+    def best_x(self):
+        """The params of the lowest objective seen, if they are all finite."""
+        if self.best_key is None:
+            return None
+        x = np.frombuffer(self.best_key, dtype=np.float64).copy()
+        return x if np.isfinite(x).all() else None
 
     def loss(self, x) -> float:
         self.counts["objective"] += 1
         f = float(self.module.loss(self.flat.unpack(x), self.train))
-        self.seen(x, f)
+        self.seen(x.tobytes(), f)
         return f if math.isfinite(f) else math.inf
 
     def loss_and_grad(self, x):
@@ -57,7 +65,7 @@ class _Run:
         self.counts["gradient"] += 1
         f, g = self.module.loss_and_grad(self.flat.unpack(x), self.train)
         f = float(f)
-        self.seen(x, f)
+        self.seen(x.tobytes(), f)
         if not math.isfinite(f):
             return math.inf, np.zeros_like(x)
         return f, self.flat.pack(g)
@@ -70,41 +78,55 @@ class _Run:
         self.counts["hessian"] += 1
         return np.asarray(self.module.hessian(self.flat.unpack(x), self.train), dtype=np.float64)
 
+    # residuals and jacobian are called 30 to 60 times in a NIST fit, on a few rows: their
+    # own cost is a fair part of the fit's, so they do as little as they can
     def residuals(self, x):
         key = x.tobytes()
-        if self.last is not None and self.last[0] == key:
-            return self.last[3]  # leastsq checks the start's shape before MINPACK evaluates it
+        last = self.last
+        if last is not None and last[0] == key:
+            return last[3]  # leastsq checks the start's shape before MINPACK evaluates it
         self.counts["objective"] += 1
         r = np.asarray(self.module.residuals(self.flat.unpack(x), self.train), dtype=np.float64)
-        rss = float(r @ r)
-        self.seen(x, rss)
-        self.nonfinite |= not math.isfinite(rss)
+        rss = float(r.dot(r))  # r @ r costs twice as long on a few rows
+        if rss < self.best_f:
+            self.seen(key, rss, r)
+        elif rss != rss or rss == math.inf:
+            self.nonfinite = True
         self.last = (key, rss, r.size, r)
         return r
 
     def jacobian(self, x):
         """The Jacobian, at each accepted point: for lm an iteration begins here."""
         key = x.tobytes()
-        if self.last_jacobian is not None and self.last_jacobian[0] == key:
-            return self.last_jacobian[1]  # as for the residuals: leastsq's check, then MINPACK
+        last = self.last_jacobian
+        if last is not None and last[0] == key:
+            return last[1]  # as for the residuals: leastsq's check, then MINPACK
         self.counts["jacobian"] += 1
-        self.iteration(x)
+        self.iteration(x, key)
         j = np.asarray(self.module.jacobian(self.flat.unpack(x), self.train), dtype=np.float64)
-        self.nonfinite |= not np.isfinite(j).all()
         self.last_jacobian = (key, j)
         return j
 
-    def iteration(self, x) -> None:
+    def checked_jacobian(self, x):
+        """`jacobian` for least_squares, which raises on a Jacobian that is not finite; MINPACK
+        does not, and is spared the check."""
+        j = self.jacobian(x)
+        if not self.nonfinite and not np.isfinite(j).all():
+            self.nonfinite = True
+        return j
+
+    def iteration(self, x, key: bytes | None = None) -> None:
         t0 = time.perf_counter()
         self.iterations += 1
-        loss = self.row(self.first + self.iterations, x)
+        loss = self.row(self.first + self.iterations, x, key)
         if self.progress:
             self.progress(self.first + self.iterations, self.first + self.cap, loss)
         self.logging += time.perf_counter() - t0
 
-    def row(self, step: int, x) -> float:
-        if self.last is not None and self.last[0] == x.tobytes():  # lm: from the residuals
-            _, rss, size, _ = self.last
+    def row(self, step: int, x, key: bytes | None = None) -> float:
+        last = self.last
+        if last is not None and last[0] == (key or x.tobytes()):  # lm: from the residuals
+            _, rss, size, _ = last
             mean = self.module.LEAST_SQUARES == "mean"
             loss = self.module.LEAST_SQUARES_FACTOR * (rss / size if mean else rss)
         else:
@@ -130,9 +152,11 @@ def solve(module, params, train, test, cfg, progress=None, start: Checkpoint | N
     result.history.truncate(first)
     x0 = flat.pack(params)
     lo, hi = flat.bounds(module)
-    bounded = bool(np.any(np.isfinite(lo)) or np.any(np.isfinite(hi)))
+    bounded = bool(np.isfinite(lo).any() or np.isfinite(hi).any())
     run = _Run(module, flat, train, test, result.history, progress, cap, first)
     run.before = start.seconds if start else 0.0
+    if opt.name == "lm":
+        run.residuals(x0)  # the start's row from the residuals lm evaluates first anyway
     f0 = run.row(first, x0)
     if not math.isfinite(f0):
         node = first_nonfinite(module.forward(params, train), module)
@@ -154,7 +178,8 @@ def solve(module, params, train, test, cfg, progress=None, start: Checkpoint | N
             raise
         res, refused = None, True
     spent = time.perf_counter() - t0 - run.logging
-    x = run.best_x if run.best_x is not None else x0
+    best = run.best_x
+    x = best if best is not None else x0
     reason, detail, converged = "interrupted", "stopped by Ctrl-C", False
     if refused:
         reason, detail = "diverged", ("the solver stopped on residuals or a Jacobian that were "
@@ -197,13 +222,13 @@ def _lm(run: _Run, x0, lo, hi, bounded, args, cap):
     again from the start with 'trf', and the lower sum of squares is kept."""
     tol = {k: max(args[k], EPS) for k in ("ftol", "xtol", "gtol")}
     if bounded:
-        return so.least_squares(run.residuals, x0, jac=run.jacobian, method="trf",
+        return so.least_squares(run.residuals, x0, jac=run.checked_jacobian, method="trf",
                                 bounds=(lo, hi), x_scale="jac", max_nfev=cap, **tol)
     res = _minpack(run, x0, tol, cap)
     if not _vanished(res.jac, res.x):
         return res
     try:
-        again = so.least_squares(run.residuals, x0, jac=run.jacobian, method="trf",
+        again = so.least_squares(run.residuals, x0, jac=run.checked_jacobian, method="trf",
                                  x_scale="jac", max_nfev=max(cap - res.nfev, 1), **tol)
     except ValueError:  # trf refuses a Jacobian that is not finite: the lm fit stands
         if not run.nonfinite:
@@ -222,17 +247,20 @@ def _minpack(run: _Run, x0, tol, cap) -> so.OptimizeResult:
     param scaled by the norm of its Jacobian column), but without least_squares' per-call
     wrapping, which costs as much as a small fit, and with the first step bound FACTOR. The
     result as least_squares gives it: status and message in its words, the Jacobian at x."""
-    x, _, info, _, ier = so.leastsq(run.residuals, x0, Dfun=run.jacobian, full_output=True,
-                                    maxfev=cap, factor=FACTOR, **tol)
-    if run.last_jacobian is not None and run.last_jacobian[0] == x.tobytes():
+    x, ier = so.leastsq(run.residuals, x0, Dfun=run.jacobian, maxfev=cap, factor=FACTOR, **tol)
+    key = x.tobytes()  # without full_output, leastsq skips a covariance the fit does not use
+    if run.best_key == key:  # MINPACK ends at its best point, not always its last
+        fun = run.best_r
+    else:
+        fun = np.asarray(run.module.residuals(run.flat.unpack(x), run.train), dtype=np.float64)
+    if run.last_jacobian is not None and run.last_jacobian[0] == key:
         jac = run.last_jacobian[1]
     else:  # the solution's Jacobian, for the vanished-column test; no iteration of the fit
         run.counts["jacobian"] += 1
         jac = np.asarray(run.module.jacobian(run.flat.unpack(x), run.train), dtype=np.float64)
     status, message = _MINPACK[ier]
-    fun = info["fvec"]
     return so.OptimizeResult(x=x, cost=0.5 * float(fun @ fun), fun=fun, jac=jac, status=status,
-                             message=message, nfev=info["nfev"])
+                             message=message, nfev=run.counts["objective"])
 
 
 # MINPACK's first step is at most FACTOR times the scaled params' norm. Its usual 100 throws a

@@ -185,6 +185,7 @@ def test_every_generated_name_belongs_to_one_space():
     tree = ast.parse(src)
     user = re.compile(r"^(v|g|n|t\d+|gt\d+)_")
     own = {"np", "dt", "lr", "params", "inputs", "a", "axis", "keepdims", "m", "out", "e", "res",
+           "eye",
            "_sigmoid",
            "d_res", "N_PARAMS"}
     tangents = re.compile(r"^d(v|g|t\d+|gt\d+)_")  # the Jacobian's and Hessian's

@@ -310,10 +310,12 @@ def jacobian(params, inputs):
     v_W2 = params["W2"]
     v_X = inputs["X"]
     dt = v_W1.dtype
-    dv_W1 = np.eye(N_PARAMS, dtype=dt)[0:130].reshape(13, 10, N_PARAMS)
-    dv_b1 = np.eye(N_PARAMS, dtype=dt)[130:140].reshape(10, N_PARAMS)
-    dv_W2 = np.eye(N_PARAMS, dtype=dt)[140:150].reshape(10, 1, N_PARAMS)
-    dv_b2 = np.eye(N_PARAMS, dtype=dt)[150:151].reshape(1, N_PARAMS)
+    eye = np.eye(N_PARAMS, dtype=dt)
+    dv_W1 = eye[0:130].reshape(13, 10, N_PARAMS)
+    dv_b1 = eye[130:140].reshape(10, N_PARAMS)
+    dv_W2 = eye[140:150].reshape(10, 1, N_PARAMS)
+    dv_b2 = eye[150:151].reshape(1, N_PARAMS)
+    del eye
     # line 12: L1 = X @ W1 + b1
     t1_L1 = v_X @ v_W1
     dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)
@@ -331,7 +333,7 @@ def jacobian(params, inputs):
     dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)
     del dv_W2, dv_h, v_h
     dv_yhat = dv_b2 + dt1_yhat
-    return np.reshape(dv_yhat, (-1, N_PARAMS))
+    return dv_yhat.reshape(-1, N_PARAMS)
 
 def hessian(params, inputs):
     """∂²loss/∂params²: N_PARAMS x N_PARAMS, rows and columns in the order of the jacobian's columns."""
@@ -343,10 +345,12 @@ def hessian(params, inputs):
     v_y = inputs["y"]
     dt = v_W1.dtype
     n_N = v_X.shape[0]
-    dv_W1 = np.eye(N_PARAMS, dtype=dt)[0:130].reshape(13, 10, N_PARAMS)
-    dv_b1 = np.eye(N_PARAMS, dtype=dt)[130:140].reshape(10, N_PARAMS)
-    dv_W2 = np.eye(N_PARAMS, dtype=dt)[140:150].reshape(10, 1, N_PARAMS)
-    dv_b2 = np.eye(N_PARAMS, dtype=dt)[150:151].reshape(1, N_PARAMS)
+    eye = np.eye(N_PARAMS, dtype=dt)
+    dv_W1 = eye[0:130].reshape(13, 10, N_PARAMS)
+    dv_b1 = eye[130:140].reshape(10, N_PARAMS)
+    dv_W2 = eye[140:150].reshape(10, 1, N_PARAMS)
+    dv_b2 = eye[150:151].reshape(1, N_PARAMS)
+    del eye
     # line 12: L1 = X @ W1 + b1
     t1_L1 = v_X @ v_W1
     dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)

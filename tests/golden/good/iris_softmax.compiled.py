@@ -240,8 +240,10 @@ def hessian(params, inputs):
     v_Y = inputs["Y"]
     dt = v_W.dtype
     n_N = v_X.shape[0]
-    dv_W = np.eye(N_PARAMS, dtype=dt)[0:12].reshape(4, 3, N_PARAMS)
-    dv_b = np.eye(N_PARAMS, dtype=dt)[12:15].reshape(3, N_PARAMS)
+    eye = np.eye(N_PARAMS, dtype=dt)
+    dv_W = eye[0:12].reshape(4, 3, N_PARAMS)
+    dv_b = eye[12:15].reshape(3, N_PARAMS)
+    del eye
     # line 10: z = X @ W + b
     t1_z = v_X @ v_W
     dt1_z = np.einsum("ik,kjp->ijp", v_X, dv_W)

@@ -200,13 +200,17 @@ def jacobian(params, inputs):
     v_L = inputs["L"]
     v_sigma = inputs["sigma"]
     dt = v_g.dtype
-    dv_g = np.eye(N_PARAMS, dtype=dt)[0]
-    dv_d_cm = np.eye(N_PARAMS, dtype=dt)[1]
+    eye = np.eye(N_PARAMS, dtype=dt)
+    dv_g = eye[0]
+    dv_d_cm = eye[1]
+    del eye
     # line 20: That = period(L + d_cm / 100, g)
-    dv_That = (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/v_g)[..., None]*dv_g
-    del dv_d_cm, dv_g
+    _t0 = 1/v_g
+    _t1 = np.sqrt((v_L + (1/100)*v_d_cm)*_t0)*v_pi
+    dv_That = (_t1/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (_t0*_t1)[..., None]*dv_g
+    del _t0, _t1, dv_d_cm, dv_g
     d_res = (1/v_sigma)[..., None]*dv_That
-    return np.reshape(d_res, (-1, N_PARAMS))
+    return d_res.reshape(-1, N_PARAMS)
 
 def hessian(params, inputs):
     """∂²chi2/∂params²: N_PARAMS x N_PARAMS, rows and columns in the order of the jacobian's columns."""
@@ -217,11 +221,16 @@ def hessian(params, inputs):
     v_sigma = inputs["sigma"]
     dt = v_g.dtype
     n_N = v_L.shape[0]
-    dv_g = np.eye(N_PARAMS, dtype=dt)[0]
-    dv_d_cm = np.eye(N_PARAMS, dtype=dt)[1]
+    eye = np.eye(N_PARAMS, dtype=dt)
+    dv_g = eye[0]
+    dv_d_cm = eye[1]
+    del eye
     # line 20: That = period(L + d_cm / 100, g)
     v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
-    dv_That = (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi/v_g)[..., None]*dv_g
+    _t0 = 1/v_g
+    _t1 = np.sqrt((v_L + (1/100)*v_d_cm)*_t0)*v_pi
+    dv_That = (_t1/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (_t0*_t1)[..., None]*dv_g
+    del _t0, _t1
     # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
     gt1_chi2 = 1 / n_N
     g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2

@@ -230,10 +230,12 @@ def hessian(params, inputs):
     v_x = inputs["x"]
     v_y = inputs["y"]
     dt = v_k1.dtype
-    dv_k1 = np.eye(N_PARAMS, dtype=dt)[0]
-    dv_b1 = np.eye(N_PARAMS, dtype=dt)[1]
-    dv_k2 = np.eye(N_PARAMS, dtype=dt)[2]
-    dv_b2 = np.eye(N_PARAMS, dtype=dt)[3]
+    eye = np.eye(N_PARAMS, dtype=dt)
+    dv_k1 = eye[0]
+    dv_b1 = eye[1]
+    dv_k2 = eye[2]
+    dv_b2 = eye[3]
+    del eye
     # line 10: L1 = k1 * x + b1
     v_L1 = v_k1*v_x + v_b1
     dv_L1 = dv_b1 + v_x*dv_k1
