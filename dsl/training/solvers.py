@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 import scipy.optimize as so
@@ -247,7 +248,10 @@ def _minpack(run: _Run, x0, tol, cap) -> so.OptimizeResult:
     param scaled by the norm of its Jacobian column), but without least_squares' per-call
     wrapping, which costs as much as a small fit, and with the first step bound FACTOR. The
     result as least_squares gives it: status and message in its words, the Jacobian at x."""
-    x, ier = so.leastsq(run.residuals, x0, Dfun=run.jacobian, maxfev=cap, factor=FACTOR, **tol)
+    with warnings.catch_warnings():  # without full_output leastsq warns of a stop at the cap:
+        warnings.simplefilter("ignore", RuntimeWarning)  # the run's report says it in its words
+        x, ier = so.leastsq(run.residuals, x0, Dfun=run.jacobian, maxfev=cap, factor=FACTOR,
+                            **tol)
     key = x.tobytes()  # without full_output, leastsq skips a covariance the fit does not use
     if run.best_key == key:  # MINPACK ends at its best point, not always its last
         fun = run.best_r

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,18 @@ def test_steps_cap_the_iterations_and_say_so():
     model.fit(optimizer="lbfgs", steps=3)
     conv = model.last_fit.convergence
     assert not conv.converged and conv.reason == "step cap reached" and conv.iterations == 3
+
+
+def test_lm_at_its_cap_says_so_in_the_report_and_warns_nothing_else():
+    """MINPACK stopped by `steps`: the convergence says so; scipy's own RuntimeWarning (its
+    words, on stderr, in the middle of the run's output) is not let through."""
+    model = dsl.load(str(PENDULUM))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(optimizer="lm", steps=3)
+    conv = model.last_fit.convergence
+    assert not conv.converged and conv.reason == "step cap reached"
+    assert conv.evaluations["objective"] == 3
 
 
 def test_solvers_take_tolerances_not_a_learning_rate(tmp_path):
