@@ -44,10 +44,19 @@ from compiler.shape import Shape, broadcast, summed_axes
 SGD_STEP_DOC = """sgd_step updates each param array in place and writes each param back into `params`,
 so a param given as a Python float is updated too."""
 
-# The training step seeds the backward pass with the learning rate instead of 1: every adjoint
-# is linear in the seed, so its gradients come out already scaled and each update is a single
-# subtraction (`v_W -= g_W`), one numpy call a param fewer than `W -= lr * g`.
+# `grad` seeds its backward pass with `lr` (1 unless given) instead of 1: every adjoint is
+# linear in the seed, so the training step's gradients come out already scaled and each update
+# is a single subtraction, one numpy call a param fewer than `W -= lr * g`; numbers and `lr` are
+# multiplied first (`2*lr*(v_L2 - v_y)`), so the seed costs no array operation.
 LR_SEED = sp.Symbol("lr", positive=True)
+
+# The training step is `grad`'s backward pass, not a copy of it: `-=` updates an array param in
+# place and rebinds a Python float, and either way the result is written back into `params`.
+SGD_STEP = '''def sgd_step(params, inputs, lr):
+    """One step of gradient descent, in place: each param less lr times its gradient."""
+    for name, step in grad(params, inputs, lr).items():
+        params[name] -= step
+'''
 
 
 class PositiveTermsFirst:
@@ -499,16 +508,16 @@ class ModuleWriter:
     # ---- whole functions -------------------------------------------------------------------
 
     def function(self, name: str, args: str, wrt: list[str], returns: list, keep_values=(),
-                 update: bool = False, doc: str = "") -> str:
+                 scaled: bool = False, doc: str = "") -> str:
         """One function: the params and inputs it reads, the forward statements its results
-        need, the backward pass to `wrt`, each value released after its last use. `returns`:
-        what it returns, in order: a node's name (its value), `("values", nodes)` or
-        `("grads", leaves)` (a dict of values or gradients by name)."""
+        need, the backward pass to `wrt` (seeded with `lr` when `scaled`), each value released
+        after its last use. `returns`: what it returns, in order: a node's name (its value),
+        `("values", nodes)` or `("grads", leaves)` (a dict of values or gradients by name)."""
         g = self.g
-        key = (tuple(wrt), update)
-        if key not in self._backward:  # grad and loss_and_grad share one backward
+        key = (tuple(wrt), scaled)
+        if key not in self._backward:
             back = _Body(g, BACKWARD_TEMPS)
-            reads, adjoint = self.backward(back, wrt, update) if wrt else (set(), {})
+            reads, adjoint = self.backward(back, wrt, scaled) if wrt else (set(), {})
             self._backward[key] = back, reads, adjoint, dict(self.same) if wrt else {}
         back, reads, adjoint, same = self._backward[key]
         needed_values = set(reads) | set(keep_values)
@@ -550,17 +559,9 @@ class ModuleWriter:
                 parts.append("{" + ", ".join(f'"{n}": {got[n]}' for n in names) + "}")
         returned = {v for item in returns for v in ([value_name(item)] if isinstance(item, str)
                     else (grads[n] if item[0] == "grads" else value_name(n) for n in item[1]))}
-        end = []
-        if update:  # the gradients are already scaled by lr (LR_SEED)
-            end += [f"{value_name(w)} -= {grads[w]}" for w in wrt]
-            returned |= {grads[w] for w in wrt}
-            # `-=` updates an array in place but only rebinds the local of a Python float
-            end += [f'params["{w}"] = {value_name(w)}' + ("  # a float param is rebound, not "
-                                                        "updated in place" if k == 0 else "")
-                    for k, w in enumerate(wrt)]
         head = {}  # variable -> its line
         for n in g.params:
-            if n in live or (update and n in wrt):
+            if n in live:
                 head[value_name(n)] = f'params["{n}"]'
         for n in g.inputs:
             if n in live or n in wrt:
@@ -576,7 +577,7 @@ class ModuleWriter:
             head[size_name(d)] = f"{value_name(owner)}.shape[{axis}]"
         lines = [f"{v} = {code}" for v, code in head.items()]
         lines += render(fwd.stmts + back.stmts + tail.stmts, returned)
-        lines += end + [f"return {', '.join(parts) or 'None'}"]
+        lines.append(f"return {', '.join(parts) or 'None'}")
         text = f"def {name}({args}):\n"
         if doc:
             text += f'    """{doc}"""\n'
@@ -607,15 +608,14 @@ class ModuleWriter:
             funcs.append(self.function("loss_and_grad", "params, inputs", params,
                                        [obj, pgrads], keep_values=[obj],
                                        doc="The objective and its gradient for every param."))
-            funcs.append(self.function("grad", "params, inputs", params, [pgrads],
-                                       doc="The objective's gradient for every param."))
+            funcs.append(self.function("grad", "params, inputs, lr=1.0", params, [pgrads],
+                                       scaled=True, doc="The objective's gradient for every "
+                                       "param, times `lr` (sgd_step's learning rate)."))
             leaves = params + g.inputs
             funcs.append(self.function("gradients", "params, inputs", leaves,
                                        [values, ("grads", leaves)], keep_values=nodes,
                                        doc="Every value, and the gradient for every param and input."))
-            funcs.append(self.function("sgd_step", "params, inputs, lr", params, [],
-                                       update=True, doc="One step of gradient descent, in place; "
-                                       "g_* are lr times the gradient."))
+            funcs.append(SGD_STEP)
         extra_meta, extra_funcs = self.second_order()
         funcs += extra_funcs
         funcs += [self.report_function(r) for r in g.reports]

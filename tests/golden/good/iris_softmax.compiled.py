@@ -136,8 +136,8 @@ def loss_and_grad(params, inputs):
     g_W = v_X.T @ g_z
     return v_loss, {"W": g_W, "b": g_b}
 
-def grad(params, inputs):
-    """The objective's gradient for every param."""
+def grad(params, inputs, lr=1.0):
+    """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
     v_W = params["W"]
     v_b = params["b"]
     v_X = inputs["X"]
@@ -150,7 +150,7 @@ def grad(params, inputs):
     # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
     # line 12: ∂ loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
-    gt1_loss = 1 / n_N
+    gt1_loss = lr / n_N
     gt2_loss = -gt1_loss
     del gt1_loss
     _d0 = gt2_loss*v_Y
@@ -202,35 +202,9 @@ def gradients(params, inputs):
     return {"X": v_X, "Y": v_Y, "W": v_W, "b": v_b, "z": v_z, "p": v_p, "loss": v_loss}, {"W": g_W, "b": g_b, "X": g_X, "Y": g_Y}
 
 def sgd_step(params, inputs, lr):
-    """One step of gradient descent, in place; g_* are lr times the gradient."""
-    v_W = params["W"]
-    v_b = params["b"]
-    v_X = inputs["X"]
-    v_Y = inputs["Y"]
-    n_N = v_X.shape[0]
-    # line 10: z = X @ W + b
-    t1_z = v_X @ v_W
-    v_z = t1_z + v_b
-    del t1_z
-    # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
-    t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
-    # line 12: ∂ loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
-    gt1_loss = lr / n_N
-    gt2_loss = -gt1_loss
-    del gt1_loss
-    _d0 = gt2_loss*v_Y
-    del gt2_loss
-    gt4_loss = (-_d0).sum(axis=1, keepdims=True)
-    g_z = _d0 + np.exp(v_z - t4_loss) * gt4_loss
-    del _d0, gt4_loss, t4_loss, v_z
-    # line 10: ∂ z = X @ W + b
-    g_b = g_z.sum(axis=0)
-    g_W = v_X.T @ g_z
-    v_W -= g_W
-    v_b -= g_b
-    params["W"] = v_W  # a float param is rebound, not updated in place
-    params["b"] = v_b
-    return None
+    """One step of gradient descent, in place: each param less lr times its gradient."""
+    for name, step in grad(params, inputs, lr).items():
+        params[name] -= step
 
 def hessian(params, inputs):
     """∂²loss/∂params²: N_PARAMS x N_PARAMS, rows and columns in the order of the jacobian's columns."""

@@ -98,8 +98,8 @@ def loss_and_grad(params, inputs):
     g_g = (-_d0*_d1).sum(axis=0)
     return v_chi2, {"g": g_g, "d_cm": g_d_cm}
 
-def grad(params, inputs):
-    """The objective's gradient for every param."""
+def grad(params, inputs, lr=1.0):
+    """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
     v_g = params["g"]
     v_d_cm = params["d_cm"]
     v_L = inputs["L"]
@@ -109,7 +109,7 @@ def grad(params, inputs):
     # line 20: That = period(L + d_cm / 100, g)
     v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
     # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
-    gt1_chi2 = 1 / n_N
+    gt1_chi2 = lr / n_N
     g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
     del gt1_chi2, v_That
     # line 20: ∂ That = period(L + d_cm / 100, g)
@@ -156,30 +156,9 @@ def gradients(params, inputs):
     return {"L": v_L, "T": v_T, "sigma": v_sigma, "pi": v_pi, "g": v_g, "d_cm": v_d_cm, "That": v_That, "chi2": v_chi2}, {"g": g_g, "d_cm": g_d_cm, "L": g_L, "T": g_T, "sigma": g_sigma}
 
 def sgd_step(params, inputs, lr):
-    """One step of gradient descent, in place; g_* are lr times the gradient."""
-    v_g = params["g"]
-    v_d_cm = params["d_cm"]
-    v_L = inputs["L"]
-    v_T = inputs["T"]
-    v_sigma = inputs["sigma"]
-    n_N = v_L.shape[0]
-    # line 20: That = period(L + d_cm / 100, g)
-    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
-    # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
-    gt1_chi2 = lr / n_N
-    g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
-    del gt1_chi2, v_That
-    # line 20: ∂ That = period(L + d_cm / 100, g)
-    _d0 = 1/v_g
-    _d1 = np.sqrt((v_L + (1/100)*v_d_cm)*_d0)*g_That*v_pi
-    del g_That
-    g_d_cm = (_d1/(100*v_L + v_d_cm)).sum(axis=0)
-    g_g = (-_d0*_d1).sum(axis=0)
-    v_g -= g_g
-    v_d_cm -= g_d_cm
-    params["g"] = v_g  # a float param is rebound, not updated in place
-    params["d_cm"] = v_d_cm
-    return None
+    """One step of gradient descent, in place: each param less lr times its gradient."""
+    for name, step in grad(params, inputs, lr).items():
+        params[name] -= step
 
 def residuals(params, inputs):
     """The residuals r, flattened: `chi2` == LEAST_SQUARES_FACTOR · mean(r²)."""

@@ -125,8 +125,8 @@ def loss_and_grad(params, inputs):
     g_k1 = g_L1*v_x
     return v_loss, {"k1": g_k1, "b1": g_L1, "k2": g_k2, "b2": g_L2}
 
-def grad(params, inputs):
-    """The objective's gradient for every param."""
+def grad(params, inputs, lr=1.0):
+    """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
     v_k1 = params["k1"]
     v_b1 = params["b1"]
     v_k2 = params["k2"]
@@ -141,7 +141,7 @@ def grad(params, inputs):
     # line 12: L2 = k2 * s + b2
     v_L2 = v_k2*v_s + v_b2
     # line 13: ∂ loss = (L2 - y)^2
-    g_L2 = 2*(v_L2 - v_y)
+    g_L2 = 2*lr*(v_L2 - v_y)
     del v_L2
     # line 12: ∂ L2 = k2 * s + b2
     g_k2 = g_L2*v_s
@@ -186,40 +186,9 @@ def gradients(params, inputs):
     return {"x": v_x, "y": v_y, "k1": v_k1, "b1": v_b1, "k2": v_k2, "b2": v_b2, "L1": v_L1, "s": v_s, "L2": v_L2, "loss": v_loss}, {"k1": g_k1, "b1": g_L1, "k2": g_k2, "b2": g_L2, "x": g_x, "y": g_y}
 
 def sgd_step(params, inputs, lr):
-    """One step of gradient descent, in place; g_* are lr times the gradient."""
-    v_k1 = params["k1"]
-    v_b1 = params["b1"]
-    v_k2 = params["k2"]
-    v_b2 = params["b2"]
-    v_x = inputs["x"]
-    v_y = inputs["y"]
-    # line 10: L1 = k1 * x + b1
-    v_L1 = v_k1*v_x + v_b1
-    # line 11: s = sigmoid(L1)
-    v_s = _sigmoid(v_L1)
-    del v_L1
-    # line 12: L2 = k2 * s + b2
-    v_L2 = v_k2*v_s + v_b2
-    # line 13: ∂ loss = (L2 - y)^2
-    g_L2 = 2*lr*(v_L2 - v_y)
-    del v_L2
-    # line 12: ∂ L2 = k2 * s + b2
-    g_k2 = g_L2*v_s
-    g_s = g_L2*v_k2
-    # line 11: ∂ s = sigmoid(L1)
-    g_L1 = (1 - v_s)*g_s*v_s
-    del g_s, v_s
-    # line 10: ∂ L1 = k1 * x + b1
-    g_k1 = g_L1*v_x
-    v_k1 -= g_k1
-    v_b1 -= g_L1
-    v_k2 -= g_k2
-    v_b2 -= g_L2
-    params["k1"] = v_k1  # a float param is rebound, not updated in place
-    params["b1"] = v_b1
-    params["k2"] = v_k2
-    params["b2"] = v_b2
-    return None
+    """One step of gradient descent, in place: each param less lr times its gradient."""
+    for name, step in grad(params, inputs, lr).items():
+        params[name] -= step
 
 def hessian(params, inputs):
     """∂²loss/∂params²: N_PARAMS x N_PARAMS, rows and columns in the order of the jacobian's columns."""
