@@ -508,11 +508,12 @@ class ModuleWriter:
     # ---- whole functions -------------------------------------------------------------------
 
     def function(self, name: str, args: str, wrt: list[str], returns: list, keep_values=(),
-                 scaled: bool = False, doc: str = "") -> str:
+                 scaled: bool = False, doc: str = "", predicted: bool = False) -> str:
         """One function: the params and inputs it reads, the forward statements its results
         need, the backward pass to `wrt` (seeded with `lr` when `scaled`), each value released
         after its last use. `returns`: what it returns, in order: a node's name (its value),
-        `("values", nodes)` or `("grads", leaves)` (a dict of values or gradients by name)."""
+        `("values", nodes)` or `("grads", leaves)` (a dict of values or gradients by name).
+        `predicted`: the prediction is `predict`'s, called, and not computed again."""
         g = self.g
         key = (tuple(wrt), scaled)
         if key not in self._backward:
@@ -521,10 +522,12 @@ class ModuleWriter:
             self._backward[key] = back, reads, adjoint, dict(self.same) if wrt else {}
         back, reads, adjoint, same = self._backward[key]
         needed_values = set(reads) | set(keep_values)
-        live = ancestors(needed_values, g.reads)
+        live = ancestors(needed_values, lambda n: () if predicted and n == g.predict else g.reads(n))
         fwd = _Body(g, FORWARD_TEMPS)
         for n, node in g.nodes.items():
-            if n in live and not node.is_leaf:
+            if predicted and n == g.predict:
+                fwd.emit(value_name(n), "predict(params, inputs)", node)
+            elif n in live and not node.is_leaf:
                 self.forward_code(fwd, node)
         tail = _Body(g, FORWARD_TEMPS)
         grads = {}  # leaf -> the variable of its gradient
@@ -604,7 +607,8 @@ class ModuleWriter:
             params = g.params
             pgrads = ("grads", params)
             funcs.append(self.function("loss", "params, inputs", [], [obj], keep_values=[obj],
-                                       doc=f"The objective `{g.objective}`."))
+                                       doc=f"The objective `{g.objective}`.",
+                                       predicted=self.objective_follows_prediction()))
             funcs.append(self.function("loss_and_grad", "params, inputs", params,
                                        [obj, pgrads], keep_values=[obj],
                                        doc="The objective and its gradient for every param."))
@@ -635,6 +639,18 @@ class ModuleWriter:
         parts = ["\n".join(header), "\n".join(meta) + "\n", *helpers, *funcs]
         return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
 
+
+    def objective_follows_prediction(self) -> bool:
+        """Does the objective need the prediction and, of what is computed on the way to it,
+        nothing else? Then `loss` calls `predict` rather than repeating its lines."""
+        g = self.g
+        if not g.predict or g.predict == g.objective or g.nodes[g.predict].is_leaf:
+            return False
+        need = ancestors([g.objective], g.reads)
+        before = ancestors([g.predict], g.reads)
+        return g.predict in need and all(
+            i == g.predict or i not in before or g.nodes[i].is_leaf
+            for n in need - before for i in g.reads(n))
 
     def docstring(self) -> str:
         head = "The compiled model: forward pass, objective, gradients, training step."

@@ -70,10 +70,12 @@ def test_each_statement_is_named_once_above_its_lines():
     """issue 14: one `# line N: statement` comment above the lines of a statement, not the
     statement repeated beside each of its lines."""
     src = _source((ROOT / "examples/boston_mlp.model").read_text(), "boston_mlp.model")
-    loss = src[src.index("def loss("):src.index("def loss_and_grad(")]
+    predict = src[src.index("def predict("):src.index("def loss(")]
     assert ("    # line 12: L1 = X @ W1 + b1\n    t1_L1 = v_X @ v_W1\n    v_L1 = t1_L1 + v_b1\n"
-            in loss)
-    assert loss.count("# line 12:") == 1 and loss.count("# line 15:") == 1
+            in predict)
+    assert predict.count("# line 12:") == 1
+    loss = src[src.index("def loss("):src.index("def loss_and_grad(")]
+    assert loss.count("# line 14:") == 1 and loss.count("# line 15:") == 1
     grad = src[src.index("def grad("):src.index("def gradients(")]
     assert "    # line 13: ∂ h = sigmoid(L1)\n    g_L1 = " in grad
     assert all("#" not in ln for ln in grad.splitlines() if not ln.lstrip().startswith("#"))
@@ -187,6 +189,7 @@ def test_every_generated_name_belongs_to_one_space():
     own = {"np", "dt", "lr", "params", "inputs", "a", "axis", "keepdims", "m", "out", "e", "res",
            "eye",
            "_sigmoid", "grad", "name", "step",  # sgd_step's loop over grad's results
+           "predict",  # called by loss
            "d_res", "N_PARAMS"}
     tangents = re.compile(r"^d(v|g|t\d+|gt\d+)_")  # the Jacobian's and Hessian's
     for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
@@ -336,3 +339,24 @@ def test_sgd_step_is_grads_backward_pass_not_a_copy_of_it():
     step = _function(src, "sgd_step")
     assert "grad(params, inputs, lr)" in step and "v_" not in step and "g_" not in step
     assert "def grad(params, inputs, lr=1.0):" in src
+
+
+def test_loss_calls_predict_when_it_needs_nothing_else_on_the_way():
+    """issue 15: `loss` repeated predict's lines; it calls `predict` when the objective needs
+    the prediction and no other value computed on the way to it, and the value is the same."""
+    src = _source((ROOT / "examples/boston_mlp.model").read_text())
+    body = _function(src, "loss")
+    assert "v_yhat = predict(params, inputs)" in body and "v_h" not in body
+    mod = load_module(src, "boston_mlp.model")
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.normal(size=(13, 10)), "b1": rng.normal(size=10),
+              "W2": rng.normal(size=(10, 1)), "b2": rng.normal(size=1)}
+    inputs = {"X": rng.normal(size=(5, 13)), "y": rng.normal(size=(5, 1))}
+    assert mod.loss(params, inputs) == mod.loss_and_grad(params, inputs)[0]
+    # the loss reads `h`, on the way to the prediction: its lines stay
+    src = _source("input x[N]\ninput y[N]\nparam w = 2\nh = tanh(w * x)\nyhat = 3 * h\n"
+                  "loss = mean((yhat - y)^2) + mean(h^2)\nminimize loss\npredict yhat\n")
+    assert "predict(" not in _function(src, "loss")
+    mod = load_module(src, "h.model")
+    params, inputs = {"w": np.array(2.0)}, {"x": np.array([0.5, 1.0]), "y": np.array([1.0, 0.0])}
+    assert mod.loss(params, inputs) == mod.loss_and_grad(params, inputs)[0]

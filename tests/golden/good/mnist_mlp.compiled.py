@@ -90,24 +90,11 @@ def predict(params, inputs):
 
 def loss(params, inputs):
     """The objective `loss`."""
-    v_W1 = params["W1"]
-    v_b1 = params["b1"]
-    v_W2 = params["W2"]
-    v_b2 = params["b2"]
-    v_X = inputs["X"]
     v_Y = inputs["Y"]
+    v_X = inputs["X"]
     n_N = v_X.shape[0]
-    # line 14: h = relu((X * scale) @ W1 + b1)
-    t2_h = v_X*v_scale
-    t1_h = t2_h @ v_W1
-    del t2_h
-    v_h = np.maximum(t1_h + v_b1, 0.0)
-    del t1_h
     # line 15: z = h @ W2 + b2
-    t1_z = v_h @ v_W2
-    del v_h
-    v_z = t1_z + v_b2
-    del t1_z
+    v_z = predict(params, inputs)
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
     t3_loss = (v_z - t4_loss)*v_Y

@@ -58,14 +58,12 @@ def predict(params, inputs):
 
 def loss(params, inputs):
     """The objective `chi2`."""
-    v_g = params["g"]
-    v_d_cm = params["d_cm"]
-    v_L = inputs["L"]
     v_T = inputs["T"]
     v_sigma = inputs["sigma"]
+    v_L = inputs["L"]
     n_N = v_L.shape[0]
     # line 20: That = period(L + d_cm / 100, g)
-    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    v_That = predict(params, inputs)
     # line 23: chi2 = mean(((That - T) / sigma)^2)
     t1_chi2 = (v_That - v_T)**2/v_sigma**2
     del v_That

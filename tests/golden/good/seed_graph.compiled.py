@@ -77,20 +77,9 @@ def predict(params, inputs):
 
 def loss(params, inputs):
     """The objective `loss`."""
-    v_k1 = params["k1"]
-    v_b1 = params["b1"]
-    v_k2 = params["k2"]
-    v_b2 = params["b2"]
-    v_x = inputs["x"]
     v_y = inputs["y"]
-    # line 10: L1 = k1 * x + b1
-    v_L1 = v_k1*v_x + v_b1
-    # line 11: s = sigmoid(L1)
-    v_s = _sigmoid(v_L1)
-    del v_L1
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_k2*v_s + v_b2
-    del v_s
+    v_L2 = predict(params, inputs)
     # line 13: loss = (L2 - y)^2
     v_loss = (v_L2 - v_y)**2
     return v_loss
