@@ -329,26 +329,38 @@ class ModuleWriter:
         self.g = graph
         self.helpers: set[str] = set()
         self._backward: dict[tuple[str, ...], tuple[_Body, set[str], dict[str, Shape]]] = {}
-        self._forward_lines: dict[str, str] = {}  # node -> its printed forward expression
+        # node -> its forward statements, with the sizes they name and whether they read `dt`
+        self._forward_stmts: dict[str, tuple[list[Stmt], set[str], bool]] = {}
         self._pushed: dict[tuple, tuple] = {}  # (temps, node, G, inputs, steps) -> its cse
 
     # ---- forward ---------------------------------------------------------------------------
 
     def forward_code(self, body: _Body, node: Node) -> None:
+        """A node's forward statements into `body`. Every function repeats them: they are
+        worked out once per node (unless cse made temporaries, which are numbered per
+        function)."""
+        known = self._forward_stmts.get(node.name)
+        if known is None:
+            own = _Body(self.g, body.prefix, temps=body.temps)
+            self._forward_statements(own, node)
+            known = own.stmts, own.sizes, own.uses_dtype
+            if own.temps == body.temps:
+                self._forward_stmts[node.name] = known
+            body.temps = own.temps
+        stmts, sizes, dtype = known
+        body.stmts += stmts
+        body.sizes |= sizes
+        body.uses_dtype |= dtype
+
+    def _forward_statements(self, body: _Body, node: Node) -> None:
         name = value_name(node.name)
         if node.op == "elementwise":
             body.uses_dtype |= node.expr.has(ComparisonBase)  # a comparison is cast to `dt`
-            # every function repeats the forward lines: cse and print a node once (unless cse
-            # made temporaries, which are numbered per function)
-            printed = self._forward_lines.get(node.name)
-            if printed is None:
-                written = {symbol(n): k for k, n in enumerate(node.written)}
-                replacements, (printed,) = body.cse(lambda: [node.expr], shape_of((node.expr,)),
-                                                    written=written)
-                for sym, e in replacements:
-                    body.emit(sym.name, e.code, node, reads=e.reads)
-                if not replacements:
-                    self._forward_lines[node.name] = printed
+            written = {symbol(n): k for k, n in enumerate(node.written)}
+            replacements, (printed,) = body.cse(lambda: [node.expr], shape_of((node.expr,)),
+                                                written=written)
+            for sym, e in replacements:
+                body.emit(sym.name, e.code, node, reads=e.reads)
             code = printed.code
             views = printed.reads if printed.bare else ()
             have = broadcast(*(self.g.nodes[s.name].shape for s in node.expr.free_symbols))
