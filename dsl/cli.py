@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import signal
 import sys
@@ -35,7 +36,7 @@ from dsl.training.data import describe, numeric_part, read_csv, select
 from dsl.training.report import ARTIFACTS, metrics, save_report
 from dsl.training.runtime import (MAX_NODE_BYTES, Compiled, atomic_write, check_header,
                                   check_sizes, compile_file, data_path, default_out, model_digest)
-from dsl.training.train import convergence_warning, total_steps
+from dsl.training.train import MAX_SOLVER_PARAMS, convergence_warning, total_steps
 from dsl.views import plots
 from dsl.views.painter import Painter
 from dsl.views.console import ProgressBar, print_eval, print_report
@@ -207,9 +208,11 @@ class Session:
             print(render_warning(w, self.sources), file=sys.stderr)
         return checked
 
-    def compile(self, path: str, use_cache: bool = True) -> Compiled:
-        """The loaded model's module, saying why the compile cache was not used if it was not."""
-        compiled = compile_file(path, self.sources[path], use_cache, self.checked.get(path))
+    def compile(self, path: str, use_cache: bool = True, meanwhile=None) -> Compiled:
+        """The loaded model's module, saying why the compile cache was not used if it was not.
+        `meanwhile`: what this process does while a cache miss compiles in a child."""
+        compiled = compile_file(path, self.sources[path], use_cache, self.checked.get(path),
+                                meanwhile)
         for w in compiled.warnings:
             print(render_warning(w, self.sources), file=sys.stderr)
         return compiled
@@ -346,7 +349,9 @@ def _run(args, session: Session, painter: Painter) -> int:
     out = args.out or default_out(args.model)
     digest = model_digest(session.sources[args.model], session.trees[args.model])
     _not_an_input("--out", out, _inputs(checked), ARTIFACTS + (f"{name}_compiled.py",))
-    compiled = session.compile(args.model, use_cache=not args.no_cache)
+    solvers = "scipy.optimize" not in sys.modules and _solves(args, checked)
+    compiled = session.compile(args.model, use_cache=not args.no_cache,
+                               meanwhile=_import_solvers if solvers else None)
     drawn = with_overrides(checked.train, seed=args.seed, dtype=args.dtype)
     model = Model(compiled, drawn.seed, drawn.dtype)  # the params are drawn once, with the flags'
     model.max_node_bytes = args.max_node_memory
@@ -411,6 +416,22 @@ def _run(args, session: Session, painter: Painter) -> int:
     if result.divergence:
         _diverged(result.divergence, checked, cfg, args, out)
     return 0
+
+
+def _solves(args, checked: Checked) -> bool:
+    """Whether this run fits with a solver of scipy.optimize: one named by --optimizer or the
+    `train` block, or none named and at most MAX_SOLVER_PARAMS param elements (choose_optimizer).
+    A misspelt name is said later, where it is said when nothing is compiled."""
+    named = args.optimizer or (checked.train.optimizer and checked.train.optimizer.name)
+    if named:
+        return named in SOLVERS
+    return sum(math.prod(checked.shapes[p]) for p in checked.params) <= MAX_SOLVER_PARAMS
+
+
+def _import_solvers() -> None:
+    """What a cold `run` imports while its module compiles in a child: the fit's solvers and
+    scipy.optimize (0.3 s; see dsl.training.runtime._compiled_aside)."""
+    import dsl.training.solvers  # noqa: F401
 
 
 def _diverged(d, checked: Checked, cfg, args, out: str) -> None:

@@ -395,3 +395,24 @@ def test_a_data_file_that_is_not_a_csv_gets_its_line_and_count_not_its_content(t
     assert "secret" not in err and "key" not in err
     rc, out, err = run(["data", "examples/data/boston.csv"], capsys)  # a CSV is read as before
     assert rc == 0
+
+
+@pytest.mark.parametrize("train, flag, solves", [
+    ("", None, True),  # none named, 2 param elements: lm
+    ("", "gd", False),
+    ("train {\n    optimizer gd(lr = 0.1)\n}\n", None, False),
+    ("train {\n    optimizer gd(lr = 0.1)\n}\n", "newton", True),
+    ("train {\n    optimizer lbfgs()\n}\n", None, True),
+    ("param w[1001] = 0\n", None, False),  # none named, over 1000 param elements: gd
+])
+def test_a_cold_run_imports_the_solvers_while_it_compiles_only_for_a_solver(train, flag, solves,
+                                                                            tmp_path):
+    """`run` hands `compile_file` the import of scipy.optimize to do while a cache miss compiles
+    in a child (dsl.training.runtime._compiled_aside) only when the fit will use it."""
+    nist = ROOT / "tests" / "data" / "nist"
+    (tmp_path / "Misra1a.csv").write_bytes((nist / "Misra1a.csv").read_bytes())
+    (tmp_path / "m.model").write_text((nist / "Misra1a.model").read_text() + train)
+    checked = dsl.cli.Session().load(str(tmp_path / "m.model"))
+    args = dsl.cli.build_parser().parse_args(["run", "m.model"] + (["--optimizer", flag] if flag
+                                                                   else []))
+    assert dsl.cli._solves(args, checked) is solves

@@ -16,8 +16,12 @@ import hashlib
 import linecache
 import math
 import os
+import pickle
+import signal
+import sys
 import time
 import types
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compiler import CODEGEN_VERSION
-from compiler.errors import DataError, ModelWarning, Span
+from compiler.errors import DataError, DslError, ModelWarning, Span
 from compiler.shape import fmt_shape
 from dsl import __version__
 from dsl.front import ast
@@ -61,12 +65,15 @@ class Compiled:
 
 
 def compile_file(path: str, text: str | None = None, use_cache: bool = True,
-                 checked: Checked | None = None) -> Compiled:
+                 checked: Checked | None = None,
+                 meanwhile: Callable[[], object] | None = None) -> Compiled:
     """Parse, check, lower, derive and generate (or take the cached module), then load it.
-    `checked`: the model `text` already checked (the CLI checks it first, for its warnings)."""
+    `checked`: the model `text` already checked (the CLI checks it first, for its warnings).
+    `meanwhile`: work for this process while a cache miss is compiled in a child
+    (`_compiled_aside`)."""
     start = time.perf_counter()
     with _collector_paused():
-        return _compile(path, text, use_cache, checked, start)
+        return _compile(path, text, use_cache, checked, meanwhile, start)
 
 
 @contextmanager
@@ -85,7 +92,7 @@ def _collector_paused():
 
 
 def _compile(path: str, text: str | None, use_cache: bool, checked: Checked | None,
-             start: float) -> Compiled:
+             meanwhile: Callable[[], object] | None, start: float) -> Compiled:
     text = read_source(path) if text is None else text
     checked = configure(check(parse(text, path)) if checked is None else checked)
     warnings: list[ModelWarning] = []
@@ -94,16 +101,76 @@ def _compile(path: str, text: str | None, use_cache: bool, checked: Checked | No
         cache = None
     source = _read_cache(cache, warnings) if cache else None
     cached, graph = source is not None, None
+    if source is None and meanwhile is not None:
+        source = _compiled_aside(checked, text, meanwhile)
     if source is None:
         from compiler.codegen import generate  # sympy is imported on a cache miss only
         from compiler.lower import lower
         graph = lower(checked, text)
         source = generate(graph)
-        if cache:
-            _write_cache(cache, source)
+    if cache and not cached:
+        _write_cache(cache, source)
     module = load_module(source, os.path.basename(path))
     return Compiled(path, text, checked, source, module, time.perf_counter() - start, cached,
                     graph, warnings)
+
+
+def _compiled_aside(checked: Checked, text: str, meanwhile: Callable[[], object]) -> str | None:
+    """The module's source, generated in a child process forked for it while this process runs
+    `meanwhile`: a cold `dsl run` imports scipy.optimize there (0.3 s), beside the child's import
+    of sympy and the derivation (0.4-0.6 s), on a second core. A model mistake the child finds
+    (a DslError) is raised here, as compiling here would raise it; a child that fails otherwise
+    hands back nothing (None), and the caller compiles here. Forked only on Linux, as the plot
+    painter is (dsl.views.painter); elsewhere None, after `meanwhile`."""
+    if sys.platform != "linux":
+        meanwhile()
+        return None
+    read, write = os.pipe()
+    parent, pid = os.getpid(), os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read)
+            _dies_with(parent)
+            from compiler.codegen import generate
+            from compiler.lower import lower
+            try:
+                outcome = True, generate(lower(checked, text))
+            except DslError as e:
+                outcome = False, e
+            with os.fdopen(write, "wb") as f:
+                pickle.dump(outcome, f)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    outcome = None
+    try:
+        with os.fdopen(read, "rb") as f:
+            meanwhile()
+            try:
+                outcome = pickle.load(f)
+            except Exception:  # the child died, or sent what cannot be read: compiled here
+                pass
+    finally:
+        if outcome is None:  # also when `meanwhile` was interrupted: the child is not needed
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if outcome is None:
+        return None
+    ok, value = outcome
+    if not ok:
+        raise value
+    return value
+
+
+def _dies_with(parent: int) -> None:
+    """Linux: this child is killed when its parent dies, even by SIGKILL, which leaves the
+    parent no time to end it (a big model's compile would otherwise go on for nothing)."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before that
+        os._exit(1)
 
 
 def model_digest(text: str, tree: ast.Program) -> str:
