@@ -1,11 +1,14 @@
-"""`python -m dsl`. A `run` forks its plot painter first, before dsl's modules, numpy and lark
-are imported, so that the painter's import of matplotlib overlaps theirs (dsl.views.painter).
+"""`python -m dsl`. A `run` forks its plot painter first, before dsl's modules, lark and scipy
+are imported, so that the painter's import of matplotlib overlaps theirs (dsl.views.painter);
+numpy, which both processes need, is imported once, before the fork.
 
 The process ends with `os._exit` once stdout and stderr are flushed: every file a command writes
 is closed (or flushed row by row) before `main` returns, and the interpreter's teardown of numpy,
 scipy and their modules would add 0.1-0.2 s to every command."""
 import os
 import sys
+
+import numpy  # noqa: F401  (both processes need it: imported once, before the fork)
 
 from dsl.views.painter import Painter
 
