@@ -171,10 +171,11 @@ def test_run_draws_the_initial_params_once(tmp_path, capsys, monkeypatch):
 
 def test_data_plot_caps_its_columns_and_says_so(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
-    import dsl.views.plots
+    import dsl.training.data  # plots imports correlations from there when it draws a heatmap
     seen = []
-    real = dsl.views.plots.correlations
-    monkeypatch.setattr(dsl.views.plots, "correlations", lambda t: seen.append(len(t.columns)) or real(t))
+    real = dsl.training.data.correlations
+    monkeypatch.setattr(dsl.training.data, "correlations",
+                        lambda t: seen.append(len(t.columns)) or real(t))
     wide = tmp_path / "wide.csv"
     rng = np.random.default_rng(0)
     np.savetxt(wide, rng.standard_normal((5, 2000)), delimiter=",", comments="",
