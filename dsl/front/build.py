@@ -1,13 +1,12 @@
-"""The one Transformer from Lark's parse tree to the AST dataclasses of `dsl.front.ast`."""
+"""The one walk from Lark's parse tree to the AST dataclasses of `dsl.front.ast`."""
 from __future__ import annotations
 
 import math
 import os
 
-from lark import Transformer, v_args
-from lark.exceptions import VisitError
+from lark import Tree
 
-from compiler.errors import DslError, DslSyntaxError, Span
+from compiler.errors import DslSyntaxError, Span
 from dsl.front import ast
 from dsl.front.files import open_regular
 from dsl.front.parser import parse_tree
@@ -15,14 +14,7 @@ from dsl.front.parser import parse_tree
 
 def parse(text: str, file: str = "<model>") -> ast.Program:
     """Parse `.model` text into an AST; every user mistake is a DslError with a span."""
-    tree = parse_tree(text, file)
-    try:
-        statements = _ToAst(file).transform(tree)
-    except VisitError as e:
-        if isinstance(e.orig_exc, DslError):
-            raise e.orig_exc from None
-        raise
-    return ast.Program(file, tuple(statements))
+    return ast.Program(file, tuple(_ToAst(file).transform(parse_tree(text, file))))
 
 
 def _span(file: str, item) -> Span:
@@ -30,11 +22,19 @@ def _span(file: str, item) -> Span:
     return Span(file, item.line, item.column, item.end_line, item.end_column)
 
 
-@v_args(meta=True)
-class _ToAst(Transformer):
+class _ToAst:
+    """The tree's rules as AST nodes, bottom up: the method named after a rule gets the rule's
+    meta (its span) and its children, already built. A plain walk rather than Lark's
+    Transformer, whose method wrappers, made again at every call, cost more than the building
+    (issue 15); the tree is at most `MAX_DEPTH` deep (dsl.front.parser)."""
+
     def __init__(self, file: str):
-        super().__init__()
         self.file = file
+
+    def transform(self, tree: Tree):
+        children = [self.transform(c) if isinstance(c, Tree) else c for c in tree.children]
+        method = getattr(self, tree.data, None)
+        return Tree(tree.data, children, tree.meta) if method is None else method(tree.meta, children)
 
     def _s(self, item) -> Span:
         return _span(self.file, item)
