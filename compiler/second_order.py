@@ -438,7 +438,8 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                 res = "res"
             if not with_tangent:
                 out.append(self._function(
-                    "residuals", self._head(body, False), stmts, {res}, f"np.reshape({res}, -1)",
+                    "residuals", self._head(body, False), stmts, {res},
+                    f"{res}.reshape(-1)" if shape else f"np.reshape({res}, -1)",  # an array
                     f"The residuals r, flattened: `{g.objective}` == LEAST_SQUARES_FACTOR · "
                     f"{ls.kind}(r²)."))
                 continue

@@ -247,7 +247,7 @@ def residuals(params, inputs):
     v_yhat = t1_yhat + v_b2
     del t1_yhat
     res = v_yhat - v_y
-    return np.reshape(res, -1)
+    return res.reshape(-1)
 
 def jacobian(params, inputs):
     """∂r/∂params: one row per residual, one column per param element (PARAMS order, each flattened in C order)."""

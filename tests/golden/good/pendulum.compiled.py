@@ -168,7 +168,7 @@ def residuals(params, inputs):
     # line 20: That = period(L + d_cm / 100, g)
     v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
     res = (v_That - v_T)/v_sigma
-    return np.reshape(res, -1)
+    return res.reshape(-1)
 
 def jacobian(params, inputs):
     """∂r/∂params: one row per residual, one column per param element (PARAMS order, each flattened in C order)."""
