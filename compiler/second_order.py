@@ -113,18 +113,9 @@ def _coef_once(what: str, shaped: tuple[tuple, list[sp.Symbol]], make) -> _Coef 
                  c.one, c.add)
 
 
-# ("tangent", shape of (expr, node, inputs)) -> whether each ∂node/∂input is negative, and 1
-_SIGNS: dict[tuple, list[tuple[bool, bool]]] = {}
-
-
-def _is_sum(code: str) -> bool:
-    """A `+` or `-` outside parentheses and brackets, past the first character (a sign)."""
-    depth = 0
-    for k, ch in enumerate(code):
-        depth += ch in "([" and 1 or ch in ")]" and -1 or 0
-        if depth == 0 and k and ch in "+-" and code[k - 1] == " ":
-            return True
-    return False
+# ("tangent", shape of (expr, node, inputs)) -> whether each ∂node/∂input is negative, is 1,
+# and is a sum (without its sign)
+_SIGNS: dict[tuple, list[tuple[bool, bool, bool]]] = {}
 
 
 # shape of (G, expr, node, input) -> the size of the local derivative, and the slots of the
@@ -192,19 +183,20 @@ class SecondOrderWriter(ModuleWriter):
         key = ("tangent", shaped[0])
         if key not in _SIGNS:
             factors = [_no_delta(elementwise_factor(node, i)) for i in ins]
-            _SIGNS[key] = [(f.could_extract_minus_sign(), f == 1) for f in factors]
+            minus = [f.could_extract_minus_sign() for f in factors]
+            _SIGNS[key] = [(m, f == 1, (-f if m else f).is_Add) for f, m in zip(factors, minus)]
         signs = _SIGNS[key]
 
         def positive():  # cse and print each coefficient without its sign, as _coef does
             factors = [_no_delta(elementwise_factor(node, i)) for i in ins]
-            return [-f if minus else f for f, (minus, _) in zip(factors, signs)]
+            return [-f if minus else f for f, (minus, _, _) in zip(factors, signs)]
         replacements, reduced = body.cse(positive, shaped)
         for t, e in replacements:
             body.emit(t.name, e.code, node, reads=e.reads)
             shapes[t] = broadcast(*(shapes[x] for x in e.symbols))
-        return [None if p.code == "0" else
-                _Coef(p.code, p.symbols, minus, one, not p.bare and _is_sum(p.code))
-                for p, (minus, one) in zip(reduced, signs)]
+        # a sum stays a sum after cse unless cse made all of it one temporary
+        return [None if p.code == "0" else _Coef(p.code, p.symbols, minus, one, add and not p.bare)
+                for p, (minus, one, add) in zip(reduced, signs)]
 
     @staticmethod
     def _factor_coef(node: Node, wrt: str) -> _Coef | None:
