@@ -651,7 +651,6 @@ class ModuleWriter:
         parts = ["\n".join(header), "\n".join(meta) + "\n", *helpers, *funcs]
         return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
 
-
     def objective_follows_prediction(self) -> bool:
         """Does the objective need the prediction and, of what is computed on the way to it,
         nothing else? Then `loss` calls `predict` rather than repeating its lines."""

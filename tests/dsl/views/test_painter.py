@@ -56,28 +56,29 @@ def test_the_plots_are_drawn_in_two_processes_at_once(tmp_path):
     """, tmp_path)
 
 
-def test_importing_the_painter_imports_nothing_heavy(tmp_path):
-    """`python -m dsl run` forks it before numpy, lark and dsl's own modules are imported."""
-    proc = subprocess.run([sys.executable, "-c", "import sys, dsl.views.painter; "
-                           "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-                           "('numpy', 'lark', 'scipy', 'sympy', 'compiler', 'matplotlib') "
-                           "or m.startswith('dsl.') and m not in ('dsl.views', "
-                           "'dsl.views.painter')))"],
+def imported_by(module: str, packages: tuple[str, ...], own: tuple[str, ...], tmp_path) -> str:
+    """The modules of `packages`, and of dsl other than `own`, that a fresh `import module`
+    brings in, as the sorted list printed."""
+    proc = subprocess.run([sys.executable, "-c", f"import sys, {module}; "
+                           f"print(sorted(m for m in sys.modules if m.split('.')[0] in {packages!r} "
+                           f"or m.startswith('dsl.') and m not in {own!r}))"],
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=300)
-    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+    return proc.stdout.strip() + proc.stderr
+
+
+def test_importing_the_painter_imports_nothing_heavy(tmp_path):
+    """`python -m dsl run` forks it before numpy, lark and dsl's own modules are imported."""
+    assert imported_by("dsl.views.painter",
+                       ("numpy", "lark", "scipy", "sympy", "compiler", "matplotlib"),
+                       ("dsl.views", "dsl.views.painter"), tmp_path) == "[]"
 
 
 def test_the_plot_functions_the_child_imports_bring_no_parser_or_training_module(tmp_path):
     """The child imports dsl.views.plots while the run works: numpy and matplotlib, not lark,
     the compiler or dsl's training modules, which only its parent needs."""
-    proc = subprocess.run([sys.executable, "-c", "import sys, dsl.views.plots; "
-                           "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-                           "('lark', 'scipy', 'sympy', 'compiler') or m.startswith('dsl.') and "
-                           "m not in ('dsl.views', 'dsl.views.painter', 'dsl.views.plots')))"],
-                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=300)
-    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+    assert imported_by("dsl.views.plots", ("lark", "scipy", "sympy", "compiler"),
+                       ("dsl.views", "dsl.views.painter", "dsl.views.plots"), tmp_path) == "[]"
 
 
 def test_an_exception_in_the_child_is_raised_here(tmp_path):
