@@ -29,7 +29,7 @@ from compiler.codegen import (LR_SEED, SGD_STEP_DOC, ModuleWriter, Stmt, _Body, 
                               _paren, _paren_expr, _reduce_to, _token, print_expr,
                               render)
 from compiler.deps import ancestors
-from compiler.derive import elementwise_factor, needs_gradient
+from compiler.derive import backward_plan, elementwise_factor, needs_gradient
 from compiler.ir import Graph, Node, symbol
 from compiler.shape import Shape, broadcast
 from compiler.leastsq import LeastSquares, least_squares
@@ -49,6 +49,17 @@ MAX_FACTORS_SIZE = 2000
 
 class _TooLarge(Exception):
     """A local derivative past MAX_FACTOR_SIZE: the Hessian is left out."""
+
+
+def _too_large(node: Node, size: int) -> str:
+    """HESSIAN_SKIPPED when the local derivative of `node` being charged, of `size`, is the
+    one past a limit."""
+    if size > MAX_FACTOR_SIZE:
+        return f"`{node.stmt or node.name}` has a local derivative too large to differentiate again"
+    return ("its local derivatives are too large together to differentiate again (more than "
+            f"{MAX_FACTORS_SIZE:,} terms)")
+
+
 P = "N_PARAMS"  # the module constant: how many param elements, the tangents' last axis
 SEEDS = "eye"  # the identity of N_PARAMS, whose rows are the params' tangents
 
@@ -121,6 +132,10 @@ _SIGNS: dict[tuple, list[tuple[bool, bool, bool]]] = {}
 # shape of (G, expr, node, input) -> the size of the local derivative, and the slots of the
 # symbols it reads, in the order of their names
 _SECOND: dict[tuple, tuple[int, tuple[int, ...]]] = {}
+
+
+# shape of (expr, node, input) -> the size of the local derivative, and whether it is 1
+_CHARGES: dict[tuple, tuple[int, bool]] = {}
 
 
 class SecondOrderWriter(ModuleWriter):
@@ -286,10 +301,7 @@ class SecondOrderWriter(ModuleWriter):
         size, reads = known
         self.budget -= size
         if size > MAX_FACTOR_SIZE or self.budget < 0:
-            raise _TooLarge(f"`{node.stmt or node.name}` has a local derivative too large to "
-                            "differentiate again" if size > MAX_FACTOR_SIZE else
-                            "its local derivatives are too large together to differentiate "
-                            f"again (more than {MAX_FACTORS_SIZE:,} terms)")
+            raise _TooLarge(_too_large(node, size))
         shapes = self._value_shapes(node)
         if isinstance(G, Adjoint):
             shapes[G] = gshape
@@ -348,10 +360,12 @@ class SecondOrderWriter(ModuleWriter):
             funcs += self.residual_functions(ls)
         skipped = None
         if g.objective and g.params and self.n_params <= HESSIAN_MAX_PARAMS:
-            try:
-                funcs.append(self.hessian_function())
-            except _TooLarge as e:
-                skipped = str(e)
+            skipped = self.surely_too_large()  # most often decided here, before the work
+            if skipped is None:
+                try:
+                    funcs.append(self.hessian_function())
+                except _TooLarge as e:
+                    skipped = str(e)
         elif g.objective and g.params:
             skipped = (f"{self.n_params:,} param elements: the Hessian is generated for at most "
                        f"{HESSIAN_MAX_PARAMS:,}")
@@ -452,6 +466,44 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                 "∂r/∂params: one row per residual, one column per param element (PARAMS "
                 "order, each flattened in C order)."))
         return out
+
+    def surely_too_large(self) -> str | None:
+        """HESSIAN_SKIPPED where the local derivatives' sizes alone decide it, before any of the
+        Hessian's backward pass is written (on a long chain that pass cost more than 10% of
+        the compile only to be dropped); None where it may fit, and that pass decides. The
+        sizes are charged as `_elementwise_tangent` charges them, in the same order, but a
+        factor 1 that carries an adjoint unchanged to its input (`a + b`) charges nothing,
+        which the shapes decide: such a factor is counted both ways, and only what both
+        counts say is said."""
+        g = self.g
+        low = high = 0  # the budget spent, at least and at most
+        reached = {g.objective}  # nodes with an adjoint: the seed, and every input pushed to
+        for node, locals_ in backward_plan(g, g.params):
+            if node.name not in reached:
+                continue
+            for local in locals_:
+                first = local.input not in reached
+                reached.add(local.input)
+                if node.op != "elementwise":
+                    continue
+                size, one = self._charge(node, local.input)
+                low += 0 if one and first and node.name != g.objective else size
+                high += size
+                if size > MAX_FACTOR_SIZE:  # the pass stops here, unless it may have before
+                    return _too_large(node, size) if high - size <= MAX_FACTORS_SIZE else None
+                if low > MAX_FACTORS_SIZE:  # here or before, at a size within MAX_FACTOR_SIZE
+                    return _too_large(node, size)
+        return None
+
+    @staticmethod
+    def _charge(node: Node, wrt: str) -> tuple[int, bool]:
+        """The size of ∂node/∂wrt as `_elementwise_tangent` charges it, and whether it is 1."""
+        key, _ = shape_of((node.expr,), (symbol(node.name), symbol(wrt)))
+        known = _CHARGES.get(key)
+        if known is None:
+            factor = elementwise_factor(node, wrt)
+            known = _CHARGES[key] = _size(factor, MAX_FACTOR_SIZE), factor == 1
+        return known
 
     def hessian_function(self) -> str:
         g = self.g

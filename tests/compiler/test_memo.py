@@ -42,7 +42,7 @@ MODELS.update({p.stem: p.read_text() for p in sorted((ROOT / "examples").glob("*
 def forget(monkeypatch) -> None:
     """Empty every memo table, for this test only."""
     for module, table in ((derive, "_FACTORS"), (codegen, "_PRINTED"), (second_order, "_COEFS"),
-                          (second_order, "_SECOND"), (lower, "_FORMS")):
+                          (second_order, "_SECOND"), (second_order, "_CHARGES"), (lower, "_FORMS")):
         monkeypatch.setattr(module, table, {})
 
 

@@ -16,6 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+import synthetic  # noqa: E402
+
 from compiler.errors import DslError  # noqa: E402
 from tests.gradcheck import assert_close, load_model, random_point, split_point  # noqa: E402
 from tests.golden_util import compare  # noqa: E402
@@ -250,6 +254,98 @@ def test_hessian_of_a_deep_nest_is_left_out_in_bounded_time(tmp_path):
     assert "too large to differentiate again" in m.module.HESSIAN_SKIPPED
     assert load_model(tmp_path, "param w = 1\nloss = w^2\nminimize loss\n",
                       name="small").module.HESSIAN_SKIPPED is None
+
+
+def _adding_chain(n: int, nest_at: int | None = None) -> str:
+    """n sigmoid neurons, each followed by `a = z + u`: its factor 1 carries the adjoint to `z`
+    unchanged (charging nothing) but must be summed into `u` (charging 1), so the early count
+    knows the budget spent only within n. `nest_at`: a 30-deep nest after that neuron."""
+    lines, prev = ["input x", "input y"], "x"
+    for i in range(1, n + 1):
+        lines += [f"param w{i} = 0.5", f"param u{i} = 0.1", f"z{i} = sigmoid(w{i} * {prev})",
+                  f"a{i} = z{i} + u{i}"]
+        prev = f"a{i}"
+        if i == nest_at:
+            lines += ["d = " + "sigmoid(" * 30 + prev + ")" * 30, f"e = d + {prev}"]
+            prev = "e"
+    return "\n".join(lines + [f"loss = ({prev} - y)^2", "minimize loss"]) + "\n"
+
+
+SKIP_CASES = {
+    # chains of sigmoid neurons: 124 fit in the budget, 126 do not
+    **{f"chain{n}": synthetic.chain(n) for n in (60, 124, 125, 126, 127, 400)},
+    # where the budget runs out depends on which `+` charge: the early count may leave it open
+    **{f"adding{n}": _adding_chain(n) for n in (100, 121, 125, 126, 140)},
+    **{f"adding{n}-nest": _adding_chain(n, nest_at=1) for n in (90, 121, 126)},
+    "nest-first": _adding_chain(130, nest_at=120),  # the nest before the budget runs out
+    "nest": "input x\nparam w = 1\nloss = " + "sigmoid(" * 60 + "x * w" + ")" * 60
+            + "\nminimize loss\n",
+}
+SKIP_CASES.update({p.stem: p.read_text() for p in sorted((ROOT / "examples").glob("*.model"))})
+
+
+def _writer(text: str):
+    from compiler.lower import lower
+    from compiler.second_order import SecondOrderWriter
+    from compiler.stable import stabilize_graph
+    from dsl.front.build import parse
+    from dsl.front.check import check
+    from dsl.training.config import configure
+    return SecondOrderWriter(stabilize_graph(lower(configure(check(parse(text, "m.model"))), text)))
+
+
+@pytest.mark.parametrize("name", sorted(SKIP_CASES))
+def test_hessian_skipped_early_is_what_its_backward_pass_decides(name):
+    """Where the local derivatives' sizes decide that the Hessian is skipped, it is decided
+    before its backward pass, with the text that pass gives; where the count leaves it open,
+    the pass decides."""
+    from compiler.second_order import _TooLarge
+    early = _writer(SKIP_CASES[name]).surely_too_large()
+    try:
+        _writer(SKIP_CASES[name]).hessian_function()
+        whole = None
+    except _TooLarge as e:
+        whole = str(e)
+    assert early in (None, whole)
+    if name in SKIP_EXPECTED:
+        assert (early, whole) == SKIP_EXPECTED[name]
+    else:  # the examples
+        assert early is None
+
+
+TOGETHER = ("its local derivatives are too large together to differentiate again (more than "
+            "2,000 terms)")
+NEST = "`d` has a local derivative too large to differentiate again"
+WHOLE = "`loss` has a local derivative too large to differentiate again"
+SKIP_EXPECTED = {  # (decided early, decided by the backward pass)
+    **{f"chain{n}": (None, None) for n in (60, 124, 125)},
+    **{f"chain{n}": (TOGETHER, TOGETHER) for n in (126, 127, 400)},
+    **{f"adding{n}": (None, None) for n in (100, 121, 125)},
+    **{f"adding{n}": (TOGETHER, TOGETHER) for n in (126, 140)},
+    "adding90-nest": (NEST, NEST), "adding121-nest": (None, NEST),  # left open: the pass decides
+    "adding126-nest": (TOGETHER, TOGETHER), "nest-first": (NEST, NEST), "nest": (WHOLE, WHOLE)}
+
+
+@pytest.mark.parametrize("name", ["chain126", "adding121-nest", "adding126-nest", "nest-first"])
+def test_deciding_early_changes_no_byte_of_the_module(monkeypatch, name):
+    from compiler.codegen import generate
+    from compiler.second_order import SecondOrderWriter
+    writer = _writer(SKIP_CASES[name])
+    early = generate(writer.g)
+    monkeypatch.setattr(SecondOrderWriter, "surely_too_large", lambda self: None)
+    assert generate(writer.g) == early
+    assert "HESSIAN_SKIPPED = None" not in early and "def hessian(" not in early
+
+
+def test_a_hessian_skipped_early_writes_none_of_its_backward_pass(monkeypatch):
+    from compiler.codegen import generate
+    from compiler.second_order import SecondOrderWriter
+
+    def never(self):
+        raise AssertionError("the Hessian's backward pass was written")
+    monkeypatch.setattr(SecondOrderWriter, "hessian_function", never)
+    source = generate(_writer(synthetic.chain(400)).g)
+    assert f"HESSIAN_SKIPPED = {TOGETHER!r}" in source
 
 
 def test_golden_least_squares_module(monkeypatch):
