@@ -1,164 +1,155 @@
-"""The one walk from Lark's parse tree to the AST dataclasses of `dsl.front.ast`."""
+"""The AST dataclasses of `dsl.front.ast`, built as the parser reduces each rule."""
 from __future__ import annotations
 
 import math
 import os
 
-from lark import Tree
-
 from compiler.errors import DslSyntaxError, Span
 from dsl.front import ast
 from dsl.front.files import open_regular
-from dsl.front.parser import parse_tree
+from dsl.front import parser
 
 
 def parse(text: str, file: str = "<model>") -> ast.Program:
     """Parse `.model` text into an AST; every user mistake is a DslError with a span."""
-    return ast.Program(file, tuple(_ToAst(file).transform(parse_tree(text, file))))
+    return ast.Program(file, tuple(parser.parse(text, file, _ToAst(file))))
 
 
-def _span(file: str, item) -> Span:
-    """A Lark token or rule meta (both carry 1-based positions, end column exclusive)."""
-    return Span(file, item.line, item.column, item.end_line, item.end_column)
+def _span(file: str, token) -> Span:
+    """A Lark token's span (1-based positions, end column exclusive)."""
+    return Span(file, token.line, token.column, token.end_line, token.end_column)
 
 
 class _ToAst:
-    """The tree's rules as AST nodes, bottom up: the method named after a rule gets the rule's
-    meta (its span) and its children, already built. A plain walk rather than Lark's
-    Transformer, whose method wrappers, made again at every call, cost more than the building
-    (issue 15); the tree is at most `MAX_DEPTH` deep (dsl.front.parser)."""
+    """The grammar's rules as AST nodes, bottom up: the method named after a rule gets the
+    rule's span and its children, already built (`dsl.front.parser.parse`)."""
 
     def __init__(self, file: str):
         self.file = file
 
-    def transform(self, tree: Tree):
-        children = [self.transform(c) if isinstance(c, Tree) else c for c in tree.children]
-        method = getattr(self, tree.data, None)
-        return Tree(tree.data, children, tree.meta) if method is None else method(tree.meta, children)
+    def _s(self, token) -> Span:
+        return _span(self.file, token)
 
-    def _s(self, item) -> Span:
-        return _span(self.file, item)
-
-    def start(self, meta, children):
+    def start(self, span, children):
         return list(children)
 
     # ---- declarations --------------------------------------------------------------------
 
-    def input_stmt(self, meta, c):
+    def input_stmt(self, span, c):
         name, dims, binding = c
-        return ast.Input(str(name), dims or (), binding, self._s(meta), self._s(name))
+        return ast.Input(str(name), dims or (), binding, span, self._s(name))
 
-    def binding(self, meta, c):
+    def binding(self, span, c):
         columns, standardize = c
-        return ast.Binding(columns, standardize is not None, self._s(meta))
+        return ast.Binding(columns, standardize is not None, span)
 
-    def col_one(self, meta, c):
-        return ast.Columns("one", (str(c[0]),), self._s(meta))
+    def col_one(self, span, c):
+        return ast.Columns("one", (str(c[0]),), span)
 
-    def col_range(self, meta, c):
-        return ast.Columns("range", (str(c[0]), str(c[1])), self._s(meta))
+    def col_range(self, span, c):
+        return ast.Columns("range", (str(c[0]), str(c[1])), span)
 
-    def col_list(self, meta, c):
-        return ast.Columns("list", tuple(str(t) for t in c), self._s(meta))
+    def col_list(self, span, c):
+        return ast.Columns("list", tuple(str(t) for t in c), span)
 
-    def col_onehot(self, meta, c):
-        return ast.Columns("onehot", (str(c[0]),), self._s(meta))
+    def col_onehot(self, span, c):
+        return ast.Columns("onehot", (str(c[0]),), span)
 
-    def dims(self, meta, c):
+    def dims(self, span, c):
         return tuple(int(t) if t.type == "INT" else str(t) for t in c)
 
-    def param_dist(self, meta, c):
+    def param_dist(self, span, c):
         name, dims, init, bounds, per = c
-        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name), bounds,
+        return ast.Param(str(name), dims or (), init, span, self._s(name), bounds,
                          per is not None)
 
-    def param_const(self, meta, c):
+    def param_const(self, span, c):
         name, dims, value, bounds, per = c
-        init = ast.Init("const", (value,), self._s(meta))
-        return ast.Param(str(name), dims or (), init, self._s(meta), self._s(name), bounds,
+        init = ast.Init("const", (value,), span)
+        return ast.Param(str(name), dims or (), init, span, self._s(name), bounds,
                          per is not None)
 
-    def bounds(self, meta, c):
+    def bounds(self, span, c):
         lo_open, lo, hi, hi_open = c
-        return ast.Bounds(lo, hi, lo_open, hi_open, self._s(meta))
+        return ast.Bounds(lo, hi, lo_open, hi_open, span)
 
-    def lo_closed(self, meta, c):
+    def lo_closed(self, span, c):
         return False
 
     hi_closed = lo_closed
 
-    def lo_open(self, meta, c):
+    def lo_open(self, span, c):
         return True
 
     hi_open = lo_open
 
-    def inf(self, meta, c):
+    def inf(self, span, c):
         if str(c[-1]) != "inf":
             raise DslSyntaxError(f"a bound is a number, `inf` or `-inf`, not `{c[-1]}`",
                                  self._s(c[-1]), "for example `param Km = 1 in [0, inf)`")
         return math.inf
 
-    def neg_inf(self, meta, c):
-        return -self.inf(meta, c)
+    def neg_inf(self, span, c):
+        return -self.inf(span, c)
 
-    def per_source(self, meta, c):
+    def per_source(self, span, c):
         return True
 
-    def init(self, meta, c):
+    def init(self, span, c):
         name, *args = c
-        return ast.Init(str(name), tuple(a for a in args if a is not None), self._s(meta))
+        return ast.Init(str(name), tuple(a for a in args if a is not None), span)
 
-    def const_stmt(self, meta, c):
+    def const_stmt(self, span, c):
         name, value = c
-        return ast.Const(str(name), value, self._s(meta), self._s(name))
+        return ast.Const(str(name), value, span, self._s(name))
 
-    def assign_stmt(self, meta, c):
+    def assign_stmt(self, span, c):
         name, expr = c
-        return ast.Assign(str(name), expr, self._s(meta), self._s(name))
+        return ast.Assign(str(name), expr, span, self._s(name))
 
-    def def_stmt(self, meta, c):
+    def def_stmt(self, span, c):
         name, *rest = c
         *params, expr = rest
         names = tuple(str(p) for p in params if p is not None)
-        return ast.Def(str(name), names, expr, self._s(meta), self._s(name))
+        return ast.Def(str(name), names, expr, span, self._s(name))
 
-    def minimize_stmt(self, meta, c):
-        return ast.Minimize(str(c[0]), self._s(meta), self._s(c[0]))
+    def minimize_stmt(self, span, c):
+        return ast.Minimize(str(c[0]), span, self._s(c[0]))
 
-    def predict_stmt(self, meta, c):
-        return ast.Predict(str(c[0]), self._s(meta), self._s(c[0]))
+    def predict_stmt(self, span, c):
+        return ast.Predict(str(c[0]), span, self._s(c[0]))
 
-    def report_stmt(self, meta, c):
-        return ast.Report(str(c[0]), self._s(meta), self._s(c[0]))
+    def report_stmt(self, span, c):
+        return ast.Report(str(c[0]), span, self._s(c[0]))
 
-    def target_stmt(self, meta, c):
-        return ast.Target(str(c[0]), self._s(meta), self._s(c[0]))
+    def target_stmt(self, span, c):
+        return ast.Target(str(c[0]), span, self._s(c[0]))
 
-    def data_stmt(self, meta, c):
+    def data_stmt(self, span, c):
         path, _as_kw, name, _split_kw, split, _seed_kw, seed = c
         if split is not None and not 0 < split <= 1:
-            raise DslSyntaxError(f"split must be in (0, 1], got {split:g}", self._s(meta),
+            raise DslSyntaxError(f"split must be in (0, 1], got {split:g}", span,
                                  "the fraction of rows used for training, e.g. `split 0.8`")
-        return ast.Data(str(path)[1:-1], split, None if seed is None else int(seed), self._s(meta),
+        return ast.Data(str(path)[1:-1], split, None if seed is None else int(seed), span,
                         None if name is None else str(name))
 
-    def train_stmt(self, meta, c):
-        return ast.Train(tuple(c), self._s(meta))
+    def train_stmt(self, span, c):
+        return ast.Train(tuple(c), span)
 
-    def set_optimizer(self, meta, c):
+    def set_optimizer(self, span, c):
         name, *args = c
         return ast.Setting("optimizer", (str(name), tuple(a for a in args if a is not None)),
-                           self._s(meta))
+                           span)
 
-    def opt_arg(self, meta, c):
-        return (None, c[0], self._s(meta))
+    def opt_arg(self, span, c):
+        return (None, c[0], span)
 
-    def opt_kwarg(self, meta, c):
-        return (str(c[0]), c[1], self._s(meta))
+    def opt_kwarg(self, span, c):
+        return (str(c[0]), c[1], span)
 
     def _int_setting(key):
-        def method(self, meta, c):
-            return ast.Setting(key, int(c[-1]), self._s(meta))
+        def method(self, span, c):
+            return ast.Setting(key, int(c[-1]), span)
         return method
 
     set_batch = _int_setting("batch")
@@ -167,26 +158,26 @@ class _ToAst:
     set_seed = _int_setting("seed")
     set_log_every = _int_setting("log_every")
 
-    def set_dtype(self, meta, c):
-        return ast.Setting("dtype", str(c[0]), self._s(meta))
+    def set_dtype(self, span, c):
+        return ast.Setting("dtype", str(c[0]), span)
 
-    def number(self, meta, c):
-        return _finite(c[0], self._s(meta))
+    def number(self, span, c):
+        return _finite(c[0], span)
 
-    def neg_number(self, meta, c):
-        return -_finite(c[-1], self._s(meta))
+    def neg_number(self, span, c):
+        return -_finite(c[-1], span)
 
     # ---- expressions ---------------------------------------------------------------------
 
-    def num(self, meta, c):
-        return ast.Num(_finite(c[0], self._s(meta)), self._s(meta))
+    def num(self, span, c):
+        return ast.Num(_finite(c[0], span), span)
 
-    def name(self, meta, c):
-        return ast.Name(str(c[0]), self._s(meta))
+    def name(self, span, c):
+        return ast.Name(str(c[0]), span)
 
     def _binary(op):
-        def method(self, meta, c):
-            return ast.Binary(op, c[0], c[-1], self._s(meta))
+        def method(self, span, c):
+            return ast.Binary(op, c[0], c[-1], span)
         return method
 
     add = _binary("+")
@@ -202,10 +193,10 @@ class _ToAst:
     gt = _binary(">")
     ge = _binary(">=")
 
-    def neg(self, meta, c):
-        return ast.Unary("-", c[0], self._s(meta))
+    def neg(self, span, c):
+        return ast.Unary("-", c[0], span)
 
-    def call(self, meta, c):
+    def call(self, span, c):
         func, *args = c
         positional, keywords = [], []
         for a in args:
@@ -218,25 +209,25 @@ class _ToAst:
                                      a.span, "put positional arguments first: `sum(x, axis = 1)`")
             else:
                 positional.append(a)
-        return ast.Call(str(func), tuple(positional), tuple(keywords), self._s(meta), self._s(func))
+        return ast.Call(str(func), tuple(positional), tuple(keywords), span, self._s(func))
 
-    def index(self, meta, c):
+    def index(self, span, c):
         base, *subs = c
-        return ast.Index(base, tuple(subs), self._s(meta))
+        return ast.Index(base, tuple(subs), span)
 
-    def sub_slice(self, meta, c):
-        return ast.Subscript(c[0], c[1], True, self._s(meta))
+    def sub_slice(self, span, c):
+        return ast.Subscript(c[0], c[1], True, span)
 
-    def sub_at(self, meta, c):
-        return ast.Subscript(c[0], None, False, self._s(meta))
+    def sub_at(self, span, c):
+        return ast.Subscript(c[0], None, False, span)
 
-    def signed_int(self, meta, c):
+    def signed_int(self, span, c):
         return int(c[0])
 
-    def neg_int(self, meta, c):
+    def neg_int(self, span, c):
         return -int(c[-1])
 
-    def kwarg(self, meta, c):
+    def kwarg(self, span, c):
         return (str(c[0]), c[1])
 
 

@@ -1,13 +1,16 @@
-"""Text to a Lark parse tree, with syntax errors turned into spans and plain words.
+"""Text to a value built bottom up as Lark's LALR parser reduces, with syntax errors turned into
+spans and plain words.
 
-The grammar is `grammar/model.lark` (LALR, positions propagated). Building the parser's tables
+The grammar is `grammar/model.lark` (LALR). A parse hands each rule its children as Lark's tree
+would hold them and the span Lark would propagate to it, but builds no tree (issue 15: the tree,
+its positions and a second walk over it cost more than the parse). Building the parser's tables
 takes Lark ~30 ms, so they are kept in the user's cache folder as JSON, keyed by the grammar,
 Lark's version and the options: data, never code (Lark's own cache is a pickle, which runs
 whatever a planted file holds), trusted as the compiled modules are (the user's own, that no one
 else can write: other tables would parse a model into another one), and rebuilt if it does not
 load. Lark's parser is iterative,
-but the tree walks after it are recursive, so expressions nested deeper than `MAX_DEPTH` are
-refused here with a hint, before anything recurses.
+but the walks over the AST after it are recursive, so expressions nested deeper than `MAX_DEPTH`
+are refused here with a hint, before anything recurses.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import json
 import os
 import re
 from functools import lru_cache
+from operator import itemgetter
+from typing import Callable
 
 import lark
 from lark import Lark, Token, Tree
@@ -135,15 +140,158 @@ def _int_keys(pairs: list[tuple[str, object]]) -> dict:
     return {int(k) if k.isdigit() else k: v for k, v in pairs}
 
 
-def parse_tree(text: str, file: str) -> Tree:
-    """Parse model text; raise DslSyntaxError with a span for any malformed input."""
+def parse(text: str, file: str, builder: object):
+    """Parse model text into what `builder`'s methods make of it; raise DslSyntaxError with a
+    span for any malformed input.
+
+    The method named after a rule (its alias if it has one) gets the rule's span and its
+    children, already built, as `Lark(maybe_placeholders=True)` would put them in its tree
+    (tokens, None for an absent optional part). A mistake a method raises is held until the
+    whole text has parsed, so that a syntax error anywhere, and then too deep a nesting, is
+    reported first, as a tree walked after the parse would."""
     source = text if text.endswith("\n") else text + "\n"
+    mistakes: list[DslSyntaxError] = []
     try:
-        tree = _lark().parse(source)
+        interactive = _lark().parse_interactive(source)
+        interactive.parser_state.parse_conf.callbacks = _callbacks(builder, file, mistakes)
+        root = interactive.resume_parse()
     except UnexpectedInput as e:
         raise _syntax_error(e, source, file) from None
-    _check_depth(tree, file)
-    return tree
+    if root.height > MAX_DEPTH:  # rare: find the node to point at in Lark's own tree
+        _check_depth(_lark().parse(source), file)
+    if mistakes:
+        raise mistakes[0]
+    return root.value
+
+
+class _Reduced:
+    """A rule's result on the LALR value stack: its value, its height as a node of Lark's tree,
+    and the text it covers as Lark's positions would have it: that of its first and last symbols
+    (a token, or a rule's covered text), brackets included where `?atom: "(" expr ")"` passed
+    `expr` through (the `container` positions of `propagate_positions`)."""
+
+    __slots__ = ("value", "height", "line", "column", "end_line", "end_column")
+
+    def __init__(self, value, height: int, first, last):
+        self.value = value
+        self.height = height
+        self.line = first.line
+        self.column = first.column
+        self.end_line = last.end_line
+        self.end_column = last.end_column
+
+
+_TOKEN, _VALUE, _SPLICE = range(3)
+
+
+@lru_cache(maxsize=1)
+def _rules() -> tuple[tuple[Rule, tuple, int], ...]:
+    """Each rule that the parse table reduces (the very objects, so that a callback is found by
+    identity), with its children as Lark's ChildFilter keeps them: (index in the expansion,
+    kind, Nones before it) for each kept symbol, and the Nones after the last one."""
+    states = _lark().parse_interactive("").parser_state.parse_conf.states
+    rules = {arg for actions in states.values() for action, arg in actions.values()
+             if isinstance(arg, Rule)}
+    result = []
+    for rule in rules:
+        assert not rule.options.keep_all_tokens, rule
+        empty = rule.options.empty_indices or [False] * len(rule.expansion)
+        nones = [len(run) for run in "".join(str(int(b)) for b in empty).split("0")]
+        kept, before = [], 0
+        for i, sym in enumerate(rule.expansion):
+            before += nones[i]
+            if sym.is_term and sym.filter_out:
+                continue
+            kind = _TOKEN if sym.is_term else _SPLICE if sym.name.startswith("_") else _VALUE
+            kept.append((i, kind, before))
+            before = 0
+        result.append((rule, tuple(kept), before + nones[-1]))
+    return tuple(result)
+
+
+def _callbacks(builder: object, file: str, mistakes: list) -> dict[Rule, Callable]:
+    """The LALR parser's callback for each rule, building with `builder` (see `parse`)."""
+    callbacks = {}
+    for rule, kept, trailing in _rules():
+        name = rule.alias or rule.origin.name
+        if rule.options.expand1 and not rule.alias and len(rule.expansion) == 1:
+            # `?sum: product`: the child itself, covering as much; `?dim: INT`: the token
+            callbacks[rule] = _token if rule.expansion[0].is_term else itemgetter(0)
+        elif name.startswith("_"):
+            callbacks[rule] = _inliner(kept, trailing)
+        else:  # a `?rule` left with one child needs no method (`?atom: "(" expr ")"`)
+            expand1 = rule.options.expand1 and not rule.alias
+            method = getattr(builder, name, None) if expand1 else getattr(builder, name)
+            callbacks[rule] = _reducer(kept, trailing, method, file, mistakes, expand1)
+    return callbacks
+
+
+def _children(s: list, kept: tuple, trailing: int) -> tuple[list, int]:
+    """The children Lark's tree would hold (`_rule`s spliced in) and the highest's height."""
+    children, height = [], 0
+    for i, kind, nones in kept:
+        if nones:
+            children += [None] * nones
+        item = s[i]
+        if kind is _TOKEN:
+            children.append(item)
+            continue
+        if item.height > height:
+            height = item.height
+        if kind is _VALUE:
+            children.append(item.value)
+        elif children:
+            children += item.value
+        else:  # a left-recursive `_rule`'s list grows in place, as in Lark's LALR ChildFilter
+            children = item.value
+    if trailing:
+        children += [None] * trailing
+    return children, height
+
+
+def _inliner(kept: tuple, trailing: int) -> Callable:
+    """A `_rule`: its children, spliced into its parent's."""
+    def inline(s):
+        children, height = _children(s, kept, trailing)
+        return _Reduced(children, height, s[0], s[-1])
+    return inline
+
+
+def _reducer(kept: tuple, trailing: int, method: Callable, file: str, mistakes: list,
+             expand1: bool) -> Callable:
+    """A rule that makes a node of Lark's tree: `method(span, children)`; or, for a `?rule` with
+    one child left (`"(" expr ")"`), that child, covering the whole rule."""
+    def reduce(s):
+        children, height = _children(s, kept, trailing)
+        if not s:  # only `start`, of a text with no statements
+            return _Reduced(method(None, children), 1, _NOWHERE, _NOWHERE)
+        first, last = s[0], s[-1]
+        if expand1 and len(children) == 1:  # a token keeps its own place, as in Lark
+            child = children[0]
+            return (_token([child]) if isinstance(child, Token) else
+                    _Reduced(child, height, first, last))
+        if mistakes:  # a mistake is held: only the parse goes on (its children may be missing)
+            return _Reduced(None, height + 1, first, last)
+        try:
+            value = method(Span(file, first.line, first.column, last.end_line, last.end_column),
+                           children)
+        except DslSyntaxError as e:
+            mistakes.append(e)
+            value = None
+        return _Reduced(value, height + 1, first, last)
+    return reduce
+
+
+def _token(s: list) -> _Reduced:
+    """A token that stands for a rule (`?dim: INT`): not a node of Lark's tree."""
+    return _Reduced(s[0], 0, s[0], s[0])
+
+
+class _Nowhere:
+    line = column = end_line = end_column = None
+
+
+_NOWHERE = _Nowhere()
 
 
 def _syntax_error(e: UnexpectedInput, source: str, file: str, cut: bool = False) -> DslSyntaxError:

@@ -10,7 +10,7 @@ import pytest
 from lark.exceptions import UnexpectedInput
 
 from compiler.errors import DslError, DslSyntaxError, Span
-from dsl.front import ast, parser
+from dsl.front import ast, build, parser
 from dsl.front.build import parse, read_source
 
 S = None  # spans are not compared (field(compare=False)); any value will do
@@ -399,6 +399,61 @@ def test_cached_tables_parse_as_the_built_parser(monkeypatch, tmp_path):
             continue
         assert _flat(loaded.parse(text)) == _flat(want), path
     parser._lark.cache_clear()
+
+
+def _walked(text: str, file: str):
+    """The AST as a walk over Lark's positioned tree built it before issue 15: the depth checked
+    on the tree, then each node's method given its meta as span, children first."""
+    tree = parser._lark().parse(text)
+    parser._check_depth(tree, file)
+    to_ast = build._ToAst(file)
+
+    def walk(t):
+        children = [walk(c) if hasattr(c, "data") else c for c in t.children]
+        m = t.meta  # empty: `start` of a text with no statements
+        span = None if m.empty else Span(file, m.line, m.column, m.end_line, m.end_column)
+        return getattr(to_ast, t.data)(span, children)
+    return ast.Program(file, tuple(walk(tree)))
+
+
+def _outcome(make, text: str):
+    try:
+        return repr(make(text, "m.model"))  # spans included, unlike ==
+    except DslSyntaxError as e:
+        return e.message, e.span, e.hint
+
+
+_EDGES = [
+    "", "\n", "# only a comment\n", "x = ((a))\n", "x = (a + b)[1] * (c)\n", "x = -(a)\n",
+    "y = " + "-" * 198 + "1\n", "y = " + "-" * 199 + "1\n", "y = " + "-" * 200 + "1\n",
+    "z = " + " + ".join(["x"] * 198) + "\n", "z = " + " + ".join(["x"] * 199) + "\n",
+    "z = " + "f(" * 99 + "x" + ")" * 99 + "\n", "z = " + "f(" * 100 + "x" + ")" * 100 + "\n",
+    "z = " + "(" * 250 + "x" + ")" * 250 + "\n",
+    "input x[N, 3] <- a..b standardize\ninput y <- c, d, e\ninput z <- onehot(k)\n",
+    "def f(a, b) = a * (b + 1)\ndef g() = 1\nx = g()[:, 1:-2]\ny = x[0, :3, -1:, :]\n",
+    "param w[2, 3] ~ normal(0, 1) in (-inf, 3] per source\nparam v = -2 in [-1, inf)\n",
+    'data "a.csv" as foo split 0.5 seed 3\n', "x = a == b\ny = a != (b < c)\nz = a ^ -b ** c\n",
+    "train {\n batch 2\n optimizer adam(lr = 0.1, 2)\n log every 3\n}\n",
+    "x = f(\n a,\n b\n)\n", "input x[\n N,\n 3]\n",
+    # mistakes a rule's method finds: the first in the walk's order, after a deep nesting
+    "param a = 1 in [0, info)\n", "x = 1e999\nx = f(a = 1, 2)\n", 'data "a.csv" split 1.5\n',
+    "x = f(a = 1e999, 2)\n", "x = 1e999\ny = " + "-" * 300 + "1\n",
+]
+
+
+@pytest.mark.parametrize("text", [*_EDGES, *_models()], ids=str)
+def test_the_ast_built_while_parsing_is_the_one_the_tree_walk_built(text):
+    """Issue 15: the AST is built as Lark reduces, with no tree; every span and every mistake a
+    method finds is the same as when walking Lark's tree with propagated positions."""
+    if isinstance(text, Path):
+        text = text.read_text(encoding="utf-8", errors="replace").rstrip("\n") + "\n"
+    try:
+        want = _outcome(_walked, text)
+    except UnexpectedInput:  # a syntax error: reported before any building, as before
+        with pytest.raises(DslSyntaxError):
+            parse(text, "m.model")
+        return
+    assert _outcome(parse, text) == want
 
 
 @pytest.mark.parametrize("damage", ["", "{not json", '{"data": 1, "memo": {}}', "[]"])
