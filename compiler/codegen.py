@@ -44,17 +44,34 @@ from compiler.shape import Shape, broadcast, summed_axes
 SGD_STEP_DOC = """sgd_step updates each param array in place and writes each param back into `params`,
 so a param given as a Python float is updated too."""
 
-# `grad` seeds its backward pass with `lr` (1 unless given) instead of 1: every adjoint is
-# linear in the seed, so the training step's gradients come out already scaled and each update
-# is a single subtraction, one numpy call a param fewer than `W -= lr * g`; numbers and `lr` are
-# multiplied first (`2*lr*(v_L2 - v_y)`), so the seed costs no array operation.
+# One function is the backward pass of `loss_and_grad`, `grad` and `sgd_step`, seeded with `lr`
+# instead of 1: every adjoint is linear in the seed, so the training step's gradients come out
+# already scaled and each update is a single subtraction, one numpy call a param fewer than
+# `W -= lr * g`; numbers and `lr` are multiplied first (`2*lr*(v_L2 - v_y)`), so the seed costs
+# no array operation (`loss_and_grad` passes 1.0: on the examples its results are bit for bit
+# those of a pass seeded with 1). Written once, the forward and backward lines are generated and
+# compiled once: two copies of them were half of a module.
 LR_SEED = sp.Symbol("lr", positive=True)
 
-# The training step is `grad`'s backward pass, not a copy of it: `-=` updates an array param in
-# place and rebinds a Python float, and either way the result is written back into `params`.
+LOSS_AND_GRAD_DOC = ("The objective and its gradient for every param, times `lr`; the gradient "
+                     "alone unless `with_loss`.")
+
+# The public functions over it, one line each.
+LOSS_AND_GRAD = '''def loss_and_grad(params, inputs):
+    """The objective and its gradient for every param."""
+    return _loss_and_grad(params, inputs, 1.0, True)
+'''
+
+GRAD = '''def grad(params, inputs, lr=1.0):
+    """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
+    return _loss_and_grad(params, inputs, lr, False)
+'''
+
+# The training step calls the pass itself, one call fewer than through `grad`: `-=` updates an
+# array param in place and rebinds a Python float, and either way the result is written back.
 SGD_STEP = '''def sgd_step(params, inputs, lr):
     """One step of gradient descent, in place: each param less lr times its gradient."""
-    for name, step in grad(params, inputs, lr).items():
+    for name, step in _loss_and_grad(params, inputs, lr, False).items():
         params[name] -= step
 '''
 
@@ -180,6 +197,7 @@ class Stmt(NamedTuple):
     origin: tuple[int, str] | None = None  # the `.model` line and statement it comes from
     note: str = ""  # "∂ " on the backward pass
     op: str = "="  # `-=`: an in-place update of the target
+    guard: str = ""  # an argument: the statement runs only when it is true (`if with_loss:`)
 
 
 @dataclass
@@ -520,12 +538,17 @@ class ModuleWriter:
     # ---- whole functions -------------------------------------------------------------------
 
     def function(self, name: str, args: str, wrt: list[str], returns: list, keep_values=(),
-                 scaled: bool = False, doc: str = "", predicted: bool = False) -> str:
+                 scaled: bool = False, doc: str = "", predicted: bool = False,
+                 with_loss: bool = False) -> str:
         """One function: the params and inputs it reads, the forward statements its results
         need, the backward pass to `wrt` (seeded with `lr` when `scaled`), each value released
         after its last use. `returns`: what it returns, in order: a node's name (its value),
         `("values", nodes)` or `("grads", leaves)` (a dict of values or gradients by name).
-        `predicted`: the prediction is `predict`'s, called, and not computed again."""
+        `predicted`: the prediction is `predict`'s, called, and not computed again.
+        `with_loss`: `returns` is the objective and the gradients, and the function returns
+        both when its argument `with_loss` is true, else the gradients alone; the objective's
+        lines that no gradient needs run under `if with_loss:`, after the other forward lines:
+        one function serves `loss_and_grad`, `grad` and `sgd_step`, at no cost to the step."""
         g = self.g
         key = (tuple(wrt), scaled)
         if key not in self._backward:
@@ -534,13 +557,21 @@ class ModuleWriter:
             self._backward[key] = back, reads, adjoint, dict(self.same) if wrt else {}
         back, reads, adjoint, same = self._backward[key]
         needed_values = set(reads) | set(keep_values)
-        live = ancestors(needed_values, lambda n: () if predicted and n == g.predict else g.reads(n))
+        inputs_of = lambda n: () if predicted and n == g.predict else g.reads(n)
+        live = ancestors(needed_values | ({g.objective} if with_loss else set()), inputs_of)
+        always = ancestors(needed_values, inputs_of) if with_loss else live
         fwd = _Body(g, FORWARD_TEMPS)
         for n, node in g.nodes.items():
             if predicted and n == g.predict:
                 fwd.emit(value_name(n), "predict(params, inputs)", node)
-            elif n in live and not node.is_leaf:
+            elif n in always and not node.is_leaf:
                 self.forward_code(fwd, node)
+        if live is not always:
+            start = len(fwd.stmts)
+            for n, node in g.nodes.items():  # in topological order, after what they read
+                if n in live and n not in always and not node.is_leaf:
+                    self.forward_code(fwd, node)
+            fwd.stmts[start:] = [st._replace(guard="with_loss") for st in fwd.stmts[start:]]
         tail = _Body(g, FORWARD_TEMPS)
         grads = {}  # leaf -> the variable of its gradient
         for w in wrt:
@@ -592,7 +623,10 @@ class ModuleWriter:
             head[size_name(d)] = f"{value_name(owner)}.shape[{axis}]"
         lines = [f"{v} = {code}" for v, code in head.items()]
         lines += render(fwd.stmts + back.stmts + tail.stmts, returned)
-        lines.append(f"return {', '.join(parts) or 'None'}")
+        if with_loss:
+            lines += [f"grads = {parts[1]}", f"return ({parts[0]}, grads) if with_loss else grads"]
+        else:
+            lines.append(f"return {', '.join(parts) or 'None'}")
         text = f"def {name}({args}):\n"
         if doc:
             text += f'    """{doc}"""\n'
@@ -621,12 +655,10 @@ class ModuleWriter:
             funcs.append(self.function("loss", "params, inputs", [], [obj], keep_values=[obj],
                                        doc=f"The objective `{g.objective}`.",
                                        predicted=self.objective_follows_prediction()))
-            funcs.append(self.function("loss_and_grad", "params, inputs", params,
-                                       [obj, pgrads], keep_values=[obj],
-                                       doc="The objective and its gradient for every param."))
-            funcs.append(self.function("grad", "params, inputs, lr=1.0", params, [pgrads],
-                                       scaled=True, doc="The objective's gradient for every "
-                                       "param, times `lr` (sgd_step's learning rate)."))
+            funcs.append(self.function("_loss_and_grad", "params, inputs, lr, with_loss",
+                                       params, [obj, pgrads], scaled=True, with_loss=True,
+                                       doc=LOSS_AND_GRAD_DOC))
+            funcs += [LOSS_AND_GRAD, GRAD]
             leaves = params + g.inputs
             funcs.append(self.function("gradients", "params, inputs", leaves,
                                        [values, ("grads", leaves)], keep_values=nodes,
@@ -722,7 +754,8 @@ def render(stmts: list[Stmt], keep: set[str], bound=()) -> list[str]:
     reads is left out, and each variable is released (`del`) right after its last use unless
     `keep` (the returned variables) holds it or it is `bound` (a param's or input's local), so
     that no intermediate outlives its readers; one comment names the `.model` line above each
-    run of statements that come from it."""
+    run of statements that come from it. A run of guarded statements is one `if GUARD:` block;
+    a variable from outside it that it reads last is released after the block."""
     assigned = {st.target for st in stmts if st.op == "="} - set(bound)
     live = set(keep)
     kept: list[Stmt] = []
@@ -734,21 +767,33 @@ def render(stmts: list[Stmt], keep: set[str], bound=()) -> list[str]:
         for v in st.reads:
             if v not in live and v in assigned:
                 dead = [v] if dead is None else dead + [v] if v not in dead else dead
-        live.discard(st.target)
+        if not st.guard:  # a guarded assignment may not run: what it assigns is live before it
+            live.discard(st.target)
         live.update(st.reads)
         kept.append(st)
         dels.append(sorted(dead) if dead else None)
     kept.reverse()
     dels.reverse()
-    lines, group = [], None
+    lines, group, guard, later = [], None, "", []
+    inner = {st.target for st in kept if st.guard}
     for k, (st, dead) in enumerate(zip(kept, dels)):
+        if st.guard != guard:
+            if later:
+                lines.append(f"del {', '.join(sorted(later))}")
+            if st.guard:
+                lines.append(f"if {st.guard}:")
+            guard, group, later = st.guard, None, []
+        pad = "    " if guard else ""
         if st.origin is not None and (st.origin[0], st.note) != group:
             group = (st.origin[0], st.note)
             line, source = st.origin
-            lines.append(_one_line(f"# line {line}: {st.note}{' '.join(source.split())}"))
-        lines.append(f"{st.target} {st.op} {st.code}")
+            lines.append(pad + _one_line(f"# line {line}: {st.note}{' '.join(source.split())}"))
+        lines.append(f"{pad}{st.target} {st.op} {st.code}")
+        if dead and guard:
+            later += [v for v in dead if v not in inner]
+            dead = [v for v in dead if v in inner]
         if dead and k < len(kept) - 1:
-            lines.append(f"del {', '.join(dead)}")
+            lines.append(f"{pad}del {', '.join(dead)}")
     return lines
 
 

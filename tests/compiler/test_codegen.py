@@ -10,7 +10,7 @@ import pytest
 from compiler.codegen import generate
 from dsl.front.check import check
 from compiler.lower import lower
-from dsl.training.runtime import compile_file, load_module
+from dsl.training.runtime import compile_file, init_params, load_module
 from dsl.front.build import parse
 from tests.golden_util import compare
 
@@ -74,9 +74,9 @@ def test_each_statement_is_named_once_above_its_lines():
     assert ("    # line 12: L1 = X @ W1 + b1\n    t1_L1 = v_X @ v_W1\n    v_L1 = t1_L1 + v_b1\n"
             in predict)
     assert predict.count("# line 12:") == 1
-    loss = src[src.index("def loss("):src.index("def loss_and_grad(")]
+    loss = _function(src, "loss")
     assert loss.count("# line 14:") == 1 and loss.count("# line 15:") == 1
-    grad = src[src.index("def grad("):src.index("def gradients(")]
+    grad = _function(src, "_loss_and_grad")
     assert "    # line 13: ∂ h = sigmoid(L1)\n    g_L1 = " in grad
     assert all("#" not in ln for ln in grad.splitlines() if not ln.lstrip().startswith("#"))
 
@@ -188,7 +188,8 @@ def test_every_generated_name_belongs_to_one_space():
     user = re.compile(r"^(v|g|n|t\d+|gt\d+)_")
     own = {"np", "dt", "lr", "params", "inputs", "a", "axis", "keepdims", "m", "out", "e", "res",
            "eye",
-           "_sigmoid", "grad", "name", "step",  # sgd_step's loop over grad's results
+           "_sigmoid", "name", "step",  # sgd_step's loop over the gradients
+           "_loss_and_grad", "with_loss", "grads",  # the pass of loss_and_grad, grad, sgd_step
            "predict",  # called by loss
            "d_res", "N_PARAMS"}
     tangents = re.compile(r"^d(v|g|t\d+|gt\d+)_")  # the Jacobian's and Hessian's
@@ -235,8 +236,10 @@ def _released_late(src: str) -> list[str]:
                 for n in ast.walk(st))]
             rest = body[reads[-1] + 1:] if reads else body
             if all(isinstance(st, (ast.AugAssign, ast.Return))
-                   or isinstance(st.targets[0], ast.Subscript) for st in rest):
-                continue  # nothing is computed after its last use: the updates and `return`
+                   or isinstance(st.targets[0], ast.Subscript)
+                   or isinstance(getattr(st, "value", None), ast.Dict)
+                   for st in rest):
+                continue  # nothing is computed after its last use: updates, results, `return`
             after = rest[0]
             if not (isinstance(after, ast.Delete) and name in {t.id for t in after.targets}):
                 late.append(f"{fn.name}: {name}")
@@ -297,7 +300,7 @@ def test_relu_derivative_reads_the_value_and_a_constant_adjoint_stays_a_scalar()
     """issue 14: relu' recomputed the pre-activation (`np.maximum(np.sign(v_b1 + t1_h), 0.0)`,
     keeping `t1_h` alive), and the mean's adjoint through `sum(..., axis = 1)` was made a full
     array (`np.expand_dims(np.full((n_N,), gt2_loss, dtype=dt), 1)`)."""
-    grad = _function(_source((ROOT / "examples/mnist_mlp.model").read_text()), "grad")
+    grad = _function(_source((ROOT / "examples/mnist_mlp.model").read_text()), "_loss_and_grad")
     assert "g_h*(v_h > 0)" in grad and "np.sign" not in grad and "t1_h" not in grad.split(
         "# line 14: ∂")[1]
     assert "np.full" not in grad and "np.broadcast_to" not in grad
@@ -307,10 +310,9 @@ def test_relu_derivative_reads_the_value_and_a_constant_adjoint_stays_a_scalar()
 def test_no_line_only_renames_a_value(example):
     """issue 14: no alias lines (`gt1_yhat = g_yhat`): an adjoint equal to another is that one."""
     src = _source((ROOT / f"examples/{example}.model").read_text())
-    for fn in ("loss_and_grad", "grad", "gradients", "sgd_step", "residuals", "jacobian",
-               "hessian"):
+    for fn in ("_loss_and_grad", "gradients", "residuals", "jacobian", "hessian"):
         body = _function(src, fn) if f"def {fn}(" in src else ""
-        assert not re.findall(r"^    (\w+) = ([A-Za-z_]\w*)$", body, re.M), fn
+        assert not re.findall(r"^ +(\w+) = ([A-Za-z_]\w*)$", body, re.M), fn
 
 
 def test_sums_keep_the_operands_in_the_users_order():
@@ -328,17 +330,75 @@ def test_numbers_and_the_learning_rate_are_multiplied_first():
     """`2*lr*(v_L2 - v_y)` is one array product; `2*(v_L2 - v_y)*lr` was two (the seed network's
     step came out 7% slower)."""
     src = _source((ROOT / "examples/seed_graph.model").read_text())
-    assert "g_L2 = 2*lr*(v_L2 - v_y)" in _function(src, "grad")  # sgd_step's backward pass
+    assert "g_L2 = 2*lr*(v_L2 - v_y)" in _function(src, "_loss_and_grad")  # sgd_step's pass
 
 
 def test_sgd_step_is_grads_backward_pass_not_a_copy_of_it():
-    """issue 15: the training step calls `grad` with its learning rate (the backward pass
-    seeded with `lr`) instead of repeating the forward and backward lines: a module a fifth
-    shorter, to generate and to compile."""
+    """issue 15: the training step calls the backward pass with its learning rate (seeded with
+    `lr`) instead of repeating the forward and backward lines: a module a fifth shorter, to
+    generate and to compile."""
     src = _source((ROOT / "examples/boston_mlp.model").read_text())
     step = _function(src, "sgd_step")
-    assert "grad(params, inputs, lr)" in step and "v_" not in step and "g_" not in step
+    assert "in _loss_and_grad(params, inputs, lr, False).items():" in step
+    assert "v_" not in step and "g_" not in step
     assert "def grad(params, inputs, lr=1.0):" in src
+
+
+@pytest.mark.parametrize("example", ["boston_mlp", "seed_graph", "iris_softmax", "mnist_mlp"])
+def test_loss_and_grad_and_grad_share_one_backward_pass(example):
+    """issue 15: `loss_and_grad` and `grad` repeated the same forward and backward lines (two
+    fifths of a module); both call `_loss_and_grad`, whose objective's own lines, which no
+    gradient reads, run under `if with_loss:`. Results as before: the loss, the gradient, and
+    the gradient times `lr`."""
+    src = _source((ROOT / f"examples/{example}.model").read_text())
+    for fn, call in (("loss_and_grad", "_loss_and_grad(params, inputs, 1.0, True)"),
+                     ("grad", "_loss_and_grad(params, inputs, lr, False)")):
+        body = [ln.strip() for ln in _function(src, fn).splitlines()[3:] if ln.strip()]
+        assert body == [f"return {call}"], fn
+    shared = _function(src, "_loss_and_grad")
+    assert "def _loss_and_grad(params, inputs, lr, with_loss):" in shared
+    assert "    if with_loss:\n" in shared and "(v_loss, grads) if with_loss else grads" in shared
+    mod = load_module(src, f"{example}.model")
+    checked = check(parse((ROOT / f"examples/{example}.model").read_text(), "m.model"))
+    rng = np.random.default_rng(0)
+    params = init_params(checked, 0)
+    inputs = {k: rng.normal(size=tuple(7 if isinstance(d, str) else d for d in checked.shapes[k]))
+              for k in checked.inputs}
+    value, grads = mod.loss_and_grad(params, inputs)
+    assert value == mod.loss(params, inputs)
+    assert mod._loss_and_grad(params, inputs, 0.5, False).keys() == grads.keys()
+    for name, g in mod.grad(params, inputs).items():
+        np.testing.assert_array_equal(g, grads[name])
+        np.testing.assert_allclose(mod.grad(params, inputs, 0.25)[name], 0.25 * g, rtol=1e-12)
+
+
+def test_the_objectives_own_lines_run_only_with_loss():
+    """The lines of the objective that no gradient reads sit in one `if with_loss:` block, after
+    the forward lines the gradient needs; a value that block reads last is released after it;
+    an objective whose value its derivative reads (`exp`) is computed in every case."""
+    src = _source((ROOT / "examples/boston_mlp.model").read_text())
+    shared = _function(src, "_loss_and_grad")
+    assert ("    del t1_yhat\n    if with_loss:\n        # line 15: loss = mean((yhat - y)^2)\n"
+            "        t1_loss = (v_yhat - v_y)**2\n        v_loss = np.sum(t1_loss) / n_N\n"
+            "        del t1_loss\n    # line 15: ∂ loss" in shared)
+    src = _source("input x[N]\nparam w = 1\na = w * x\nb = exp(a)\nloss = sum(b) + sum(a)\n"
+                  "minimize loss\n")
+    shared = _function(src, "_loss_and_grad")
+    block = shared[shared.index("    if with_loss:"):shared.index("# line 5: ∂")]
+    assert block.splitlines()[1] == "        # line 5: loss = sum(b) + sum(a)"
+    assert block.rstrip().endswith("\n    del v_a")  # `a`: the exp's derivative reads `b`
+    mod = load_module(src, "m.model")
+    params, inputs = {"w": np.array(0.5)}, {"x": np.array([1.0, -2.0, 3.0])}
+    value, grads = mod.loss_and_grad(params, inputs)
+    a = 0.5 * inputs["x"]
+    assert value == pytest.approx(np.sum(np.exp(a)) + np.sum(a))
+    assert grads["w"] == pytest.approx(np.sum(inputs["x"] * (np.exp(a) + 1)))
+    assert mod.grad(params, inputs, 0.5)["w"] == pytest.approx(0.5 * grads["w"])
+    src = _source("input x\nparam w = 1\nloss = exp(w * x)\nminimize loss\n")
+    assert "with_loss:" not in _function(src, "_loss_and_grad")
+    mod = load_module(src, "e.model")
+    value, grads = mod.loss_and_grad({"w": np.array(0.5)}, {"x": np.array(2.0)})
+    assert value == pytest.approx(np.e) and grads["w"] == pytest.approx(2 * np.e)
 
 
 def test_loss_calls_predict_when_it_needs_nothing_else_on_the_way():

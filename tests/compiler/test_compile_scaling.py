@@ -81,7 +81,7 @@ def test_chain_gradient(compiled, k):
 def test_chain_generated_code_is_one_line_per_node(compiled):
     """The backward pass names each adjoint: no expression swells along the chain."""
     m = compiled[1_000]
-    grad = m.source[m.source.index("def grad("):m.source.index("def gradients(")]
+    grad = m.source[m.source.index("def _loss_and_grad("):m.source.index("def loss_and_grad(")]
     body = [ln.strip() for ln in grad.splitlines()[2:] if not ln.strip().startswith("return")]
     assert max(len(ln) for ln in body) < 200
     code = [ln for ln in body if not ln.startswith(("#", "del "))]  # comments, releases

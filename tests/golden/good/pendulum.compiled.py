@@ -70,8 +70,8 @@ def loss(params, inputs):
     v_chi2 = np.sum(t1_chi2) / n_N
     return v_chi2
 
-def loss_and_grad(params, inputs):
-    """The objective and its gradient for every param."""
+def _loss_and_grad(params, inputs, lr, with_loss):
+    """The objective and its gradient for every param, times `lr`; the gradient alone unless `with_loss`."""
     v_g = params["g"]
     v_d_cm = params["d_cm"]
     v_L = inputs["L"]
@@ -80,32 +80,11 @@ def loss_and_grad(params, inputs):
     n_N = v_L.shape[0]
     # line 20: That = period(L + d_cm / 100, g)
     v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
-    # line 23: chi2 = mean(((That - T) / sigma)^2)
-    t1_chi2 = (v_That - v_T)**2/v_sigma**2
-    v_chi2 = np.sum(t1_chi2) / n_N
-    del t1_chi2
-    # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
-    gt1_chi2 = 1 / n_N
-    g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
-    del gt1_chi2, v_That
-    # line 20: ∂ That = period(L + d_cm / 100, g)
-    _d0 = 1/v_g
-    _d1 = np.sqrt((v_L + (1/100)*v_d_cm)*_d0)*g_That*v_pi
-    del g_That
-    g_d_cm = (_d1/(100*v_L + v_d_cm)).sum(axis=0)
-    g_g = (-_d0*_d1).sum(axis=0)
-    return v_chi2, {"g": g_g, "d_cm": g_d_cm}
-
-def grad(params, inputs, lr=1.0):
-    """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
-    v_g = params["g"]
-    v_d_cm = params["d_cm"]
-    v_L = inputs["L"]
-    v_T = inputs["T"]
-    v_sigma = inputs["sigma"]
-    n_N = v_L.shape[0]
-    # line 20: That = period(L + d_cm / 100, g)
-    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    if with_loss:
+        # line 23: chi2 = mean(((That - T) / sigma)^2)
+        t1_chi2 = (v_That - v_T)**2/v_sigma**2
+        v_chi2 = np.sum(t1_chi2) / n_N
+        del t1_chi2
     # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
     gt1_chi2 = lr / n_N
     g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
@@ -116,7 +95,16 @@ def grad(params, inputs, lr=1.0):
     del g_That
     g_d_cm = (_d1/(100*v_L + v_d_cm)).sum(axis=0)
     g_g = (-_d0*_d1).sum(axis=0)
-    return {"g": g_g, "d_cm": g_d_cm}
+    grads = {"g": g_g, "d_cm": g_d_cm}
+    return (v_chi2, grads) if with_loss else grads
+
+def loss_and_grad(params, inputs):
+    """The objective and its gradient for every param."""
+    return _loss_and_grad(params, inputs, 1.0, True)
+
+def grad(params, inputs, lr=1.0):
+    """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
+    return _loss_and_grad(params, inputs, lr, False)
 
 def gradients(params, inputs):
     """Every value, and the gradient for every param and input."""
@@ -155,7 +143,7 @@ def gradients(params, inputs):
 
 def sgd_step(params, inputs, lr):
     """One step of gradient descent, in place: each param less lr times its gradient."""
-    for name, step in grad(params, inputs, lr).items():
+    for name, step in _loss_and_grad(params, inputs, lr, False).items():
         params[name] -= step
 
 def residuals(params, inputs):
