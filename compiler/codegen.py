@@ -684,16 +684,20 @@ class ModuleWriter:
         return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
 
     def objective_follows_prediction(self) -> bool:
-        """Does the objective need the prediction and, of what is computed on the way to it,
-        nothing else? Then `loss` calls `predict` rather than repeating its lines."""
+        """Then `loss` calls `predict` rather than repeating its lines."""
+        return self.g.predict != self.g.objective and self.follows_prediction([self.g.objective])
+
+    def follows_prediction(self, roots) -> bool:
+        """Do `roots` need the prediction and, of what is computed on the way to it, nothing
+        else? Then a function of them can call `predict` for it."""
         g = self.g
-        if not g.predict or g.predict == g.objective or g.nodes[g.predict].is_leaf:
+        if not g.predict or g.nodes[g.predict].is_leaf:
             return False
-        need = ancestors([g.objective], g.reads)
+        need = ancestors(roots, g.reads)
         before = ancestors([g.predict], g.reads)
         return g.predict in need and all(
             i == g.predict or i not in before or g.nodes[i].is_leaf
-            for n in need - before for i in g.reads(n))
+            for i in (*roots, *(i for n in need - before for i in g.reads(n))))
 
     def docstring(self) -> str:
         head = "The compiled model: forward pass, objective, gradients, training step."

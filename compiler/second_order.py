@@ -406,10 +406,15 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                 head.append(Stmt(size_name(d), f"{owner}.shape[{axis}]", (owner,)))
         return head + (self.seed_stmts() if with_seed else [])
 
-    def _forward(self, body: _Body, roots) -> None:
-        live = ancestors(roots, self.g.reads)
-        for n, node in self.g.nodes.items():
-            if n in live and not node.is_leaf:
+    def _forward(self, body: _Body, roots, predicted: bool = False) -> None:
+        """The forward lines `roots` need (and, with `self.varies`, their tangents);
+        `predicted`: the prediction is `predict`'s, called, not computed again."""
+        g = self.g
+        live = ancestors(roots, lambda n: () if predicted and n == g.predict else g.reads(n))
+        for n, node in g.nodes.items():
+            if predicted and n == g.predict:
+                body.emit(value_name(n), "predict(params, inputs)", node)
+            elif n in live and not node.is_leaf:
                 self.forward_code(body, node)
                 if n in self.varies:
                     self.forward_tangent(body, node)
@@ -430,7 +435,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
         for with_tangent in (False, True):
             body = _Body(g, "_t")
             saved, self.varies = self.varies, (self.varies if with_tangent else set())
-            self._forward(body, roots)
+            self._forward(body, roots, not with_tangent and self.follows_prediction(roots))
             self.varies = saved
             shape = tuple(ls.shape)
             shapes = {s: g.nodes[s.name].shape for s in ls.residual.free_symbols}

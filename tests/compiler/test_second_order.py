@@ -234,6 +234,33 @@ def test_residuals_are_weighted_by_the_given_sigmas(tmp_path):
     assert float(m.params["a"]) == 2.0  # values are set for the call only
 
 
+def _function(src: str, name: str) -> str:
+    start = src.index(f"\ndef {name}(")
+    end = src.find("\ndef ", start + 1)
+    return src[start:end if end > 0 else len(src)]
+
+
+def test_residuals_call_predict_when_they_need_nothing_else_on_the_way(tmp_path):
+    """issue 15: `residuals` repeated predict's lines; when the residual needs the prediction
+    and, of what is computed on the way to it, nothing else, it calls `predict` (as `loss`
+    does), with the same numbers. A residual that reads a value on the way keeps its lines."""
+    text = ("input x[N]\ninput y[N]\nparam w = 2\nparam c = 0.5\nh = tanh(w * x)\n"
+            "yhat = 3 * h + c\nloss = mean((yhat - y)^2)\nminimize loss\npredict yhat\n")
+    m = load_model(tmp_path, text)
+    body = _function(m.source, "residuals")
+    assert "    v_yhat = predict(params, inputs)\n    res = v_yhat - v_y\n" in body
+    assert "tanh" not in body and "predict(" not in _function(m.source, "jacobian")
+    point = {"x": np.array([0.1, -0.4, 2.0]), "y": np.array([1.0, 0.0, -1.0])}
+    want = 3 * np.tanh(2 * point["x"]) + 0.5 - point["y"]
+    assert_close(m.residuals(point), want, rtol=1e-15, what="residuals")
+    verify_second_order(m, {**point, "w": np.array(2.0), "c": np.array(0.5)})
+    m = load_model(tmp_path, text.replace("mean((yhat - y)^2)", "mean((yhat - y - h)^2)"), "h")
+    body = _function(m.source, "residuals")
+    assert "predict(" not in body and "np.tanh(" in body
+    assert_close(m.residuals(point), want - np.tanh(2 * point["x"]), rtol=1e-15,
+                 what="residuals through h")
+
+
 def test_hessian_limit(tmp_path):
     m = load_model(tmp_path, "input x[N, 40]\ninput y[N]\nparam W[40, 26] ~ normal(0, 1)\n"
                              "loss = mean((sum(x @ W, axis = 1) - y)^2)\nminimize loss\n")

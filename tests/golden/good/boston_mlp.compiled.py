@@ -201,24 +201,9 @@ def sgd_step(params, inputs, lr):
 
 def residuals(params, inputs):
     """The residuals r, flattened: `loss` == LEAST_SQUARES_FACTOR · mean(r²)."""
-    v_W1 = params["W1"]
-    v_b1 = params["b1"]
-    v_W2 = params["W2"]
-    v_b2 = params["b2"]
-    v_X = inputs["X"]
     v_y = inputs["y"]
-    # line 12: L1 = X @ W1 + b1
-    t1_L1 = v_X @ v_W1
-    v_L1 = t1_L1 + v_b1
-    del t1_L1
-    # line 13: h = sigmoid(L1)
-    v_h = _sigmoid(v_L1)
-    del v_L1
     # line 14: yhat = h @ W2 + b2
-    t1_yhat = v_h @ v_W2
-    del v_h
-    v_yhat = t1_yhat + v_b2
-    del t1_yhat
+    v_yhat = predict(params, inputs)
     res = v_yhat - v_y
     return res.reshape(-1)
 

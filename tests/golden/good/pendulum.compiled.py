@@ -148,13 +148,10 @@ def sgd_step(params, inputs, lr):
 
 def residuals(params, inputs):
     """The residuals r, flattened: `chi2` == LEAST_SQUARES_FACTOR · mean(r²)."""
-    v_g = params["g"]
-    v_d_cm = params["d_cm"]
-    v_L = inputs["L"]
     v_T = inputs["T"]
     v_sigma = inputs["sigma"]
     # line 20: That = period(L + d_cm / 100, g)
-    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    v_That = predict(params, inputs)
     res = (v_That - v_T)/v_sigma
     return res.reshape(-1)
 
