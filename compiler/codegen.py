@@ -19,12 +19,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import lru_cache
 from itertools import islice
 from string import Formatter
 from typing import NamedTuple
 
 import sympy as sp
+from sympy.core.traversal import iterargs
 from sympy.printing.numpy import NumPyPrinter
 
 from compiler.derive import backward_plan
@@ -259,22 +260,19 @@ class _Body:
         return replacements, reduced
 
 
-@dataclass(frozen=True)
-class Printed:
+class Printed(NamedTuple):
     """An expression as code, and the symbols it reads."""
 
     code: str
     symbols: tuple[sp.Symbol, ...]
+    reads: tuple[str, ...]  # the variables the code reads (`lr`, values, adjoints, temporaries)
+    values: tuple[str, ...]  # the nodes whose forward values it reads
     bare: bool = False  # the expression is one of its symbols
-
-    @cached_property
-    def reads(self) -> tuple[str, ...]:
-        """The variables the code reads (`lr` and the values, adjoints, temporaries)."""
-        return tuple(_token(s) for s in self.symbols)
 
 
 # (prefix, shape of the expressions) -> the printed cse, with `{k}` for the k-th symbol of the
-# shape (then the temporaries), and the order of the temporaries' names it was printed with.
+# shape (then the temporaries) and, per expression, the slots of the symbols it reads and of
+# the values among them; and the order of the temporaries' names it was printed with.
 _PRINTED: dict[tuple, tuple] = {}
 _READS_DT = re.compile(r"\bdt\b")
 
@@ -291,12 +289,13 @@ def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]], 
         count, order, template = known
         temps = list(islice(temp_symbols(prefix, start), count)) if count else []
         if order == _name_order(temps):  # `_d9` sorts after `_d10`: printed in another order
-            tokens = [_token(x) for x in (*symbols, *temps)]
             refs = (*symbols, *temps)
-            return ([(temps[k], Printed(code.format(*tokens), tuple(refs[i] for i in uses), bare))
-                     for k, (code, uses, bare) in enumerate(template[:count])],
-                    [Printed(code.format(*tokens), tuple(refs[i] for i in uses), bare)
-                     for code, uses, bare in template[count:]])
+            tokens = [_token(x) for x in refs]
+            printed = [Printed(code.format(*tokens), tuple(refs[i] for i in uses),
+                               tuple(tokens[i] for i in uses), tuple(refs[i].name for i in values),
+                               bare)
+                       for code, uses, values, bare in template]
+            return list(zip(temps, printed)), printed[count:]
     replacements, reduced = sp.cse(exprs(), symbols=temp_symbols(prefix, start))
     _PRINTER.steps, _PRINTER.written = steps, written
     try:
@@ -308,14 +307,17 @@ def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]], 
         slots = {x: k for k, x in enumerate((*symbols, *temps))}
         tokens = {_token(x): k for x, k in slots.items()}
         template = tuple(
-            (memo_template(p.code, tokens), tuple(slots[x] for x in p.symbols), p.bare)
+            (memo_template(p.code, tokens), tuple(slots[x] for x in p.symbols),
+             tuple(slots[x] for x in p.symbols if _is_value(x)), p.bare)
             for p in (*(p for _, p in out[0]), *out[1]))
         _PRINTED[key] = len(temps), _name_order(temps), template
     return out
 
 
 def _printed(e: sp.Expr) -> Printed:
-    return Printed(print_expr(e), tuple(e.free_symbols), e.is_Symbol)
+    symbols = tuple(e.free_symbols)
+    return Printed(print_expr(e), symbols, tuple(map(_token, symbols)),
+                   tuple(s.name for s in symbols if _is_value(s)), e.is_Symbol)
 
 
 def _name_order(temps: list[Temp]) -> tuple[int, ...]:
@@ -349,7 +351,9 @@ class ModuleWriter:
         self._backward: dict[tuple[str, ...], tuple[_Body, set[str], dict[str, Shape]]] = {}
         # node -> its forward statements, with the sizes they name and whether they read `dt`
         self._forward_stmts: dict[str, tuple[list[Stmt], set[str], bool]] = {}
-        self._pushed: dict[tuple, tuple] = {}  # (temps, node, G, inputs, steps) -> its cse
+        # (prefix, node, G, inputs, steps) -> its cse by the number of its first temporary, the
+        # inputs' shapes, and its `compiler.memo.shape_of`
+        self._pushed: dict[tuple, tuple] = {}
 
     # ---- forward ---------------------------------------------------------------------------
 
@@ -434,30 +438,36 @@ class ModuleWriter:
         return self.same.get(node) or adjoint_symbol(node)
 
     def _push_elementwise(self, body, node, locals_, G, gshape, adjoint, reads) -> None:
-        # the backward passes (grad, gradients, sgd_step, hessian) push most nodes alike
-        key = (body.prefix, body.temps, node.name, G, tuple(local.input for local in locals_),
-               gshape != ())
+        # the backward passes (grad, gradients, sgd_step, hessian) push most nodes alike, their
+        # temporaries numbered from wherever each function has got to
+        key = (body.prefix, node.name, G, tuple(local.input for local in locals_), gshape != ())
         known = self._pushed.get(key)
         if known is None:
-            replacements, reduced = body.cse(  # G·factor for each input: shaped by G and the node
-                lambda: [G * local.factor for local in locals_],
-                shape_of((G, node.expr), (symbol(node.name), *(symbol(local.input) for local in locals_))),
-                steps=gshape != ())  # G is an array, so `G*(x > 0)` keeps its dtype
-            # a comparison in a factor is cast to `dt`
-            dtype = any(_READS_DT.search(p.code) for p in (*(e for _, e in replacements), *reduced))
             shapes = {s.name: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
             shapes[node.name] = node.shape
-            known = self._pushed[key] = replacements, reduced, dtype, shapes, body.temps
-        replacements, reduced, dtype, shapes, body.temps = known
+            known = self._pushed[key] = {}, shapes, shape_of(  # shaped by G and the node
+                (G, node.expr), (symbol(node.name), *(symbol(local.input) for local in locals_)))
+        printed, shapes, shaped = known
+        known = printed.get(None) or printed.get(body.temps)  # None: it made no temporaries
+        if known is None:
+            start = body.temps
+            replacements, reduced = body.cse(lambda: [G * local.factor for local in locals_],
+                                             shaped, steps=gshape != ())  # G is an array, so
+            # `G*(x > 0)` keeps its dtype; a comparison in a factor is cast to `dt`
+            dtype = any(_READS_DT.search(p.code) for p in (*(e for _, e in replacements), *reduced))
+            known = printed[start if replacements else None] = replacements, reduced, dtype
+        replacements, reduced, dtype = known
+        if replacements:
+            body.temps = temp_index(replacements[-1][0], body.prefix) + 1
         body.uses_dtype |= dtype
         for sym, e in replacements:
-            reads.update(_values_read(e))
+            reads.update(e.values)
             body.emit(sym.name, e.code, node, "∂ ", reads=e.reads)
         temp_shapes = {}
         for sym, e in replacements:
             temp_shapes[sym] = self._static_shape(e, shapes, temp_shapes, adjoint, gshape)
         for local, expr in zip(locals_, reduced):
-            reads.update(_values_read(expr))
+            reads.update(expr.values)
             shape = self._static_shape(expr, shapes, temp_shapes, adjoint, gshape)
             code, views = expr.code, (expr.reads if expr.bare else ())
             if _loses_count(shape, node.shape, self.g.nodes[local.input].shape):
@@ -472,12 +482,12 @@ class ModuleWriter:
     def _static_shape(self, expr: Printed, shapes, temp_shapes, adjoint, gshape) -> Shape:
         parts = []
         for s in expr.symbols:
-            if s == LR_SEED:
-                parts.append(())
-            elif isinstance(s, Adjoint):
+            if isinstance(s, Adjoint):
                 parts.append(adjoint.get(s.name, gshape))
             elif isinstance(s, Temp):  # of this node's cse, or the one its adjoint G is
                 parts.append(temp_shapes.get(s, gshape))
+            elif _is_seed(s):
+                parts.append(())
             else:
                 parts.append(shapes[s.name])
         return broadcast(*parts)
@@ -487,7 +497,7 @@ class ModuleWriter:
         if gshape == ():  # a scalar adjoint may take a lazier map (a sum's G repeated is G)
             rule = structural.rule(node.op).scalar_map(node) or rule
         gcode = _token(G)
-        fields = {f for _, f, _, _ in Formatter().parse(rule.numpy) if f}
+        fields = _fields(rule.numpy)
         used = {"G": G.free_symbols, "y": {symbol(node.name)}}
         used.update((key, {symbol(inp)}) for key, inp in zip("ab", node.inputs))
         symbols = set().union(*(used[f] for f in fields if f in used))
@@ -675,9 +685,10 @@ class ModuleWriter:
                 f"STABLE_REWRITES = {g.rewrites!r}  # what `run` reports", *extra_meta]
         meta += [f"{value_name(c)} = {float(g.nodes[c].value)!r}" + _one_line(f"  # {g.nodes[c].source}")
                  for c in consts]
+        used = {type(e) for n in g.nodes.values() if n.expr is not None for e in iterargs(n.expr)}
         for name, f in ops.FUNCTIONS.items():  # a function numpy lacks: its helper, if used
-            fns = [ops.sympy_of(n) for n in ops.brought_by(name)] if f.helper else []
-            if fns and any(n.expr is not None and n.expr.has(*fns) for n in g.nodes.values()):
+            fns = tuple(ops.sympy_of(n) for n in ops.brought_by(name)) if f.helper else ()
+            if fns and any(issubclass(t, fns) for t in used):
                 self.helpers.add(name)
         helpers = [ops.HELPERS[h][1] for h in sorted(self.helpers)]
         parts = ["\n".join(header), "\n".join(meta) + "\n", *helpers, *funcs]
@@ -727,10 +738,19 @@ def _one_line(comment: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in comment)
 
 
-def _values_read(expr: Printed) -> set[str]:
-    """The nodes whose forward values an expression reads (not adjoints, temps or lr)."""
-    return {s.name for s in expr.symbols
-            if s != LR_SEED and not isinstance(s, (Adjoint, Temp))}
+def _is_value(s: sp.Symbol) -> bool:
+    """Does a symbol stand for a node's forward value (not an adjoint, a temporary or lr)?"""
+    return not isinstance(s, (Adjoint, Temp)) and not _is_seed(s)
+
+
+def _is_seed(s: sp.Symbol) -> bool:
+    return s.name == "lr" and s == LR_SEED  # sympy's `==` is slow: only for a name `lr`
+
+
+@lru_cache(maxsize=None)
+def _fields(template: str) -> frozenset[str]:
+    """The names a rule's `str.format` template reads: a few templates, read per node."""
+    return frozenset(f for _, f, _, _ in Formatter().parse(template) if f)
 
 
 def _paren(code: str) -> str:

@@ -58,16 +58,17 @@ class _Statement:
         else:
             self._elementwise(self.name, *self._maths(t), t)
 
-    def _maths(self, t: Typed) -> tuple[sp.Expr, tuple[str, ...]]:
+    def _maths(self, t: Typed) -> tuple[sp.Expr, tuple[str, ...], tuple[str, ...] | None]:
         """The stable sympy expression of an elementwise tree, built once per form (`_form`):
         a chain's neurons and an MLP's layers are one tree under other names, and building
         sympy's expression (`tanh` evaluates its argument's properties) costs more than the
         rest of lowering. The structural parts are made nodes first, in the order `_scalar`
-        meets them. Returned with the names the tree reads, in the order it writes them."""
+        meets them. Returned with the names the tree reads, in the order it writes them, and
+        the node's inputs where the form knows them (then the expression has a real value)."""
         holes: list[str] = []
         form = _form(t, holes)
         if form is None:  # split into inner nodes, or a log-softmax rewrite: no memo
-            return self._stable(self._scalar(t), t), ()
+            return self._stable(self._scalar(t), t), (), None
         names = [self._structural(h, self._fresh()) for h in _structural_parts(t)]
         written = _written(form, holes, names)
         symbols = [symbol(n) for n in (*holes, *names)]
@@ -78,11 +79,13 @@ class _Statement:
             expr, applied = self._stable(self._scalar(t), t, [])
             self._made = None
             if not expr.has(sp.I, sp.zoo, sp.AccumBounds):  # else lowering stops here
-                _FORMS[key] = expr, symbols, applied
-            return expr, written
-        expr, slots, applied = known
+                free = expr.free_symbols
+                _FORMS[key] = expr, symbols, applied, [k for k, x in enumerate(symbols) if x in free]
+            return expr, written, None
+        expr, slots, applied, free = known
         self._note(t, applied)
-        return rename(expr, dict(zip(slots, symbols))), written
+        inputs = tuple(sorted(symbols[k].name for k in free))
+        return rename(expr, dict(zip(slots, symbols))), written, inputs
 
     def _stable(self, expr: sp.Expr, t: Typed, applied: list[str] | None = None):
         """`stabilize`, noting in the graph the rewrites it applied (the run report lists them);
@@ -99,12 +102,15 @@ class _Statement:
         self.count += 1
         return f"{self.name}.{self.count}"
 
-    def _elementwise(self, name: str, expr: sp.Expr, written: tuple[str, ...], t: Typed) -> str:
-        if expr.has(sp.I, sp.zoo, sp.AccumBounds):
+    def _elementwise(self, name: str, expr: sp.Expr, written: tuple[str, ...],
+                     inputs: tuple[str, ...] | None, t: Typed) -> str:
+        """`inputs`: the symbols `expr` reads, by name, where its form gave them."""
+        if inputs is None and expr.has(sp.I, sp.zoo, sp.AccumBounds):
             raise DerivationError(f"this has no real value: sympy makes it `{expr}`", t.span,
                                   "numpy would give NaN or inf here: check the signs under "
                                   "sqrt, log and fractional powers, and divisions by zero")
-        inputs = tuple(sorted(s.name for s in expr.free_symbols))
+        if inputs is None:
+            inputs = tuple(sorted(s.name for s in expr.free_symbols))
         self.g.add(Node(name, "op", t.shape, t.span, "elementwise", inputs, expr, stmt=self.name,
                         source=self.source, written=tuple(n for n in written if n in inputs)))
         return name
@@ -134,7 +140,8 @@ class _Statement:
         if t.op == "constant":
             return sympy_of(t.name)
         if depth > SPLIT_DEPTH and t.op not in STRUCTURAL:
-            return symbol(self._elementwise(self._fresh(), self._stable(self._scalar(t), t), (), t))
+            return symbol(self._elementwise(self._fresh(), self._stable(self._scalar(t), t), (),
+                                            None, t))
         if t.op == "neg":
             return -self._scalar(t.args[0], depth + 1)
         if t.op in ("+", "-", "*", "/", "^"):
@@ -165,7 +172,8 @@ class _Statement:
         return symbol(x) - symbol(lse)
 
 
-# (form, the order of its names) -> the expression, the symbols it was built with, the rewrites
+# (form, the order of its names) -> the expression, the symbols it was built with, the rewrites,
+# and the places among those symbols of the ones the expression reads
 _FORMS: dict[tuple, tuple[sp.Expr, list[sp.Symbol], list[str]]] = {}
 
 

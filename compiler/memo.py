@@ -26,33 +26,32 @@ def shape_of(exprs, extra: tuple[sp.Symbol, ...] = ()) -> tuple[tuple, list[sp.S
             if i is None:
                 i = slots[e] = len(slots)
             return i
-        if not e.args:
+        args = e.args
+        if not args:
             return (type(e), e)  # a number or a constant
-        return (e.func, *(walk(a) for a in e.args))
+        return (e.func, *map(walk, args))
 
-    tree = tuple(walk(e) for e in exprs)
+    tree = tuple(map(walk, exprs))
     for s in extra:
         walk(s)
     symbols = list(slots)
-    order = tuple(sorted(range(len(symbols)), key=lambda i: _sort_key(symbols[i])))
-    return (tree, tuple(slots[s] for s in extra), order, tuple(map(_kind, symbols))), symbols
+    known = list(map(_known, symbols))
+    order = tuple(sorted(range(len(known)), key=lambda i: known[i][0]))
+    return (tree, tuple(slots[s] for s in extra), order, tuple(k[1] for k in known)), symbols
 
 
-def _sort_key(s: sp.Symbol):
-    """What orders `s` as sympy's `sort_key` does (class, then name), without its cost; a
-    Dummy (never ours, but possible) by its own."""
-    return s.sort_key() if isinstance(s, sp.Dummy) else (s.class_key(), (1, (s.name,)))
+_SYMBOLS: dict[sp.Symbol, tuple] = {}
 
 
-_KINDS: dict[sp.Symbol, tuple] = {}
-
-
-def _kind(s: sp.Symbol) -> tuple:
-    """A symbol's class and assumptions, asked of sympy once per symbol."""
-    kind = _KINDS.get(s)
-    if kind is None:
-        kind = _KINDS[s] = (type(s), tuple(sorted(s.assumptions0.items())))
-    return kind
+def _known(s: sp.Symbol) -> tuple:
+    """What a shape reads of a symbol, asked of sympy once per symbol: what orders it as
+    sympy's `sort_key` does (class, then name; a Dummy, never ours but possible, by its own),
+    and its class and assumptions."""
+    known = _SYMBOLS.get(s)
+    if known is None:
+        order = s.sort_key() if isinstance(s, sp.Dummy) else (s.class_key(), (1, (s.name,)))
+        known = _SYMBOLS[s] = order, (type(s), tuple(sorted(s.assumptions0.items())))
+    return known
 
 
 def rename(expr: sp.Expr, names: dict[sp.Symbol, sp.Symbol]) -> sp.Expr:

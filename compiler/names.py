@@ -32,6 +32,7 @@ FORWARD_TEMPS = "_t"
 BACKWARD_TEMPS = "_d"
 
 
+@lru_cache(maxsize=1 << 16)  # asked per node in every pass of every function
 def value_name(node: str) -> str:
     """A node's variable: `v_` + its name; a statement's inner node `x.2` becomes `t2_x`."""
     base, _, k = node.partition(".")
@@ -43,6 +44,7 @@ def is_user_node(node: str) -> bool:
     return "." not in node
 
 
+@lru_cache(maxsize=1 << 16)
 def grad_name(node: str) -> str:
     """A node's adjoint: `g_` + its name; an inner node `x.2` gets `gt2_x`."""
     base, _, k = node.partition(".")
@@ -59,7 +61,9 @@ def size_name(dim: str) -> str:
     return f"n_{dim}"
 
 
+@lru_cache(maxsize=1 << 16)
 def adjoint_symbol(node: str) -> Adjoint:
+    """A node's adjoint, made once (sympy's constructor is slow, and every pass asks)."""
     return Adjoint(node, real=True)
 
 

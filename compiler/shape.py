@@ -17,6 +17,16 @@ def fmt_shape(shape: Shape) -> str:
 def broadcast(*shapes: Shape) -> Shape:
     """numpy's broadcasting on static shapes (size names compared by name); a ValueError
     where numpy refuses, as `np.broadcast_shapes` does."""
+    out = ()
+    for s in shapes:  # most often every shape is () or one and the same: no work per axis
+        if s and s != out:
+            if out:
+                return _broadcast(shapes)
+            out = tuple(s)
+    return out
+
+
+def _broadcast(shapes) -> Shape:
     n = max((len(s) for s in shapes), default=0)
     out: list[Dim] = [1] * n
     for s in shapes:

@@ -57,6 +57,8 @@ def test_size_names_broadcast_as_distinct_sizes(shapes):
 def test_a_mismatch_names_the_shapes():
     with pytest.raises(ValueError, match=r"shapes \[N, 2\], \[3\] do not broadcast"):
         broadcast(("N", 2), (3,))
+    with pytest.raises(ValueError, match=r"shapes \[3\], scalar, \[3\], \[4\] do not broadcast"):
+        broadcast((3,), (), (3,), (4,))  # after shapes all alike, which take no work per axis
 
 
 @given(st.one_of(widened(named), st.lists(named, min_size=2, max_size=2)).map(lambda s: s[:2]))
