@@ -21,12 +21,12 @@ def broadcast(*shapes: Shape) -> Shape:
     for s in shapes:  # most often every shape is () or one and the same: no work per axis
         if s and s != out:
             if out:
-                return _broadcast(shapes)
+                return _axis_by_axis(shapes)
             out = tuple(s)
     return out
 
 
-def _broadcast(shapes) -> Shape:
+def _axis_by_axis(shapes) -> Shape:
     n = max((len(s) for s in shapes), default=0)
     out: list[Dim] = [1] * n
     for s in shapes:
