@@ -26,7 +26,7 @@ import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.grammar import Rule
-from lark.lexer import TerminalDef
+from lark.lexer import BasicLexer, ContextualLexer, PatternStr, TerminalDef, UnlessCallback
 
 from compiler.errors import DslSyntaxError, Span, suggest
 from dsl.front.files import atomic_write, cache_dir, trusted
@@ -94,16 +94,77 @@ class _Continuation:
     def process(self, stream):
         depth = 0
         for tok in stream:
-            if tok.type in _OPENERS:
+            kind = tok.type
+            if kind == "_NL":
+                if depth:
+                    continue
+            elif kind in _OPENERS:
                 depth += 1
-            elif tok.type in _OPENERS.values():
-                depth = max(0, depth - 1)
-            elif tok.type == "_NL" and depth:
-                continue
+            elif kind in _CLOSERS and depth:
+                depth -= 1
             yield tok
 
 
 _CONTINUATION = _Continuation()
+_CLOSERS = frozenset(_OPENERS.values())
+
+
+class _StateLexer(BasicLexer):
+    """Lark's lexer for the terminals one parser state accepts, its work per token done inline
+    (issue 15: Lark's method calls per token were a third of a parse): the same matches, tokens,
+    positions and keywords. Where nothing matches, Lark's own `next_token` raises as before."""
+
+    _inline = None
+
+    def _prepare(self) -> tuple:
+        scanner = self.scanner  # builds `callback`: a keyword is a NAME retyped by its text
+        keywords = {}
+        for kind, callback in self.callback.items():
+            assert isinstance(callback, UnlessCallback), kind
+            words = callback.scanner.terminals
+            assert all(isinstance(t.pattern, PatternStr) and not t.pattern.flags for t in words)
+            keywords[kind] = {t.pattern.value: t.name for t in words}
+        self._inline = (scanner._mres, self.ignore_types, self.newline_types, keywords)
+        return self._inline
+
+    def next_token(self, lex_state, parser_state=None) -> Token:
+        patterns, ignore, newline, keywords = self._inline or self._prepare()
+        counter = lex_state.line_ctr
+        text, end = lex_state.text.text, lex_state.text.end
+        pos = counter.char_pos
+        while pos < end:
+            for pattern in patterns:
+                m = pattern.match(text, pos, end)
+                if m:
+                    break
+            else:
+                return super().next_token(lex_state, parser_state)
+            value, kind = m.group(0), m.lastgroup
+            line, column = counter.line, counter.column
+            if kind in newline:  # LineCounter.feed
+                n = value.count("\n")
+                if n:
+                    counter.line += n
+                    counter.line_start_pos = pos + value.rindex("\n") + 1
+            start, pos = pos, pos + len(value)
+            counter.char_pos = pos
+            counter.column = pos - counter.line_start_pos + 1
+            if kind in ignore:
+                continue
+            if kind in keywords:
+                kind = keywords[kind].get(value, kind)
+            token = Token._future_new(kind, value, start, line, column, counter.line, counter.column,
+                                      pos)
+            lex_state.last_token = token
+            return token
+        raise EOFError(self)
+
+
+class _ContextualLexer(ContextualLexer):
+    BasicLexer = _StateLexer
+
+
+_PLUGINS = {"ContextualLexer": _ContextualLexer}
 
 
 @lru_cache(maxsize=1)
@@ -117,15 +178,16 @@ def _lark() -> Lark:
         try:
             with open(path, encoding="utf-8") as f:
                 tables = json.load(f, object_pairs_hook=_int_keys)
-            return Lark._load_from_dict(tables["data"], tables["memo"], postlex=_CONTINUATION)
+            return Lark._load_from_dict(tables["data"], tables["memo"], postlex=_CONTINUATION,
+                                        _plugins=_PLUGINS)
         except Exception:  # noqa: BLE001 -- absent, damaged or from another Lark: build it again
             pass
-    parser = Lark(text, postlex=_CONTINUATION, **_OPTIONS)
-    if usable:
-        parser.options.postlex = None  # an object, not data: given again when the tables load
+    parser = Lark(text, postlex=_CONTINUATION, _plugins=_PLUGINS, **_OPTIONS)
+    if usable:  # objects, not data: given again when the tables load
+        parser.options.postlex, parser.options._plugins = None, {}
         data, memo = parser.memo_serialize([TerminalDef, Rule])
         tables = json.dumps({"data": data, "memo": memo}).encode("utf-8")
-        parser.options.postlex = _CONTINUATION
+        parser.options.postlex, parser.options._plugins = _CONTINUATION, _PLUGINS
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             atomic_write(path, tables, private=True)

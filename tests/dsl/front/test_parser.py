@@ -349,12 +349,15 @@ def test_deep_nesting_is_refused_before_anything_recurses():
     assert expr("(" * 1000 + "x" + ")" * 1000) == N("x")  # parentheses alone add no depth
 
 
-@pytest.mark.parametrize("text", [
+_GARBAGE = [
     "\x00", "input \x00x\n", "input x[N,\n", "param W[3, 2] ~\n", "def f(a = a\n", "))))\n",
     "train {\n" * 5, '"\n', "input x <- \n", "input x <- onehot(\n", "1e\n", "x = 1e+\n",
     "é = 1\n", "x = 1.2.3\n", "minimize\n", "data\n", "const c = x\n", "x = [1, 2]\n",
     "x = a @@ b\n", "x = a ^^ b\n", "x = ***\n", "\t\tinput\t x\n", "x = f(,)\n",
-])
+]
+
+
+@pytest.mark.parametrize("text", _GARBAGE)
 def test_garbage_is_always_a_syntax_error_or_a_model(text):
     try:
         parse(text, "m.model")
@@ -454,6 +457,33 @@ def test_the_ast_built_while_parsing_is_the_one_the_tree_walk_built(text):
             parse(text, "m.model")
         return
     assert _outcome(parse, text) == want
+
+
+@pytest.fixture(scope="module")
+def lark_lexing():
+    """Lark with its own lexer, on the same grammar and options as `parser._lark()`."""
+    from lark import Lark
+
+    from grammar import grammar_text
+    return Lark(grammar_text(), postlex=parser._CONTINUATION, **parser._OPTIONS)
+
+
+def _tokens(lark_, text: str):
+    try:
+        return [(t.type, t.value, t.start_pos, t.line, t.column, t.end_line, t.end_column,
+                 t.end_pos) for t in lark_.parse_interactive(text).iter_parse()]
+    except UnexpectedInput as e:
+        return type(e).__name__, e.line, e.column, repr(getattr(e, "token", None))
+
+
+@pytest.mark.parametrize("text", [*_EDGES, *_GARBAGE, "x = a ** b ^ c\n", *_models()], ids=str)
+def test_the_lexer_makes_larks_tokens(lark_lexing, text):
+    """Issue 15: `_StateLexer` does Lark's lexing per token inline: the same tokens, keywords,
+    positions and lexing errors."""
+    if isinstance(text, Path):
+        text = text.read_text(encoding="utf-8", errors="replace").rstrip("\n") + "\n"
+    assert isinstance(parser._lark().parser.lexer.lexer, parser._ContextualLexer)
+    assert _tokens(parser._lark(), text) == _tokens(lark_lexing, text)
 
 
 @pytest.mark.parametrize("damage", ["", "{not json", '{"data": 1, "memo": {}}', "[]"])
