@@ -15,8 +15,8 @@ gradient) times the inputs' tangents; structural nodes have the stated maps of t
   derivative, a Dirac delta, is 0 almost everywhere as in PyTorch), and of every structural map
   its stated product rule. The tangent of the gradient is the Hessian, one row per param element.
 
-Memory is the model's values times N_PARAMS; the Hessian is generated only up to
-`HESSIAN_MAX_PARAMS` flattened params.
+Memory is the model's values times N_PARAMS; the Jacobian is generated only up to
+`JACOBIAN_MAX_PARAMS` flattened params, the Hessian up to `HESSIAN_MAX_PARAMS`.
 """
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ from compiler.names import tangent_name as tangent
 from compiler.structural import AdjointTangent, Tangent, rule
 
 HESSIAN_MAX_PARAMS = 1000
+# The Jacobian's tangents hold every value N_PARAMS times (a node of 100 rows x 10 columns is 80 MB
+# per tangent at 10,000 param elements), and nothing in dsl fits or gives error bars past
+# dsl.training.train.MAX_SOLVER_PARAMS (1000): past this a module has residuals but no jacobian.
+JACOBIAN_MAX_PARAMS = 10_000
 # Local derivatives are differentiated again only up to these sizes (sympy tree nodes), each and
 # all together: a second derivative grows with the square of a deep nest (110 nested sigmoids
 # took minutes), so a model past them has no `hessian` and says why in HESSIAN_SKIPPED. NIST's
@@ -354,6 +358,7 @@ class SecondOrderWriter(ModuleWriter):
                 f"LEAST_SQUARES = {ls.kind if ls else None!r}",
                 f"LEAST_SQUARES_FACTOR = {ls.factor if ls else 1.0!r}",
                 f"SIGMA_WEIGHTED = {bool(ls and ls.weighted)!r}",
+                f"JACOBIAN_MAX_PARAMS = {JACOBIAN_MAX_PARAMS}",
                 f"HESSIAN_MAX_PARAMS = {HESSIAN_MAX_PARAMS}"]
         funcs = []
         if ls is not None and g.params:
@@ -384,6 +389,7 @@ LEAST_SQUARES         "sum" or "mean" when the objective is a sum or mean of squ
 LEAST_SQUARES_FACTOR  the positive number in front (1.0 unless the model writes one)
 SIGMA_WEIGHTED        True when the residuals are divided by data-only values (given sigmas: a
                       chi-square, whose covariance is (JᵀJ)⁻¹, curve_fit's absolute_sigma=True)
+JACOBIAN_MAX_PARAMS   the most param elements for which `jacobian` is generated
 HESSIAN_MAX_PARAMS    the most param elements for which `hessian` is generated
 HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
 ''' + (f"\n{SGD_STEP_DOC}\n" if self.g.objective else "") + '"""'
@@ -432,7 +438,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
         g = self.g
         roots = [s.name for s in ls.residual.free_symbols]
         out = []
-        for with_tangent in (False, True):
+        for with_tangent in (False, True)[:1 + (self.n_params <= JACOBIAN_MAX_PARAMS)]:
             body = _Body(g, "_t")
             saved, self.varies = self.varies, (self.varies if with_tangent else set())
             self._forward(body, roots, not with_tangent and self.follows_prediction(roots))

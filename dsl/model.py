@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compiler.deps import ancestors
-from compiler.errors import DataError, UsageError
+from compiler.errors import DataError, SemanticError, UsageError
 from dsl.training.config import TrainConfig, with_overrides
 from dsl.training.data import OneHot, Standardizer
 from dsl.training.checkpoint import load_params
 from dsl.training.runtime import (MAX_NODE_BYTES, Compiled, Dataset, check_memory, check_sizes,
                                   compile_file, init_params, load_dataset)
-from dsl.training.train import Checkpoint, FitResult, History, choose_optimizer, fit
+from dsl.training.train import (Checkpoint, FitResult, History, choose_optimizer, fit,
+                                 unfit_solver)
 
 if TYPE_CHECKING:
     from dsl.views.explain import Explanation
@@ -176,9 +177,19 @@ class Model:
 
     def fit_config(self, **overrides) -> TrainConfig:
         """The `train { }` settings with `overrides` applied as `dsl run` flags are, the
-        optimizer chosen (`choose_optimizer`) when the block names none."""
-        return with_overrides(choose_optimizer(self.checked.train, self.module, self.params),
-                              **overrides)
+        optimizer chosen (`choose_optimizer`) when the block names none. A solver named that
+        cannot fit this model (`unfit_solver`) is said here, where it was named."""
+        rows = lambda: self.dataset(overrides.get("dtype")).train  # noqa: E731 -- lm only
+        cfg = with_overrides(choose_optimizer(self.checked.train, self.module, self.params, rows),
+                             **overrides)
+        why = unfit_solver(cfg.optimizer.name, self.module, self.params,
+                           rows() if cfg.optimizer.name == "lm" else {})
+        if why and overrides.get("optimizer"):
+            raise UsageError(f"--optimizer {cfg.optimizer.name}: {why[0]}", hint=why[1])
+        if why:
+            named = [s for s in self.checked.train_block.settings if s.key == "optimizer"]
+            raise SemanticError(why[0], named[0].span, why[1])
+        return cfg
 
     def fit(self, progress=None, start: Checkpoint | None = None, history: History | None = None,
             save=None, keep_params: bool = False, **overrides) -> History:
@@ -247,6 +258,10 @@ class Model:
         if name == "hessian" and not hasattr(mod, "hessian"):
             raise UsageError(f"this model has no exact Hessian: {mod.HESSIAN_SKIPPED}",
                              hint="use the gradient (or the jacobian, for least squares)")
+        if name == "jacobian" and not hasattr(mod, "jacobian"):
+            raise UsageError(f"this model has no Jacobian: {mod.N_PARAMS:,} param elements, more "
+                             f"than the {mod.JACOBIAN_MAX_PARAMS:,} it is generated for",
+                             hint="use the gradient")
         with self._at(values) as (params, inputs), np.errstate(all="ignore"):
             return np.array(getattr(mod, name)(params, inputs))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -325,17 +326,48 @@ def _at_cap(module, params, train, result: FitResult, evaluations) -> Convergenc
                        rel)
 
 
-def choose_optimizer(cfg: TrainConfig, module, params: dict[str, np.ndarray]) -> TrainConfig:
+def choose_optimizer(cfg: TrainConfig, module, params: dict[str, np.ndarray],
+                     rows: Callable[[], dict[str, np.ndarray]] | None = None) -> TrainConfig:
     """The optimizer of a `train` block that names none (LANGUAGE.md section 2.8): lm for a
-    least-squares objective of at most MAX_SOLVER_PARAMS param elements, lbfgs for any other
-    objective of that size, gd(lr = 0.01) for bigger models."""
+    least-squares objective of at most MAX_SOLVER_PARAMS param elements (and, given the
+    training `rows`, at least as many residuals), lbfgs for any other objective of that size,
+    gd(lr = 0.01) for bigger models."""
     if cfg.optimizer is not None:
         return cfg
     if count_params(params) > MAX_SOLVER_PARAMS:
         name = "gd"
+    elif is_least_squares(module) and (rows is None or not unfit_solver("lm", module, params, rows())):
+        name = "lm"
     else:
-        name = "lm" if is_least_squares(module) else "lbfgs"
+        name = "lbfgs"
     return replace(cfg, optimizer=make_optimizer(name, [], None))
+
+
+def unfit_solver(name: str, module, params: dict[str, np.ndarray],
+                 train: dict[str, np.ndarray]) -> tuple[str, str] | None:
+    """Why the solver `name` cannot fit this model on the rows `train`, and a hint; None when it
+    can. Said before the fit in the model's words, not as scipy's error from inside it."""
+    if name == "newton" and not hasattr(module, "hessian"):
+        return (f"`newton` needs the exact Hessian, and this model has none: "
+                f"{module.HESSIAN_SKIPPED}", "use lbfgs")
+    if name != "lm":
+        return None
+    if not is_least_squares(module):
+        return (f"`lm` fits a sum or mean of squares, and the objective `{module.OBJECTIVE}` is "
+                "not one", "use lbfgs or newton, or write the objective as `sum(r^2)` or "
+                "`mean((f - y)^2)`")
+    if not hasattr(module, "jacobian"):
+        return (f"`lm` needs the Jacobian, which is generated for at most "
+                f"{module.JACOBIAN_MAX_PARAMS:,} param elements; this model has "
+                f"{module.N_PARAMS:,}", "use lbfgs, or adam for a model this size")
+    bounded = any(np.isfinite(lo) or np.isfinite(hi) for lo, hi in module.BOUNDS.values())
+    if not bounded:  # MINPACK's lm needs M >= N; least_squares' trf (bounds) does not
+        with np.errstate(all="ignore"):
+            m = int(np.size(module.residuals(params, train)))
+        if m < module.N_PARAMS:
+            return (f"`lm` needs at least as many residuals as param elements: {m:,} "
+                    f"residuals, {module.N_PARAMS:,} param elements", "use lbfgs, or more rows")
+    return None
 
 
 MAX_SOLVER_PARAMS = 1000

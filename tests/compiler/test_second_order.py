@@ -273,6 +273,23 @@ def test_hessian_limit(tmp_path):
     assert m.jacobian({"x": np.ones((2, 40)), "y": np.ones(2)}).shape == (2, 1040)
 
 
+def test_jacobian_limit(tmp_path):
+    """Past JACOBIAN_MAX_PARAMS a least-squares module has residuals but no jacobian, and
+    Model.jacobian says why; at the limit it has both."""
+    text = ("input x[N, 100]\ninput y[N]\nparam W[100, %d] ~ normal(0, 1)\n"
+            "loss = mean((sum(x @ W, axis = 1) - y)^2)\nminimize loss\n")
+    at = load_model(tmp_path, text % 100, name="at")
+    assert at.module.N_PARAMS == at.module.JACOBIAN_MAX_PARAMS == 10_000
+    assert hasattr(at.module, "jacobian") and hasattr(at.module, "residuals")
+    past = load_model(tmp_path, text % 101, name="past")
+    assert past.module.N_PARAMS == 10_100
+    assert hasattr(past.module, "residuals") and not hasattr(past.module, "jacobian")
+    with pytest.raises(DslError) as info:
+        past.jacobian({"x": np.ones((2, 100)), "y": np.ones(2)})
+    assert info.value.message == ("this model has no Jacobian: 10,100 param elements, more than "
+                                  "the 10,000 it is generated for")
+
+
 def test_hessian_of_a_deep_nest_is_left_out_in_bounded_time(tmp_path):
     """A second derivative of 30 nested sigmoids (one inner node) is too large to generate."""
     nest = "sigmoid(" * 60 + "x * w" + ")" * 60
@@ -454,7 +471,7 @@ def test_the_module_docstring_names_what_the_solvers_read(tmp_path):
     m = load_model(tmp_path, "input x[N]\ninput y[N]\nparam k = 1 in [0, inf)\n"
                              "loss = mean((k * x - y)^2)\nminimize loss\n")
     for name in ("N_PARAMS", "BOUNDS", "LEAST_SQUARES", "LEAST_SQUARES_FACTOR", "SIGMA_WEIGHTED",
-                 "HESSIAN_MAX_PARAMS", "HESSIAN_SKIPPED"):
+                 "JACOBIAN_MAX_PARAMS", "HESSIAN_MAX_PARAMS", "HESSIAN_SKIPPED"):
         assert name in m.module.__doc__ and hasattr(m.module, name), name
     assert (m.module.N_PARAMS, m.module.BOUNDS, m.module.LEAST_SQUARES) == (1, {"k": (0.0, np.inf)},
                                                                             "mean")

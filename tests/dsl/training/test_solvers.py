@@ -117,6 +117,50 @@ def test_the_default_optimizer_follows_the_objective_and_the_size(tmp_path):
     assert choose_optimizer(big.checked.train, big.module, big.params).optimizer.name == "gd"
 
 
+WIDE = """\
+# a least-squares fit with more param elements (4) than rows (3)
+data "wide.csv"
+input x[N] <- x
+input y[N] <- y
+param w[4] = 0.5
+loss = sum((w[0] + w[1] * x + w[2] * x^2 + w[3] * x^3 - y)^2)
+minimize loss
+"""
+
+
+def test_the_default_optimizer_is_lbfgs_where_lm_has_fewer_residuals_than_params(tmp_path):
+    (tmp_path / "wide.csv").write_text("x,y\n0,1\n1,2\n2,5\n")
+    model = dsl.load(str(write(tmp_path, WIDE)))
+    assert model.fit_config().optimizer.name == "lbfgs"
+    assert choose_optimizer(model.checked.train, model.module, model.params).optimizer.name == "lm"
+    model.fit()
+    assert model.last_fit.convergence.converged
+
+
+@pytest.mark.parametrize("model, optimizer, message", [
+    (WIDE, "lm", "`lm` needs at least as many residuals as param elements: 3 residuals, 4 param "
+                 "elements"),
+    (NLL, "lm", "`lm` fits a sum or mean of squares, and the objective `nll` is not one"),
+    (NLL.replace("param log_rate = 0", "param w[1001] = 0").replace("log_rate", "sum(w)"),
+     "newton", "`newton` needs the exact Hessian, and this model has none: 1,001 param "
+               "elements: the Hessian is generated for at most 1,000"),
+])
+def test_a_solver_that_cannot_fit_the_model_is_refused_where_it_is_named(
+        tmp_path, capsys, model, optimizer, message):
+    """Before any fit, with the `optimizer` line's span (or the flag), never scipy's error."""
+    (tmp_path / "wide.csv").write_text("x,y\n0,1\n1,2\n2,5\n")
+    (tmp_path / "counts.csv").write_text("n\n3\n5\n4\n")
+    plain = write(tmp_path, model)
+    code, out, err = run(["run", plain, "--optimizer", optimizer, "--out", tmp_path / "a"], capsys)
+    assert (code, out) == (2, "") and f"error: --optimizer {optimizer}: {message}" in err
+    assert "internal error" not in err and "Traceback" not in err
+    named = write(tmp_path, model + f"train {{\n    optimizer {optimizer}()\n}}\n", "named.model")
+    code, out, err = run(["run", named, "--out", tmp_path / "b"], capsys)
+    line = model.count("\n") + 2
+    assert (code, out) == (1, "") and f"named.model:{line}:5: error: {message}" in err
+    assert "hint: use lbfgs" in err and "internal error" not in err
+
+
 def run(argv, capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()

@@ -10,6 +10,7 @@ LEAST_SQUARES         "sum" or "mean" when the objective is a sum or mean of squ
 LEAST_SQUARES_FACTOR  the positive number in front (1.0 unless the model writes one)
 SIGMA_WEIGHTED        True when the residuals are divided by data-only values (given sigmas: a
                       chi-square, whose covariance is (JᵀJ)⁻¹, curve_fit's absolute_sigma=True)
+JACOBIAN_MAX_PARAMS   the most param elements for which `jacobian` is generated
 HESSIAN_MAX_PARAMS    the most param elements for which `hessian` is generated
 HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
 
@@ -28,6 +29,7 @@ BOUNDS = {"g": (-np.inf, np.inf), "d_cm": (-np.inf, np.inf)}
 LEAST_SQUARES = 'mean'
 LEAST_SQUARES_FACTOR = 1.0
 SIGMA_WEIGHTED = True
+JACOBIAN_MAX_PARAMS = 10000
 HESSIAN_MAX_PARAMS = 1000
 HESSIAN_SKIPPED = None
 v_pi = 3.141592653589793  # const pi = 3.141592653589793
