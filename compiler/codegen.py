@@ -290,10 +290,10 @@ def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]], 
         temps = list(islice(temp_symbols(prefix, start), count)) if count else []
         if order == _name_order(temps):  # `_d9` sorts after `_d10`: printed in another order
             refs = (*symbols, *temps)
-            tokens = [_token(x) for x in refs]
-            printed = [Printed(code.format(*tokens), tuple(refs[i] for i in uses),
-                               tuple(tokens[i] for i in uses), tuple(refs[i].name for i in values),
-                               bare)
+            tokens = [*map(_token, refs)]
+            ref, token, name = refs.__getitem__, tokens.__getitem__, [x.name for x in refs].__getitem__
+            printed = [Printed(code.format(*tokens), tuple(map(ref, uses)), tuple(map(token, uses)),
+                               tuple(map(name, values)), bare)
                        for code, uses, values, bare in template]
             return list(zip(temps, printed)), printed[count:]
     replacements, reduced = sp.cse(exprs(), symbols=temp_symbols(prefix, start))
@@ -385,7 +385,7 @@ class ModuleWriter:
                 body.emit(sym.name, e.code, node, reads=e.reads)
             code = printed.code
             views = printed.reads if printed.bare else ()
-            have = broadcast(*(self.g.nodes[s.name].shape for s in node.expr.free_symbols))
+            have = broadcast(*(self.g.nodes[i].shape for i in node.inputs))
             if have != tuple(node.shape):  # sympy cancelled the operands of full shape (`V - V`
                 # is 0): the value must still have its declared shape for `@`, axes, transpose
                 code = body.broadcast(code, have, node.shape)
@@ -443,7 +443,7 @@ class ModuleWriter:
         key = (body.prefix, node.name, G, tuple(local.input for local in locals_), gshape != ())
         known = self._pushed.get(key)
         if known is None:
-            shapes = {s.name: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
+            shapes = {i: self.g.nodes[i].shape for i in node.inputs}
             shapes[node.name] = node.shape
             known = self._pushed[key] = {}, shapes, shape_of(  # shaped by G and the node
                 (G, node.expr), (symbol(node.name), *(symbol(local.input) for local in locals_)))
@@ -498,15 +498,15 @@ class ModuleWriter:
             rule = structural.rule(node.op).scalar_map(node) or rule
         gcode = _token(G)
         fields = _fields(rule.numpy)
-        used = {"G": G.free_symbols, "y": {symbol(node.name)}}
-        used.update((key, {symbol(inp)}) for key, inp in zip("ab", node.inputs))
-        symbols = set().union(*(used[f] for f in fields if f in used))
-        reads.update(s.name for s in symbols if not isinstance(s, (Adjoint, Temp)) and s != LR_SEED)
+        # G is an adjoint's (or temporary's) symbol, or the seed: 1 or lr
+        own = [gcode] if G.is_Symbol else []
+        values = {n for f, n in (("y", node.name), *zip("ab", node.inputs)) if f in fields}
+        reads.update(values)
         views = ()
         if rule.needs_full_g and gshape != node.shape:
             gcode = body.broadcast(gcode, gshape, node.shape)
         elif rule.view:
-            views = [_token(s) for s in G.free_symbols]
+            views = own
         names = {"G": gcode, "y": value_name(node.name), "k": str(node.axis)}
         for key, inp in zip("ab", node.inputs):
             names[key] = value_name(inp)
@@ -520,8 +520,8 @@ class ModuleWriter:
         shape = rule.shape(self.g, node, local.index)
         same = G if rule.numpy == "{G}" and isinstance(G, Adjoint) else None
         self._accumulate(body, node, local.input, code, shape, adjoint,
-                         tuple(_token(s) for s in symbols), views, same, local=local, G=G,
-                         gshape=gshape)
+                         (*(own if "G" in fields else ()), *map(value_name, values)), views, same,
+                         local=local, G=G, gshape=gshape)
 
     def _accumulate(self, body, node, target, code, shape, adjoint, reads, views=(), same=None,
                     **contribution) -> None:
@@ -810,8 +810,7 @@ def render(stmts: list[Stmt], keep: set[str], bound=()) -> list[str]:
         pad = "    " if guard else ""
         if st.origin is not None and (st.origin[0], st.note) != group:
             group = (st.origin[0], st.note)
-            line, source = st.origin
-            lines.append(pad + _one_line(f"# line {line}: {st.note}{' '.join(source.split())}"))
+            lines.append(pad + _comment(*st.origin, st.note))
         lines.append(f"{pad}{st.target} {st.op} {st.code}")
         if dead and guard:
             later += [v for v in dead if v not in inner]
@@ -821,9 +820,16 @@ def render(stmts: list[Stmt], keep: set[str], bound=()) -> list[str]:
     return lines
 
 
+@lru_cache(maxsize=1 << 16)  # every function comments the same statements
+def _comment(line: int, source: str, note: str) -> str:
+    return _one_line(f"# line {line}: {note}{' '.join(source.split())}")
+
+
 def _loses_count(have: Shape, full: Shape, want: Shape) -> bool:
     """Would summing a contribution of static shape `have`, standing for its broadcast to
     `full`, down to `want` skip an axis that `full` has and neither `have` nor `want` has?"""
+    if tuple(have) == tuple(full):  # nearly always: nothing was broadcast
+        return False
     n = len(full)
     have = (1,) * (n - len(have)) + tuple(have)
     want = (1,) * (n - len(want)) + tuple(want)
@@ -833,6 +839,8 @@ def _loses_count(have: Shape, full: Shape, want: Shape) -> bool:
 def _reduce_to(code: str, have: Shape, want: Shape) -> tuple[str, Shape]:
     """Sum a contribution of static shape `have` over the axes numpy broadcast it along, so
     that it broadcasts to `want` again (leading axes, and axes where `want` has 1)."""
+    if tuple(have) == tuple(want):  # nearly always: nothing to sum
+        return code, tuple(have)
     lead, ones = summed_axes(have, want)
     if lead:
         code = f"{_paren_expr(code)}.sum(axis={lead if len(lead) > 1 else lead[0]})"

@@ -229,7 +229,7 @@ class SecondOrderWriter(ModuleWriter):
         return lambda dims: _paren(body.count_code(dims))
 
     def _value_shapes(self, node: Node) -> dict[sp.Symbol, Shape]:
-        shapes = {s: self.g.nodes[s.name].shape for s in node.expr.free_symbols}
+        shapes = {symbol(i): self.g.nodes[i].shape for i in node.inputs}
         shapes[symbol(node.name)] = node.shape
         return shapes
 

@@ -80,3 +80,19 @@ def test_memo_changes_no_byte_of_the_module(tmp_path, monkeypatch, name):
     assert [(n.name, n.inputs, sp.srepr(n.expr)) for n in compiled.graph.nodes.values()] == \
         [(n.name, n.inputs, sp.srepr(n.expr)) for n in graph.nodes.values()]
     assert compiled.graph.rewrites == graph.rewrites
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_an_elementwise_nodes_inputs_are_what_its_expression_reads(tmp_path, name):
+    """Lowering takes a memoized form's inputs from the form, and code generation reads a
+    node's `inputs` for the symbols of its expression: both rest on this, after the stable
+    rewrites too."""
+    from compiler.stable import stabilize_graph
+    path = tmp_path / f"{name}.model"
+    path.write_text(MODELS[name])
+    graph = compile_file(str(path), use_cache=False).graph
+    for g in (graph, stabilize_graph(graph)):
+        nodes = [n for n in g.nodes.values() if n.op == "elementwise"]
+        assert nodes
+        for n in nodes:
+            assert n.inputs == tuple(sorted(s.name for s in n.expr.free_symbols)), n.name
