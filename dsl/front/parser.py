@@ -25,6 +25,8 @@ from typing import Callable
 import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.parsers.lalr_analysis import Shift
+from lark.parsers.lalr_interactive_parser import InteractiveParser
 from lark.grammar import Rule
 from lark.lexer import BasicLexer, ContextualLexer, PatternStr, TerminalDef, UnlessCallback
 
@@ -161,7 +163,19 @@ class _StateLexer(BasicLexer):
 
 
 class _ContextualLexer(ContextualLexer):
+    """Lark's contextual lexer with `_StateLexer`s, reading the parser's state off its stack."""
+
     BasicLexer = _StateLexer
+
+    def lex(self, lexer_state, parser_state):
+        lexers, stack = self.lexers, parser_state.state_stack
+        try:
+            while True:
+                yield lexers[stack[-1]].next_token(lexer_state, parser_state)
+        except EOFError:
+            return
+        except UnexpectedCharacters:  # Lark's own, from the same place, says what it found there
+            yield from super().lex(lexer_state, parser_state)
 
 
 _PLUGINS = {"ContextualLexer": _ContextualLexer}
@@ -214,9 +228,7 @@ def parse(text: str, file: str, builder: object):
     source = text if text.endswith("\n") else text + "\n"
     mistakes: list[DslSyntaxError] = []
     try:
-        interactive = _lark().parse_interactive(source)
-        interactive.parser_state.parse_conf.callbacks = _callbacks(builder, file, mistakes)
-        root = interactive.resume_parse()
+        root = _run(_lark().parse_interactive(source), _callbacks(builder, file, mistakes))
     except UnexpectedInput as e:
         raise _syntax_error(e, source, file) from None
     if root.height > MAX_DEPTH:  # rare: find the node to point at in Lark's own tree
@@ -224,6 +236,49 @@ def parse(text: str, file: str, builder: object):
     if mistakes:
         raise mistakes[0]
     return root.value
+
+
+def _run(interactive: InteractiveParser, callbacks: dict[Rule, Callable]) -> _Reduced:
+    """Lark's LALR loop (`ParserState.feed_token`) with its work per token inline (issue 15: its
+    method calls per token were a fifth of a parse), on Lark's own table, stacks and lexer; a
+    rule that passes its one child through (`?sum: product`) only moves the state. Where the
+    table has no action, and at the end of the text, Lark's `feed_token` takes over: the same
+    errors, from the same state."""
+    state = interactive.parser_state
+    state.parse_conf.callbacks = callbacks
+    states = state.parse_conf.states
+    stack, values = state.state_stack, state.value_stack
+    rules = {id(rule): (len(rule.expansion), rule.origin.name, callback,
+                        callback is _SAME) for rule, callback in callbacks.items()}
+    token = None
+    try:
+        for token in interactive.lexer_thread.lex(state):
+            kind = token.type
+            while True:
+                actions = states[stack[-1]]
+                if kind not in actions:
+                    state.feed_token(token)  # raises UnexpectedToken
+                action, arg = actions[kind]
+                if action is Shift:
+                    stack.append(arg)
+                    values.append(token)
+                    break
+                size, origin, callback, same = rules[id(arg)]
+                if same:
+                    del stack[-1]
+                elif size:
+                    value = callback(values[-size:])
+                    del stack[-size:]
+                    del values[-size:]
+                    values.append(value)
+                else:
+                    values.append(callback([]))
+                stack.append(states[stack[-1]][origin][1])
+        end = Token.new_borrow_pos("$END", "", token) if token else Token("$END", "", 0, 1, 1)
+        return state.feed_token(end, True)
+    except UnexpectedInput as e:  # as Lark's loop: what the parser accepted here, for the hint
+        e.interactive_parser = InteractiveParser(interactive.parser, state, state.lexer)
+        raise
 
 
 class _Reduced:
@@ -247,11 +302,11 @@ _TOKEN, _VALUE, _SPLICE = range(3)
 
 
 @lru_cache(maxsize=1)
-def _rules() -> tuple[tuple[Rule, tuple, int], ...]:
+def _rules(parser: Lark) -> tuple[tuple[Rule, tuple, int], ...]:
     """Each rule that the parse table reduces (the very objects, so that a callback is found by
     identity), with its children as Lark's ChildFilter keeps them: (index in the expansion,
     kind, Nones before it) for each kept symbol, and the Nones after the last one."""
-    states = _lark().parse_interactive("").parser_state.parse_conf.states
+    states = parser.parse_interactive("").parser_state.parse_conf.states
     rules = {arg for actions in states.values() for action, arg in actions.values()
              if isinstance(arg, Rule)}
     result = []
@@ -274,11 +329,11 @@ def _rules() -> tuple[tuple[Rule, tuple, int], ...]:
 def _callbacks(builder: object, file: str, mistakes: list) -> dict[Rule, Callable]:
     """The LALR parser's callback for each rule, building with `builder` (see `parse`)."""
     callbacks = {}
-    for rule, kept, trailing in _rules():
+    for rule, kept, trailing in _rules(_lark()):
         name = rule.alias or rule.origin.name
         if rule.options.expand1 and not rule.alias and len(rule.expansion) == 1:
             # `?sum: product`: the child itself, covering as much; `?dim: INT`: the token
-            callbacks[rule] = _token if rule.expansion[0].is_term else itemgetter(0)
+            callbacks[rule] = _token if rule.expansion[0].is_term else _SAME
         elif name.startswith("_"):
             callbacks[rule] = _inliner(kept, trailing)
         else:  # a `?rule` left with one child needs no method (`?atom: "(" expr ")"`)
@@ -286,6 +341,9 @@ def _callbacks(builder: object, file: str, mistakes: list) -> dict[Rule, Callabl
             method = getattr(builder, name, None) if expand1 else getattr(builder, name)
             callbacks[rule] = _reducer(kept, trailing, method, file, mistakes, expand1)
     return callbacks
+
+
+_SAME = itemgetter(0)
 
 
 def _children(s: list, kept: tuple, trailing: int) -> tuple[list, int]:
