@@ -275,6 +275,7 @@ class Printed(NamedTuple):
 # the values among them; and the order of the temporaries' names it was printed with.
 _PRINTED: dict[tuple, tuple] = {}
 _READS_DT = re.compile(r"\bdt\b")
+_COMPARES: dict[tuple, bool] = {}  # shape of an expression -> does it hold a comparison
 
 
 def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]], steps=False,
@@ -321,14 +322,17 @@ def _printed(e: sp.Expr) -> Printed:
 
 
 def _name_order(temps: list[Temp]) -> tuple[int, ...]:
+    if len(temps) < 2:  # most pushes make one temporary, or none
+        return tuple(range(len(temps)))
     return tuple(sorted(range(len(temps)), key=lambda k: temps[k].name))
 
 
 def _token(x: sp.Symbol) -> str:
     """A symbol as the printer writes it."""
     token = _TOKENS.get(x)
-    if token is None:
-        token = _TOKENS[x] = _PRINTER._print(x)  # a symbol: no need of doprint's whole work
+    if token is None:  # one of ours straight to its method: no need of the printer's dispatch
+        method = _SPELLINGS.get(type(x))
+        token = _TOKENS[x] = method(_PRINTER, x) if method else _PRINTER._print(x)
     return token
 
 
@@ -336,6 +340,8 @@ _TOKENS: dict[sp.Symbol, str] = {}
 
 
 _PRINTER = NumpyCode()
+_SPELLINGS = {sp.Symbol: NumpyCode._print_Symbol, Adjoint: NumpyCode._print_Adjoint,
+              Temp: NumpyCode._print_Temp}
 
 
 def print_expr(expr: sp.Expr) -> str:
@@ -377,10 +383,13 @@ class ModuleWriter:
     def _forward_statements(self, body: _Body, node: Node) -> None:
         name = value_name(node.name)
         if node.op == "elementwise":
-            body.uses_dtype |= node.expr.has(ComparisonBase)  # a comparison is cast to `dt`
+            shaped = shape_of((node.expr,))
+            compares = _COMPARES.get(shaped[0])  # sympy's `has` is slow: once per shape
+            if compares is None:
+                compares = _COMPARES[shaped[0]] = node.expr.has(ComparisonBase)
+            body.uses_dtype |= compares  # a comparison is cast to `dt`
             written = {symbol(n): k for k, n in enumerate(node.written)}
-            replacements, (printed,) = body.cse(lambda: [node.expr], shape_of((node.expr,)),
-                                                written=written)
+            replacements, (printed,) = body.cse(lambda: [node.expr], shaped, written=written)
             for sym, e in replacements:
                 body.emit(sym.name, e.code, node, reads=e.reads)
             code = printed.code

@@ -6,7 +6,8 @@ depend on the names only through their order: it sorts symbols by class, then by
 nothing else it does reads a name. So an answer found for one expression holds for every
 expression of the same `shape`: the same tree, with its symbols in the same places, of the same
 classes and assumptions, and in the same order when sorted. The shape (`shape_of`) is a plain tuple, built
-without making any sympy object, so a hit costs a walk of the tree and a dict lookup.
+without making any sympy object, so a hit costs a dict lookup (and a walk of the tree, the first
+time an expression is asked about).
 """
 from __future__ import annotations
 
@@ -17,40 +18,70 @@ import sympy as sp
 
 def shape_of(exprs, extra: tuple[sp.Symbol, ...] = ()) -> tuple[tuple, list[sp.Symbol]]:
     """The shape of `exprs` (and of the `extra` symbols after them), and their symbols in the
-    order the shape numbers them (first appearance)."""
+    order the shape numbers them (first appearance). Each expression's tree numbers its own
+    symbols, and is paired with where they come among all of them."""
     slots: dict[sp.Symbol, int] = {}
 
-    def walk(e):
-        if e.is_Symbol:
-            i = slots.get(e)
-            if i is None:
-                i = slots[e] = len(slots)
-            return i
-        args = e.args
-        if not args:
-            return (type(e), e)  # a number or a constant
-        return (e.func, *map(walk, args))
+    def slot(s: sp.Symbol) -> int:
+        i = slots.get(s)
+        if i is None:
+            i = slots[s] = len(slots)
+        return i
 
-    tree = tuple(map(walk, exprs))
-    for s in extra:
-        walk(s)
+    trees = []
+    for e in exprs:
+        tree, own = _tree(e)
+        trees.append((tree, tuple(map(slot, own))))
+    at = tuple(map(slot, extra))
     symbols = list(slots)
     known = list(map(_known, symbols))
-    order = tuple(sorted(range(len(known)), key=lambda i: known[i][0]))
-    return (tree, tuple(slots[s] for s in extra), order, tuple(k[1] for k in known)), symbols
+    order = tuple(sorted(range(len(known)), key=lambda i: known[i][1]))
+    return (tuple(trees), at, order, tuple(k[2] for k in known)), symbols
 
 
-_SYMBOLS: dict[sp.Symbol, tuple] = {}
+_TREES: dict[int, tuple] = {}  # id of an expression -> it, its tree and its symbols
+_MAX_TREES = 1 << 16
+
+
+def _tree(e: sp.Expr) -> tuple[object, tuple[sp.Symbol, ...]]:
+    """An expression's tree, its symbols numbered by first appearance, and those symbols: worked
+    out once per expression object (a node's is asked for by each function and pass)."""
+    if e.is_Symbol:
+        return 0, (e,)
+    known = _TREES.get(id(e))
+    if known is not None and known[0] is e:
+        return known[1], known[2]
+    own: dict[sp.Symbol, int] = {}
+
+    def walk(x):
+        if x.is_Symbol:
+            i = own.get(x)
+            if i is None:
+                i = own[x] = len(own)
+            return i
+        args = x.args
+        if not args:
+            return (type(x), x)  # a number or a constant
+        return (x.func, *map(walk, args))
+
+    tree = walk(e)
+    if len(_TREES) >= _MAX_TREES:  # it holds the expressions: bounded
+        _TREES.clear()
+    _TREES[id(e)] = e, tree, tuple(own)
+    return tree, tuple(own)
+
+
+_SYMBOLS: dict[int, tuple] = {}  # id of a symbol -> it, and what `_known` says of it
 
 
 def _known(s: sp.Symbol) -> tuple:
     """What a shape reads of a symbol, asked of sympy once per symbol: what orders it as
     sympy's `sort_key` does (class, then name; a Dummy, never ours but possible, by its own),
-    and its class and assumptions."""
-    known = _SYMBOLS.get(s)
-    if known is None:
+    and its class and assumptions. Looked up by identity: sympy's hash is a Python call."""
+    known = _SYMBOLS.get(id(s))
+    if known is None or known[0] is not s:
         order = s.sort_key() if isinstance(s, sp.Dummy) else (s.class_key(), (1, (s.name,)))
-        known = _SYMBOLS[s] = order, (type(s), tuple(sorted(s.assumptions0.items())))
+        known = _SYMBOLS[id(s)] = s, order, (type(s), tuple(sorted(s.assumptions0.items())))
     return known
 
 

@@ -32,6 +32,21 @@ def test_the_same_neuron_under_other_names_has_one_shape():
     assert shape_of((sigmoid(w5 * z4),), (sp.Symbol("z5"),))[0] != one  # other assumptions
 
 
+def test_a_shape_is_the_same_walked_or_remembered(monkeypatch):
+    """shape_of remembers each expression's tree (by identity, a bounded table): the shapes are
+    those of a fresh walk, with the table empty or too small to keep anything."""
+    from compiler import memo
+    w, z, y, g = (symbol(n) for n in ("w5", "z4", "z5", "g"))
+    e = sigmoid(w * z)
+    calls = [((e,), (y,)), ((g, e), (y, w, z)), ((e, g * e), ()), ((g, 2 * g + y), (w,))]
+    warm = [shape_of(*c) for c in calls] + [shape_of(*c) for c in calls]
+    for size in (1 << 16, 1):
+        monkeypatch.setattr(memo, "_TREES", {})
+        monkeypatch.setattr(memo, "_MAX_TREES", size)
+        assert [shape_of(*c) for c in calls] * 2 == warm
+    assert warm[0][0] != warm[1][0] and warm[1][1] == [g, w, z, y]
+
+
 MODELS = {"chain": synthetic.chain(14), "mlp": synthetic.mlp(12),
           # one form twice, its names sorted otherwise: sympy makes tanh(x - w) -tanh(w - x)
           "order": "input x\ninput y\nparam w = 0.5\np = tanh(x - w)\nq = tanh(p - y)\n"
@@ -41,8 +56,9 @@ MODELS.update({p.stem: p.read_text() for p in sorted((ROOT / "examples").glob("*
 
 def forget(monkeypatch) -> None:
     """Empty every memo table, for this test only."""
-    for module, table in ((derive, "_FACTORS"), (codegen, "_PRINTED"), (second_order, "_COEFS"),
-                          (second_order, "_SECOND"), (second_order, "_CHARGES"), (lower, "_FORMS")):
+    for module, table in ((derive, "_FACTORS"), (codegen, "_PRINTED"), (codegen, "_COMPARES"),
+                          (second_order, "_COEFS"), (second_order, "_SECOND"),
+                          (second_order, "_CHARGES"), (lower, "_FORMS")):
         monkeypatch.setattr(module, table, {})
 
 
