@@ -28,7 +28,7 @@ import sympy as sp
 from sympy.core.traversal import iterargs
 from sympy.printing.numpy import NumPyPrinter
 
-from compiler.derive import backward_plan
+from compiler.derive import backward_plan, needs_gradient
 from compiler.deps import ancestors
 from compiler import ops, structural
 from compiler.functions import ComparisonBase, OpPrinter, print_condition
@@ -54,25 +54,33 @@ so a param given as a Python float is updated too."""
 # compiled once: two copies of them were half of a module.
 LR_SEED = sp.Symbol("lr", positive=True)
 
-LOSS_AND_GRAD_DOC = ("The objective and its gradient for every param, times `lr`; the gradient "
-                     "alone unless `with_loss`.")
+LOSS_AND_GRAD_DOC = ("The objective and its gradient for every param (and input if "
+                     "`with_inputs`, which needs `with_loss`), times `lr`; the gradient alone "
+                     "unless `with_loss`.")
 
 # The public functions over it, one line each.
 LOSS_AND_GRAD = '''def loss_and_grad(params, inputs):
     """The objective and its gradient for every param."""
-    return _loss_and_grad(params, inputs, 1.0, True)
+    return _loss_and_grad(params, inputs, 1.0, True, False)
 '''
 
 GRAD = '''def grad(params, inputs, lr=1.0):
     """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
-    return _loss_and_grad(params, inputs, lr, False)
+    return _loss_and_grad(params, inputs, lr, False, False)
+'''
+
+# For `dsl eval`: every value from `forward` (the pass releases them as it goes), the gradients
+# from the pass, with the inputs' too.
+GRADIENTS = '''def gradients(params, inputs):
+    """Every value, and the gradient for every param and input."""
+    return forward(params, inputs), _loss_and_grad(params, inputs, 1.0, True, True)[1]
 '''
 
 # The training step calls the pass itself, one call fewer than through `grad`: `-=` updates an
 # array param in place and rebinds a Python float, and either way the result is written back.
 SGD_STEP = '''def sgd_step(params, inputs, lr):
     """One step of gradient descent, in place: each param less lr times its gradient."""
-    for name, step in _loss_and_grad(params, inputs, lr, False).items():
+    for name, step in _loss_and_grad(params, inputs, lr, False, False).items():
         params[name] -= step
 '''
 
@@ -410,37 +418,59 @@ class ModuleWriter:
 
     # ---- backward --------------------------------------------------------------------------
 
-    def backward(self, body: _Body, wrt: list[str], scaled: bool
+    def backward(self, body: _Body, wrt: list[str], scaled: bool, guarded=()
                  ) -> tuple[set[str], dict[str, Shape]]:
         """Push adjoints from the objective (seeded with 1, or with `lr` when `scaled`) back to
         `wrt`; returns the nodes whose forward values the backward lines read, and each
         adjoint's static shape (lazy broadcasts). An adjoint that is another one unchanged (the
         adjoint of `X @ W` in `X @ W + b`) gets no line of its own: `self.same` maps it to that
-        adjoint's symbol."""
+        adjoint's symbol. `guarded`: more leaves (the inputs); the pushes that only they need
+        run under `if with_inputs:`, pushed apart from the others (which stay as they are) and
+        before them, and the values they read (all on the way to the objective) are not
+        returned."""
         g = self.g
         adjoint: dict[str, Shape] = {}  # node -> static shape of its adjoint so far
         self.same = {}
         reads: set[str] = set()
+        main = needs_gradient(g, wrt) if guarded else None  # nodes on a path from `wrt`
         seed = g.objective
         seed_value = LR_SEED if scaled else sp.Integer(1)
-        if g.nodes[seed].is_leaf and seed in wrt:  # `minimize p` on a param or input itself
+        if g.nodes[seed].is_leaf and (seed in wrt or seed in guarded):  # `minimize p` on a leaf
             body.emit(grad_name(seed), f"np.full_like({value_name(seed)}, {print_expr(seed_value)})",
                       reads=[value_name(seed)])
-            reads.add(seed)
+            if seed in guarded:
+                body.stmts[-1] = body.stmts[-1]._replace(guard="with_inputs")
+            else:
+                reads.add(seed)
             adjoint[seed] = ()
-        for node, locals_ in backward_plan(g, wrt):
+        for node, locals_ in backward_plan(g, [*wrt, *guarded]):
             if node.name == seed:
                 G, gshape = seed_value, ()
             elif node.name in adjoint:
                 G, gshape = self.adjoint_of(node.name), adjoint[node.name]
             else:
                 continue
-            if node.op == "elementwise":
-                self._push_elementwise(body, node, locals_, G, gshape, adjoint, reads)
-            else:
-                for k, local in enumerate(locals_):
-                    self._push_structural(body, node, local, G, gshape, adjoint, reads)
+            if main is None:
+                self._push(body, node, locals_, G, gshape, adjoint, reads)
+                continue
+            ours = node.name in main  # the inputs' pushes first: what they read, the others
+            start = len(body.stmts)  # mostly read after them, so that nothing lives longer
+            self._push(body, node, [lc for lc in locals_ if not ours or lc.input not in main],
+                       G, gshape, adjoint, set())
+            body.stmts[start:] = [st._replace(guard="with_inputs") for st in body.stmts[start:]]
+            self._push(body, node, [lc for lc in locals_ if ours and lc.input in main], G,
+                       gshape, adjoint, reads)
         return reads, adjoint
+
+    def _push(self, body, node, locals_, G, gshape, adjoint, reads) -> None:
+        """The node's adjoint `G` pushed to the inputs of `locals_`."""
+        if not locals_:
+            return
+        if node.op == "elementwise":
+            self._push_elementwise(body, node, locals_, G, gshape, adjoint, reads)
+        else:
+            for local in locals_:
+                self._push_structural(body, node, local, G, gshape, adjoint, reads)
 
     def adjoint_of(self, node: str) -> sp.Symbol:
         """The symbol that holds a node's adjoint: its own, or the one it is equal to."""
@@ -558,7 +588,7 @@ class ModuleWriter:
 
     def function(self, name: str, args: str, wrt: list[str], returns: list, keep_values=(),
                  scaled: bool = False, doc: str = "", predicted: bool = False,
-                 with_loss: bool = False) -> str:
+                 with_loss: bool = False, with_inputs: bool = False) -> str:
         """One function: the params and inputs it reads, the forward statements its results
         need, the backward pass to `wrt` (seeded with `lr` when `scaled`), each value released
         after its last use. `returns`: what it returns, in order: a node's name (its value),
@@ -567,13 +597,18 @@ class ModuleWriter:
         `with_loss`: `returns` is the objective and the gradients, and the function returns
         both when its argument `with_loss` is true, else the gradients alone; the objective's
         lines that no gradient needs run under `if with_loss:`, after the other forward lines:
-        one function serves `loss_and_grad`, `grad` and `sgd_step`, at no cost to the step."""
+        one function serves `loss_and_grad`, `grad` and `sgd_step`, at no cost to the step.
+        `with_inputs` (with `with_loss`): the gradients for the inputs too, when the argument
+        `with_inputs` is true (it needs `with_loss`: they read the objective's values), from
+        the pushes that only they need, under `if with_inputs:` (`gradients`)."""
         g = self.g
-        key = (tuple(wrt), scaled)
+        guarded = list(g.inputs) if with_inputs else []
+        key = (tuple(wrt), scaled, with_inputs)
         if key not in self._backward:
             back = _Body(g, BACKWARD_TEMPS)
-            reads, adjoint = self.backward(back, wrt, scaled) if wrt else (set(), {})
-            self._backward[key] = back, reads, adjoint, dict(self.same) if wrt else {}
+            reads, adjoint = (self.backward(back, wrt, scaled, guarded) if wrt or guarded
+                              else (set(), {}))
+            self._backward[key] = back, reads, adjoint, dict(self.same) if wrt or guarded else {}
         back, reads, adjoint, same = self._backward[key]
         needed_values = set(reads) | set(keep_values)
         inputs_of = lambda n: () if predicted and n == g.predict else g.reads(n)
@@ -593,7 +628,8 @@ class ModuleWriter:
             fwd.stmts[start:] = [st._replace(guard="with_loss") for st in fwd.stmts[start:]]
         tail = _Body(g, FORWARD_TEMPS)
         grads = {}  # leaf -> the variable of its gradient
-        for w in wrt:
+        for w in [*wrt, *guarded]:
+            start = len(tail.stmts)
             have = _token(same[w]) if w in same else grad_name(w)
             if w not in adjoint:
                 tail.uses_dtype = True
@@ -605,14 +641,18 @@ class ModuleWriter:
                           reads=[have], views=[have] if adjoint[w] else ())
                 have = grad_name(w)
             grads[w] = have
+            if w in guarded:
+                tail.stmts[start:] = [st._replace(guard="with_inputs") for st in tail.stmts[start:]]
         # a gradient that is (a view of) a param's array (`a * b` gives g_a = v_b) is copied:
         # an in-place update of one param must not change the gradient of another
         shares = _shares_memory(fwd.stmts + back.stmts + tail.stmts)
         param_values = {value_name(p) for p in g.params}  # once: per gradient it was quadratic
-        for w in wrt:
+        for w in [*wrt, *guarded]:
             if not param_values.isdisjoint(shares.get(grads[w], {grads[w]})):
                 tail.emit(grad_name(w), f"np.array({grads[w]})  # a copy, not a view of a param",
                           reads=[grads[w]])
+                if w in guarded:
+                    tail.stmts[-1] = tail.stmts[-1]._replace(guard="with_inputs")
                 grads[w] = grad_name(w)
         parts = []
         for item in returns:
@@ -624,6 +664,7 @@ class ModuleWriter:
                 parts.append("{" + ", ".join(f'"{n}": {got[n]}' for n in names) + "}")
         returned = {v for item in returns for v in ([value_name(item)] if isinstance(item, str)
                     else (grads[n] if item[0] == "grads" else value_name(n) for n in item[1]))}
+        returned.update(grads[n] for n in guarded)
         head = {}  # variable -> its line
         for n in g.params:
             if n in live:
@@ -631,6 +672,16 @@ class ModuleWriter:
         for n in g.inputs:
             if n in live or n in wrt:
                 head[value_name(n)] = f'inputs["{n}"]'
+        stmts = fwd.stmts + back.stmts + tail.stmts
+        if with_loss:  # the gradients by name, and the inputs' when asked for
+            grads_of = lambda leaves: "{" + ", ".join(f'"{n}": {grads[n]}' for n in leaves) + "}"
+            stmts, late = _moved_late(stmts, returned)
+            stmts.append(Stmt("grads", grads_of(wrt), tuple(grads[n] for n in wrt)))
+            stmts += late
+            if guarded:
+                stmts.append(Stmt("grads", grads_of(guarded), ("grads", *(grads[n] for n in guarded)),
+                                  op="|=", guard="with_inputs"))
+            returned.add("grads")
         if fwd.uses_dtype or back.uses_dtype or tail.uses_dtype:
             source = (g.params or g.inputs)[0]
             kind = "params" if source in g.params else "inputs"
@@ -641,9 +692,9 @@ class ModuleWriter:
             head.setdefault(value_name(owner), f'inputs["{owner}"]')
             head[size_name(d)] = f"{value_name(owner)}.shape[{axis}]"
         lines = [f"{v} = {code}" for v, code in head.items()]
-        lines += render(fwd.stmts + back.stmts + tail.stmts, returned)
+        lines += render(stmts, returned)
         if with_loss:
-            lines += [f"grads = {parts[1]}", f"return ({parts[0]}, grads) if with_loss else grads"]
+            lines.append(f"return ({parts[0]}, grads) if with_loss else grads")
         else:
             lines.append(f"return {', '.join(parts) or 'None'}")
         text = f"def {name}({args}):\n"
@@ -674,15 +725,11 @@ class ModuleWriter:
             funcs.append(self.function("loss", "params, inputs", [], [obj], keep_values=[obj],
                                        doc=f"The objective `{g.objective}`.",
                                        predicted=self.objective_follows_prediction()))
-            funcs.append(self.function("_loss_and_grad", "params, inputs, lr, with_loss",
-                                       params, [obj, pgrads], scaled=True, with_loss=True,
-                                       doc=LOSS_AND_GRAD_DOC))
-            funcs += [LOSS_AND_GRAD, GRAD]
-            leaves = params + g.inputs
-            funcs.append(self.function("gradients", "params, inputs", leaves,
-                                       [values, ("grads", leaves)], keep_values=nodes,
-                                       doc="Every value, and the gradient for every param and input."))
-            funcs.append(SGD_STEP)
+            funcs.append(self.function(
+                "_loss_and_grad", "params, inputs, lr, with_loss, with_inputs", params,
+                [obj, pgrads], scaled=True, with_loss=True, with_inputs=True,
+                doc=LOSS_AND_GRAD_DOC))
+            funcs += [LOSS_AND_GRAD, GRAD, GRADIENTS, SGD_STEP]
         extra_meta, extra_funcs = self.second_order()
         funcs += extra_funcs
         funcs += [self.report_function(r) for r in g.reports]
@@ -768,6 +815,30 @@ def _paren(code: str) -> str:
 
 def _paren_expr(code: str) -> str:
     return code if code.isidentifier() else f"({code})"
+
+
+def _moved_late(stmts: list[Stmt], keep: set[str]) -> tuple[list[Stmt], list[Stmt]]:
+    """The statements less those guarded by `with_inputs` (the inputs' gradients) that can run
+    last, in one block, and those: back from the end, each after which nothing unguarded runs,
+    or that reads only variables that live to the end anyway (`keep`, what the last unguarded
+    statement reads, the params' and inputs' locals, and what guarded statements assign):
+    moved, nothing lives longer for them."""
+    moves = lambda st: st.guard == "with_inputs"
+    final = next((st for st in reversed(stmts) if not moves(st)), None)
+    assigned = ({st.target for st in stmts if not moves(st)} - set(keep)
+                - set(final.reads if final else ()))
+    end = len(stmts)  # the guarded statements from here on are moved
+    last = True  # no unguarded statement after this point
+    for k in range(len(stmts) - 1, -1, -1):
+        st = stmts[k]
+        if not moves(st):
+            last = False
+        elif last or assigned.isdisjoint(st.reads):
+            end = k
+        else:
+            break
+    return ([st for k, st in enumerate(stmts) if k < end or not moves(st)],
+            [st for st in stmts[end:] if moves(st)])
 
 
 def _shares_memory(stmts: list[Stmt]) -> dict[str, set[str]]:

@@ -189,8 +189,8 @@ def test_every_generated_name_belongs_to_one_space():
     own = {"np", "dt", "lr", "params", "inputs", "a", "axis", "keepdims", "m", "out", "e", "res",
            "eye",
            "_sigmoid", "name", "step",  # sgd_step's loop over the gradients
-           "_loss_and_grad", "with_loss", "grads",  # the pass of loss_and_grad, grad, sgd_step
-           "predict",  # called by loss
+           "_loss_and_grad", "with_loss", "with_inputs", "grads",  # the one backward pass
+           "predict", "forward",  # called by loss, residuals, gradients
            "d_res", "N_PARAMS"}
     tangents = re.compile(r"^d(v|g|t\d+|gt\d+)_")  # the Jacobian's and Hessian's
     for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
@@ -223,7 +223,9 @@ def _released_late(src: str) -> list[str]:
     late = []
     for fn in (n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef)):
         body = fn.body[1:]  # after the docstring
-        returned = {n.id for n in ast.walk(body[-1]) if isinstance(n, ast.Name)}
+        returned = {n.id for st in body if isinstance(st, ast.Return) or isinstance(st, ast.Assign)
+                    and isinstance(st.value, ast.Dict) for n in ast.walk(st)
+                    if isinstance(n, ast.Name)}  # and the results gathered in a dict
         head = {t.id for st in body if isinstance(st, ast.Assign) for t in st.targets
                 if isinstance(t, ast.Name) and (t.id == "dt" or t.id.startswith("n_") or (
                     isinstance(st.value, ast.Subscript) and isinstance(st.value.value, ast.Name)
@@ -235,9 +237,8 @@ def _released_late(src: str) -> list[str]:
                 isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)
                 for n in ast.walk(st))]
             rest = body[reads[-1] + 1:] if reads else body
-            if all(isinstance(st, (ast.AugAssign, ast.Return))
-                   or isinstance(st.targets[0], ast.Subscript)
-                   or isinstance(getattr(st, "value", None), ast.Dict)
+            if all(isinstance(st, (ast.AugAssign, ast.Return)) or isinstance(st, ast.Assign) and (
+                    isinstance(st.targets[0], ast.Subscript) or isinstance(st.value, ast.Dict))
                    for st in rest):
                 continue  # nothing is computed after its last use: updates, results, `return`
             after = rest[0]
@@ -339,7 +340,7 @@ def test_sgd_step_is_grads_backward_pass_not_a_copy_of_it():
     generate and to compile."""
     src = _source((ROOT / "examples/boston_mlp.model").read_text())
     step = _function(src, "sgd_step")
-    assert "in _loss_and_grad(params, inputs, lr, False).items():" in step
+    assert "in _loss_and_grad(params, inputs, lr, False, False).items():" in step
     assert "v_" not in step and "g_" not in step
     assert "def grad(params, inputs, lr=1.0):" in src
 
@@ -351,12 +352,14 @@ def test_loss_and_grad_and_grad_share_one_backward_pass(example):
     gradient reads, run under `if with_loss:`. Results as before: the loss, the gradient, and
     the gradient times `lr`."""
     src = _source((ROOT / f"examples/{example}.model").read_text())
-    for fn, call in (("loss_and_grad", "_loss_and_grad(params, inputs, 1.0, True)"),
-                     ("grad", "_loss_and_grad(params, inputs, lr, False)")):
+    for fn, call in (("loss_and_grad", "_loss_and_grad(params, inputs, 1.0, True, False)"),
+                     ("grad", "_loss_and_grad(params, inputs, lr, False, False)"),
+                     ("gradients", "forward(params, inputs), "
+                                   "_loss_and_grad(params, inputs, 1.0, True, True)[1]")):
         body = [ln.strip() for ln in _function(src, fn).splitlines()[3:] if ln.strip()]
         assert body == [f"return {call}"], fn
     shared = _function(src, "_loss_and_grad")
-    assert "def _loss_and_grad(params, inputs, lr, with_loss):" in shared
+    assert "def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):" in shared
     assert "    if with_loss:\n" in shared and "(v_loss, grads) if with_loss else grads" in shared
     mod = load_module(src, f"{example}.model")
     checked = check(parse((ROOT / f"examples/{example}.model").read_text(), "m.model"))
@@ -366,10 +369,52 @@ def test_loss_and_grad_and_grad_share_one_backward_pass(example):
               for k in checked.inputs}
     value, grads = mod.loss_and_grad(params, inputs)
     assert value == mod.loss(params, inputs)
-    assert mod._loss_and_grad(params, inputs, 0.5, False).keys() == grads.keys()
+    assert mod._loss_and_grad(params, inputs, 0.5, False, False).keys() == grads.keys()
+    values, every = mod.gradients(params, inputs)
+    assert values["loss"] == value and list(every) == [*params, *inputs]
+    for name, g in grads.items():
+        np.testing.assert_array_equal(every[name], g)
     for name, g in mod.grad(params, inputs).items():
         np.testing.assert_array_equal(g, grads[name])
         np.testing.assert_allclose(mod.grad(params, inputs, 0.25)[name], 0.25 * g, rtol=1e-12)
+
+
+def test_gradients_shares_the_pass_its_inputs_pushes_run_only_with_inputs():
+    """issue 15: `gradients` repeated the whole pass (a quarter to a third of a module); it is
+    `forward`'s values and the shared pass with `with_inputs`, whose pushes that only the inputs'
+    gradients need run under `if with_inputs:`, before the node's other pushes (which read
+    what they read) or in one block at the end (where nothing lives longer for them); the
+    training step's lines are the same, and every gradient agrees with central differences."""
+    src = _source((ROOT / "examples/boston_mlp.model").read_text())
+    shared = _function(src, "_loss_and_grad")
+    assert ("    gt1_loss = lr / n_N\n    if with_inputs:\n"
+            "        # line 15: ∂ loss = mean((yhat - y)^2)\n"
+            "        g_y = 2*(v_y - v_yhat)*gt1_loss\n    # line 15: ∂ loss = mean((yhat - y)^2)\n"
+            "    g_yhat = 2*(v_yhat - v_y)*gt1_loss\n    del gt1_loss, v_yhat\n" in shared)
+    assert shared.endswith(
+        '    grads = {"W1": g_W1, "b1": g_b1, "W2": g_W2, "b2": g_b2}\n    if with_inputs:\n'
+        "        # line 12: ∂ L1 = X @ W1 + b1\n        g_X = g_L1 @ v_W1.T\n"
+        '        grads |= {"X": g_X, "y": g_y}\n    return (v_loss, grads) if with_loss else grads\n')
+    without = re.sub(r"\n    if with_inputs:\n(        .*\n)+", "\n", shared)
+    assert not re.search(r"\bg_(X|y)\b", without)
+    text = ("input x[N]\ninput y[N]\nparam w = 0.5\nparam c = 0.2\nu = exp(x) * w\n"
+            "s = sigmoid(x)\nyhat = u + c * s\nloss = mean((yhat - y)^2)\nminimize loss\n")
+    mod = load_module(_source(text), "in.model")
+    params = {"w": np.array(0.5), "c": np.array(0.2)}
+    inputs = {"x": np.array([0.3, -1.0, 2.0]), "y": np.array([1.0, 0.5, -0.5])}
+    values, grads = mod.gradients(params, inputs)
+    assert list(grads) == ["w", "c", "x", "y"] and values["loss"] == mod.loss(params, inputs)
+    point = {**params, **inputs}
+
+    def loss_at(name, k, h):
+        moved = {n: np.array(v, dtype=float) for n, v in point.items()}
+        moved[name].flat[k] += h
+        return mod.loss({n: moved[n] for n in params}, {n: moved[n] for n in inputs})
+
+    for name, g in grads.items():
+        for k in range(np.size(g)):
+            want = (loss_at(name, k, 1e-6) - loss_at(name, k, -1e-6)) / 2e-6
+            assert np.ravel(g)[k] == pytest.approx(want, rel=1e-6, abs=1e-8), name
 
 
 def test_the_objectives_own_lines_run_only_with_loss():

@@ -100,8 +100,8 @@ def loss(params, inputs):
     v_loss = np.sum(t1_loss) / n_N
     return v_loss
 
-def _loss_and_grad(params, inputs, lr, with_loss):
-    """The objective and its gradient for every param, times `lr`; the gradient alone unless `with_loss`."""
+def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
+    """The objective and its gradient for every param (and input if `with_inputs`, which needs `with_loss`), times `lr`; the gradient alone unless `with_loss`."""
     v_W1 = params["W1"]
     v_b1 = params["b1"]
     v_W2 = params["W2"]
@@ -127,6 +127,10 @@ def _loss_and_grad(params, inputs, lr, with_loss):
         del t1_loss
     # line 15: ∂ loss = mean((yhat - y)^2)
     gt1_loss = lr / n_N
+    if with_inputs:
+        # line 15: ∂ loss = mean((yhat - y)^2)
+        g_y = 2*(v_y - v_yhat)*gt1_loss
+    # line 15: ∂ loss = mean((yhat - y)^2)
     g_yhat = 2*(v_yhat - v_y)*gt1_loss
     del gt1_loss, v_yhat
     # line 14: ∂ yhat = h @ W2 + b2
@@ -141,64 +145,27 @@ def _loss_and_grad(params, inputs, lr, with_loss):
     g_b1 = g_L1.sum(axis=0)
     g_W1 = v_X.T @ g_L1
     grads = {"W1": g_W1, "b1": g_b1, "W2": g_W2, "b2": g_b2}
+    if with_inputs:
+        # line 12: ∂ L1 = X @ W1 + b1
+        g_X = g_L1 @ v_W1.T
+        grads |= {"X": g_X, "y": g_y}
     return (v_loss, grads) if with_loss else grads
 
 def loss_and_grad(params, inputs):
     """The objective and its gradient for every param."""
-    return _loss_and_grad(params, inputs, 1.0, True)
+    return _loss_and_grad(params, inputs, 1.0, True, False)
 
 def grad(params, inputs, lr=1.0):
     """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
-    return _loss_and_grad(params, inputs, lr, False)
+    return _loss_and_grad(params, inputs, lr, False, False)
 
 def gradients(params, inputs):
     """Every value, and the gradient for every param and input."""
-    v_W1 = params["W1"]
-    v_b1 = params["b1"]
-    v_W2 = params["W2"]
-    v_b2 = params["b2"]
-    v_X = inputs["X"]
-    v_y = inputs["y"]
-    n_N = v_X.shape[0]
-    # line 12: L1 = X @ W1 + b1
-    t1_L1 = v_X @ v_W1
-    v_L1 = t1_L1 + v_b1
-    del t1_L1
-    # line 13: h = sigmoid(L1)
-    v_h = _sigmoid(v_L1)
-    # line 14: yhat = h @ W2 + b2
-    t1_yhat = v_h @ v_W2
-    v_yhat = t1_yhat + v_b2
-    del t1_yhat
-    # line 15: loss = mean((yhat - y)^2)
-    t1_loss = (v_yhat - v_y)**2
-    v_loss = np.sum(t1_loss) / n_N
-    del t1_loss
-    # line 15: ∂ loss = mean((yhat - y)^2)
-    gt1_loss = 1 / n_N
-    _d0 = v_y - v_yhat
-    _d1 = 2*gt1_loss
-    del gt1_loss
-    g_y = _d0*_d1
-    g_yhat = -_d0*_d1
-    del _d0, _d1
-    # line 14: ∂ yhat = h @ W2 + b2
-    g_b2 = g_yhat.sum(axis=0)
-    g_h = g_yhat @ v_W2.T
-    g_W2 = v_h.T @ g_yhat
-    del g_yhat
-    # line 13: ∂ h = sigmoid(L1)
-    g_L1 = (1 - v_h)*g_h*v_h
-    del g_h
-    # line 12: ∂ L1 = X @ W1 + b1
-    g_b1 = g_L1.sum(axis=0)
-    g_X = g_L1 @ v_W1.T
-    g_W1 = v_X.T @ g_L1
-    return {"X": v_X, "y": v_y, "W1": v_W1, "b1": v_b1, "W2": v_W2, "b2": v_b2, "L1": v_L1, "h": v_h, "yhat": v_yhat, "loss": v_loss}, {"W1": g_W1, "b1": g_b1, "W2": g_W2, "b2": g_b2, "X": g_X, "y": g_y}
+    return forward(params, inputs), _loss_and_grad(params, inputs, 1.0, True, True)[1]
 
 def sgd_step(params, inputs, lr):
     """One step of gradient descent, in place: each param less lr times its gradient."""
-    for name, step in _loss_and_grad(params, inputs, lr, False).items():
+    for name, step in _loss_and_grad(params, inputs, lr, False, False).items():
         params[name] -= step
 
 def residuals(params, inputs):

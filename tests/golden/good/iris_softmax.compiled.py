@@ -104,8 +104,8 @@ def loss(params, inputs):
     v_loss = np.sum(t1_loss) / n_N
     return v_loss
 
-def _loss_and_grad(params, inputs, lr, with_loss):
-    """The objective and its gradient for every param, times `lr`; the gradient alone unless `with_loss`."""
+def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
+    """The objective and its gradient for every param (and input if `with_inputs`, which needs `with_loss`), times `lr`; the gradient alone unless `with_loss`."""
     v_W = params["W"]
     v_b = params["b"]
     v_X = inputs["X"]
@@ -130,6 +130,10 @@ def _loss_and_grad(params, inputs, lr, with_loss):
     gt1_loss = lr / n_N
     gt2_loss = -gt1_loss
     del gt1_loss
+    if with_inputs:
+        # line 12: ∂ loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
+        g_Y = (v_z - t4_loss)*gt2_loss
+    # line 12: ∂ loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     _d0 = gt2_loss*v_Y
     del gt2_loss
     gt4_loss = (-_d0).sum(axis=1, keepdims=True)
@@ -139,57 +143,27 @@ def _loss_and_grad(params, inputs, lr, with_loss):
     g_b = g_z.sum(axis=0)
     g_W = v_X.T @ g_z
     grads = {"W": g_W, "b": g_b}
+    if with_inputs:
+        # line 10: ∂ z = X @ W + b
+        g_X = g_z @ v_W.T
+        grads |= {"X": g_X, "Y": g_Y}
     return (v_loss, grads) if with_loss else grads
 
 def loss_and_grad(params, inputs):
     """The objective and its gradient for every param."""
-    return _loss_and_grad(params, inputs, 1.0, True)
+    return _loss_and_grad(params, inputs, 1.0, True, False)
 
 def grad(params, inputs, lr=1.0):
     """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
-    return _loss_and_grad(params, inputs, lr, False)
+    return _loss_and_grad(params, inputs, lr, False, False)
 
 def gradients(params, inputs):
     """Every value, and the gradient for every param and input."""
-    v_W = params["W"]
-    v_b = params["b"]
-    v_X = inputs["X"]
-    v_Y = inputs["Y"]
-    n_N = v_X.shape[0]
-    # line 10: z = X @ W + b
-    t1_z = v_X @ v_W
-    v_z = t1_z + v_b
-    del t1_z
-    # line 11: p = softmax(z, axis = 1)
-    v_p = _softmax(v_z, axis=1)
-    # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
-    t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
-    t3_loss = (v_z - t4_loss)*v_Y
-    t2_loss = np.sum(t3_loss, axis=1)
-    del t3_loss
-    t1_loss = -t2_loss
-    del t2_loss
-    v_loss = np.sum(t1_loss) / n_N
-    del t1_loss
-    # line 12: ∂ loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
-    gt1_loss = 1 / n_N
-    gt2_loss = -gt1_loss
-    del gt1_loss
-    _d0 = gt2_loss*v_Y
-    g_Y = (v_z - t4_loss)*gt2_loss
-    del gt2_loss
-    gt4_loss = (-_d0).sum(axis=1, keepdims=True)
-    g_z = _d0 + np.exp(v_z - t4_loss) * gt4_loss
-    del _d0, gt4_loss, t4_loss
-    # line 10: ∂ z = X @ W + b
-    g_b = g_z.sum(axis=0)
-    g_X = g_z @ v_W.T
-    g_W = v_X.T @ g_z
-    return {"X": v_X, "Y": v_Y, "W": v_W, "b": v_b, "z": v_z, "p": v_p, "loss": v_loss}, {"W": g_W, "b": g_b, "X": g_X, "Y": g_Y}
+    return forward(params, inputs), _loss_and_grad(params, inputs, 1.0, True, True)[1]
 
 def sgd_step(params, inputs, lr):
     """One step of gradient descent, in place: each param less lr times its gradient."""
-    for name, step in _loss_and_grad(params, inputs, lr, False).items():
+    for name, step in _loss_and_grad(params, inputs, lr, False, False).items():
         params[name] -= step
 
 def hessian(params, inputs):

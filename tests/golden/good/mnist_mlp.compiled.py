@@ -108,8 +108,8 @@ def loss(params, inputs):
     v_loss = np.sum(t1_loss) / n_N
     return v_loss
 
-def _loss_and_grad(params, inputs, lr, with_loss):
-    """The objective and its gradient for every param, times `lr`; the gradient alone unless `with_loss`."""
+def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
+    """The objective and its gradient for every param (and input if `with_inputs`, which needs `with_loss`), times `lr`; the gradient alone unless `with_loss`."""
     v_W1 = params["W1"]
     v_b1 = params["b1"]
     v_W2 = params["W2"]
@@ -141,6 +141,10 @@ def _loss_and_grad(params, inputs, lr, with_loss):
     gt1_loss = lr / n_N
     gt2_loss = -gt1_loss
     del gt1_loss
+    if with_inputs:
+        # line 16: ∂ loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
+        g_Y = (v_z - t4_loss)*gt2_loss
+    # line 16: ∂ loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     _d0 = gt2_loss*v_Y
     del gt2_loss
     gt4_loss = (-_d0).sum(axis=1, keepdims=True)
@@ -156,70 +160,29 @@ def _loss_and_grad(params, inputs, lr, with_loss):
     del g_h, v_h
     g_b1 = _d1.sum(axis=0)
     g_W1 = t2_h.T @ _d1
+    del t2_h
     grads = {"W1": g_W1, "b1": g_b1, "W2": g_W2, "b2": g_b2}
+    if with_inputs:
+        # line 14: ∂ h = relu((X * scale) @ W1 + b1)
+        gt2_h = _d1 @ v_W1.T
+        g_X = gt2_h*v_scale
+        del gt2_h
+        grads |= {"X": g_X, "Y": g_Y}
     return (v_loss, grads) if with_loss else grads
 
 def loss_and_grad(params, inputs):
     """The objective and its gradient for every param."""
-    return _loss_and_grad(params, inputs, 1.0, True)
+    return _loss_and_grad(params, inputs, 1.0, True, False)
 
 def grad(params, inputs, lr=1.0):
     """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
-    return _loss_and_grad(params, inputs, lr, False)
+    return _loss_and_grad(params, inputs, lr, False, False)
 
 def gradients(params, inputs):
     """Every value, and the gradient for every param and input."""
-    v_W1 = params["W1"]
-    v_b1 = params["b1"]
-    v_W2 = params["W2"]
-    v_b2 = params["b2"]
-    v_X = inputs["X"]
-    v_Y = inputs["Y"]
-    n_N = v_X.shape[0]
-    # line 14: h = relu((X * scale) @ W1 + b1)
-    t2_h = v_X*v_scale
-    t1_h = t2_h @ v_W1
-    v_h = np.maximum(t1_h + v_b1, 0.0)
-    del t1_h
-    # line 15: z = h @ W2 + b2
-    t1_z = v_h @ v_W2
-    v_z = t1_z + v_b2
-    del t1_z
-    # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
-    t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
-    t3_loss = (v_z - t4_loss)*v_Y
-    t2_loss = np.sum(t3_loss, axis=1)
-    del t3_loss
-    t1_loss = -t2_loss
-    del t2_loss
-    v_loss = np.sum(t1_loss) / n_N
-    del t1_loss
-    # line 16: ∂ loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
-    gt1_loss = 1 / n_N
-    gt2_loss = -gt1_loss
-    del gt1_loss
-    _d0 = gt2_loss*v_Y
-    g_Y = (v_z - t4_loss)*gt2_loss
-    del gt2_loss
-    gt4_loss = (-_d0).sum(axis=1, keepdims=True)
-    g_z = _d0 + np.exp(v_z - t4_loss) * gt4_loss
-    del _d0, gt4_loss, t4_loss
-    # line 15: ∂ z = h @ W2 + b2
-    g_b2 = g_z.sum(axis=0)
-    g_h = g_z @ v_W2.T
-    g_W2 = v_h.T @ g_z
-    del g_z
-    # line 14: ∂ h = relu((X * scale) @ W1 + b1)
-    _d1 = g_h*(v_h > 0)
-    del g_h
-    g_b1 = _d1.sum(axis=0)
-    gt2_h = _d1 @ v_W1.T
-    g_W1 = t2_h.T @ _d1
-    del _d1, t2_h
-    g_X = gt2_h*v_scale
-    return {"X": v_X, "Y": v_Y, "scale": v_scale, "W1": v_W1, "b1": v_b1, "W2": v_W2, "b2": v_b2, "h": v_h, "z": v_z, "loss": v_loss}, {"W1": g_W1, "b1": g_b1, "W2": g_W2, "b2": g_b2, "X": g_X, "Y": g_Y}
+    return forward(params, inputs), _loss_and_grad(params, inputs, 1.0, True, True)[1]
 
 def sgd_step(params, inputs, lr):
     """One step of gradient descent, in place: each param less lr times its gradient."""
-    for name, step in _loss_and_grad(params, inputs, lr, False).items():
+    for name, step in _loss_and_grad(params, inputs, lr, False, False).items():
         params[name] -= step

@@ -72,8 +72,8 @@ def loss(params, inputs):
     v_chi2 = np.sum(t1_chi2) / n_N
     return v_chi2
 
-def _loss_and_grad(params, inputs, lr, with_loss):
-    """The objective and its gradient for every param, times `lr`; the gradient alone unless `with_loss`."""
+def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
+    """The objective and its gradient for every param (and input if `with_inputs`, which needs `with_loss`), times `lr`; the gradient alone unless `with_loss`."""
     v_g = params["g"]
     v_d_cm = params["d_cm"]
     v_L = inputs["L"]
@@ -86,66 +86,49 @@ def _loss_and_grad(params, inputs, lr, with_loss):
         # line 23: chi2 = mean(((That - T) / sigma)^2)
         t1_chi2 = (v_That - v_T)**2/v_sigma**2
         v_chi2 = np.sum(t1_chi2) / n_N
-        del t1_chi2
     # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
     gt1_chi2 = lr / n_N
+    if with_inputs:
+        # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
+        _d0 = 2*gt1_chi2
+        g_T = (v_T - v_That)*_d0/v_sigma**2
+        g_sigma = -t1_chi2*_d0/v_sigma
+        del _d0, t1_chi2
+    # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
     g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
     del gt1_chi2, v_That
+    if with_inputs:
+        # line 20: ∂ That = period(L + d_cm / 100, g)
+        _d1 = v_L + (1/100)*v_d_cm
+        g_L = np.sqrt(_d1/v_g)*g_That*v_pi/_d1
+        del _d1
     # line 20: ∂ That = period(L + d_cm / 100, g)
-    _d0 = 1/v_g
-    _d1 = np.sqrt((v_L + (1/100)*v_d_cm)*_d0)*g_That*v_pi
+    _d2 = 1/v_g
+    _d3 = np.sqrt((v_L + (1/100)*v_d_cm)*_d2)*g_That*v_pi
     del g_That
-    g_d_cm = (_d1/(100*v_L + v_d_cm)).sum(axis=0)
-    g_g = (-_d0*_d1).sum(axis=0)
+    g_d_cm = (_d3/(100*v_L + v_d_cm)).sum(axis=0)
+    g_g = (-_d2*_d3).sum(axis=0)
+    del _d2, _d3
     grads = {"g": g_g, "d_cm": g_d_cm}
+    if with_inputs:
+        grads |= {"L": g_L, "T": g_T, "sigma": g_sigma}
     return (v_chi2, grads) if with_loss else grads
 
 def loss_and_grad(params, inputs):
     """The objective and its gradient for every param."""
-    return _loss_and_grad(params, inputs, 1.0, True)
+    return _loss_and_grad(params, inputs, 1.0, True, False)
 
 def grad(params, inputs, lr=1.0):
     """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
-    return _loss_and_grad(params, inputs, lr, False)
+    return _loss_and_grad(params, inputs, lr, False, False)
 
 def gradients(params, inputs):
     """Every value, and the gradient for every param and input."""
-    v_g = params["g"]
-    v_d_cm = params["d_cm"]
-    v_L = inputs["L"]
-    v_T = inputs["T"]
-    v_sigma = inputs["sigma"]
-    n_N = v_L.shape[0]
-    # line 20: That = period(L + d_cm / 100, g)
-    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
-    # line 23: chi2 = mean(((That - T) / sigma)^2)
-    t1_chi2 = (v_That - v_T)**2/v_sigma**2
-    v_chi2 = np.sum(t1_chi2) / n_N
-    # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
-    gt1_chi2 = 1 / n_N
-    _d0 = v_T - v_That
-    _d1 = 2*gt1_chi2
-    del gt1_chi2
-    _d2 = _d1/v_sigma**2
-    g_T = _d0*_d2
-    g_That = -_d0*_d2
-    del _d0, _d2
-    g_sigma = -t1_chi2*_d1/v_sigma
-    del _d1, t1_chi2
-    # line 20: ∂ That = period(L + d_cm / 100, g)
-    _d3 = v_L + (1/100)*v_d_cm
-    _d4 = 1/v_g
-    _d5 = np.sqrt(_d3*_d4)*g_That*v_pi
-    del g_That
-    g_L = _d5/_d3
-    del _d3
-    g_d_cm = (_d5/(100*v_L + v_d_cm)).sum(axis=0)
-    g_g = (-_d4*_d5).sum(axis=0)
-    return {"L": v_L, "T": v_T, "sigma": v_sigma, "pi": v_pi, "g": v_g, "d_cm": v_d_cm, "That": v_That, "chi2": v_chi2}, {"g": g_g, "d_cm": g_d_cm, "L": g_L, "T": g_T, "sigma": g_sigma}
+    return forward(params, inputs), _loss_and_grad(params, inputs, 1.0, True, True)[1]
 
 def sgd_step(params, inputs, lr):
     """One step of gradient descent, in place: each param less lr times its gradient."""
-    for name, step in _loss_and_grad(params, inputs, lr, False).items():
+    for name, step in _loss_and_grad(params, inputs, lr, False, False).items():
         params[name] -= step
 
 def residuals(params, inputs):

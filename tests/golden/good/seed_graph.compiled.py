@@ -86,8 +86,8 @@ def loss(params, inputs):
     v_loss = (v_L2 - v_y)**2
     return v_loss
 
-def _loss_and_grad(params, inputs, lr, with_loss):
-    """The objective and its gradient for every param, times `lr`; the gradient alone unless `with_loss`."""
+def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
+    """The objective and its gradient for every param (and input if `with_inputs`, which needs `with_loss`), times `lr`; the gradient alone unless `with_loss`."""
     v_k1 = params["k1"]
     v_b1 = params["b1"]
     v_k2 = params["k2"]
@@ -104,6 +104,9 @@ def _loss_and_grad(params, inputs, lr, with_loss):
     if with_loss:
         # line 13: loss = (L2 - y)^2
         v_loss = (v_L2 - v_y)**2
+    if with_inputs:
+        # line 13: ∂ loss = (L2 - y)^2
+        g_y = 2*lr*(v_y - v_L2)
     # line 13: ∂ loss = (L2 - y)^2
     g_L2 = 2*lr*(v_L2 - v_y)
     del v_L2
@@ -116,51 +119,27 @@ def _loss_and_grad(params, inputs, lr, with_loss):
     # line 10: ∂ L1 = k1 * x + b1
     g_k1 = g_L1*v_x
     grads = {"k1": g_k1, "b1": g_L1, "k2": g_k2, "b2": g_L2}
+    if with_inputs:
+        # line 10: ∂ L1 = k1 * x + b1
+        g_x = g_L1*v_k1
+        grads |= {"x": g_x, "y": g_y}
     return (v_loss, grads) if with_loss else grads
 
 def loss_and_grad(params, inputs):
     """The objective and its gradient for every param."""
-    return _loss_and_grad(params, inputs, 1.0, True)
+    return _loss_and_grad(params, inputs, 1.0, True, False)
 
 def grad(params, inputs, lr=1.0):
     """The objective's gradient for every param, times `lr` (sgd_step's learning rate)."""
-    return _loss_and_grad(params, inputs, lr, False)
+    return _loss_and_grad(params, inputs, lr, False, False)
 
 def gradients(params, inputs):
     """Every value, and the gradient for every param and input."""
-    v_k1 = params["k1"]
-    v_b1 = params["b1"]
-    v_k2 = params["k2"]
-    v_b2 = params["b2"]
-    v_x = inputs["x"]
-    v_y = inputs["y"]
-    # line 10: L1 = k1 * x + b1
-    v_L1 = v_k1*v_x + v_b1
-    # line 11: s = sigmoid(L1)
-    v_s = _sigmoid(v_L1)
-    # line 12: L2 = k2 * s + b2
-    v_L2 = v_k2*v_s + v_b2
-    # line 13: loss = (L2 - y)^2
-    v_loss = (v_L2 - v_y)**2
-    # line 13: ∂ loss = (L2 - y)^2
-    _d0 = v_L2 - v_y
-    g_L2 = 2*_d0
-    g_y = -2*_d0
-    del _d0
-    # line 12: ∂ L2 = k2 * s + b2
-    g_k2 = g_L2*v_s
-    g_s = g_L2*v_k2
-    # line 11: ∂ s = sigmoid(L1)
-    g_L1 = (1 - v_s)*g_s*v_s
-    del g_s
-    # line 10: ∂ L1 = k1 * x + b1
-    g_k1 = g_L1*v_x
-    g_x = g_L1*v_k1
-    return {"x": v_x, "y": v_y, "k1": v_k1, "b1": v_b1, "k2": v_k2, "b2": v_b2, "L1": v_L1, "s": v_s, "L2": v_L2, "loss": v_loss}, {"k1": g_k1, "b1": g_L1, "k2": g_k2, "b2": g_L2, "x": g_x, "y": g_y}
+    return forward(params, inputs), _loss_and_grad(params, inputs, 1.0, True, True)[1]
 
 def sgd_step(params, inputs, lr):
     """One step of gradient descent, in place: each param less lr times its gradient."""
-    for name, step in _loss_and_grad(params, inputs, lr, False).items():
+    for name, step in _loss_and_grad(params, inputs, lr, False, False).items():
         params[name] -= step
 
 def hessian(params, inputs):
