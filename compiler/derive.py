@@ -87,7 +87,7 @@ def needs_gradient(g: Graph, wrt: list[str]) -> set[str]:
     upstream = ancestors([g.objective], g.reads)
     downstream: set[str] = set(w for w in wrt if w in upstream)
     for n, node in g.nodes.items():  # topological order: inputs come first
-        if n in upstream and any(i in downstream for i in node.inputs):
+        if n in upstream and not downstream.isdisjoint(node.inputs):
             downstream.add(n)
     return downstream
 
