@@ -3,14 +3,15 @@ spans and plain words.
 
 The grammar is `grammar/model.lark` (LALR). A parse hands each rule its children as Lark's tree
 would hold them and the span Lark would propagate to it, but builds no tree (issue 15: the tree,
-its positions and a second walk over it cost more than the parse). Building the parser's tables
-takes Lark ~30 ms, so they are kept in the user's cache folder as JSON, keyed by the grammar,
-Lark's version and the options: data, never code (Lark's own cache is a pickle, which runs
-whatever a planted file holds), trusted as the compiled modules are (the user's own, that no one
-else can write: other tables would parse a model into another one), and rebuilt if it does not
-load. Lark's parser is iterative,
-but the walks over the AST after it are recursive, so expressions nested deeper than `MAX_DEPTH`
-are refused here with a hint, before anything recurses.
+its positions and a second walk over it cost more than the parse), and Lark's lexer and LALR loop
+do their work per token inline (`_StateLexer`, `_run`) on Lark's own tables: wherever the text is
+wrong, Lark's own code raises, from the same state, so syntax errors read as before. Building the
+parser's tables takes Lark ~30 ms, so they are kept in the user's cache folder as JSON, keyed by
+the grammar, Lark's version and the options: data, never code (Lark's own cache is a pickle,
+which runs whatever a planted file holds), trusted as the compiled modules are (the user's own,
+that no one else can write: other tables would parse a model into another one), and rebuilt if it
+does not load. The parse is iterative, but the walks over the AST after it are recursive, so
+expressions nested deeper than `MAX_DEPTH` are refused here with a hint, before anything recurses.
 """
 from __future__ import annotations
 
@@ -132,7 +133,8 @@ class _StateLexer(BasicLexer):
     def next_token(self, lex_state, parser_state=None) -> Token:
         patterns, ignore, newline, keywords = self._inline or self._prepare()
         counter = lex_state.line_ctr
-        text, end = lex_state.text.text, lex_state.text.end
+        text = lex_state.text  # a TextSlice from Lark 1.3, the text itself before
+        text, end = (text, len(text)) if isinstance(text, str) else (text.text, text.end)
         pos = counter.char_pos
         while pos < end:
             for pattern in patterns:
