@@ -506,8 +506,9 @@ def _swallowed_statement(e: UnexpectedInput, source: str) -> int | None:
                   lines[n - 1].split(maxsplit=1)[0] in _STATEMENT_KEYWORDS]
     if start and token.column <= start.end():
         candidates.append(token.line)
-    for n in candidates:
-        if _open_brackets(source, n):
+    wanted = set(candidates)
+    for n, opened in enumerate(_bracket_stacks(source, token.line), start=1):
+        if n in wanted and opened:  # one pass: a call per candidate took minutes on big models
             return n
     return None
 
@@ -515,8 +516,15 @@ def _swallowed_statement(e: UnexpectedInput, source: str) -> int | None:
 def _open_brackets(source: str, before_line: int) -> list[tuple[int, int, str]]:
     """The brackets still open at the start of `before_line` (line, column, bracket), skipping
     comments and quoted paths."""
+    *_, opened = _bracket_stacks(source, before_line)
+    return opened
+
+
+def _bracket_stacks(source: str, last_line: int):
+    """The brackets open at the start of each line up to `last_line` (one list, updated)."""
     stack: list[tuple[int, int, str]] = []
-    for n, text in enumerate(source.split("\n")[:before_line - 1], start=1):
+    yield stack
+    for n, text in enumerate(source.split("\n")[:last_line - 1], start=1):
         quoted = False
         for col, ch in enumerate(text, start=1):
             if ch == '"':
@@ -529,7 +537,7 @@ def _open_brackets(source: str, before_line: int) -> list[tuple[int, int, str]]:
                 stack.append((n, col, ch))
             elif ch in ")]" and stack:
                 stack.pop()
-    return stack
+        yield stack
 
 
 def _match_label(e: UnexpectedInput) -> str | None:

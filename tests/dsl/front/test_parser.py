@@ -531,6 +531,18 @@ def test_a_newline_outside_brackets_still_ends_the_statement():
     assert (e.span.line, e.span.col) == (2, 8)
 
 
+def test_a_mistake_at_the_end_of_a_big_model_reads_its_brackets_once(monkeypatch):
+    """Looking for a statement an open bracket swallowed scanned the text again for every
+    statement line above the mistake: 48 s for a 10,000-node model (issue 15)."""
+    scans = []
+    stacks = parser._bracket_stacks
+    monkeypatch.setattr(parser, "_bracket_stacks", lambda *a: scans.append(a) or stacks(*a))
+    text = "".join(f"param w{i} ~ normal(0, 1)\nz{i} = w{i} * 2\n" for i in range(2000))
+    e = syntax_error(text + "x = 1 2\n")
+    assert "two values with no operator between them" in e.message and e.span.line == 4001
+    assert len(scans) <= 2
+
+
 def test_errors_inside_a_continued_statement_point_at_their_own_line():
     e = syntax_error("input x\ny = exp(x +\n        2 3)\n")
     assert "(found `3`)" in e.message
