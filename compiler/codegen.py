@@ -477,7 +477,7 @@ class ModuleWriter:
         return self.same.get(node) or adjoint_symbol(node)
 
     def _push_elementwise(self, body, node, locals_, G, gshape, adjoint, reads) -> None:
-        # the backward passes (grad, gradients, sgd_step, hessian) push most nodes alike, their
+        # the backward passes (the gradients' and the Hessian's) push most nodes alike, their
         # temporaries numbered from wherever each function has got to
         key = (body.prefix, node.name, G, tuple(local.input for local in locals_), gshape != ())
         known = self._pushed.get(key)
@@ -800,7 +800,8 @@ def _is_value(s: sp.Symbol) -> bool:
 
 
 def _is_seed(s: sp.Symbol) -> bool:
-    return s.name == "lr" and s == LR_SEED  # sympy's `==` is slow: only for a name `lr`
+    """Is a symbol the seed `lr`? (sympy's `==` is slow: asked only of a symbol named `lr`.)"""
+    return s.name == "lr" and s == LR_SEED
 
 
 @lru_cache(maxsize=None)
