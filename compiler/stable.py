@@ -49,8 +49,8 @@ def _through_sigmoids(g: Graph, out: Graph, node: Node) -> Node:
 
 def _through_softmaxes(g: Graph, out: Graph, node: Node) -> Node:
     expr = node.expr
-    for s in sorted(expr.free_symbols, key=lambda s: s.name):
-        p = g.nodes.get(s.name)
+    for name in node.inputs:  # its expression's symbols, by name
+        p, s = g.nodes.get(name), symbol(name)
         if p is None or p.op != "softmax" or not expr.has(sp.log(s)):
             continue
         x = p.inputs[0]
