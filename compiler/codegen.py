@@ -357,7 +357,8 @@ def print_expr(expr: sp.Expr) -> str:
 
 
 class ModuleWriter:
-    """Writes the module: forward, predict, loss, loss_and_grad, grad, gradients, sgd_step."""
+    """Writes the module: forward, predict, loss, and one forward and backward pass
+    (`_loss_and_grad`) that loss_and_grad, grad, gradients and sgd_step call."""
 
     def __init__(self, graph: Graph):
         self.g = graph
