@@ -26,10 +26,10 @@ from typing import Callable
 import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from lark.parsers.lalr_analysis import Shift
-from lark.parsers.lalr_interactive_parser import InteractiveParser
 from lark.grammar import Rule
 from lark.lexer import BasicLexer, ContextualLexer, PatternStr, TerminalDef, UnlessCallback
+from lark.parsers.lalr_analysis import Shift
+from lark.parsers.lalr_interactive_parser import InteractiveParser
 
 from compiler.errors import DslSyntaxError, Span, suggest
 from dsl.front.files import atomic_write, cache_dir, trusted
