@@ -164,6 +164,7 @@ def test_train_block_with_every_setting():
     ("optimizer sgd(lr = 0.01)", "sgd", [("lr", 0.01)]),
     ("optimizer sgd(0.01, momentum = 0.9)", "sgd", [(None, 0.01), ("momentum", 0.9)]),
     ("optimizer adam()", "adam", []),
+    ("optimizer lbfgs", "lbfgs", []),  # no arguments: the brackets may go, as on the command line
     ("optimizer random_search(trials = 500, low = -2, high = 2)", "random_search",
      [("trials", 500.0), ("low", -2.0), ("high", 2.0)]),
 ])
