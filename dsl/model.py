@@ -179,7 +179,7 @@ class Model:
         """The `train { }` settings with `overrides` applied as `dsl run` flags are, the
         optimizer chosen (`choose_optimizer`) when the block names none. A solver named that
         cannot fit this model (`unfit_solver`) is said here, where it was named."""
-        rows = lambda: self.dataset(overrides.get("dtype")).train  # noqa: E731 -- lm only
+        rows = lambda: self.dataset().train  # noqa: E731 -- for lm only; any dtype counts the same
         cfg = with_overrides(choose_optimizer(self.checked.train, self.module, self.params, rows),
                              **overrides)
         why = unfit_solver(cfg.optimizer.name, self.module, self.params,

@@ -133,6 +133,8 @@ def test_the_default_optimizer_is_lbfgs_where_lm_has_fewer_residuals_than_params
     model = dsl.load(str(write(tmp_path, WIDE)))
     assert model.fit_config().optimizer.name == "lbfgs"
     assert choose_optimizer(model.checked.train, model.module, model.params).optimizer.name == "lm"
+    with pytest.raises(UsageError, match="unknown dtype `foo`"):  # counted before it is checked
+        model.fit(dtype="foo")
     model.fit()
     assert model.last_fit.convergence.converged
 
