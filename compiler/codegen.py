@@ -888,9 +888,11 @@ def render(stmts: list[Stmt], keep: set[str], bound=()) -> list[str]:
                 lines.append(f"del {', '.join(sorted(later))}")
             if st.guard:
                 lines.append(f"if {st.guard}:")
-            guard, group, later = st.guard, None, []
+            guard, later = st.guard, []
         pad = "    " if guard else ""
-        if st.origin is not None and (st.origin[0], st.note) != group:
+        if st.origin is None:  # a line of the function's own (`grads = {...}`) ends a run
+            group = None
+        elif (st.origin[0], st.note) != group:
             group = (st.origin[0], st.note)
             lines.append(pad + _comment(*st.origin, st.note))
         lines.append(f"{pad}{st.target} {st.op} {st.code}")

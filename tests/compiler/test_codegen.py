@@ -387,10 +387,10 @@ def test_gradients_shares_the_pass_its_inputs_pushes_run_only_with_inputs():
     training step's lines are the same, and every gradient agrees with central differences."""
     src = _source((ROOT / "examples/boston_mlp.model").read_text())
     shared = _function(src, "_loss_and_grad")
-    assert ("    gt1_loss = lr / n_N\n    if with_inputs:\n"
-            "        # line 15: ∂ loss = mean((yhat - y)^2)\n"
-            "        g_y = 2*(v_y - v_yhat)*gt1_loss\n    # line 15: ∂ loss = mean((yhat - y)^2)\n"
+    assert ("    # line 15: ∂ loss = mean((yhat - y)^2)\n    gt1_loss = lr / n_N\n"
+            "    if with_inputs:\n        g_y = 2*(v_y - v_yhat)*gt1_loss\n"
             "    g_yhat = 2*(v_yhat - v_y)*gt1_loss\n    del gt1_loss, v_yhat\n" in shared)
+    assert shared.count("# line 15: ∂ loss") == 1  # one run of the line's statements, one comment
     assert shared.endswith(
         '    grads = {"W1": g_W1, "b1": g_b1, "W2": g_W2, "b2": g_b2}\n    if with_inputs:\n'
         "        # line 12: ∂ L1 = X @ W1 + b1\n        g_X = g_L1 @ v_W1.T\n"

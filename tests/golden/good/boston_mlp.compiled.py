@@ -128,9 +128,7 @@ def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
     # line 15: ∂ loss = mean((yhat - y)^2)
     gt1_loss = lr / n_N
     if with_inputs:
-        # line 15: ∂ loss = mean((yhat - y)^2)
         g_y = 2*(v_y - v_yhat)*gt1_loss
-    # line 15: ∂ loss = mean((yhat - y)^2)
     g_yhat = 2*(v_yhat - v_y)*gt1_loss
     del gt1_loss, v_yhat
     # line 14: ∂ yhat = h @ W2 + b2

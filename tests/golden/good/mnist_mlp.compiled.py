@@ -129,7 +129,6 @@ def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
     if with_loss:
-        # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
         t3_loss = (v_z - t4_loss)*v_Y
         t2_loss = np.sum(t3_loss, axis=1)
         del t3_loss
@@ -142,9 +141,7 @@ def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
     gt2_loss = -gt1_loss
     del gt1_loss
     if with_inputs:
-        # line 16: ∂ loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
         g_Y = (v_z - t4_loss)*gt2_loss
-    # line 16: ∂ loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     _d0 = gt2_loss*v_Y
     del gt2_loss
     gt4_loss = (-_d0).sum(axis=1, keepdims=True)

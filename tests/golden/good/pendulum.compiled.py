@@ -89,12 +89,10 @@ def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
     # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
     gt1_chi2 = lr / n_N
     if with_inputs:
-        # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
         _d0 = 2*gt1_chi2
         g_T = (v_T - v_That)*_d0/v_sigma**2
         g_sigma = -t1_chi2*_d0/v_sigma
         del _d0, t1_chi2
-    # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
     g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
     del gt1_chi2, v_That
     if with_inputs:
@@ -102,7 +100,6 @@ def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
         _d1 = v_L + (1/100)*v_d_cm
         g_L = np.sqrt(_d1/v_g)*g_That*v_pi/_d1
         del _d1
-    # line 20: ∂ That = period(L + d_cm / 100, g)
     _d2 = 1/v_g
     _d3 = np.sqrt((v_L + (1/100)*v_d_cm)*_d2)*g_That*v_pi
     del g_That

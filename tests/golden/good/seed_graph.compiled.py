@@ -107,7 +107,6 @@ def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
     if with_inputs:
         # line 13: ∂ loss = (L2 - y)^2
         g_y = 2*lr*(v_y - v_L2)
-    # line 13: ∂ loss = (L2 - y)^2
     g_L2 = 2*lr*(v_L2 - v_y)
     del v_L2
     # line 12: ∂ L2 = k2 * s + b2
