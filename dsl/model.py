@@ -182,8 +182,9 @@ class Model:
         rows = lambda: self.dataset().train  # noqa: E731 -- for lm only; any dtype counts the same
         cfg = with_overrides(choose_optimizer(self.checked.train, self.module, self.params, rows),
                              **overrides)
-        why = unfit_solver(cfg.optimizer.name, self.module, self.params,
-                           rows() if cfg.optimizer.name == "lm" else {})
+        named = overrides.get("optimizer") or self.checked.train.optimizer  # else chosen to fit
+        why = named and unfit_solver(cfg.optimizer.name, self.module, self.params,
+                                     rows() if cfg.optimizer.name == "lm" else {})
         if why and overrides.get("optimizer"):
             raise UsageError(f"--optimizer {cfg.optimizer.name}: {why[0]}", hint=why[1])
         if why:
