@@ -39,7 +39,25 @@ def test_bounds_reach_the_module_and_the_model(tmp_path):
     assert m.module.BOUNDS == want and m.bounds == want
     assert all(type(x) is float for lo_hi in m.bounds.values() for x in lo_hi)
     assert list(m.module.BOUNDS) == m.module.PARAMS
-    assert 'BOUNDS = {"Vmax": (0.0, np.inf), "Km": (5e-324, 10.0)' in m.source
+    assert ('BOUNDS = dict.fromkeys(PARAMS, (-np.inf, np.inf)) | {"Vmax": (0.0, np.inf), '
+            '"Km": (5e-324, 10.0), "w": (-1.0, 0.9999999999999999)}\n') in m.source
+
+
+@pytest.mark.parametrize("bounds, line", [
+    (("", ""), "BOUNDS = dict.fromkeys(PARAMS, (-np.inf, np.inf))\n"),  # one pair, not one per param
+    ((" in [0, 1]", " in (-inf, 2]"), 'BOUNDS = {"a": (0.0, 1.0), "b": (-np.inf, 2.0)}\n'),
+])
+def test_bounds_are_written_compactly(tmp_path, bounds, line):
+    m = load_model(tmp_path, f"""
+input x[N]
+param a = 0.5{bounds[0]}
+param b = 1{bounds[1]}
+loss = mean((a * x + b - x)^2)
+minimize loss
+""")
+    assert line in m.source
+    assert list(m.module.BOUNDS) == ["a", "b"]
+    assert all(type(x) is float for lo_hi in m.module.BOUNDS.values() for x in lo_hi)
 
 
 @pytest.mark.parametrize("text, lo, hi, lo_open, hi_open", [
