@@ -3,14 +3,16 @@ spans and plain words.
 
 The grammar is `grammar/model.lark` (LALR). A parse hands each rule its children as Lark's tree
 would hold them and the span Lark would propagate to it, but builds no tree (issue 15: the tree,
-its positions and a second walk over it cost more than the parse), and Lark's lexer and LALR loop
-do their work per token inline (`_StateLexer`, `_run`) on Lark's own tables: wherever the text is
-wrong, Lark's own code raises, from the same state, so syntax errors read as before. Building the
-parser's tables takes Lark ~30 ms, so they are kept in the user's cache folder as JSON, keyed by
-the grammar, Lark's version and the options: data, never code (Lark's own cache is a pickle,
-which runs whatever a planted file holds), trusted as the compiled modules are (the user's own,
-that no one else can write: other tables would parse a model into another one), and rebuilt if it
-does not load. The parse is iterative, but the walks over the AST after it are recursive, so
+its positions and a second walk over it cost more than the parse). A text that parses touches no
+Lark object (issue 15: loading Lark's parser was most of a small parse): Lark's LALR loop and
+contextual lexer run inline (`_run`, `_lex`) on what they need of Lark's tables, kept as plain
+data (`_Tables`). Wherever the text is wrong, Lark's own parser parses it again and raises, from
+the same state, so syntax errors read as before. Building the parser's tables takes Lark ~30 ms,
+so both Lark's tables and the plain ones are kept in the user's cache folder as JSON, keyed by the
+grammar, Lark's version and the options: data, never code (Lark's own cache is a pickle, which
+runs whatever a planted file holds), trusted as the compiled modules are (the user's own, that no
+one else can write: other tables would parse a model into another one), and rebuilt if they do
+not load. The parse is iterative, but the walks over the AST after it are recursive, so
 expressions nested deeper than `MAX_DEPTH` are refused here with a hint, before anything recurses.
 """
 from __future__ import annotations
@@ -20,16 +22,14 @@ import json
 import os
 import re
 from functools import lru_cache
-from operator import itemgetter
 from typing import Callable
 
 import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.grammar import Rule
-from lark.lexer import BasicLexer, ContextualLexer, PatternStr, TerminalDef, UnlessCallback
+from lark.lexer import BasicLexer, PatternStr, TerminalDef, UnlessCallback
 from lark.parsers.lalr_analysis import Shift
-from lark.parsers.lalr_interactive_parser import InteractiveParser
 
 from compiler.errors import DslSyntaxError, Span, suggest
 from dsl.front.files import atomic_write, cache_dir, trusted
@@ -112,98 +112,170 @@ _CONTINUATION = _Continuation()
 _CLOSERS = frozenset(_OPENERS.values())
 
 
-class _StateLexer(BasicLexer):
-    """Lark's lexer for the terminals one parser state accepts, its work per token done inline
-    (issue 15: Lark's method calls per token were a third of a parse): the same matches, tokens,
-    positions and keywords. Where nothing matches, Lark's own `next_token` raises as before."""
-
-    _inline = None
-
-    def _prepare(self) -> tuple:
-        scanner = self.scanner  # builds `callback`: a keyword is a NAME retyped by its text
-        keywords = {}
-        for kind, callback in self.callback.items():
-            assert isinstance(callback, UnlessCallback), kind
-            words = callback.scanner.terminals
-            assert all(isinstance(t.pattern, PatternStr) and not t.pattern.flags for t in words)
-            keywords[kind] = {t.pattern.value: t.name for t in words}
-        self._inline = (scanner._mres, self.ignore_types, self.newline_types, keywords)
-        return self._inline
-
-    def next_token(self, lex_state, parser_state=None) -> Token:
-        patterns, ignore, newline, keywords = self._inline or self._prepare()
-        counter = lex_state.line_ctr
-        text = lex_state.text  # a TextSlice from Lark 1.3, the text itself before
-        text, end = (text, len(text)) if isinstance(text, str) else (text.text, text.end)
-        pos = counter.char_pos
-        while pos < end:
-            for pattern in patterns:
-                m = pattern.match(text, pos, end)
-                if m:
-                    break
-            else:
-                return super().next_token(lex_state, parser_state)
-            value, kind = m.group(0), m.lastgroup
-            line, column = counter.line, counter.column
-            if kind in newline:  # LineCounter.feed
-                n = value.count("\n")
-                if n:
-                    counter.line += n
-                    counter.line_start_pos = pos + value.rindex("\n") + 1
-            start, pos = pos, pos + len(value)
-            counter.char_pos = pos
-            counter.column = pos - counter.line_start_pos + 1
-            if kind in ignore:
-                continue
-            if kind in keywords:
-                kind = keywords[kind].get(value, kind)
-            token = Token._future_new(kind, value, start, line, column, counter.line, counter.column,
-                                      pos)
-            lex_state.last_token = token
-            return token
-        raise EOFError(self)
+class _Unparsed(Exception):
+    """The text is not one the tables parse (no terminal matches, or a token the state does not
+    accept): Lark parses it again, to say what is wrong."""
 
 
-class _ContextualLexer(ContextualLexer):
-    """Lark's contextual lexer with `_StateLexer`s, reading the parser's state off its stack."""
+class _Lexer:
+    """The lexer of the parser states that accept the same terminals, as Lark's contextual lexer
+    builds it: the union regex of those terminals in Lark's order (the first alternative that
+    matches wins), compiled when a parse first needs it (issue 15: compiling all of them cost
+    more than a small parse), and the keywords a NAME becomes by its text."""
 
-    BasicLexer = _StateLexer
+    __slots__ = ("sources", "keywords", "patterns")
 
-    def lex(self, lexer_state, parser_state):
-        lexers, stack = self.lexers, parser_state.state_stack
+    def __init__(self, sources: list, keywords: dict):
+        self.sources, self.keywords, self.patterns = sources, keywords, None
+
+    def compile(self) -> list[re.Pattern]:
+        self.patterns = [re.compile(source, flags) for source, flags in self.sources]
+        return self.patterns
+
+
+class _Tables:
+    """What a successful parse needs of Lark's parser, as plain data (issue 15: loading Lark's
+    own objects from their cached tables was most of a small parse): the LALR action table
+    (per state, a symbol's next state, or ~index of the rule to reduce), each rule's shape
+    (`_rule_shape`), the start and end states, each state's `_Lexer`, and the terminals that
+    are ignored or may hold a newline."""
+
+    def __init__(self, data: dict):
+        self.states = data["states"]
+        self.rules = data["rules"]
+        self.start, self.end = data["start"], data["end"]
+        lexers = [_Lexer(sources, keywords) for sources, keywords in data["lexers"]]
+        self.lexers = [lexers[i] for i in data["lexer_of_state"]]
+        self.ignore, self.newline = frozenset(data["ignore"]), frozenset(data["newline"])
+
+
+_TABLES_FORMAT = 1  # bumped when `_Tables`' data changes
+
+
+@lru_cache(maxsize=1)
+def _tables() -> _Tables:
+    """The parse tables, from the cache folder when they load, else taken from Lark's parser
+    (and cached): kept and trusted as Lark's own tables are (`_lark`)."""
+    key = _key(str(_TABLES_FORMAT))
+    path = os.path.join(cache_dir(), f"lalr.{key[:24]}.json")
+    usable = trusted(os.path.dirname(path), [], folder=True)
+    if usable and trusted(path, []):
         try:
-            while True:
-                yield lexers[stack[-1]].next_token(lexer_state, parser_state)
-        except EOFError:
-            return
-        except UnexpectedCharacters:  # Lark's own, from the same place, says what it found there
-            yield from super().lex(lexer_state, parser_state)
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            if data["key"] == key:
+                return _Tables(data)
+        except Exception:  # noqa: BLE001 -- absent or damaged: taken from Lark again
+            pass
+    data = _table_data(_lark(), key)
+    if usable:
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            atomic_write(path, json.dumps(data).encode("utf-8"), private=True)
+        except OSError:  # best effort, as for compiled modules
+            pass
+    return _Tables(data)
 
 
-_PLUGINS = {"ContextualLexer": _ContextualLexer}
+def _table_data(parser: Lark, key: str) -> dict:
+    """`_Tables`' data, read off Lark's parser: its LALR table and its contextual lexer's
+    per-state lexers, built as Lark builds them."""
+    conf = parser.parse_interactive("").parser_state.parse_conf
+    assert sorted(conf.states) == list(range(len(conf.states)))
+    rules: dict[Rule, int] = {}
+    states = []
+    for state in range(len(conf.states)):
+        actions = {}
+        for kind, (action, arg) in conf.states[state].items():
+            actions[kind] = arg if action is Shift else ~rules.setdefault(arg, len(rules))
+        states.append(actions)
+    contextual = parser.parser.lexer.lexer
+    lexers: dict[int, int] = {}
+    lexer_data = []
+    for state in range(len(states)):
+        lexer = contextual.lexers[state]
+        if id(lexer) not in lexers:
+            lexers[id(lexer)] = len(lexer_data)
+            lexer_data.append(_lexer_data(lexer))
+    root = contextual.root_lexer
+    return {"key": key, "states": states, "rules": [_rule_shape(rule) for rule in rules],
+            "start": conf.start_state, "end": conf.end_state,
+            "lexers": lexer_data,
+            "lexer_of_state": [lexers[id(contextual.lexers[s])] for s in range(len(states))],
+            "ignore": sorted(root.ignore_types), "newline": sorted(root.newline_types)}
+
+
+def _lexer_data(lexer: BasicLexer) -> tuple[list, dict]:
+    """A per-state lexer of Lark's: its union regexes (Lark's `Scanner`) and its keywords (the
+    strings a regex terminal's `UnlessCallback` retypes it to, all plain)."""
+    scanner = lexer.scanner  # also builds `callback`
+    keywords = {}
+    for kind, callback in lexer.callback.items():
+        assert isinstance(callback, UnlessCallback), kind
+        words = callback.scanner.terminals
+        assert all(isinstance(t.pattern, PatternStr) and not t.pattern.flags for t in words)
+        keywords[kind] = {t.pattern.value: t.name for t in words}
+    return [[pattern.pattern, pattern.flags] for pattern in scanner._mres], keywords
+
+
+_TOKEN, _VALUE, _SPLICE = range(3)
+
+
+def _rule_shape(rule: Rule) -> tuple:
+    """What a reduction of `rule` does, as plain data: (origin, length of its expansion, how,
+    name, kept, trailing). `how`: "same" passes its one child through (`?sum: product`),
+    "token" makes its one token the value (`?dim: INT`), "inline" splices its children into
+    its parent's (`_rule`), "node" calls the builder's method `name`, "expand1" too unless one
+    child is left (`?atom: "(" expr ")"`). `kept`: its children as Lark's ChildFilter keeps
+    them, (index in the expansion, kind, Nones before it) for each kept symbol; `trailing`:
+    the Nones after the last."""
+    assert not rule.options.keep_all_tokens, rule
+    name = rule.alias or rule.origin.name
+    expand1 = rule.options.expand1 and not rule.alias
+    if expand1 and len(rule.expansion) == 1:
+        how = "token" if rule.expansion[0].is_term else "same"
+    else:
+        how = "inline" if name.startswith("_") else "expand1" if expand1 else "node"
+    empty = rule.options.empty_indices or [False] * len(rule.expansion)
+    nones = [len(run) for run in "".join(str(int(b)) for b in empty).split("0")]
+    kept, before = [], 0
+    for i, sym in enumerate(rule.expansion):
+        before += nones[i]
+        if sym.is_term and sym.filter_out:
+            continue
+        kind = _TOKEN if sym.is_term else _SPLICE if sym.name.startswith("_") else _VALUE
+        kept.append((i, kind, before))
+        before = 0
+    return rule.origin.name, len(rule.expansion), how, name, kept, before + nones[-1]
+
+
+def _key(*more: str) -> str:
+    """The cache key of the parser's tables: Lark's version, the options and the grammar."""
+    text = "\0".join((lark.__version__, str(sorted(_OPTIONS.items())), grammar_text(), *more))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    """The parser, from its cached tables when they load, else built (and its tables cached)."""
+    """Lark's parser, to say why a text is wrong and to take `_tables` from: from its cached
+    tables when they load, else built (and its tables cached)."""
     text = grammar_text()
-    key = hashlib.sha256(f"{lark.__version__}\0{sorted(_OPTIONS.items())}\0{text}".encode()).hexdigest()
+    key = _key()
     path = os.path.join(cache_dir(), f"parser.{key[:24]}.json")
     usable = trusted(os.path.dirname(path), [], folder=True)  # the compile cache says why not
     if usable and trusted(path, []):
         try:
             with open(path, encoding="utf-8") as f:
                 tables = json.load(f, object_pairs_hook=_int_keys)
-            return Lark._load_from_dict(tables["data"], tables["memo"], postlex=_CONTINUATION,
-                                        _plugins=_PLUGINS)
+            return Lark._load_from_dict(tables["data"], tables["memo"], postlex=_CONTINUATION)
         except Exception:  # noqa: BLE001 -- absent, damaged or from another Lark: build it again
             pass
-    parser = Lark(text, postlex=_CONTINUATION, _plugins=_PLUGINS, **_OPTIONS)
+    parser = Lark(text, postlex=_CONTINUATION, **_OPTIONS)
     if usable:  # objects, not data: given again when the tables load
-        parser.options.postlex, parser.options._plugins = None, {}
+        parser.options.postlex = None
         data, memo = parser.memo_serialize([TerminalDef, Rule])
         tables = json.dumps({"data": data, "memo": memo}).encode("utf-8")
-        parser.options.postlex, parser.options._plugins = _CONTINUATION, _PLUGINS
+        parser.options.postlex = _CONTINUATION
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             atomic_write(path, tables, private=True)
@@ -229,10 +301,15 @@ def parse(text: str, file: str, builder: object):
     reported first, as a tree walked after the parse would."""
     source = text if text.endswith("\n") else text + "\n"
     mistakes: list[DslSyntaxError] = []
+    tables = _tables()
     try:
-        root = _run(_lark().parse_interactive(source), _callbacks(builder, file, mistakes))
-    except UnexpectedInput as e:
-        raise _syntax_error(e, source, file) from None
+        root = _run(tables, source, _callbacks(tables, builder, file, mistakes))
+    except _Unparsed:
+        try:
+            _lark().parse(source)
+        except UnexpectedInput as e:
+            raise _syntax_error(e, source, file) from None
+        raise AssertionError("Lark parses a text its own tables refuse") from None
     if root.height > MAX_DEPTH:  # rare: find the node to point at in Lark's own tree
         _check_depth(_lark().parse(source), file)
     if mistakes:
@@ -240,47 +317,69 @@ def parse(text: str, file: str, builder: object):
     return root.value
 
 
-def _run(interactive: InteractiveParser, callbacks: dict[Rule, Callable]) -> _Reduced:
-    """Lark's LALR loop (`ParserState.feed_token`) with its work per token inline (issue 15: its
-    method calls per token were a fifth of a parse), on Lark's own table, stacks and lexer; a
-    rule that passes its one child through (`?sum: product`) only moves the state. Where the
-    table has no action, and at the end of the text, Lark's `feed_token` takes over: the same
-    errors, from the same state."""
-    state = interactive.parser_state
-    state.parse_conf.callbacks = callbacks
-    states = state.parse_conf.states
-    stack, values = state.state_stack, state.value_stack
-    rules = {id(rule): (len(rule.expansion), rule.origin.name, callback,
-                        callback is _SAME) for rule, callback in callbacks.items()}
-    token = None
-    try:
-        for token in interactive.lexer_thread.lex(state):
-            kind = token.type
-            while True:
-                actions = states[stack[-1]]
-                if kind not in actions:
-                    state.feed_token(token)  # raises UnexpectedToken
-                action, arg = actions[kind]
-                if action is Shift:
-                    stack.append(arg)
-                    values.append(token)
-                    break
-                size, origin, callback, same = rules[id(arg)]
-                if same:
-                    del stack[-1]
-                elif size:
-                    value = callback(values[-size:])
-                    del stack[-size:]
-                    del values[-size:]
-                    values.append(value)
-                else:
-                    values.append(callback([]))
-                stack.append(states[stack[-1]][origin][1])
-        end = Token.new_borrow_pos("$END", "", token) if token else Token("$END", "", 0, 1, 1)
-        return state.feed_token(end, True)
-    except UnexpectedInput as e:  # as Lark's loop: what the parser accepted here, for the hint
-        e.interactive_parser = InteractiveParser(interactive.parser, state, state.lexer)
-        raise
+def _run(tables: _Tables, source: str, callbacks: list[tuple]) -> _Reduced:
+    """Lark's LALR loop (`ParserState.feed_token`) on its table as plain data, its work per
+    token inline (issue 15: Lark's method calls per token were a fifth of a parse), fed by
+    `_lex` through the line continuation; a rule that passes its one child through
+    (`?sum: product`) only moves the state. Raises _Unparsed where the table has no action."""
+    states, end = tables.states, tables.end
+    stack, values = [tables.start], []
+    for token in _CONTINUATION.process(_lex(tables, source, stack)):
+        kind = token.type
+        while True:
+            action = states[stack[-1]].get(kind)
+            if action is None:
+                raise _Unparsed
+            if action >= 0:
+                stack.append(action)
+                values.append(token)
+                break
+            size, origin, callback, same = callbacks[~action]
+            if same:
+                del stack[-1]
+            elif size:
+                value = callback(values[-size:])
+                del stack[-size:]
+                del values[-size:]
+                values.append(value)
+            else:
+                values.append(callback([]))
+            state = states[stack[-1]][origin]
+            if state == end:  # `start` reduced, at the end of the text
+                return values[-1]
+            stack.append(state)
+    raise AssertionError("the text ended before its end")
+
+
+def _lex(tables: _Tables, text: str, stack: list):
+    """Lark's contextual lexer: the tokens of `text`, each lexed by the `_Lexer` of the parser
+    state on top of `stack`; the same matches, tokens, positions and keywords (Lark's
+    `BasicLexer.next_token` and `LineCounter.feed`). Raises _Unparsed where nothing matches."""
+    lexers, ignore, newline = tables.lexers, tables.ignore, tables.newline
+    end, pos, line, line_start = len(text), 0, 1, 0
+    while pos < end:
+        lexer = lexers[stack[-1]]
+        for pattern in lexer.patterns or lexer.compile():
+            m = pattern.match(text, pos)
+            if m:
+                break
+        else:
+            raise _Unparsed
+        value, kind = m.group(0), m.lastgroup
+        start, start_line, column = pos, line, pos - line_start + 1
+        if kind in newline:
+            n = value.count("\n")
+            if n:
+                line += n
+                line_start = pos + value.rindex("\n") + 1
+        pos += len(value)
+        if kind in ignore:
+            continue
+        if kind in lexer.keywords:
+            kind = lexer.keywords[kind].get(value, kind)
+        yield Token._future_new(kind, value, start, start_line, column, line, pos - line_start + 1,
+                                pos)
+    yield Token("$END", "")  # where does not matter: Lark's parse says where a text is wrong
 
 
 class _Reduced:
@@ -300,52 +399,23 @@ class _Reduced:
         self.end_column = last.end_column
 
 
-_TOKEN, _VALUE, _SPLICE = range(3)
-
-
-@lru_cache(maxsize=1)
-def _rules(parser: Lark) -> tuple[tuple[Rule, tuple, int], ...]:
-    """Each rule that the parse table reduces (the very objects, so that a callback is found by
-    identity), with its children as Lark's ChildFilter keeps them: (index in the expansion,
-    kind, Nones before it) for each kept symbol, and the Nones after the last one."""
-    states = parser.parse_interactive("").parser_state.parse_conf.states
-    rules = {arg for actions in states.values() for action, arg in actions.values()
-             if isinstance(arg, Rule)}
-    result = []
-    for rule in rules:
-        assert not rule.options.keep_all_tokens, rule
-        empty = rule.options.empty_indices or [False] * len(rule.expansion)
-        nones = [len(run) for run in "".join(str(int(b)) for b in empty).split("0")]
-        kept, before = [], 0
-        for i, sym in enumerate(rule.expansion):
-            before += nones[i]
-            if sym.is_term and sym.filter_out:
-                continue
-            kind = _TOKEN if sym.is_term else _SPLICE if sym.name.startswith("_") else _VALUE
-            kept.append((i, kind, before))
-            before = 0
-        result.append((rule, tuple(kept), before + nones[-1]))
-    return tuple(result)
-
-
-def _callbacks(builder: object, file: str, mistakes: list) -> dict[Rule, Callable]:
-    """The LALR parser's callback for each rule, building with `builder` (see `parse`)."""
-    callbacks = {}
-    for rule, kept, trailing in _rules(_lark()):
-        name = rule.alias or rule.origin.name
-        if rule.options.expand1 and not rule.alias and len(rule.expansion) == 1:
-            # `?sum: product`: the child itself, covering as much; `?dim: INT`: the token
-            callbacks[rule] = _token if rule.expansion[0].is_term else _SAME
-        elif name.startswith("_"):
-            callbacks[rule] = _inliner(kept, trailing)
+def _callbacks(tables: _Tables, builder: object, file: str, mistakes: list) -> list[tuple]:
+    """Each rule's reduction, by its index in the table: (length of its expansion, origin,
+    callback building with `builder` (see `parse`), whether it passes its child through)."""
+    callbacks = []
+    for origin, size, how, name, kept, trailing in tables.rules:
+        if how == "same":
+            call = None
+        elif how == "token":
+            call = _token
+        elif how == "inline":
+            call = _inliner(kept, trailing)
         else:  # a `?rule` left with one child needs no method (`?atom: "(" expr ")"`)
-            expand1 = rule.options.expand1 and not rule.alias
+            expand1 = how == "expand1"
             method = getattr(builder, name, None) if expand1 else getattr(builder, name)
-            callbacks[rule] = _reducer(kept, trailing, method, file, mistakes, expand1)
+            call = _reducer(kept, trailing, method, file, mistakes, expand1)
+        callbacks.append((size, origin, call, how == "same"))
     return callbacks
-
-
-_SAME = itemgetter(0)
 
 
 def _children(s: list, kept: tuple, trailing: int) -> tuple[list, int]:

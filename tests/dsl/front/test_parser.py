@@ -469,22 +469,51 @@ def lark_lexing():
     return Lark(grammar_text(), postlex=parser._CONTINUATION, **parser._OPTIONS)
 
 
-def _tokens(lark_, text: str):
+def _token(t) -> tuple:
+    return t.type, t.value, t.start_pos, t.line, t.column, t.end_line, t.end_column, t.end_pos
+
+
+def _larks_tokens(lark_, text: str) -> tuple[list, bool]:
+    """The tokens Lark's parser is fed (after the line continuation), and whether it parsed."""
+    tokens = []
+    interactive = lark_.parse_interactive(text)
     try:
-        return [(t.type, t.value, t.start_pos, t.line, t.column, t.end_line, t.end_column,
-                 t.end_pos) for t in lark_.parse_interactive(text).iter_parse()]
-    except UnexpectedInput as e:
-        return type(e).__name__, e.line, e.column, repr(getattr(e, "token", None))
+        for t in interactive.iter_parse():
+            tokens.append(_token(t))
+        interactive.feed_eof()
+    except UnexpectedInput:
+        return tokens, False
+    return tokens, True
+
+
+def _tables_tokens(monkeypatch, text: str) -> tuple[list, bool]:
+    """The same for the parse on `parser._tables()`: the tokens `_run` is fed."""
+    tokens = []
+
+    class Recording:
+        def process(self, stream):
+            for t in parser._Continuation().process(stream):
+                if t.type != "$END":  # Lark's own end token is not lexed
+                    tokens.append(_token(t))
+                yield t
+
+    tables = parser._tables()
+    monkeypatch.setattr(parser, "_CONTINUATION", Recording())
+    try:
+        parser._run(tables, text, parser._callbacks(tables, build._ToAst("m.model"), "m.model", []))
+    except parser._Unparsed:
+        return tokens, False
+    return tokens, True
 
 
 @pytest.mark.parametrize("text", [*_EDGES, *_GARBAGE, "x = a ** b ^ c\n", *_models()], ids=str)
-def test_the_lexer_makes_larks_tokens(lark_lexing, text):
-    """Issue 15: `_StateLexer` does Lark's lexing per token inline: the same tokens, keywords,
-    positions and lexing errors."""
+def test_the_lexer_makes_larks_tokens(monkeypatch, lark_lexing, text):
+    """Issue 15: `_lex` on the plain tables lexes as Lark's contextual lexer does: the same
+    tokens, keywords and positions, in every parser state, and it stops where Lark's parse
+    fails (where Lark parses again to say why)."""
     if isinstance(text, Path):
         text = text.read_text(encoding="utf-8", errors="replace").rstrip("\n") + "\n"
-    assert isinstance(parser._lark().parser.lexer.lexer, parser._ContextualLexer)
-    assert _tokens(parser._lark(), text) == _tokens(lark_lexing, text)
+    assert _tables_tokens(monkeypatch, text) == _larks_tokens(lark_lexing, text)
 
 
 @pytest.mark.parametrize("damage", ["", "{not json", '{"data": 1, "memo": {}}', "[]"])
@@ -513,6 +542,100 @@ def test_tables_others_can_write_are_not_used(monkeypatch, tmp_path, what):
     _fresh_lark(monkeypatch, tmp_path)
     assert one("z = a + b\n").name == "z"
     parser._lark.cache_clear()
+
+
+def _fresh_tables(monkeypatch, cache: Path):
+    monkeypatch.setenv("DSL_CACHE_DIR", str(cache))
+    parser._tables.cache_clear()
+    parser._lark.cache_clear()
+    return parser._tables()
+
+
+def _no_lark():
+    raise AssertionError("Lark's parser used for a text that parses")
+
+
+def test_plain_tables_are_cached_and_a_text_that_parses_needs_no_lark(monkeypatch, tmp_path):
+    """Issue 15: the plain tables are taken from Lark's parser when absent and written as JSON
+    data; loaded from there, every model in the repository parses as before with no Lark
+    object, and a text that does not parse still gets Lark's error."""
+    texts = [path.read_text(encoding="utf-8", errors="replace").rstrip("\n") + "\n"
+             for path in _models()]
+    built = _fresh_tables(monkeypatch, tmp_path)
+    (table,) = tmp_path.glob("lalr.*.json")
+    assert json.loads(table.read_text())["key"]  # data, not code
+    want = [_outcome(parse, text) for text in texts]
+    lark_ = parser._lark()
+    parser._tables.cache_clear()
+    monkeypatch.setattr(parser, "_lark", _no_lark)
+    assert parser._tables() is not built  # loaded from the file
+    parsed = 0
+    for text, outcome in zip(texts, want):
+        try:
+            parser._check_depth(lark_.parse(text), "m.model")
+        except (UnexpectedInput, DslSyntaxError):  # Lark says where: a syntax error, too deep
+            continue
+        assert _outcome(parse, text) == outcome
+        parsed += 1
+    assert parsed > 20
+    monkeypatch.setattr(parser, "_lark", lambda: lark_)
+    e = syntax_error("x = (1 + 2\n")
+    assert "missing `)`" in e.message and e.notes
+    parser._tables.cache_clear()
+
+
+def _damages(table: Path) -> list[str]:
+    key = json.loads(table.read_text())["key"]
+    return ["", "{not json", "[]", "null", "{}", json.dumps({"key": key}),
+            json.dumps({**json.loads(table.read_text()), "key": "another"})]
+
+
+@pytest.mark.parametrize("damage", range(7))
+def test_damaged_plain_tables_are_rebuilt(monkeypatch, tmp_path, damage):
+    _fresh_tables(monkeypatch, tmp_path)
+    (table,) = tmp_path.glob("lalr.*.json")
+    whole = json.loads(table.read_text())
+    table.write_text(_damages(table)[damage])
+    _fresh_tables(monkeypatch, tmp_path)
+    assert one("z = a + b\n").name == "z"
+    assert json.loads(table.read_text()) == whole  # written again, whole
+    parser._tables.cache_clear()
+
+
+@pytest.mark.parametrize("change", ["grammar", "lark"])
+def test_plain_tables_of_another_grammar_or_lark_are_not_used(monkeypatch, tmp_path, change):
+    """Tables are keyed by the grammar's text and Lark's version (and the options): those of
+    another are another file, and a file that holds another key is rebuilt."""
+    _fresh_tables(monkeypatch, tmp_path)
+    (mine,) = tmp_path.glob("lalr.*.json")
+    if change == "grammar":
+        text = parser.grammar_text()
+        monkeypatch.setattr(parser, "grammar_text", lambda: text + "\n// another grammar\n")
+    else:
+        monkeypatch.setattr(parser.lark, "__version__", "0.0.0")
+    _fresh_tables(monkeypatch, tmp_path)
+    (other,) = set(tmp_path.glob("lalr.*.json")) - {mine}
+    other.replace(mine)  # another's tables under this name
+    monkeypatch.undo()
+    _fresh_tables(monkeypatch, tmp_path)
+    assert json.loads(mine.read_text())["key"] == parser._key(str(parser._TABLES_FORMAT))
+    assert one("z = a + b\n").name == "z"
+    parser._tables.cache_clear()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no file owners to compare")
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_plain_tables_others_can_write_are_not_used(monkeypatch, tmp_path, what):
+    """Plain tables are trusted as Lark's are: planted ones (here, tables that would fail
+    every parse) are neither loaded nor, in a folder others can write, replaced."""
+    _fresh_tables(monkeypatch, tmp_path)
+    (table,) = tmp_path.glob("lalr.*.json")
+    table.write_text(json.dumps({**json.loads(table.read_text()), "states": []}))
+    os.chmod(table if what == "file" else tmp_path, 0o666 if what == "file" else 0o777)
+    _fresh_tables(monkeypatch, tmp_path)
+    assert one("z = a + b\n").name == "z"
+    assert bool(json.loads(table.read_text())["states"]) == (what == "file")
+    parser._tables.cache_clear()
 
 
 # ---- line continuation -----------------------------------------------------------------------
