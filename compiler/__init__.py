@@ -6,4 +6,4 @@ front end's types in annotations only). tests/test_architecture.py holds the ord
 
 # Part of the compile cache's key; bumped when fixes change generated code, so stale cached modules
 # are not reused. Here, not in codegen, so that a cached command reads it without importing sympy.
-CODEGEN_VERSION = "22"
+CODEGEN_VERSION = "23"

@@ -442,9 +442,9 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
         """The function that returns `returns`, which reads the variables `keep`."""
         fixed = {"dt", *(size_name(d) for d in self.g.size_names())}  # read by shapes, dtypes
         bound = {value_name(n) for n in (*self.g.params, *self.g.inputs)} | fixed
-        lines = render(head + stmts, keep | fixed, bound)
+        lines = render(head + stmts, keep | fixed, bound, returns)
         text = f"def {name}(params, inputs):\n    \"\"\"{doc}\"\"\"\n"
-        return text + "".join(f"    {ln}\n" for ln in lines + [f"return {returns}"])
+        return text + "".join(f"    {ln}\n" for ln in lines)
 
     def residual_functions(self, ls: LeastSquares) -> list[str]:
         g = self.g

@@ -71,8 +71,8 @@ def test_each_statement_is_named_once_above_its_lines():
     statement repeated beside each of its lines."""
     src = _source((ROOT / "examples/boston_mlp.model").read_text(), "boston_mlp.model")
     predict = src[src.index("def predict("):src.index("def loss(")]
-    assert ("    # line 12: L1 = X @ W1 + b1\n    t1_L1 = v_X @ v_W1\n    v_L1 = t1_L1 + v_b1\n"
-            in predict)
+    assert ('    # line 12: L1 = X @ W1 + b1\n    t1_L1 = inputs["X"] @ params["W1"]\n'
+            '    v_L1 = t1_L1 + params["b1"]\n' in predict)
     assert predict.count("# line 12:") == 1
     loss = _function(src, "loss")
     assert loss.count("# line 14:") == 1 and loss.count("# line 15:") == 1
@@ -465,3 +465,46 @@ def test_loss_calls_predict_when_it_needs_nothing_else_on_the_way():
     mod = load_module(src, "h.model")
     params, inputs = {"w": np.array(2.0)}, {"x": np.array([0.5, 1.0]), "y": np.array([1.0, 0.0])}
     assert mod.loss(params, inputs) == mod.loss_and_grad(params, inputs)[0]
+
+
+def test_a_param_or_input_read_once_is_read_in_place():
+    """issue 15: an unpacking line per param and input was a fifth of a large module (Python's
+    compile costs about 5 us a line). What one function reads once it reads in place; what it
+    reads more often keeps its local: the training step reads each weight forward and backward."""
+    src = _source((ROOT / "examples/boston_mlp.model").read_text())
+    predict = _function(src, "predict")  # everything once
+    assert '    t1_L1 = inputs["X"] @ params["W1"]\n    v_L1 = t1_L1 + params["b1"]\n' in predict
+    assert not re.search(r"^    v_\w+ = (params|inputs)\[", predict, re.M)
+    step = _function(src, "_loss_and_grad")  # W1, W2, X and y twice or more; b1, b2 once
+    for name in ("W1", "W2"):
+        assert step.count(f'params["{name}"]') == 1 and f'    v_{name} = params["{name}"]\n' in step
+    assert '    v_X = inputs["X"]\n' in step and '    v_y = inputs["y"]\n' in step
+    assert "v_b1" not in step and "v_b2" not in step
+    assert '    v_L1 = t1_L1 + params["b1"]\n' in step
+    loss = _function(src, "loss")  # X for its row count only
+    assert '    n_N = inputs["X"].shape[0]\n' in loss and "v_X" not in loss
+    mod = load_module(src, "boston_mlp.model")  # forward returns each leaf, read in place
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.normal(size=(13, 10)), "b1": rng.normal(size=10),
+              "W2": rng.normal(size=(10, 1)), "b2": rng.normal(size=1)}
+    inputs = {"X": rng.normal(size=(5, 13)), "y": rng.normal(size=(5, 1))}
+    values = mod.forward(params, inputs)
+    assert all(values[n] is v for n, v in (*params.items(), *inputs.items()))
+    assert np.allclose(mod.predict(params, inputs), values["yhat"])
+
+
+def test_reads_are_counted_in_the_code_not_by_name_or_statement():
+    """A statement that reads a param twice (`A @ A`) keeps its local; `w` beside `w2` is one
+    read of each; a param named like another's local (`v_w`, whose local is `v_v_w`) is not
+    read in place inside a string (the dict `forward` returns)."""
+    src = _source("input x[N, 2]\nparam A[2, 2] = 1\nparam w = 2\nparam w2 = 3\nparam v_w = 4\n"
+                  "B = A @ A\nz = w * x + w2 + v_w\nloss = sum(z @ B)\nminimize loss\n")
+    predict = _function(src, "forward")
+    assert '    v_A = params["A"]\n' in predict and "v_A @ v_A" in predict
+    assert 'params["w"]*inputs["x"] + params["w2"] + params["v_w"]' in predict
+    assert '"w": params["w"], "w2": params["w2"], "v_w": params["v_w"]' in predict
+    mod = load_module(src, "m.model")
+    params = {"A": np.eye(2) * 2, "w": 2.0, "w2": 3.0, "v_w": 4.0}
+    values = mod.forward(params, {"x": np.ones((3, 2))})
+    assert [values[n] for n in ("w", "w2", "v_w")] == [2.0, 3.0, 4.0]
+    assert values["loss"] == pytest.approx(np.sum((2.0 * np.ones((3, 2)) + 7.0) @ (np.eye(2) * 4)))

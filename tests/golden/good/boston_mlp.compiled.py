@@ -45,57 +45,45 @@ def _sigmoid(a):
 
 def forward(params, inputs):
     """Every input, param and node, by name."""
-    v_W1 = params["W1"]
-    v_b1 = params["b1"]
-    v_W2 = params["W2"]
-    v_b2 = params["b2"]
     v_X = inputs["X"]
-    v_y = inputs["y"]
     n_N = v_X.shape[0]
     # line 12: L1 = X @ W1 + b1
-    t1_L1 = v_X @ v_W1
-    v_L1 = t1_L1 + v_b1
+    t1_L1 = v_X @ params["W1"]
+    v_L1 = t1_L1 + params["b1"]
     del t1_L1
     # line 13: h = sigmoid(L1)
     v_h = _sigmoid(v_L1)
     # line 14: yhat = h @ W2 + b2
-    t1_yhat = v_h @ v_W2
-    v_yhat = t1_yhat + v_b2
+    t1_yhat = v_h @ params["W2"]
+    v_yhat = t1_yhat + params["b2"]
     del t1_yhat
     # line 15: loss = mean((yhat - y)^2)
-    t1_loss = (v_yhat - v_y)**2
+    t1_loss = (v_yhat - inputs["y"])**2
     v_loss = np.sum(t1_loss) / n_N
-    return {"X": v_X, "y": v_y, "W1": v_W1, "b1": v_b1, "W2": v_W2, "b2": v_b2, "L1": v_L1, "h": v_h, "yhat": v_yhat, "loss": v_loss}
+    return {"X": v_X, "y": inputs["y"], "W1": params["W1"], "b1": params["b1"], "W2": params["W2"], "b2": params["b2"], "L1": v_L1, "h": v_h, "yhat": v_yhat, "loss": v_loss}
 
 def predict(params, inputs):
     """The prediction `yhat`."""
-    v_W1 = params["W1"]
-    v_b1 = params["b1"]
-    v_W2 = params["W2"]
-    v_b2 = params["b2"]
-    v_X = inputs["X"]
     # line 12: L1 = X @ W1 + b1
-    t1_L1 = v_X @ v_W1
-    v_L1 = t1_L1 + v_b1
+    t1_L1 = inputs["X"] @ params["W1"]
+    v_L1 = t1_L1 + params["b1"]
     del t1_L1
     # line 13: h = sigmoid(L1)
     v_h = _sigmoid(v_L1)
     del v_L1
     # line 14: yhat = h @ W2 + b2
-    t1_yhat = v_h @ v_W2
+    t1_yhat = v_h @ params["W2"]
     del v_h
-    v_yhat = t1_yhat + v_b2
+    v_yhat = t1_yhat + params["b2"]
     return v_yhat
 
 def loss(params, inputs):
     """The objective `loss`."""
-    v_y = inputs["y"]
-    v_X = inputs["X"]
-    n_N = v_X.shape[0]
+    n_N = inputs["X"].shape[0]
     # line 14: yhat = h @ W2 + b2
     v_yhat = predict(params, inputs)
     # line 15: loss = mean((yhat - y)^2)
-    t1_loss = (v_yhat - v_y)**2
+    t1_loss = (v_yhat - inputs["y"])**2
     del v_yhat
     v_loss = np.sum(t1_loss) / n_N
     return v_loss
@@ -103,22 +91,20 @@ def loss(params, inputs):
 def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
     """The objective and its gradient for every param (and input if `with_inputs`, which needs `with_loss`), times `lr`; the gradient alone unless `with_loss`."""
     v_W1 = params["W1"]
-    v_b1 = params["b1"]
     v_W2 = params["W2"]
-    v_b2 = params["b2"]
     v_X = inputs["X"]
     v_y = inputs["y"]
     n_N = v_X.shape[0]
     # line 12: L1 = X @ W1 + b1
     t1_L1 = v_X @ v_W1
-    v_L1 = t1_L1 + v_b1
+    v_L1 = t1_L1 + params["b1"]
     del t1_L1
     # line 13: h = sigmoid(L1)
     v_h = _sigmoid(v_L1)
     del v_L1
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
-    v_yhat = t1_yhat + v_b2
+    v_yhat = t1_yhat + params["b2"]
     del t1_yhat
     if with_loss:
         # line 15: loss = mean((yhat - y)^2)
@@ -168,17 +154,14 @@ def sgd_step(params, inputs, lr):
 
 def residuals(params, inputs):
     """The residuals r, flattened: `loss` == LEAST_SQUARES_FACTOR · mean(r²)."""
-    v_y = inputs["y"]
     # line 14: yhat = h @ W2 + b2
     v_yhat = predict(params, inputs)
-    res = v_yhat - v_y
+    res = v_yhat - inputs["y"]
     return res.reshape(-1)
 
 def jacobian(params, inputs):
     """∂r/∂params: one row per residual, one column per param element (PARAMS order, each flattened in C order)."""
     v_W1 = params["W1"]
-    v_b1 = params["b1"]
-    v_W2 = params["W2"]
     v_X = inputs["X"]
     dt = v_W1.dtype
     eye = np.eye(N_PARAMS, dtype=dt)
@@ -191,7 +174,7 @@ def jacobian(params, inputs):
     t1_L1 = v_X @ v_W1
     dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)
     del dv_W1
-    v_L1 = t1_L1 + v_b1
+    v_L1 = t1_L1 + params["b1"]
     del t1_L1
     dv_L1 = dt1_L1 + dv_b1
     del dt1_L1, dv_b1
@@ -201,7 +184,7 @@ def jacobian(params, inputs):
     dv_h = ((1 - v_h)*v_h)[..., None]*dv_L1
     del dv_L1
     # line 14: yhat = h @ W2 + b2
-    dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)
+    dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, params["W2"]) + np.einsum("ik,kjp->ijp", v_h, dv_W2)
     del dv_W2, dv_h, v_h
     dv_yhat = dv_b2 + dt1_yhat
     return dv_yhat.reshape(-1, N_PARAMS)
@@ -209,11 +192,8 @@ def jacobian(params, inputs):
 def hessian(params, inputs):
     """∂²loss/∂params²: N_PARAMS x N_PARAMS, rows and columns in the order of the jacobian's columns."""
     v_W1 = params["W1"]
-    v_b1 = params["b1"]
     v_W2 = params["W2"]
-    v_b2 = params["b2"]
     v_X = inputs["X"]
-    v_y = inputs["y"]
     dt = v_W1.dtype
     n_N = v_X.shape[0]
     eye = np.eye(N_PARAMS, dtype=dt)
@@ -226,7 +206,7 @@ def hessian(params, inputs):
     t1_L1 = v_X @ v_W1
     dt1_L1 = np.einsum("ik,kjp->ijp", v_X, dv_W1)
     del dv_W1
-    v_L1 = t1_L1 + v_b1
+    v_L1 = t1_L1 + params["b1"]
     del t1_L1
     dv_L1 = dt1_L1 + dv_b1
     del dt1_L1, dv_b1
@@ -238,13 +218,13 @@ def hessian(params, inputs):
     # line 14: yhat = h @ W2 + b2
     t1_yhat = v_h @ v_W2
     dt1_yhat = np.einsum("ikp,kj->ijp", dv_h, v_W2) + np.einsum("ik,kjp->ijp", v_h, dv_W2)
-    v_yhat = t1_yhat + v_b2
+    v_yhat = t1_yhat + params["b2"]
     del t1_yhat
     dv_yhat = dv_b2 + dt1_yhat
     del dt1_yhat, dv_b2
     # line 15: ∂ loss = mean((yhat - y)^2)
     gt1_loss = 1 / n_N
-    g_yhat = 2*(v_yhat - v_y)*gt1_loss
+    g_yhat = 2*(v_yhat - inputs["y"])*gt1_loss
     del v_yhat
     dg_yhat = 2*gt1_loss*dv_yhat
     del dv_yhat, gt1_loss

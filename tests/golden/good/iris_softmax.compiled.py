@@ -47,36 +47,30 @@ def _softmax(a, axis):
 
 def forward(params, inputs):
     """Every input, param and node, by name."""
-    v_W = params["W"]
-    v_b = params["b"]
     v_X = inputs["X"]
-    v_Y = inputs["Y"]
     n_N = v_X.shape[0]
     # line 10: z = X @ W + b
-    t1_z = v_X @ v_W
-    v_z = t1_z + v_b
+    t1_z = v_X @ params["W"]
+    v_z = t1_z + params["b"]
     del t1_z
     # line 11: p = softmax(z, axis = 1)
     v_p = _softmax(v_z, axis=1)
     # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
-    t3_loss = (v_z - t4_loss)*v_Y
+    t3_loss = (v_z - t4_loss)*inputs["Y"]
     del t4_loss
     t2_loss = np.sum(t3_loss, axis=1)
     del t3_loss
     t1_loss = -t2_loss
     del t2_loss
     v_loss = np.sum(t1_loss) / n_N
-    return {"X": v_X, "Y": v_Y, "W": v_W, "b": v_b, "z": v_z, "p": v_p, "loss": v_loss}
+    return {"X": v_X, "Y": inputs["Y"], "W": params["W"], "b": params["b"], "z": v_z, "p": v_p, "loss": v_loss}
 
 def predict(params, inputs):
     """The prediction `p`."""
-    v_W = params["W"]
-    v_b = params["b"]
-    v_X = inputs["X"]
     # line 10: z = X @ W + b
-    t1_z = v_X @ v_W
-    v_z = t1_z + v_b
+    t1_z = inputs["X"] @ params["W"]
+    v_z = t1_z + params["b"]
     del t1_z
     # line 11: p = softmax(z, axis = 1)
     v_p = _softmax(v_z, axis=1)
@@ -84,18 +78,15 @@ def predict(params, inputs):
 
 def loss(params, inputs):
     """The objective `loss`."""
-    v_W = params["W"]
-    v_b = params["b"]
     v_X = inputs["X"]
-    v_Y = inputs["Y"]
     n_N = v_X.shape[0]
     # line 10: z = X @ W + b
-    t1_z = v_X @ v_W
-    v_z = t1_z + v_b
+    t1_z = v_X @ params["W"]
+    v_z = t1_z + params["b"]
     del t1_z
     # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
-    t3_loss = (v_z - t4_loss)*v_Y
+    t3_loss = (v_z - t4_loss)*inputs["Y"]
     del t4_loss, v_z
     t2_loss = np.sum(t3_loss, axis=1)
     del t3_loss
@@ -107,13 +98,12 @@ def loss(params, inputs):
 def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
     """The objective and its gradient for every param (and input if `with_inputs`, which needs `with_loss`), times `lr`; the gradient alone unless `with_loss`."""
     v_W = params["W"]
-    v_b = params["b"]
     v_X = inputs["X"]
     v_Y = inputs["Y"]
     n_N = v_X.shape[0]
     # line 10: z = X @ W + b
     t1_z = v_X @ v_W
-    v_z = t1_z + v_b
+    v_z = t1_z + params["b"]
     del t1_z
     # line 12: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
@@ -166,9 +156,7 @@ def sgd_step(params, inputs, lr):
 def hessian(params, inputs):
     """∂²loss/∂params²: N_PARAMS x N_PARAMS, rows and columns in the order of the jacobian's columns."""
     v_W = params["W"]
-    v_b = params["b"]
     v_X = inputs["X"]
-    v_Y = inputs["Y"]
     dt = v_W.dtype
     n_N = v_X.shape[0]
     eye = np.eye(N_PARAMS, dtype=dt)
@@ -179,7 +167,7 @@ def hessian(params, inputs):
     t1_z = v_X @ v_W
     dt1_z = np.einsum("ik,kjp->ijp", v_X, dv_W)
     del dv_W
-    v_z = t1_z + v_b
+    v_z = t1_z + params["b"]
     del t1_z
     dv_z = dv_b + dt1_z
     del dt1_z, dv_b
@@ -190,7 +178,7 @@ def hessian(params, inputs):
     gt1_loss = 1 / n_N
     gt2_loss = -gt1_loss
     del gt1_loss
-    _d0 = gt2_loss*v_Y
+    _d0 = gt2_loss*inputs["Y"]
     del gt2_loss
     gt4_loss = (-_d0).sum(axis=1, keepdims=True)
     del _d0

@@ -43,63 +43,51 @@ def _logsumexp(a, axis=None, keepdims=False):
 
 def forward(params, inputs):
     """Every input, param and node, by name."""
-    v_W1 = params["W1"]
-    v_b1 = params["b1"]
-    v_W2 = params["W2"]
-    v_b2 = params["b2"]
     v_X = inputs["X"]
-    v_Y = inputs["Y"]
     n_N = v_X.shape[0]
     # line 14: h = relu((X * scale) @ W1 + b1)
     t2_h = v_X*v_scale
-    t1_h = t2_h @ v_W1
+    t1_h = t2_h @ params["W1"]
     del t2_h
-    v_h = np.maximum(t1_h + v_b1, 0.0)
+    v_h = np.maximum(t1_h + params["b1"], 0.0)
     del t1_h
     # line 15: z = h @ W2 + b2
-    t1_z = v_h @ v_W2
-    v_z = t1_z + v_b2
+    t1_z = v_h @ params["W2"]
+    v_z = t1_z + params["b2"]
     del t1_z
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
-    t3_loss = (v_z - t4_loss)*v_Y
+    t3_loss = (v_z - t4_loss)*inputs["Y"]
     del t4_loss
     t2_loss = np.sum(t3_loss, axis=1)
     del t3_loss
     t1_loss = -t2_loss
     del t2_loss
     v_loss = np.sum(t1_loss) / n_N
-    return {"X": v_X, "Y": v_Y, "scale": v_scale, "W1": v_W1, "b1": v_b1, "W2": v_W2, "b2": v_b2, "h": v_h, "z": v_z, "loss": v_loss}
+    return {"X": v_X, "Y": inputs["Y"], "scale": v_scale, "W1": params["W1"], "b1": params["b1"], "W2": params["W2"], "b2": params["b2"], "h": v_h, "z": v_z, "loss": v_loss}
 
 def predict(params, inputs):
     """The prediction `z`."""
-    v_W1 = params["W1"]
-    v_b1 = params["b1"]
-    v_W2 = params["W2"]
-    v_b2 = params["b2"]
-    v_X = inputs["X"]
     # line 14: h = relu((X * scale) @ W1 + b1)
-    t2_h = v_X*v_scale
-    t1_h = t2_h @ v_W1
+    t2_h = inputs["X"]*v_scale
+    t1_h = t2_h @ params["W1"]
     del t2_h
-    v_h = np.maximum(t1_h + v_b1, 0.0)
+    v_h = np.maximum(t1_h + params["b1"], 0.0)
     del t1_h
     # line 15: z = h @ W2 + b2
-    t1_z = v_h @ v_W2
+    t1_z = v_h @ params["W2"]
     del v_h
-    v_z = t1_z + v_b2
+    v_z = t1_z + params["b2"]
     return v_z
 
 def loss(params, inputs):
     """The objective `loss`."""
-    v_Y = inputs["Y"]
-    v_X = inputs["X"]
-    n_N = v_X.shape[0]
+    n_N = inputs["X"].shape[0]
     # line 15: z = h @ W2 + b2
     v_z = predict(params, inputs)
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)
-    t3_loss = (v_z - t4_loss)*v_Y
+    t3_loss = (v_z - t4_loss)*inputs["Y"]
     del t4_loss, v_z
     t2_loss = np.sum(t3_loss, axis=1)
     del t3_loss
@@ -111,20 +99,18 @@ def loss(params, inputs):
 def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
     """The objective and its gradient for every param (and input if `with_inputs`, which needs `with_loss`), times `lr`; the gradient alone unless `with_loss`."""
     v_W1 = params["W1"]
-    v_b1 = params["b1"]
     v_W2 = params["W2"]
-    v_b2 = params["b2"]
     v_X = inputs["X"]
     v_Y = inputs["Y"]
     n_N = v_X.shape[0]
     # line 14: h = relu((X * scale) @ W1 + b1)
     t2_h = v_X*v_scale
     t1_h = t2_h @ v_W1
-    v_h = np.maximum(t1_h + v_b1, 0.0)
+    v_h = np.maximum(t1_h + params["b1"], 0.0)
     del t1_h
     # line 15: z = h @ W2 + b2
     t1_z = v_h @ v_W2
-    v_z = t1_z + v_b2
+    v_z = t1_z + params["b2"]
     del t1_z
     # line 16: loss = mean(-sum(Y * log(softmax(z, axis = 1)), axis = 1))
     t4_loss = _logsumexp(v_z, axis=1, keepdims=True)

@@ -36,38 +36,28 @@ v_pi = 3.141592653589793  # const pi = 3.141592653589793
 
 def forward(params, inputs):
     """Every input, param and node, by name."""
-    v_g = params["g"]
-    v_d_cm = params["d_cm"]
     v_L = inputs["L"]
-    v_T = inputs["T"]
-    v_sigma = inputs["sigma"]
     n_N = v_L.shape[0]
     # line 20: That = period(L + d_cm / 100, g)
-    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    v_That = 2*np.sqrt((v_L + (1/100)*params["d_cm"])/params["g"])*v_pi
     # line 23: chi2 = mean(((That - T) / sigma)^2)
-    t1_chi2 = (v_That - v_T)**2/v_sigma**2
+    t1_chi2 = (v_That - inputs["T"])**2/inputs["sigma"]**2
     v_chi2 = np.sum(t1_chi2) / n_N
-    return {"L": v_L, "T": v_T, "sigma": v_sigma, "pi": v_pi, "g": v_g, "d_cm": v_d_cm, "That": v_That, "chi2": v_chi2}
+    return {"L": v_L, "T": inputs["T"], "sigma": inputs["sigma"], "pi": v_pi, "g": params["g"], "d_cm": params["d_cm"], "That": v_That, "chi2": v_chi2}
 
 def predict(params, inputs):
     """The prediction `That`."""
-    v_g = params["g"]
-    v_d_cm = params["d_cm"]
-    v_L = inputs["L"]
     # line 20: That = period(L + d_cm / 100, g)
-    v_That = 2*np.sqrt((v_L + (1/100)*v_d_cm)/v_g)*v_pi
+    v_That = 2*np.sqrt((inputs["L"] + (1/100)*params["d_cm"])/params["g"])*v_pi
     return v_That
 
 def loss(params, inputs):
     """The objective `chi2`."""
-    v_T = inputs["T"]
-    v_sigma = inputs["sigma"]
-    v_L = inputs["L"]
-    n_N = v_L.shape[0]
+    n_N = inputs["L"].shape[0]
     # line 20: That = period(L + d_cm / 100, g)
     v_That = predict(params, inputs)
     # line 23: chi2 = mean(((That - T) / sigma)^2)
-    t1_chi2 = (v_That - v_T)**2/v_sigma**2
+    t1_chi2 = (v_That - inputs["T"])**2/inputs["sigma"]**2
     del v_That
     v_chi2 = np.sum(t1_chi2) / n_N
     return v_chi2
@@ -130,11 +120,9 @@ def sgd_step(params, inputs, lr):
 
 def residuals(params, inputs):
     """The residuals r, flattened: `chi2` == LEAST_SQUARES_FACTOR · mean(r²)."""
-    v_T = inputs["T"]
-    v_sigma = inputs["sigma"]
     # line 20: That = period(L + d_cm / 100, g)
     v_That = predict(params, inputs)
-    res = (v_That - v_T)/v_sigma
+    res = (v_That - inputs["T"])/inputs["sigma"]
     return res.reshape(-1)
 
 def jacobian(params, inputs):
@@ -142,7 +130,6 @@ def jacobian(params, inputs):
     v_g = params["g"]
     v_d_cm = params["d_cm"]
     v_L = inputs["L"]
-    v_sigma = inputs["sigma"]
     dt = v_g.dtype
     eye = np.eye(N_PARAMS, dtype=dt)
     dv_g = eye[0]
@@ -153,7 +140,7 @@ def jacobian(params, inputs):
     _t1 = np.sqrt((v_L + (1/100)*v_d_cm)*_t0)*v_pi
     dv_That = (_t1/(100*v_L + v_d_cm))[..., None]*dv_d_cm - (_t0*_t1)[..., None]*dv_g
     del _t0, _t1, dv_d_cm, dv_g
-    d_res = (1/v_sigma)[..., None]*dv_That
+    d_res = (1/inputs["sigma"])[..., None]*dv_That
     return d_res.reshape(-1, N_PARAMS)
 
 def hessian(params, inputs):
@@ -161,7 +148,6 @@ def hessian(params, inputs):
     v_g = params["g"]
     v_d_cm = params["d_cm"]
     v_L = inputs["L"]
-    v_T = inputs["T"]
     v_sigma = inputs["sigma"]
     dt = v_g.dtype
     n_N = v_L.shape[0]
@@ -177,7 +163,7 @@ def hessian(params, inputs):
     del _t0, _t1
     # line 23: ∂ chi2 = mean(((That - T) / sigma)^2)
     gt1_chi2 = 1 / n_N
-    g_That = 2*(v_That - v_T)*gt1_chi2/v_sigma**2
+    g_That = 2*(v_That - inputs["T"])*gt1_chi2/v_sigma**2
     del v_That
     dg_That = (2*gt1_chi2/v_sigma**2)[..., None]*dv_That
     del dv_That, gt1_chi2

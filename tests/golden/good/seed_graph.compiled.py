@@ -45,62 +45,48 @@ def _sigmoid(a):
 
 def forward(params, inputs):
     """Every input, param and node, by name."""
-    v_k1 = params["k1"]
-    v_b1 = params["b1"]
-    v_k2 = params["k2"]
-    v_b2 = params["b2"]
-    v_x = inputs["x"]
-    v_y = inputs["y"]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_k1*v_x + v_b1
+    v_L1 = params["k1"]*inputs["x"] + params["b1"]
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_k2*v_s + v_b2
+    v_L2 = params["k2"]*v_s + params["b2"]
     # line 13: loss = (L2 - y)^2
-    v_loss = (v_L2 - v_y)**2
-    return {"x": v_x, "y": v_y, "k1": v_k1, "b1": v_b1, "k2": v_k2, "b2": v_b2, "L1": v_L1, "s": v_s, "L2": v_L2, "loss": v_loss}
+    v_loss = (v_L2 - inputs["y"])**2
+    return {"x": inputs["x"], "y": inputs["y"], "k1": params["k1"], "b1": params["b1"], "k2": params["k2"], "b2": params["b2"], "L1": v_L1, "s": v_s, "L2": v_L2, "loss": v_loss}
 
 def predict(params, inputs):
     """The prediction `L2`."""
-    v_k1 = params["k1"]
-    v_b1 = params["b1"]
-    v_k2 = params["k2"]
-    v_b2 = params["b2"]
-    v_x = inputs["x"]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_k1*v_x + v_b1
+    v_L1 = params["k1"]*inputs["x"] + params["b1"]
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
     del v_L1
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_k2*v_s + v_b2
+    v_L2 = params["k2"]*v_s + params["b2"]
     return v_L2
 
 def loss(params, inputs):
     """The objective `loss`."""
-    v_y = inputs["y"]
     # line 12: L2 = k2 * s + b2
     v_L2 = predict(params, inputs)
     # line 13: loss = (L2 - y)^2
-    v_loss = (v_L2 - v_y)**2
+    v_loss = (v_L2 - inputs["y"])**2
     return v_loss
 
 def _loss_and_grad(params, inputs, lr, with_loss, with_inputs):
     """The objective and its gradient for every param (and input if `with_inputs`, which needs `with_loss`), times `lr`; the gradient alone unless `with_loss`."""
     v_k1 = params["k1"]
-    v_b1 = params["b1"]
     v_k2 = params["k2"]
-    v_b2 = params["b2"]
     v_x = inputs["x"]
     v_y = inputs["y"]
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_k1*v_x + v_b1
+    v_L1 = v_k1*v_x + params["b1"]
     # line 11: s = sigmoid(L1)
     v_s = _sigmoid(v_L1)
     del v_L1
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_k2*v_s + v_b2
+    v_L2 = v_k2*v_s + params["b2"]
     if with_loss:
         # line 13: loss = (L2 - y)^2
         v_loss = (v_L2 - v_y)**2
@@ -144,11 +130,8 @@ def sgd_step(params, inputs, lr):
 def hessian(params, inputs):
     """∂²loss/∂params²: N_PARAMS x N_PARAMS, rows and columns in the order of the jacobian's columns."""
     v_k1 = params["k1"]
-    v_b1 = params["b1"]
     v_k2 = params["k2"]
-    v_b2 = params["b2"]
     v_x = inputs["x"]
-    v_y = inputs["y"]
     dt = v_k1.dtype
     eye = np.eye(N_PARAMS, dtype=dt)
     dv_k1 = eye[0]
@@ -157,7 +140,7 @@ def hessian(params, inputs):
     dv_b2 = eye[3]
     del eye
     # line 10: L1 = k1 * x + b1
-    v_L1 = v_k1*v_x + v_b1
+    v_L1 = v_k1*v_x + params["b1"]
     dv_L1 = dv_b1 + v_x*dv_k1
     del dv_b1, dv_k1
     # line 11: s = sigmoid(L1)
@@ -166,11 +149,11 @@ def hessian(params, inputs):
     dv_s = (1 - v_s)*v_s*dv_L1
     del dv_L1
     # line 12: L2 = k2 * s + b2
-    v_L2 = v_k2*v_s + v_b2
+    v_L2 = v_k2*v_s + params["b2"]
     dv_L2 = dv_b2 + v_s*dv_k2 + v_k2*dv_s
     del dv_b2
     # line 13: ∂ loss = (L2 - y)^2
-    g_L2 = 2*(v_L2 - v_y)
+    g_L2 = 2*(v_L2 - inputs["y"])
     del v_L2
     dg_L2 = 2*dv_L2
     del dv_L2
