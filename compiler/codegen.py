@@ -369,6 +369,13 @@ class ModuleWriter:
         # (prefix, node, G, inputs, steps) -> its cse by the number of its first temporary, the
         # inputs' shapes, and its `compiler.memo.shape_of`
         self._pushed: dict[tuple, tuple] = {}
+        # what each node reads, the table `ancestors` follows (a writer's graph does not change)
+        self.reads = {n: node.inputs for n, node in graph.nodes.items()}
+        self._before_prediction: set[str] | None = None  # what `predict` computes
+
+    def reads_calling_predict(self, predicted: bool) -> dict[str, tuple[str, ...]]:
+        """`reads`, where with `predicted` the prediction reads nothing: `predict` is called."""
+        return {**self.reads, self.g.predict: ()} if predicted else self.reads
 
     # ---- forward ---------------------------------------------------------------------------
 
@@ -612,7 +619,7 @@ class ModuleWriter:
             self._backward[key] = back, reads, adjoint, dict(self.same) if wrt or guarded else {}
         back, reads, adjoint, same = self._backward[key]
         needed_values = set(reads) | set(keep_values)
-        inputs_of = lambda n: () if predicted and n == g.predict else g.reads(n)
+        inputs_of = self.reads_calling_predict(predicted)
         live = ancestors(needed_values | ({g.objective} if with_loss else set()), inputs_of)
         always = ancestors(needed_values, inputs_of) if with_loss else live
         fwd = _Body(g, FORWARD_TEMPS)
@@ -762,11 +769,13 @@ class ModuleWriter:
         g = self.g
         if not g.predict or g.nodes[g.predict].is_leaf:
             return False
-        need = ancestors(roots, g.reads)
-        before = ancestors([g.predict], g.reads)
+        need = ancestors(roots, self.reads)
+        if self._before_prediction is None:
+            self._before_prediction = ancestors([g.predict], self.reads)
+        before = self._before_prediction
         return g.predict in need and all(
             i == g.predict or i not in before or g.nodes[i].is_leaf
-            for i in (*roots, *(i for n in need - before for i in g.reads(n))))
+            for i in (*roots, *(i for n in need - before for i in self.reads[n])))
 
     def docstring(self) -> str:
         head = "The compiled model: forward pass, objective, gradients, training step."

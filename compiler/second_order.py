@@ -428,7 +428,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
         """The forward lines `roots` need (and, with `self.varies`, their tangents);
         `predicted`: the prediction is `predict`'s, called, not computed again."""
         g = self.g
-        live = ancestors(roots, lambda n: () if predicted and n == g.predict else g.reads(n))
+        live = ancestors(roots, self.reads_calling_predict(predicted))
         for n, node in g.nodes.items():
             if predicted and n == g.predict:
                 body.emit(value_name(n), "predict(params, inputs)", node)
