@@ -72,6 +72,8 @@ class Checked:
     source_names: list[str] = field(default_factory=list)  # several: a global fit
     target: str | None = None  # `target NAME`: what the report scores the prediction against
     train: TrainConfig | None = None  # the block's meaning: `dsl.training.config.configure`
+    # node -> the names its expression reads directly (`reads`), found once by the checker
+    reads_of: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def per_source(self) -> list[str]:
@@ -86,9 +88,9 @@ class Checked:
         more = f", ... ({len(scalars)} in all)" if len(scalars) > 8 else ""
         return ("add `minimize NAME` naming a scalar node: " + ", ".join(scalars[:8]) + more)
 
-    def reads(self, name: str) -> set[str]:
+    def reads(self, name: str) -> frozenset[str]:
         """The names `name` reads directly (`compiler.deps.ancestors` follows them)."""
-        return _names_in(self.nodes[name]) if name in self.nodes else set()
+        return self.reads_of.get(name, frozenset())
 
 
 def check(model: ast.Program) -> Checked:
@@ -137,6 +139,7 @@ class _Checker:
         order = self._toposort(deps)
         nodes: dict[str, Typed] = {}
         work: dict[str, int] = {}
+        reads: dict[str, frozenset[str]] = {}
         for name in order:
             st = self.decls[name]
             if isinstance(st, ast.Assign):
@@ -146,7 +149,7 @@ class _Checker:
                     raise SemanticError(f"`{name}` is nested too deeply once its defs are expanded",
                                         st.span, "split it into several statements, one node "
                                         "per line") from None
-                work[name] = self._work(st, nodes[name])
+                work[name], reads[name] = self._work(st, nodes[name])
                 self.shapes[name] = nodes[name].shape
         self._check_model_work(work)
         objective = self._target(singles.get(ast.Minimize))
@@ -166,19 +169,23 @@ class _Checker:
             objective=objective, predict=predict, reports=reported,
             data=sources[0] if sources else None, train_block=singles.get(ast.Train), warnings=self.warnings,
             sources=sources, source_names=names,
-            target=self._target(singles.get(ast.Target)))
+            target=self._target(singles.get(ast.Target)), reads_of=reads)
         if checked.target:
             _check_target(checked, singles[ast.Target])
         self._warn_unused(checked)
         return checked
 
-    def _work(self, st: ast.Assign, t: Typed) -> int:
-        """Terms times names read (LANGUAGE.md section 6); above the limit, a refusal."""
+    def _work(self, st: ast.Assign, t: Typed) -> tuple[int, frozenset[str]]:
+        """Terms times names read (LANGUAGE.md section 6), and those names; above the limit, a
+        refusal."""
         terms = _tree_size(t)
-        reads = len(_names_in(t)) if terms <= MAX_STATEMENT_WORK else 1
-        if terms * max(reads, 1) > MAX_STATEMENT_WORK:
-            raise _too_large(st, terms, reads, self._calls_def(st.expr))
-        return terms * max(reads, 1)
+        if terms > MAX_STATEMENT_WORK:  # no walk for names through a tree past the limit
+            raise _too_large(st, terms, 1, self._calls_def(st.expr))
+        names = frozenset(_names_in(t))
+        work = terms * max(len(names), 1)
+        if work > MAX_STATEMENT_WORK:
+            raise _too_large(st, terms, len(names), self._calls_def(st.expr))
+        return work, names
 
     def _calls_def(self, e: ast.Expr) -> bool:
         stack = [e]
@@ -447,11 +454,11 @@ class _Checker:
                             "a node cannot depend on itself; break the loop", notes=notes)
 
     def _warn_unused(self, checked: Checked) -> None:
-        objective, predict, nodes = checked.objective, checked.predict, checked.nodes
+        objective, predict = checked.objective, checked.predict
         used = {n for n in (objective, predict, checked.target) if n} | set(checked.reports)
         reaches = ancestors([objective], checked.reads) if objective else set()
-        for t in nodes.values():
-            used.update(_names_in(t))
+        for names in checked.reads_of.values():
+            used.update(names)
         for name, st in self.decls.items():
             if isinstance(st, ast.Param) and objective and name not in reaches:
                 self.warnings.append(ModelWarning(
@@ -658,7 +665,23 @@ def _too_large(st: ast.Assign, terms: int, reads: int, calls_def: bool) -> Seman
 
 def _tree_size(t: Typed) -> int:
     """Terms of a typed expression written out as a tree: shared parts (a def's argument used
-    twice) count each time they are used. Iterative, memoized; stops counting past the limit."""
+    twice) count each time they are used. Iterative; stops counting past the limit. A tree that
+    shares no part (nearly all) is counted in one walk over its parts."""
+    seen: set[int] = set()
+    stack = [t]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            return _shared_tree_size(t)
+        seen.add(id(x))
+        if len(seen) > MAX_STATEMENT_WORK:
+            return MAX_STATEMENT_WORK + 1
+        stack.extend(x.args)
+    return len(seen)
+
+
+def _shared_tree_size(t: Typed) -> int:
+    """`_tree_size` of a tree with shared parts: each part's size worked out once."""
     sizes: dict[int, int] = {}
     stack = [(t, False)]
     while stack:
