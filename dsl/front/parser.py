@@ -18,6 +18,7 @@ expressions nested deeper than `MAX_DEPTH` are refused here with a hint, before 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -117,39 +118,48 @@ class _Unparsed(Exception):
     accept): Lark parses it again, to say what is wrong."""
 
 
+_ROOT_USES = 1000  # about what compiling a lexer's union costs, in the root union's slower matches
+
+
 class _Lexer:
     """The lexer of the parser states that accept the same terminals, as Lark's contextual lexer
     builds it: the union regex of those terminals in Lark's order (the first alternative that
-    matches wins), compiled when a parse first needs it (issue 15: compiling all of them cost
-    more than a small parse), and the keywords a NAME becomes by its text."""
+    matches wins), and the keywords a NAME becomes by its text. Its regex is compiled only where
+    needed (issue 15: compiling one per state was most of a small parse). Where the union of all
+    terminals (`_Tables.root`) finds one of this lexer's terminals, and each terminal this
+    lexer has before it is in the root union too (`decided`), this union finds the same: those
+    before it failed there. It is compiled where the root union does not decide, or after
+    `_ROOT_USES` tokens (it matches faster, being smaller: a big model pays the compile back)."""
 
-    __slots__ = ("sources", "keywords", "patterns")
+    __slots__ = ("source", "keywords", "decided", "pattern", "root_uses")
 
-    def __init__(self, sources: list, keywords: dict):
-        self.sources, self.keywords, self.patterns = sources, keywords, None
+    def __init__(self, source: str, keywords: dict, decided: list):
+        self.source, self.keywords, self.decided = source, keywords, frozenset(decided)
+        self.pattern, self.root_uses = None, _ROOT_USES
 
-    def compile(self) -> list[re.Pattern]:
-        self.patterns = [re.compile(source, flags) for source, flags in self.sources]
-        return self.patterns
+    def compile(self) -> re.Pattern:
+        self.pattern = re.compile(self.source)
+        return self.pattern
 
 
 class _Tables:
     """What a successful parse needs of Lark's parser, as plain data (issue 15: loading Lark's
     own objects from their cached tables was most of a small parse): the LALR action table
     (per state, a symbol's next state, or ~index of the rule to reduce), each rule's shape
-    (`_rule_shape`), the start and end states, each state's `_Lexer`, and the terminals that
-    are ignored or may hold a newline."""
+    (`_rule_shape`), the start and end states, the union regex of all terminals and each
+    state's `_Lexer`, and the terminals that are ignored or may hold a newline."""
 
     def __init__(self, data: dict):
         self.states = data["states"]
         self.rules = data["rules"]
         self.start, self.end = data["start"], data["end"]
-        lexers = [_Lexer(sources, keywords) for sources, keywords in data["lexers"]]
+        self.root = data["root"]
+        lexers = [_Lexer(*lexer) for lexer in data["lexers"]]
         self.lexers = [lexers[i] for i in data["lexer_of_state"]]
         self.ignore, self.newline = frozenset(data["ignore"]), frozenset(data["newline"])
 
 
-_TABLES_FORMAT = 1  # bumped when `_Tables`' data changes
+_TABLES_FORMAT = 2  # bumped when `_Tables`' data changes
 
 
 @lru_cache(maxsize=1)
@@ -190,32 +200,41 @@ def _table_data(parser: Lark, key: str) -> dict:
             actions[kind] = arg if action is Shift else ~rules.setdefault(arg, len(rules))
         states.append(actions)
     contextual = parser.parser.lexer.lexer
-    lexers: dict[int, int] = {}
-    lexer_data = []
+    root, root_terminals = _scanner(contextual.root_lexer)
+    lexers: dict[str, int] = {}  # by their data: states that accept other terminals may lex alike
+    lexer_of_state = []
     for state in range(len(states)):
         lexer = contextual.lexers[state]
-        if id(lexer) not in lexers:
-            lexers[id(lexer)] = len(lexer_data)
-            lexer_data.append(_lexer_data(lexer))
-    root = contextual.root_lexer
+        source, terminals = _scanner(lexer)
+        decided = list(itertools.takewhile(set(root_terminals).__contains__, terminals))
+        data = json.dumps([source, _keywords(lexer), decided])
+        lexer_of_state.append(lexers.setdefault(data, len(lexers)))
     return {"key": key, "states": states, "rules": [_rule_shape(rule) for rule in rules],
-            "start": conf.start_state, "end": conf.end_state,
-            "lexers": lexer_data,
-            "lexer_of_state": [lexers[id(contextual.lexers[s])] for s in range(len(states))],
-            "ignore": sorted(root.ignore_types), "newline": sorted(root.newline_types)}
+            "start": conf.start_state, "end": conf.end_state, "root": root,
+            "lexers": [json.loads(data) for data in lexers], "lexer_of_state": lexer_of_state,
+            "ignore": sorted(contextual.root_lexer.ignore_types),
+            "newline": sorted(contextual.root_lexer.newline_types)}
 
 
-def _lexer_data(lexer: BasicLexer) -> tuple[list, dict]:
-    """A per-state lexer of Lark's: its union regexes (Lark's `Scanner`) and its keywords (the
-    strings a regex terminal's `UnlessCallback` retypes it to, all plain)."""
-    scanner = lexer.scanner  # also builds `callback`
+def _scanner(lexer: BasicLexer) -> tuple[str, list[str]]:
+    """The union regex of a lexer of Lark's (its `Scanner`, one regex since Python lifted its
+    limit of 100 groups) and its terminals, in order."""
+    scanner = lexer.scanner
+    (pattern,) = scanner._mres
+    assert pattern.flags == re.UNICODE, pattern.flags
+    return pattern.pattern, [t.name for t in scanner.terminals]
+
+
+def _keywords(lexer: BasicLexer) -> dict[str, dict[str, str]]:
+    """A lexer's keywords: the strings a regex terminal's `UnlessCallback` retypes it to (all
+    plain), by that terminal."""
     keywords = {}
     for kind, callback in lexer.callback.items():
         assert isinstance(callback, UnlessCallback), kind
         words = callback.scanner.terminals
         assert all(isinstance(t.pattern, PatternStr) and not t.pattern.flags for t in words)
         keywords[kind] = {t.pattern.value: t.name for t in words}
-    return [[pattern.pattern, pattern.flags] for pattern in scanner._mres], keywords
+    return keywords
 
 
 _TOKEN, _VALUE, _SPLICE = range(3)
@@ -356,14 +375,18 @@ def _lex(tables: _Tables, text: str, stack: list):
     state on top of `stack`; the same matches, tokens, positions and keywords (Lark's
     `BasicLexer.next_token` and `LineCounter.feed`). Raises _Unparsed where nothing matches."""
     lexers, ignore, newline = tables.lexers, tables.ignore, tables.newline
+    root = re.compile(tables.root).match  # compiled once, then from re's own cache
     end, pos, line, line_start = len(text), 0, 1, 0
     while pos < end:
         lexer = lexers[stack[-1]]
-        for pattern in lexer.patterns or lexer.compile():
-            m = pattern.match(text, pos)
-            if m:
-                break
+        if lexer.pattern:  # compiled already: one match
+            m = lexer.pattern.match(text, pos)
         else:
+            m = root(text, pos)
+            lexer.root_uses -= 1
+            if m is None or m.lastgroup not in lexer.decided or not lexer.root_uses:
+                m = lexer.compile().match(text, pos)
+        if m is None:
             raise _Unparsed
         value, kind = m.group(0), m.lastgroup
         start, start_line, column = pos, line, pos - line_start + 1

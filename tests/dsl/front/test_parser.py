@@ -486,8 +486,14 @@ def _larks_tokens(lark_, text: str) -> tuple[list, bool]:
     return tokens, True
 
 
-def _tables_tokens(monkeypatch, text: str) -> tuple[list, bool]:
-    """The same for the parse on `parser._tables()`: the tokens `_run` is fed."""
+@pytest.fixture(scope="module")
+def table_data():
+    """`parser._Tables`' data, as loaded from its file."""
+    return json.loads(json.dumps(parser._table_data(parser._lark(), "key")))
+
+
+def _tables_tokens(monkeypatch, tables, text: str) -> tuple[list, bool]:
+    """The same for the parse on `tables`: the tokens `_run` is fed."""
     tokens = []
 
     class Recording:
@@ -497,7 +503,6 @@ def _tables_tokens(monkeypatch, text: str) -> tuple[list, bool]:
                     tokens.append(_token(t))
                 yield t
 
-    tables = parser._tables()
     monkeypatch.setattr(parser, "_CONTINUATION", Recording())
     try:
         parser._run(tables, text, parser._callbacks(tables, build._ToAst("m.model"), "m.model", []))
@@ -506,14 +511,22 @@ def _tables_tokens(monkeypatch, text: str) -> tuple[list, bool]:
     return tokens, True
 
 
+@pytest.mark.parametrize("lexers", ["root", "own", "switching"])
 @pytest.mark.parametrize("text", [*_EDGES, *_GARBAGE, "x = a ** b ^ c\n", *_models()], ids=str)
-def test_the_lexer_makes_larks_tokens(monkeypatch, lark_lexing, text):
+def test_the_lexer_makes_larks_tokens(monkeypatch, lark_lexing, table_data, text, lexers):
     """Issue 15: `_lex` on the plain tables lexes as Lark's contextual lexer does: the same
     tokens, keywords and positions, in every parser state, and it stops where Lark's parse
-    fails (where Lark parses again to say why)."""
+    fails (where Lark parses again to say why); whether the union of all terminals decides
+    (fresh tables), each state's own union (all compiled), or the one and then the other."""
     if isinstance(text, Path):
         text = text.read_text(encoding="utf-8", errors="replace").rstrip("\n") + "\n"
-    assert _tables_tokens(monkeypatch, text) == _larks_tokens(lark_lexing, text)
+    if lexers == "switching":
+        monkeypatch.setattr(parser, "_ROOT_USES", 3)
+    tables = parser._Tables(table_data)
+    if lexers == "own":
+        for lexer in tables.lexers:
+            lexer.compile()
+    assert _tables_tokens(monkeypatch, tables, text) == _larks_tokens(lark_lexing, text)
 
 
 @pytest.mark.parametrize("damage", ["", "{not json", '{"data": 1, "memo": {}}', "[]"])
