@@ -58,13 +58,21 @@ class Graph:
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # param -> (lo, hi)
     target: str | None = None  # a node of data only, that the report scores `predict` against
     rewrites: list[str] = field(default_factory=list)  # stable forms applied, for the report
+    # kind -> its nodes, in order: code generation asks for the params and inputs of a graph of
+    # thousands of nodes dozens of times (nodes are added only by `add`, which forgets them)
+    _of_kind: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False,
+                                           compare=False)
 
     def add(self, node: Node) -> Node:
         self.nodes[node.name] = node
+        self._of_kind.clear()
         return node
 
     def of_kind(self, kind: str) -> list[str]:
-        return [n for n, node in self.nodes.items() if node.kind == kind]
+        names = self._of_kind.get(kind)
+        if names is None:
+            names = self._of_kind[kind] = [n for n, node in self.nodes.items() if node.kind == kind]
+        return list(names)
 
     @property
     def params(self) -> list[str]:

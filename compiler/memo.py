@@ -74,16 +74,21 @@ def _tree(e: sp.Expr) -> tuple[object, tuple[sp.Symbol, ...]]:
 
 
 _SYMBOLS: dict[int, tuple] = {}  # id of a symbol -> it, and what `_known` says of it
+# a symbol's class and assumptions -> their number in shapes: a memo key holding the eight
+# assumptions of each of its symbols took microseconds to hash and compare at every lookup
+_KINDS: dict[tuple, int] = {}
 
 
 def _known(s: sp.Symbol) -> tuple:
     """What a shape reads of a symbol, asked of sympy once per symbol: what orders it as
     sympy's `sort_key` does (class, then name; a Dummy, never ours but possible, by its own),
-    and its class and assumptions. Looked up by identity: sympy's hash is a Python call."""
+    and the number of its class and assumptions. Looked up by identity: sympy's hash is a
+    Python call."""
     known = _SYMBOLS.get(id(s))
     if known is None or known[0] is not s:
         order = s.sort_key() if isinstance(s, sp.Dummy) else (s.class_key(), (1, (s.name,)))
-        known = _SYMBOLS[id(s)] = s, order, (type(s), tuple(sorted(s.assumptions0.items())))
+        kind = _KINDS.setdefault((type(s), tuple(sorted(s.assumptions0.items()))), len(_KINDS))
+        known = _SYMBOLS[id(s)] = s, order, kind
     return known
 
 

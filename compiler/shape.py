@@ -5,6 +5,8 @@ generator and the views all reason about the same shapes, and imports flow one w
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 Dim = int | str  # an integer size, or a size name such as N bound when data arrives
 Shape = tuple[Dim, ...]
 
@@ -26,7 +28,8 @@ def broadcast(*shapes: Shape) -> Shape:
     return out
 
 
-def _axis_by_axis(shapes) -> Shape:
+@lru_cache(maxsize=1 << 10)  # a few pairs of shapes, met at every node of a layer
+def _axis_by_axis(shapes: tuple[Shape, ...]) -> Shape:
     n = max((len(s) for s in shapes), default=0)
     out: list[Dim] = [1] * n
     for s in shapes:
