@@ -258,10 +258,12 @@ class SecondOrderWriter(ModuleWriter):
 
     def _accumulate(self, body, node, target, code, shape, adjoint, reads, views=(), same=None,
                     local=None, G=None, gshape=()) -> None:
+        if self.tadj is None or local is None:  # no tangents wanted
+            return super()._accumulate(body, node, target, code, shape, adjoint, reads, views, same)
         before = self._tangent_of(target) if target in adjoint else None
         super()._accumulate(body, node, target, code, shape, adjoint, reads, views, same)
-        if self.tadj is None or local is None or self._tangent_of(target) != target:
-            return  # no tangents wanted, or the adjoint is another unchanged: so is its tangent
+        if self._tangent_of(target) != target:
+            return  # the adjoint is another unchanged: so is its tangent
         got = (self._elementwise_tangent(body, node, local, G, gshape) if node.op == "elementwise"
                else self._structural_tangent(body, node, local, G, gshape))
         if got is None:
