@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import sympy as sp
+from sympy.core.traversal import iterargs
 
 from compiler.functions import LOG_SOFTMAX, sigmoid, stabilize
 from compiler.ir import Graph, Node, symbol
@@ -33,7 +34,9 @@ def stabilize_graph(g: Graph) -> Graph:
 
 def _through_sigmoids(g: Graph, out: Graph, node: Node) -> Node:
     expr = node.expr
-    if not expr.has(sp.log):  # both forms take the log of the node's own expression: none here
+    # both forms take the log of the node's own expression: none here (`expr.has(sp.log)`,
+    # without sympy's cache of every node's answer, which was most of this pass)
+    if not any(isinstance(e, sp.log) for e in iterargs(expr)):
         return node
     for s in sorted(expr.free_symbols, key=lambda s: s.name):
         p = g.nodes.get(s.name)
