@@ -673,7 +673,7 @@ class ModuleWriter:
         returned = {v for item in returns for v in ([value_name(item)] if isinstance(item, str)
                     else (grads[n] if item[0] == "grads" else value_name(n) for n in item[1]))}
         returned.update(grads[n] for n in guarded)
-        head = {}  # variable -> its code: the params and inputs unpacked, `dt`, the sizes
+        head = {}  # the params and inputs unpacked: variable -> its code
         for n in g.params:
             if n in live:
                 head[value_name(n)] = f'params["{n}"]'
@@ -690,22 +690,22 @@ class ModuleWriter:
                 stmts.append(Stmt("grads", grads_of(guarded), ("grads", *(grads[n] for n in guarded)),
                                   op="|=", guard="with_inputs"))
             returned.add("grads")
-        reads = {}  # of `dt` and the sizes
+        fixed = []  # `dt` and the sizes, read from the params and inputs
         if fwd.uses_dtype or back.uses_dtype or tail.uses_dtype:
             source = (g.params or g.inputs)[0]
             kind = "params" if source in g.params else "inputs"
             head.setdefault(value_name(source), f'{kind}["{source}"]')
-            head["dt"] = f"{value_name(source)}.dtype"
-            reads["dt"] = (value_name(source),)
+            fixed.append(Stmt("dt", f"{value_name(source)}.dtype", (value_name(source),)))
         for d in sorted(fwd.sizes | back.sizes | tail.sizes):
             owner, axis = g.size_names()[d]
             head.setdefault(value_name(owner), f'inputs["{owner}"]')
-            head[size_name(d)] = f"{value_name(owner)}.shape[{axis}]"
-            reads[size_name(d)] = (value_name(owner),)
-        head_stmts = [Stmt(v, code, reads.get(v, ())) for v, code in head.items()]
+            fixed.append(Stmt(size_name(d), f"{value_name(owner)}.shape[{axis}]",
+                              (value_name(owner),)))
         returns = (f"({parts[0]}, grads) if with_loss else grads" if with_loss
                    else ", ".join(parts) or "None")
-        lines = render(head_stmts + stmts, returned | reads.keys(), head.keys(), returns)
+        fixed_names = {st.target for st in fixed}
+        lines = render(fixed + stmts, returned | fixed_names, head.keys() | fixed_names, returns,
+                       head)
         text = f"def {name}({args}):\n"
         if doc:
             text += f'    """{doc}"""\n'
@@ -865,26 +865,33 @@ def _shares_memory(stmts: list[Stmt]) -> dict[str, set[str]]:
     return out
 
 
-def render(stmts: list[Stmt], keep: set[str], bound=(), returns: str = "") -> list[str]:
+def render(stmts: list[Stmt], keep: set[str], bound=(), returns: str = "",
+           unpacked: dict[str, str] | None = None) -> list[str]:
     """The statements as lines, and `return returns`, read backwards for liveness: a statement
     whose target nothing reads is left out, and each variable is released (`del`) right after
     its last use unless `keep` (the returned variables) holds it or it is `bound` (a param's or
     input's local), so that no intermediate outlives its readers; one comment names the
     `.model` line above each run of statements that come from it. A run of guarded statements
     is one `if GUARD:` block; a variable from outside it that it reads last is released after
-    the block. A param or input that one statement reads once is read in place there (and
-    where `returns` reads it) rather than unpacked on a line of its own (`_read_in_place`)."""
+    the block. `unpacked`: the params and inputs by local (`{"v_b1": 'params["b1"]'}`), each
+    unpacked on a line of its own at the top where the statements read it more than once, else
+    read in place (`_read_in_place`)."""
     assigned = {st.target for st in stmts if st.op == "="} - set(bound)
+    unpacked = unpacked or {}
     live = set(keep)
     kept: list[Stmt] = []
     dels: list[list[str] | None] = []  # beside kept: what dies after each (few do: no list)
-    for st in reversed(stmts):
+    readers: dict[str, int] = {}  # an unpacked variable -> the place in `kept` of the one
+    for st in reversed(stmts):     # statement that reads it, or -1: more than one
         if st.op == "=" and st.target not in live:
             continue
         dead = None
         for v in st.reads:
             if v not in live and v in assigned:
                 dead = [v] if dead is None else dead + [v] if v not in dead else dead
+            elif v in unpacked:  # (`reads` may name it twice: `v_x @ v_x`)
+                here = len(kept)
+                readers[v] = here if readers.get(v, here) == here else -1
         if not st.guard:  # a guarded assignment may not run: what it assigns is live before it
             live.discard(st.target)
         live.update(st.reads)
@@ -892,8 +899,13 @@ def render(stmts: list[Stmt], keep: set[str], bound=(), returns: str = "") -> li
         dels.append(sorted(dead) if dead else None)
     kept.reverse()
     dels.reverse()
-    kept, dels, returns = _read_in_place(kept, dels, bound, returns)
-    lines, group, guard, later = [], None, "", []
+    lines, codes = [], {}
+    if unpacked:
+        in_place, codes = _read_in_place(kept, readers, unpacked)
+        lines += [f"{v} = {code}" for v, code in unpacked.items() if v not in in_place]
+        if in_place and not in_place.isdisjoint(keep):
+            returns = _NAME.sub(lambda m: unpacked[m[0]] if m[0] in in_place else m[0], returns)
+    group, guard, later = None, "", []
     inner = {st.target for st in kept if st.guard}
     for k, (st, dead) in enumerate(zip(kept, dels)):
         if st.guard != guard:
@@ -908,7 +920,7 @@ def render(stmts: list[Stmt], keep: set[str], bound=(), returns: str = "") -> li
         elif (st.origin[0], st.note) != group:
             group = (st.origin[0], st.note)
             lines.append(pad + _comment(*st.origin, st.note))
-        lines.append(f"{pad}{st.target} {st.op} {st.code}")
+        lines.append(f"{pad}{st.target} {st.op} {codes.get(k, st.code)}")
         if dead and guard:
             later += [v for v in dead if v not in inner]
             dead = [v for v in dead if v in inner]
@@ -919,40 +931,35 @@ def render(stmts: list[Stmt], keep: set[str], bound=(), returns: str = "") -> li
     return lines
 
 
-# A param or input unpacked into its local, and a name in code (not an attribute, not in a string).
-_UNPACK = re.compile(r'(?:params|inputs)\["[^"]*"\]')
-_NAME = re.compile(r"(?<![\w.'\"])[^\W\d]\w*")
+_NAME = re.compile(r"(?<![\w.'\"])[^\W\d]\w*")  # a name in code: no attribute, not in a string
 
 
-def _read_in_place(kept: list[Stmt], dels: list, bound, returns: str):
-    """The unpacking of a param or input that one statement reads once (`v_b1 =
-    params["b1"]`) dropped and that read made in place: `np.tanh(t1_h1 + params["b1"])`.
-    One read more than once keeps its local: the training step reads each weight forward and
-    backward, and a local is what it reads fastest. `returns` (the dict `forward` returns, a
-    param that is the objective) reads it in place too, as no computation. Five microseconds
-    of Python's compile a line: on a 1,000-node MLP a fifth of its lines were unpacking."""
-    unpacked = {st.target: st.code for st in kept
-                if st.target in bound and _UNPACK.fullmatch(st.code)}
-    if not unpacked:
-        return kept, dels, returns
-    count, at = dict.fromkeys(unpacked, 0), {}
-    for k, st in enumerate(kept):
-        for v in st.reads:
-            if v in count and at.get(v) != k:  # `reads` may name it twice (`v_x @ v_x`)
-                at[v] = k
-                n = st.code.count(v)  # `v_x` in `v_x2` too: exact where it is more than once
-                count[v] += n if n < 2 else sum(m[0] == v for m in _NAME.finditer(st.code))
-    once = {v: code for v, code in unpacked.items() if count[v] <= 1}
-    if not once:
-        return kept, dels, returns
-    in_place = lambda m: once.get(m[0], m[0])
-    for v in once:
-        k = at.get(v)
-        if k is not None:
-            kept[k] = kept[k]._replace(code=_NAME.sub(in_place, kept[k].code))
-    pairs = [(st, dead) for st, dead in zip(kept, dels) if st.target not in once]
-    return ([st for st, _ in pairs], [dead for _, dead in pairs],
-            _NAME.sub(in_place, returns))
+def _read_in_place(kept: list[Stmt], readers: dict[str, int], unpacked: dict[str, str]
+                   ) -> tuple[set[str], dict[int, str]]:
+    """The unpacked variables that no statement of `kept` reads or one reads once, and by place
+    in `kept`, the code of each statement that reads one of them, with that read made in place:
+    `np.tanh(t1_h1 + params["b1"])`. `readers` gives the reading statement's place from the
+    end of `kept`, or -1 where more than one reads the variable. One read more often keeps its
+    local: the training step reads each weight forward and backward, and a local is what it
+    reads fastest. Python's compile costs five microseconds a line: on a 1,000-node MLP a
+    fifth of the lines were unpacking."""
+    last = len(kept) - 1
+    once = {v for v in unpacked if v not in readers}
+    codes: dict[int, str] = {}  # the statements read in place: their code
+    for v, r in readers.items():
+        if r < 0:
+            continue
+        k = last - r
+        code = codes.get(k) or kept[k].code
+        if code.count(v) == 1:  # nearly always: read once, and no longer name holds it
+            codes[k] = code.replace(v, unpacked[v])
+        else:  # `v_x` in `v_x2` too, or in a string: the names themselves
+            at = [m.start() for m in _NAME.finditer(code) if m[0] == v]
+            if len(at) != 1:
+                continue
+            codes[k] = code[:at[0]] + unpacked[v] + code[at[0] + len(v):]
+        once.add(v)
+    return once, codes
 
 
 @lru_cache(maxsize=1 << 16)  # every function comments the same statements

@@ -411,12 +411,13 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
         unbounded = "dict.fromkeys(PARAMS, (-np.inf, np.inf))"
         return f"{unbounded} | {code}" if listed else unbounded
 
-    def _head(self, body: _Body, with_seed: bool) -> list[Stmt]:
-        """The params and inputs (left out where nothing reads them), `dt`, the sizes and the
-        seeds: each param's tangent."""
+    def _head(self, body: _Body, with_seed: bool) -> tuple[dict[str, str], list[Stmt]]:
+        """The params and inputs unpacked, by local (`render` leaves out those nothing reads),
+        and the first statements: `dt`, the sizes and the seeds, each param's tangent."""
         g = self.g
-        head = [Stmt(value_name(n), f'params["{n}"]') for n in g.params]
-        head += [Stmt(value_name(n), f'inputs["{n}"]') for n in g.inputs]
+        unpacked = {value_name(n): f'params["{n}"]' for n in g.params}
+        unpacked.update((value_name(n), f'inputs["{n}"]') for n in g.inputs)
+        head = []
         if with_seed or body.uses_dtype:
             source = value_name((g.params or g.inputs)[0])
             head.append(Stmt("dt", f"{source}.dtype", (source,)))
@@ -424,7 +425,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
             if d in body.sizes:
                 owner = value_name(owner)
                 head.append(Stmt(size_name(d), f"{owner}.shape[{axis}]", (owner,)))
-        return head + (self.seed_stmts() if with_seed else [])
+        return unpacked, head + (self.seed_stmts() if with_seed else [])
 
     def _forward(self, body: _Body, roots, predicted: bool = False) -> None:
         """The forward lines `roots` need (and, with `self.varies`, their tangents);
@@ -439,12 +440,13 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
                 if n in self.varies:
                     self.forward_tangent(body, node)
 
-    def _function(self, name: str, head: list[Stmt], stmts: list[Stmt], keep: set[str],
-                  returns: str, doc: str) -> str:
-        """The function that returns `returns`, which reads the variables `keep`."""
+    def _function(self, name: str, head: tuple[dict[str, str], list[Stmt]], stmts: list[Stmt],
+                  keep: set[str], returns: str, doc: str) -> str:
+        """The function that returns `returns`, which reads the variables `keep`; `head` as
+        `_head` gives it."""
+        unpacked, first = head
         fixed = {"dt", *(size_name(d) for d in self.g.size_names())}  # read by shapes, dtypes
-        bound = {value_name(n) for n in (*self.g.params, *self.g.inputs)} | fixed
-        lines = render(head + stmts, keep | fixed, bound, returns)
+        lines = render(first + stmts, keep | fixed, unpacked.keys() | fixed, returns, unpacked)
         text = f"def {name}(params, inputs):\n    \"\"\"{doc}\"\"\"\n"
         return text + "".join(f"    {ln}\n" for ln in lines)
 
