@@ -951,13 +951,17 @@ def _read_in_place(kept: list[Stmt], readers: dict[str, int], unpacked: dict[str
             continue
         k = last - r
         code = codes.get(k) or kept[k].code
-        if code.count(v) == 1:  # nearly always: read once, and no longer name holds it
-            codes[k] = code.replace(v, unpacked[v])
-        else:  # `v_x` in `v_x2` too, or in a string: the names themselves
+        at = code.find(v)
+        name = _NAME.match(code, at) if at >= 0 and code.find(v, at + 1) < 0 else None
+        if name is None or name.end() != at + len(v):
+            # not once by itself: by names (`dv_x` is a tangent, `v_x2` another param, `"v_x"`
+            # a string), where it may be read twice, or not at all (`reads` names more)
             at = [m.start() for m in _NAME.finditer(code) if m[0] == v]
-            if len(at) != 1:
+            if len(at) > 1:
                 continue
-            codes[k] = code[:at[0]] + unpacked[v] + code[at[0] + len(v):]
+            at = at[0] if at else None
+        if at is not None:
+            codes[k] = code[:at] + unpacked[v] + code[at + len(v):]
         once.add(v)
     return once, codes
 

@@ -508,3 +508,17 @@ def test_reads_are_counted_in_the_code_not_by_name_or_statement():
     values = mod.forward(params, {"x": np.ones((3, 2))})
     assert [values[n] for n in ("w", "w2", "v_w")] == [2.0, 3.0, 4.0]
     assert values["loss"] == pytest.approx(np.sum((2.0 * np.ones((3, 2)) + 7.0) @ (np.eye(2) * 4)))
+
+
+def test_a_tangent_is_no_read_of_the_param_it_is_named_after():
+    """`dv_height`, the tangent of `height`, holds `v_height`: a statement that reads the
+    tangent is no read of the value (the fuzzer's growth_trial got `dparams["height"]`)."""
+    src = _source("input T[N, 3]\ninput y[N]\nparam c = 0\nparam height[3] = 1\n"
+                  "yhat = T @ height + c\nloss = mean((yhat - y)^2)\nminimize loss\n")
+    assert 'np.einsum("ik,kp->ip", inputs["T"], dv_height)' in _function(src, "jacobian")
+    mod = load_module(src, "m.model")
+    T = np.eye(3)[[0, 1, 2, 1]]
+    J = np.hstack([np.ones((4, 1)), T])
+    params, inputs = {"c": np.array(0.5), "height": np.ones(3)}, {"T": T, "y": np.zeros(4)}
+    assert np.array_equal(mod.jacobian(params, inputs), J)
+    assert np.allclose(mod.hessian(params, inputs), 2 * J.T @ J / 4)
