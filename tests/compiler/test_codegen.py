@@ -522,3 +522,27 @@ def test_a_tangent_is_no_read_of_the_param_it_is_named_after():
     params, inputs = {"c": np.array(0.5), "height": np.ones(3)}, {"T": T, "y": np.zeros(4)}
     assert np.array_equal(mod.jacobian(params, inputs), J)
     assert np.allclose(mod.hessian(params, inputs), 2 * J.T @ J / 4)
+
+
+def test_statements_name_every_param_and_input_they_read(monkeypatch):
+    """Reading in place trusts each statement's `reads`: a param read by a statement that did
+    not name it would lose its local while that statement still read it (a NameError)."""
+    import compiler.codegen as codegen
+    import compiler.second_order as second_order
+    real, unnamed = codegen.render, []
+
+    def checked(stmts, keep, bound=(), returns="", unpacked=None):
+        for st in stmts:
+            code = st.code.split("  # ")[0]  # `np.zeros(...)  # w does not reach loss`
+            names = {m[0] for m in codegen._NAME.finditer(code)}
+            unnamed.extend((st.target, v) for v in names & set(unpacked or ()) - set(st.reads))
+        checked.calls += 1
+        return real(stmts, keep, bound, returns, unpacked)
+
+    checked.calls = 0
+    monkeypatch.setattr(codegen, "render", checked)
+    monkeypatch.setattr(second_order, "render", checked)
+    monkeypatch.chdir(ROOT)
+    for path in sorted(pathlib.Path("examples").glob("*.model")):
+        _source(path.read_text(), str(path))
+    assert checked.calls > 50 and unnamed == []
