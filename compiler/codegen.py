@@ -4,8 +4,9 @@ One assignment per node in topological order, named after the node through `comp
 (`v_h`, and `g_h` for its adjoint; a statement's inner nodes `t1_loss`, `gt1_loss`). A function
 is built as a list of statements (`Stmt`: target, code, the variables it reads, those it may
 share memory with) and printed at the end (`render`): one `# line N: statement` comment above
-the lines of each `.model` statement, and each intermediate released (`del`) after its last
-use, so that a function holds no more arrays at once than the hand-written numpy would.
+the lines of each `.model` statement, each intermediate released (`del`) after its last use,
+so that a function holds no more arrays at once than the hand-written numpy would, and a param
+or input that one statement reads once read in place there (`params["b1"]`), not unpacked.
 Elementwise maths is printed by `NumpyCode` (sympy's NumPyPrinter with the templates of
 `compiler.ops` and the pinned subgradients) after `cse`; structural ops are printed by their rules
 in `compiler.structural`. Adjoints are pushed from each node to its inputs in reverse topological
