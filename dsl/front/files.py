@@ -80,7 +80,17 @@ def atomic_write(path: str, data: bytes, private: bool = False) -> None:
 @contextmanager
 def replacing(path: str, private: bool = False, text: bool = False):
     """A new file beside `path` (binary, or UTF-8 text), renamed over `path` when the block ends
-    and removed if it fails: never a half-written file. Modes as `atomic_write`'s."""
+    and removed if it fails: never a half-written file. Modes as `atomic_write`'s. A `path`
+    that is there and is not a regular file (`-o /dev/null`, `/dev/stdout`, a pipe) is written
+    into: renamed over, the device itself would be replaced by a file."""
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # absent (or unreadable: the rename below says why)
+        regular = True
+    if not regular:
+        with (open(path, "w", encoding="utf-8", newline="") if text else open(path, "wb")) as f:
+            yield f
+        return
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
