@@ -293,7 +293,7 @@ def _cse(prefix: str, start: int, exprs, shaped: tuple[tuple, list[sp.Symbol]], 
     layer again, under other names, is the same code with those names. `written`: each
     symbol's place in its statement, to print sums in the user's order."""
     key, symbols = shaped
-    key = (prefix, key, steps, tuple(written.get(s) for s in symbols) if written else None)
+    key = (prefix, key, steps, tuple(map(written.get, symbols)) if written else None)
     known = _PRINTED.get(key)
     if known is not None:
         count, order, template = known
@@ -373,6 +373,16 @@ class ModuleWriter:
         # what each node reads, the table `ancestors` follows (a writer's graph does not change)
         self.reads = {n: node.inputs for n, node in graph.nodes.items()}
         self._before_prediction: set[str] | None = None  # what `predict` computes
+        self._needs: dict[tuple[str, ...], set[str]] = {}  # leaves -> their needs_gradient
+
+    def needs_gradient_of(self, wrt) -> set[str]:
+        """`compiler.derive.needs_gradient` of the graph, once per list of leaves: the passes
+        and the Hessian's budget ask it again, a walk over the whole graph each time."""
+        key = tuple(wrt)
+        needed = self._needs.get(key)
+        if needed is None:
+            needed = self._needs[key] = needs_gradient(self.g, key)
+        return needed
 
     def reads_calling_predict(self, predicted: bool) -> dict[str, tuple[str, ...]]:
         """`reads`, where with `predicted` the prediction reads nothing: `predict` is called."""
@@ -441,7 +451,7 @@ class ModuleWriter:
         adjoint: dict[str, Shape] = {}  # node -> static shape of its adjoint so far
         self.same = {}
         reads: set[str] = set()
-        main = needs_gradient(g, wrt) if guarded else None  # nodes on a path from `wrt`
+        main = self.needs_gradient_of(wrt) if guarded else None  # nodes on a path from `wrt`
         seed = g.objective
         seed_value = LR_SEED if scaled else sp.Integer(1)
         if g.nodes[seed].is_leaf and (seed in wrt or seed in guarded):  # `minimize p` on a leaf
@@ -452,7 +462,8 @@ class ModuleWriter:
             else:
                 reads.add(seed)
             adjoint[seed] = ()
-        for node, locals_ in backward_plan(g, [*wrt, *guarded]):
+        leaves = [*wrt, *guarded]
+        for node, locals_ in backward_plan(g, leaves, self.needs_gradient_of(leaves)):
             if node.name == seed:
                 G, gshape = seed_value, ()
             elif node.name in adjoint:

@@ -92,9 +92,11 @@ def needs_gradient(g: Graph, wrt: list[str]) -> set[str]:
     return downstream
 
 
-def backward_plan(g: Graph, wrt: list[str]) -> list[tuple[Node, list[Local]]]:
+def backward_plan(g: Graph, wrt: list[str], needed: set[str] | None = None
+                  ) -> list[tuple[Node, list[Local]]]:
     """Reverse accumulation: each op node on a path to `wrt`, in reverse topological order,
-    with the local maps that push its adjoint to those of its inputs."""
-    needed = needs_gradient(g, wrt)
+    with the local maps that push its adjoint to those of its inputs. `needed`: the
+    `needs_gradient` of `wrt`, where the caller has it already."""
+    needed = needs_gradient(g, wrt) if needed is None else needed
     return [(g.nodes[n], local_derivatives(g, g.nodes[n], needed))
             for n in reversed(list(g.nodes)) if n in needed and not g.nodes[n].is_leaf]

@@ -66,10 +66,11 @@ class _Statement:
         meets them. Returned with the names the tree reads, in the order it writes them, and
         the node's inputs where the form knows them (then the expression has a real value)."""
         holes: list[str] = []
-        form = _form(t, holes)
+        parts: list[Typed] = []
+        form = _form(t, holes, parts)
         if form is None:  # split into inner nodes, or a log-softmax rewrite: no memo
             return self._stable(self._scalar(t), t), (), None
-        names = [self._structural(h, self._fresh()) for h in _structural_parts(t)]
+        names = [self._structural(h, self._fresh()) for h in parts]
         written = _written(form, holes, names)
         symbols = [symbol(n) for n in (*holes, *names)]
         key = (form, tuple(sorted(range(len(symbols)), key=lambda i: symbols[i].name)))
@@ -177,11 +178,12 @@ class _Statement:
 _FORMS: dict[tuple, tuple[sp.Expr, list[sp.Symbol], list[str]]] = {}
 
 
-def _form(t: Typed, names: list[str]) -> tuple | None:
+def _form(t: Typed, names: list[str], parts: list[Typed]) -> tuple | None:
     """The form of an elementwise tree that `_scalar` would build without inner nodes: its ops,
     numbers and constants, each name as its place in `names` (first appearance; the structural
-    parts come after them), each structural part as a hole. None where `_scalar` would split a
-    deep tree or rewrite a log-softmax. Iterative: a tree may be deep."""
+    parts come after them), each structural part as a hole (added to `parts`, in the order
+    `_scalar` meets them). None where `_scalar` would split a deep tree or rewrite a
+    log-softmax. Iterative: a tree may be deep."""
     slots = {n: k for k, n in enumerate(names)}
     out: list = []
     stack: list = [(t, 0)]
@@ -200,6 +202,7 @@ def _form(t: Typed, names: list[str]) -> tuple | None:
             out.append(("constant", t.name))
         elif t.op in STRUCTURAL:
             out.append("hole")
+            parts.append(t)
         elif depth > SPLIT_DEPTH or (t.op == "log" and t.args[0].op == "softmax"):
             return None
         else:
@@ -221,18 +224,6 @@ def _written(form: tuple, names: list[str], parts: list[str]) -> tuple[str, ...]
         elif x == "hole":
             out.setdefault(next(made))
     return tuple(out)
-
-
-def _structural_parts(t: Typed) -> list[Typed]:
-    """The outermost structural parts of an elementwise tree, in the order `_scalar` meets them."""
-    out, stack = [], [t]
-    while stack:
-        t = stack.pop()
-        if t.op in STRUCTURAL:
-            out.append(t)
-        elif t.op not in ("num", "name", "constant"):
-            stack.extend(reversed(t.args))
-    return out
 
 
 def _closed(b) -> tuple[float, float]:

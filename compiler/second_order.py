@@ -29,7 +29,7 @@ from compiler.codegen import (LR_SEED, SGD_STEP_DOC, ModuleWriter, Stmt, _Body, 
                               _paren, _paren_expr, _reduce_to, _token, print_expr,
                               render)
 from compiler.deps import ancestors
-from compiler.derive import backward_plan, elementwise_factor, needs_gradient
+from compiler.derive import backward_plan, elementwise_factor
 from compiler.ir import Graph, Node, symbol
 from compiler.shape import Shape, broadcast
 from compiler.leastsq import LeastSquares, least_squares
@@ -149,7 +149,7 @@ class SecondOrderWriter(ModuleWriter):
         super().__init__(graph)
         self.sizes = param_sizes(graph)
         self.n_params = sum(self.sizes.values())
-        self.varies = needs_gradient(graph, graph.params) | set(graph.params)  # have tangents
+        self.varies = self.needs_gradient_of(graph.params) | set(graph.params)  # have tangents
         self.tadj: dict[str, Shape] | None = None  # adjoint tangents' static shapes (hessian)
 
     # ---- forward tangents ------------------------------------------------------------------
@@ -505,7 +505,7 @@ HESSIAN_SKIPPED       None when the module has `hessian`, else why it has not
         g = self.g
         low = high = 0  # the budget spent, at least and at most
         reached = {g.objective}  # nodes with an adjoint: the seed, and every input pushed to
-        for node, locals_ in backward_plan(g, g.params):
+        for node, locals_ in backward_plan(g, g.params, self.needs_gradient_of(g.params)):
             if node.name not in reached:
                 continue
             for local in locals_:
