@@ -21,6 +21,15 @@ def test_roots_included_shared_inputs_once_and_no_recursion():
     assert len(ancestors(["z19999"], lambda n: chain.get(n, ()))) == 20_000
 
 
+def test_a_table_is_followed_as_its_lookup_is():
+    """What a name reads may be given as a table (every name in it, leaves reading nothing)."""
+    reads = {"loss": ("yhat", "y"), "yhat": ("x", "w", "b"), "b": ("w",), "x": (), "w": (),
+             "y": ()}
+    for root in reads:
+        assert ancestors([root], reads) == ancestors([root], reads.__getitem__)
+    assert ancestors(["yhat"], reads) == {"yhat", "x", "w", "b"}
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_checked_model_and_ir_agree_on_every_name(path):
     """Lowering adds inner nodes (`L1.1`) and rewrites nothing a user named: each name reads
