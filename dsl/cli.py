@@ -358,8 +358,7 @@ def _run(args, session: Session, painter: Painter) -> int:
     flags = dict(epochs=args.epochs, steps=args.steps, batch=args.batch, lr=args.lr,
                  optimizer=args.optimizer, seed=args.seed, dtype=args.dtype)
     cfg = model.fit_config(**flags)
-    ds = model.dataset(cfg.dtype)
-    _check_fed(checked, ds)
+    ds = model.training_data(cfg.dtype)
     model.check_data_memory(ds, cfg.dtype)
     _check_out(out, ARTIFACTS + (f"{name}_compiled.py",))
     start, history = (_resume(out, checked, model, cfg, digest) if args.resume else
@@ -584,23 +583,6 @@ def _resume(out: str, checked: Checked, model: Model, cfg, digest: str):
         print(f"resuming from {saved} at step {start.step}"
               + ("" if sink.readable else " (no readable history.csv: the history starts here)"))
     return start, sink.history
-
-
-def _check_fed(checked: Checked, ds) -> None:
-    """Every input the objective or the prediction reads must come from the data."""
-    reads = ancestors([checked.objective], checked.reads)
-    for name in (checked.predict, checked.target):
-        if name:
-            reads |= ancestors([name], checked.reads)
-    for name, inp in checked.inputs.items():
-        if name in reads and inp.binding is None:
-            raise DataError(f"input `{name}` is not bound to a column of the data, so `run` "
-                            "cannot feed it", inp.span,
-                            f"bind it to a column, e.g. `input {name}[N] <- COLUMN`")
-    if not ds.train:
-        raise DataError("no input is bound to a column of the data: there is nothing to train on",
-                        checked.data.span if checked.data else None,
-                        "bind an input to a column, e.g. `input x[N] <- COLUMN`")
 
 
 def _source_rows(checked, source: str | None, rows: int) -> np.ndarray:

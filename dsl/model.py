@@ -82,6 +82,7 @@ class Model:
         self._params_file: str | None = None  # where `load_params` took them from
         self.max_node_bytes = MAX_NODE_BYTES  # the largest array a node may need (check_memory)
         self._dataset: Dataset | None = None
+        self._dataset_dtype: str | None = None
 
     @property
     def source(self) -> str:
@@ -113,11 +114,31 @@ class Model:
 
     def dataset(self, dtype: str | None = None) -> Dataset:
         dtype = dtype or self.checked.train.dtype
-        if self._dataset is None or next(iter(self._dataset.train.values())).dtype != dtype:
-            self._dataset = load_dataset(self.checked, dtype)
+        if self._dataset is None or self._dataset_dtype != dtype:
+            self._dataset, self._dataset_dtype = load_dataset(self.checked, dtype), dtype
             self.transforms = self._dataset.transforms
             self.classes = self._dataset.classes
         return self._dataset
+
+    def training_data(self, dtype: str | None = None) -> Dataset:
+        """`dataset`, checked to feed training: every input the objective or the prediction
+        reads is bound to a column (an unbound one has no rows to train on), and one is."""
+        ds = self.dataset(dtype)
+        m = self.checked
+        reads = ancestors([m.objective], m.reads) if m.objective else set()
+        for name in (m.predict, m.target):
+            if name:
+                reads |= ancestors([name], m.reads)
+        for name, inp in m.inputs.items():
+            if name in reads and inp.binding is None:
+                raise DataError(f"input `{name}` is not bound to a column of the data, so `run` "
+                                "cannot feed it", inp.span,
+                                f"bind it to a column, e.g. `input {name}[N] <- COLUMN`")
+        if not ds.train:
+            raise DataError("no input is bound to a column of the data: there is nothing to train "
+                            "on", m.data.span if m.data else None,
+                            "bind an input to a column, e.g. `input x[N] <- COLUMN`")
+        return ds
 
     def load_params(self, path: str) -> None:
         """Params saved by `dsl run` (or `save_params`), with the `standardize` transforms and
@@ -179,7 +200,7 @@ class Model:
         """The `train { }` settings with `overrides` applied as `dsl run` flags are, the
         optimizer chosen (`choose_optimizer`) when the block names none. A solver named that
         cannot fit this model (`unfit_solver`) is said here, where it was named."""
-        rows = lambda: self.dataset().train  # noqa: E731 -- for lm only; any dtype counts the same
+        rows = lambda: self.training_data().train  # noqa: E731 -- for lm only; any dtype counts the same
         cfg = with_overrides(choose_optimizer(self.checked.train, self.module, self.params, rows),
                              **overrides)
         named = overrides.get("optimizer") or self.checked.train.optimizer  # else chosen to fit
@@ -207,7 +228,7 @@ class Model:
         if not keep_params and self._drawn != (cfg.seed, cfg.dtype):
             self.params = init_params(self.checked, cfg.seed, cfg.dtype)
         self._drawn = None  # trained from here on: the next fit draws afresh
-        ds = self.dataset(cfg.dtype)
+        ds = self.training_data(cfg.dtype)
         self.check_data_memory(ds, cfg.dtype)
         self.last_fit: FitResult = fit(self.module, self.params, ds.train, ds.test, cfg, progress,
                                        start, history, save)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import dsl
+from compiler.errors import DataError
 from dsl.views import plots
 from dsl.cli import main
 from dsl.training.config import make_optimizer
@@ -451,3 +452,35 @@ def test_data_command_ranks_rm_and_lstat_first(monkeypatch, capsys):
     assert {"RM", "LSTAT"} <= set(strongest[:2])
     corr = {line.split()[0]: float(line.split()[-1]) for line in lines[head + 2:] if line.strip()}
     assert corr["LSTAT"] < -0.7 and corr["RM"] > 0.65
+
+
+# ---- inputs training cannot feed ---------------------------------------------------------------
+
+_DECAY = """data "decay.csv"
+input t[N] <- time_min
+{c}
+param A = 1
+param k = 0.1
+chat = A * exp(-k * t)
+sse = sum((chat - c)^2)
+minimize sse
+predict chat
+{train}"""
+
+
+@pytest.mark.parametrize("c", ["input c", "input c[N]"])
+@pytest.mark.parametrize("train", ["", "train {\n  optimizer lm\n}", "train {\n  optimizer adam(lr=0.1)\n}"])
+def test_an_unbound_input_the_objective_reads_is_said_before_a_fit(tmp_path, capsys, no_plots, c,
+                                                                   train):
+    """It has no rows: counting lm's residuals on the training rows (the default picks lm for a
+    sum of squares) ended in `internal error: KeyError: 'c'`, found by the fuzzer."""
+    (tmp_path / "decay.csv").write_text("time_min,conc_mM\n0,1.0\n1,0.9\n2,0.8\n3,0.7\n4,0.65\n")
+    model = tmp_path / "decay.model"
+    model.write_text(_DECAY.format(c=c, train=train))
+    rc, out, err = run_cli(["run", model, "--out", tmp_path / "out"], capsys)
+    assert rc == 1, err
+    assert "decay.model:3:1: error: input `c` is not bound to a column of the data" in err
+    assert "hint: bind it to a column, e.g. `input c[N] <- COLUMN`" in err
+    with pytest.raises(DataError) as e:
+        dsl.load(str(model)).fit(steps=5)
+    assert "input `c` is not bound to a column of the data" in str(e.value)
