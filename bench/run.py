@@ -92,6 +92,7 @@ import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import datetime  # noqa: E402
 import gc  # noqa: E402
+import importlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -418,11 +419,10 @@ def worker(path: str, mode: str) -> dict:
     memo tables (and sympy its caches) for the life of the process: a second compile of the
     same model in one process is not cold. The compiler's modules are imported first, as the
     baseline's `dsl.runtime` did at import: compile times compare the same work (the imports
-    are measured apart, by `import_cost`): `compiler.second_order` too, which `generate`
-    imports on its first call (it builds on code generation's writer)."""
-    import compiler.codegen  # noqa: F401
-    import compiler.lower  # noqa: F401
-    import compiler.second_order  # noqa: F401
+    are measured apart, by `import_cost`): `COMPILER`, with `compiler.second_order`, which
+    `generate` imports on its first call (it builds on code generation's writer)."""
+    for name in COMPILER.split(", "):
+        importlib.import_module(name)
     cpu = time.process_time()
     with stage_clock() as spent, gc_clock() as gcs, StackSampler() as sampler:
         c = compile_file(path, use_cache=mode == "cache")
@@ -526,6 +526,7 @@ def bench_examples(cfg, tmp, base):
 
 
 _IMPORT = "import time; t = time.perf_counter(); import {}; print(time.perf_counter() - t)"
+COMPILER = "compiler.codegen, compiler.lower, compiler.second_order"  # what a cold compile imports
 BASELINE = "9715622"  # the compiler before issue 15: sympy at import, Lark built per process
 ZEROS = "[[0,0,0,0,0,0,0,0,0,0,0,0,0]]"
 
@@ -573,9 +574,12 @@ def _timed(cmd: list[str], cwd: str) -> tuple[float, float]:
 
 def import_cost(repeats: int, base: str) -> dict:
     """What a fresh process pays before its first compile: `import dsl.training.runtime` (this tree and
-    the baseline's, which imported sympy with it), `import sympy`, `import numpy`."""
+    the baseline's, which imported sympy with it), that and the compiler a cold compile imports
+    (sympy with it: what the baseline's import held, which the compile workers import before
+    their clocks start), `import sympy`, `import numpy`."""
     out = {}
     for name, module, root in (("dsl", "dsl.training.runtime", ROOT), ("dsl_baseline", "dsl.runtime", base),
+                               ("compiler", f"dsl.training.runtime, {COMPILER}", ROOT),
                                ("sympy", "sympy", ROOT), ("numpy", "numpy", ROOT),
                                ("numpy_lark", "numpy, lark", ROOT)):
         times = []
@@ -585,7 +589,7 @@ def import_cost(repeats: int, base: str) -> dict:
             times.append(float(proc.stdout.strip().splitlines()[-1]))
         out[f"import_{name}_s"] = median(times[1:])
     log(f"  a fresh process: import dsl.training.runtime {out['import_dsl_s'] * 1e3:.0f} ms (baseline "
-        f"{out['import_dsl_baseline_s'] * 1e3:.0f} ms); sympy {out['import_sympy_s'] * 1e3:.0f} ms, "
+        f"{out['import_dsl_baseline_s'] * 1e3:.0f} ms), with the compiler {out['import_compiler_s'] * 1e3:.0f} ms; sympy {out['import_sympy_s'] * 1e3:.0f} ms, "
         f"numpy {out['import_numpy_s'] * 1e3:.0f} ms, numpy and lark {out['import_numpy_lark_s'] * 1e3:.0f} ms")
     return out
 
@@ -1017,7 +1021,8 @@ def markdown(res) -> str:
                  f"the baseline's eval {st['dsl_eval_baseline_s'] * 1e3:.0f} ms, x{st['ratio_baseline']:.2f}.\n")
         L.append(f"`import dsl.training.runtime` in a fresh process: {im['import_dsl_s'] * 1e3:.0f} ms, the baseline's "
                  f"{im['import_dsl_baseline_s'] * 1e3:.0f} ms (it imported sympy, {im['import_sympy_s'] * 1e3:.0f} ms "
-                 f"alone); numpy {im['import_numpy_s'] * 1e3:.0f} ms, numpy and lark "
+                 f"alone, and its whole compiler); with what a cold compile imports (`{COMPILER}`, "
+                 f"sympy with them), {im['import_compiler_s'] * 1e3:.0f} ms; numpy {im['import_numpy_s'] * 1e3:.0f} ms, numpy and lark "
                  f"{im['import_numpy_lark_s'] * 1e3:.0f} ms. Medians of fresh interpreters, bytecode cached.\n")
         L.append("### Compile time of every example (cold: the first compile in a fresh process, no cache)\n")
         L.append("| model | nodes | cold | baseline | x baseline | parse+check | lower | generate | load "
