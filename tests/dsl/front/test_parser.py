@@ -442,6 +442,10 @@ _EDGES = [
     # mistakes a rule's method finds: the first in the walk's order, after a deep nesting
     "param a = 1 in [0, info)\n", "x = 1e999\nx = f(a = 1, 2)\n", 'data "a.csv" split 1.5\n',
     "x = f(a = 1e999, 2)\n", "x = 1e999\ny = " + "-" * 300 + "1\n",
+    # blanks skipped within a token's match: before a token, a `\r` (which `_NL` may take), the
+    # end of a line, a comment or a character no terminal matches
+    " \t x\t=\f a  +\t\tb \r\n", "x = a \r\n", "x = a\r\ny = b \f\r\r\n", "x = a \r b\n",
+    "x = a  # c\n\t \n", "x = (a \r\n \t+ b)\n", "x = a  $\n",
 ]
 
 
