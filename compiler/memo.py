@@ -83,11 +83,12 @@ def _known(s: sp.Symbol) -> tuple:
     """What a shape reads of a symbol, asked of sympy once per symbol: what orders it as
     sympy's `sort_key` does (class, then name; a Dummy, never ours but possible, by its own),
     and the number of its class and assumptions. Looked up by identity: sympy's hash is a
-    Python call."""
+    Python call. The assumptions are read as the sorted tuple a symbol keeps (what its
+    `assumptions0` copies into a dict): a compile asks of a thousand new symbols."""
     known = _SYMBOLS.get(id(s))
     if known is None or known[0] is not s:
         order = s.sort_key() if isinstance(s, sp.Dummy) else (s.class_key(), (1, (s.name,)))
-        kind = _KINDS.setdefault((type(s), tuple(sorted(s.assumptions0.items()))), len(_KINDS))
+        kind = _KINDS.setdefault((type(s), s._assumptions0), len(_KINDS))
         known = _SYMBOLS[id(s)] = s, order, kind
     return known
 

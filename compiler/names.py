@@ -63,8 +63,9 @@ def size_name(dim: str) -> str:
 
 @lru_cache(maxsize=1 << 16)
 def adjoint_symbol(node: str) -> Adjoint:
-    """A node's adjoint, made once (sympy's constructor is slow, and every pass asks)."""
-    return Adjoint(node, real=True)
+    """A node's adjoint, made once (sympy's constructor is slow, and every pass asks), as
+    `compiler.ir.symbol` makes a symbol: past sympy's cache."""
+    return Adjoint.__xnew__(Adjoint, node, real=True)
 
 
 def temp_symbols(prefix: str, start: int):
