@@ -15,7 +15,7 @@ import re
 
 import sympy as sp
 from sympy.core.basic import Basic
-from sympy.core.function import DefinedFunction
+from sympy.core import function as sympy_function
 
 
 def shape_of(exprs, extra: tuple[sp.Symbol, ...] = ()) -> tuple[tuple, list[sp.Symbol]]:
@@ -83,12 +83,12 @@ def _known(s: sp.Symbol) -> tuple:
     """What a shape reads of a symbol, asked of sympy once per symbol: what orders it as
     sympy's `sort_key` does (class, then name; a Dummy, never ours but possible, by its own),
     and the number of its class and assumptions. Looked up by identity: sympy's hash is a
-    Python call. The assumptions are read as the sorted tuple a symbol keeps (what its
-    `assumptions0` copies into a dict): a compile asks of a thousand new symbols."""
+    Python call. The assumptions are read through `assumptions0`: what a symbol keeps of them
+    (`_assumptions0`) is a sorted tuple from sympy 1.14, a dict before."""
     known = _SYMBOLS.get(id(s))
     if known is None or known[0] is not s:
         order = s.sort_key() if isinstance(s, sp.Dummy) else (s.class_key(), (1, (s.name,)))
-        kind = _KINDS.setdefault((type(s), s._assumptions0), len(_KINDS))
+        kind = _KINDS.setdefault((type(s), tuple(sorted(s.assumptions0.items()))), len(_KINDS))
         known = _SYMBOLS[id(s)] = s, order, kind
     return known
 
@@ -113,7 +113,9 @@ def rename(expr: sp.Expr, names: dict[sp.Symbol, sp.Symbol]) -> sp.Expr:
 
 # The constructors of a function application that, unevaluated, only store the args and the
 # class's `nargs` (as a set), set per application: 20 us each, most of a layer's lowering.
-_PLAIN_NEW = (sp.Function.__new__, DefinedFunction.__new__)
+# (sympy 1.14 gave the elementary functions a base of their own, `DefinedFunction`.)
+_PLAIN_NEW = (sp.Function.__new__,
+              getattr(sympy_function, "DefinedFunction", sp.Function).__new__)
 
 
 def _applied(expr: sp.Function, args: list[sp.Expr]) -> sp.Function:
