@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import operator
 import os
 import re
 from functools import lru_cache
@@ -90,8 +91,8 @@ _ASSIGNMENT_START = re.compile(r"^\s*[A-Za-z_]\w*\s*=(?!=)")
 
 class _Continuation:
     """Line continuation: a newline inside `( )` or `[ ]` continues the statement (the Lark
-    postlexer drops it). Tokens keep their own positions, so error spans stay exact; a bracket
-    left open is found by `_swallowed_statement`."""
+    postlexer drops it; `_lex` does the same in its loop). Tokens keep their own positions, so
+    error spans stay exact; a bracket left open is found by `_swallowed_statement`."""
 
     always_accept = ("_NL",)
 
@@ -146,12 +147,14 @@ class _Tables:
     """What a successful parse needs of Lark's parser, as plain data (issue 15: loading Lark's
     own objects from their cached tables was most of a small parse): the LALR action table
     (per state, a symbol's next state, or ~index of the rule to reduce), each rule's shape
-    (`_rule_shape`), the start and end states, the union regex of all terminals and each
+    (`_rule_shape`), the gotos that pass through rules that pass their child on (`_chains`),
+    the start and end states, the union regex of all terminals and each
     state's `_Lexer`, and the terminals that are ignored or may hold a newline."""
 
     def __init__(self, data: dict):
         self.states = data["states"]
         self.rules = data["rules"]
+        self.chains = data["chains"]
         self.start, self.end = data["start"], data["end"]
         self.root = data["root"]
         lexers = [_Lexer(*lexer) for lexer in data["lexers"]]
@@ -159,7 +162,7 @@ class _Tables:
         self.ignore, self.newline = frozenset(data["ignore"]), frozenset(data["newline"])
 
 
-_TABLES_FORMAT = 3  # bumped when `_Tables`' data changes
+_TABLES_FORMAT = 4  # bumped when `_Tables`' data changes
 
 
 @lru_cache(maxsize=1)
@@ -210,11 +213,40 @@ def _table_data(parser: Lark, key: str) -> dict:
         decided = list(itertools.takewhile(set(root_terminals).__contains__, terminals))
         data = json.dumps([f"{skip}(?:{source})", _keywords(lexer), decided])
         lexer_of_state.append(lexers.setdefault(data, len(lexers)))
-    return {"key": key, "states": states, "rules": [_rule_shape(rule) for rule in rules],
+    shapes = [_rule_shape(rule) for rule in rules]
+    return {"key": key, "states": states, "rules": shapes, "chains": _chains(states, shapes),
             "start": conf.start_state, "end": conf.end_state, "root": f"{skip}(?:{root})",
             "lexers": [json.loads(data) for data in lexers], "lexer_of_state": lexer_of_state,
             "ignore": sorted(contextual.root_lexer.ignore_types),
             "newline": sorted(contextual.root_lexer.newline_types)}
+
+
+def _chains(states: list[dict], shapes: list[tuple]) -> list[dict]:
+    """Per state, the gotos on a rule's origin that go on through rules that only pass their
+    child through (`?product: unary`, which `_rule_shape` calls "same"), by the next token's
+    kind: (origin, {kind: the state after the last such rule}), where any does. Issue 15: an
+    operand of `a * b + c` went through four of them, each a turn of the LALR loop; the state
+    under the goto's stays on the stack, so the goto it makes for the rule reduced next, given
+    the same next token, is known in advance."""
+    origins = {shape[0] for shape in shapes}
+    kinds = {kind for actions in states for kind in actions if kind not in origins}
+    chains = []
+    for actions in states:
+        chain = {}
+        for origin, goto in actions.items():
+            if origin not in origins:
+                continue
+            for kind in kinds:
+                state = goto
+                while True:
+                    action = states[state].get(kind)
+                    if action is None or action >= 0 or shapes[~action][2] != "same":
+                        break
+                    state = actions[shapes[~action][0]]
+                if state != goto:
+                    chain.setdefault(origin, {})[kind] = state
+        chains.append(chain)
+    return chains
 
 
 def _blanks(parser: Lark) -> str:
@@ -352,12 +384,13 @@ def parse(text: str, file: str, builder: object):
 def _run(tables: _Tables, source: str, callbacks: list[tuple]) -> _Reduced:
     """Lark's LALR loop (`ParserState.feed_token`) on its table as plain data, its work per
     token inline (issue 15: Lark's method calls per token were a fifth of a parse), fed by
-    `_lex` through the line continuation; a rule that passes its one child through
-    (`?sum: product`) only moves the state. Raises _Unparsed where the table has no action."""
-    states, end = tables.states, tables.end
+    `_lex`; a rule that passes its one child through (`?sum: product`) is never reduced: the
+    goto to its child goes on to the state after it (`_chains`). Raises _Unparsed where the
+    table has no action."""
+    states, chains, end = tables.states, tables.chains, tables.end
     stack, values = [tables.start], []
-    for token in _CONTINUATION.process(_lex(tables, source, stack)):
-        kind = token.type
+    for token in _lex(tables, source, stack):
+        kind = token[0]
         while True:
             action = states[stack[-1]].get(kind)
             if action is None:
@@ -366,17 +399,19 @@ def _run(tables: _Tables, source: str, callbacks: list[tuple]) -> _Reduced:
                 stack.append(action)
                 values.append(token)
                 break
-            size, origin, callback, same = callbacks[~action]
-            if same:
-                del stack[-1]
-            elif size:
+            size, origin, callback = callbacks[~action]
+            if size:
                 value = callback(values[-size:])
                 del stack[-size:]
                 del values[-size:]
                 values.append(value)
             else:
                 values.append(callback([]))
-            state = states[stack[-1]][origin]
+            below = stack[-1]
+            state = states[below][origin]
+            chain = chains[below].get(origin)
+            if chain is not None:
+                state = chain.get(kind, state)
             if state == end:  # `start` reduced, at the end of the text
                 return values[-1]
             stack.append(state)
@@ -386,10 +421,12 @@ def _run(tables: _Tables, source: str, callbacks: list[tuple]) -> _Reduced:
 def _lex(tables: _Tables, text: str, stack: list):
     """Lark's contextual lexer: the tokens of `text`, each lexed by the `_Lexer` of the parser
     state on top of `stack`; the same matches, tokens, positions and keywords (Lark's
-    `BasicLexer.next_token` and `LineCounter.feed`). Raises _Unparsed where nothing matches."""
+    `BasicLexer.next_token` and `LineCounter.feed`), and the line continuation's (`_Continuation`,
+    in this loop: issue 15, a generator of its own cost a twentieth of a parse). Raises _Unparsed
+    where nothing matches."""
     lexers, ignore, newline = tables.lexers, tables.ignore, tables.newline
     root = re.compile(tables.root).match  # compiled once, then from re's own cache
-    end, pos, line, line_start = len(text), 0, 1, 0
+    end, pos, line, line_start, depth = len(text), 0, 1, 0, 0  # depth: brackets open
     while pos < end:
         lexer = lexers[stack[-1]]
         if lexer.pattern:  # compiled already: one match
@@ -413,9 +450,35 @@ def _lex(tables: _Tables, text: str, stack: list):
             continue
         if kind in lexer.keywords:
             kind = lexer.keywords[kind].get(value, kind)
-        yield Token._future_new(kind, value, start, start_line, column, line, pos - line_start + 1,
-                                pos)
-    yield Token("$END", "")  # where does not matter: Lark's parse says where a text is wrong
+        if kind == "_NL":
+            if depth:
+                continue
+        elif kind in _OPENERS:
+            depth += 1
+        elif kind in _CLOSERS and depth:
+            depth -= 1
+        yield _Token((kind, value, start, start_line, column, line, pos - line_start + 1, pos))
+    yield _Token(("$END", "", pos, line, 1, line, 1, pos))  # Lark's parse says where a text is wrong
+
+
+class _Token(tuple):
+    """A token as Lark's lexer makes it, read as the builder read Lark's `Token` (`str`, `int`,
+    `float`, `.type`, `.line`...), but a tuple: made in one call (issue 15: a Lark `Token` is
+    a `str` whose eight attributes a method sets one by one)."""
+
+    __slots__ = ()
+
+    type, value, start_pos, line, column, end_line, end_column, end_pos = (
+        property(operator.itemgetter(i)) for i in range(8))
+
+    def __str__(self) -> str:
+        return self[1]
+
+    def __int__(self) -> int:
+        return int(self[1])
+
+    def __float__(self) -> float:
+        return float(self[1])
 
 
 class _Reduced:
@@ -437,7 +500,8 @@ class _Reduced:
 
 def _callbacks(tables: _Tables, builder: object, file: str, mistakes: list) -> list[tuple]:
     """Each rule's reduction, by its index in the table: (length of its expansion, origin,
-    callback building with `builder` (see `parse`), whether it passes its child through)."""
+    callback building with `builder` (see `parse`); none for a rule that passes its child
+    through, which `_run` does not reduce)."""
     callbacks = []
     for origin, size, how, name, kept, trailing in tables.rules:
         if how == "same":
@@ -450,7 +514,7 @@ def _callbacks(tables: _Tables, builder: object, file: str, mistakes: list) -> l
             expand1 = how == "expand1"
             method = getattr(builder, name, None) if expand1 else getattr(builder, name)
             call = _reducer(kept, trailing, method, file, mistakes, expand1)
-        callbacks.append((size, origin, call, how == "same"))
+        callbacks.append((size, origin, call))
     return callbacks
 
 
@@ -496,7 +560,7 @@ def _reducer(kept: tuple, trailing: int, method: Callable, file: str, mistakes: 
         first, last = s[0], s[-1]
         if expand1 and len(children) == 1:  # a token keeps its own place, as in Lark
             child = children[0]
-            return (_token([child]) if isinstance(child, Token) else
+            return (_token([child]) if isinstance(child, _Token) else
                     _Reduced(child, height, first, last))
         if mistakes:  # a mistake is held: only the parse goes on (its children may be missing)
             return _Reduced(None, height + 1, first, last)

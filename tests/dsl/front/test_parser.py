@@ -497,17 +497,18 @@ def table_data():
 
 
 def _tables_tokens(monkeypatch, tables, text: str) -> tuple[list, bool]:
-    """The same for the parse on `tables`: the tokens `_run` is fed."""
+    """The same for the parse on `tables`: the tokens `_run` is fed (by `_lex`, which drops
+    the newlines inside brackets as the line continuation does)."""
     tokens = []
+    lex = parser._lex
 
-    class Recording:
-        def process(self, stream):
-            for t in parser._Continuation().process(stream):
-                if t.type != "$END":  # Lark's own end token is not lexed
-                    tokens.append(_token(t))
-                yield t
+    def recording(*args):
+        for t in lex(*args):
+            if t.type != "$END":  # Lark's own end token is not lexed
+                tokens.append(_token(t))
+            yield t
 
-    monkeypatch.setattr(parser, "_CONTINUATION", Recording())
+    monkeypatch.setattr(parser, "_lex", recording)
     try:
         parser._run(tables, text, parser._callbacks(tables, build._ToAst("m.model"), "m.model", []))
     except parser._Unparsed:
