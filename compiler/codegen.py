@@ -354,7 +354,11 @@ _SPELLINGS = {sp.Symbol: NumpyCode._print_Symbol, Adjoint: NumpyCode._print_Adjo
 
 
 def print_expr(expr: sp.Expr) -> str:
-    return _PRINTER.doprint(expr)
+    """`expr` as numpy code: the printer's `_print`, all that its `doprint` comes to for one
+    expression printed inline that numpy computes (anything else raises, as the printer is
+    strict). `doprint` imported sympy.codegen on a compile's first print (8 ms) and walked the
+    expression for an unevaluated `re`, which the IR never holds."""
+    return _PRINTER._print(expr)
 
 
 class ModuleWriter:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import math
 import operator
+import sys
 from dataclasses import dataclass
 from functools import cache
 from typing import Callable
@@ -229,15 +230,24 @@ def sympy_of(name: str):
     return resolve(CONSTANTS[name] if name in CONSTANTS else ELEMENTWISE[name].sympy)
 
 
-@cache
+_TEMPLATED: dict[type, Function] = {}  # printed_by_template's answer
+_TEMPLATED_AT = -1  # the number of modules imported when it was last filled
+
+
 def printed_by_template() -> dict[type, Function]:
-    """Each sympy class that a registry template prints, to its entry (sympy is imported)."""
-    out = {}
-    for f in ELEMENTWISE.values():
-        cls = resolve(f.sympy)
-        if isinstance(cls, type) and any(f.template(s) for s in STYLES):
-            out[cls] = f
-    return out
+    """Each sympy class that a registry template prints, to its entry, among the classes of
+    modules imported so far: no expression holds another, and importing sympy.codegen for
+    log1p's class alone was 8 ms of a compile that prints no log1p. Filled again after an
+    import (a model with log1p imports its class to lower it)."""
+    global _TEMPLATED_AT
+    if len(sys.modules) != _TEMPLATED_AT:
+        _TEMPLATED_AT = len(sys.modules)
+        for f in ELEMENTWISE.values():
+            if f.sympy.rpartition(".")[0] in sys.modules and any(f.template(s) for s in STYLES):
+                cls = resolve(f.sympy)
+                if isinstance(cls, type):
+                    _TEMPLATED[cls] = f
+    return _TEMPLATED
 
 
 def brought_by(name: str) -> list[str]:
