@@ -457,18 +457,19 @@ def _lex(tables: _Tables, text: str, stack: list):
             depth += 1
         elif kind in _CLOSERS and depth:
             depth -= 1
-        yield _Token((kind, value, start, start_line, column, line, pos - line_start + 1, pos))
-    yield _Token(("$END", "", pos, line, 1, line, 1, pos))  # Lark's parse says where a text is wrong
+        yield _Token((kind, value, start_line, column, line, pos - line_start + 1, start, pos))
+    yield _Token(("$END", "", line, 1, line, 1, pos, pos))  # Lark's parse says where a text is wrong
 
 
 class _Token(tuple):
     """A token as Lark's lexer makes it, read as the builder read Lark's `Token` (`str`, `int`,
     `float`, `.type`, `.line`...), but a tuple: made in one call (issue 15: a Lark `Token` is
-    a `str` whose eight attributes a method sets one by one)."""
+    a `str` whose eight attributes a method sets one by one). Its place is at 2-5, as a
+    `_Reduced`'s, so that a rule reads its first and last symbols' alike."""
 
     __slots__ = ()
 
-    type, value, start_pos, line, column, end_line, end_column, end_pos = (
+    type, value, line, column, end_line, end_column, start_pos, end_pos = (
         property(operator.itemgetter(i)) for i in range(8))
 
     def __str__(self) -> str:
@@ -481,21 +482,17 @@ class _Token(tuple):
         return float(self[1])
 
 
-class _Reduced:
-    """A rule's result on the LALR value stack: its value, its height as a node of Lark's tree,
-    and the text it covers as Lark's positions would have it: that of its first and last symbols
-    (a token, or a rule's covered text), brackets included where `?atom: "(" expr ")"` passed
-    `expr` through (the `container` positions of `propagate_positions`)."""
+class _Reduced(tuple):
+    """A rule's result on the LALR value stack: (its height as a node of Lark's tree, its
+    value, line, column, end line, end column), the text it covers as Lark's positions would
+    have it: from its first symbol's start to its last's end (a token, or a rule's covered
+    text: both hold their place at 2-5), brackets included where `?atom: "(" expr ")"` passed
+    `expr` through (the `container` positions of `propagate_positions`). A tuple: made in one
+    call, not by an `__init__` that sets six attributes (issue 15: one per rule reduced)."""
 
-    __slots__ = ("value", "height", "line", "column", "end_line", "end_column")
+    __slots__ = ()
 
-    def __init__(self, value, height: int, first, last):
-        self.value = value
-        self.height = height
-        self.line = first.line
-        self.column = first.column
-        self.end_line = last.end_line
-        self.end_column = last.end_column
+    height, value = property(operator.itemgetter(0)), property(operator.itemgetter(1))
 
 
 def _callbacks(tables: _Tables, builder: object, file: str, mistakes: list) -> list[tuple]:
@@ -528,14 +525,14 @@ def _children(s: list, kept: tuple, trailing: int) -> tuple[list, int]:
         if kind is _TOKEN:
             children.append(item)
             continue
-        if item.height > height:
-            height = item.height
+        if item[0] > height:  # a `_Reduced`: (height, value, ...)
+            height = item[0]
         if kind is _VALUE:
-            children.append(item.value)
+            children.append(item[1])
         elif children:
-            children += item.value
+            children += item[1]
         else:  # a left-recursive `_rule`'s list grows in place, as in Lark's LALR ChildFilter
-            children = item.value
+            children = item[1]
     if trailing:
         children += [None] * trailing
     return children, height
@@ -545,7 +542,8 @@ def _inliner(kept: tuple, trailing: int) -> Callable:
     """A `_rule`: its children, spliced into its parent's."""
     def inline(s):
         children, height = _children(s, kept, trailing)
-        return _Reduced(children, height, s[0], s[-1])
+        first, last = s[0], s[-1]
+        return _Reduced((height, children, first[2], first[3], last[4], last[5]))
     return inline
 
 
@@ -556,34 +554,27 @@ def _reducer(kept: tuple, trailing: int, method: Callable, file: str, mistakes: 
     def reduce(s):
         children, height = _children(s, kept, trailing)
         if not s:  # only `start`, of a text with no statements
-            return _Reduced(method(None, children), 1, _NOWHERE, _NOWHERE)
+            return _Reduced((1, method(None, children), None, None, None, None))
         first, last = s[0], s[-1]
         if expand1 and len(children) == 1:  # a token keeps its own place, as in Lark
             child = children[0]
             return (_token([child]) if isinstance(child, _Token) else
-                    _Reduced(child, height, first, last))
+                    _Reduced((height, child, first[2], first[3], last[4], last[5])))
         if mistakes:  # a mistake is held: only the parse goes on (its children may be missing)
-            return _Reduced(None, height + 1, first, last)
+            return _Reduced((height + 1, None, first[2], first[3], last[4], last[5]))
         try:
-            value = method(Span(file, first.line, first.column, last.end_line, last.end_column),
-                           children)
+            value = method(Span(file, first[2], first[3], last[4], last[5]), children)
         except DslSyntaxError as e:
             mistakes.append(e)
             value = None
-        return _Reduced(value, height + 1, first, last)
+        return _Reduced((height + 1, value, first[2], first[3], last[4], last[5]))
     return reduce
 
 
 def _token(s: list) -> _Reduced:
     """A token that stands for a rule (`?dim: INT`): not a node of Lark's tree."""
-    return _Reduced(s[0], 0, s[0], s[0])
-
-
-class _Nowhere:
-    line = column = end_line = end_column = None
-
-
-_NOWHERE = _Nowhere()
+    token = s[0]
+    return _Reduced((0, token, token[2], token[3], token[4], token[5]))
 
 
 def _syntax_error(e: UnexpectedInput, source: str, file: str, cut: bool = False) -> DslSyntaxError:
