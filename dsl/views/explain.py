@@ -101,9 +101,10 @@ class TextPrinter(_Shared, StrPrinter):
         base, e = expr.args
         if e == sp.S.Half:
             return f"sqrt({self._print(base)})"
-        if e.is_Rational and e.is_negative:
-            return f"1 / {self._print(base ** -e)}" if e != -1 or not base.is_Atom else \
-                f"1 / {self._print(base)}"
+        if e.is_Rational and e.is_negative:  # a sum or product below the bar in brackets, as
+            den = base ** -e  # `_print_Mul` writes it: 1 / (a·x + 1), not 1 / a·x + 1
+            inner = self._print(den)
+            return f"1 / ({inner})" if den.is_Add or den.is_Mul else f"1 / {inner}"
         b = self.parenthesize(base, _POW + 1)
         x = self._print(e)
         x = x if e.is_Atom and not e.could_extract_minus_sign() else f"({x})"

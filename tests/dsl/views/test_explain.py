@@ -244,3 +244,22 @@ def test_a_function_from_the_registry_keeps_its_power_in_latex():
     assert latex.doprint(sigmoid(x) ** 2) == r"\sigma\left(x\right)^{2}"
     assert latex.doprint(maximum(x, y) ** 3) == r"\max\left(x, y\right)^{3}"
     assert explain.TextPrinter().doprint(maximum(x, y) ** 2) == "max(x, y)^2"
+
+
+@pytest.mark.parametrize("den, shown", [(symbol("a") * symbol("x") + 1, "1 / (a·x + 1)"),
+                                        (symbol("a") + 1, "1 / (a + 1)"),
+                                        (symbol("a"), "1 / a"),
+                                        ((symbol("a") + 1) ** 2, "1 / (a + 1)^2"),
+                                        (sp.sqrt(symbol("a") + 1), "1 / sqrt(a + 1)")])
+def test_a_sum_below_the_bar_is_in_brackets(den, shown):
+    """`log1p(a*x)`'s derivative beside other terms printed `... + 1 / a·x + 1`: one over a sum
+    (a term of a sum, where `_print_Mul` is not asked) lost its brackets."""
+    printer = explain.TextPrinter()
+    assert printer.doprint(sp.Pow(den, -1, evaluate=False) if den.is_Pow else 1 / den) == shown
+    assert printer.doprint(symbol("b") + 1 / den) == f"b + {shown}"
+
+
+def test_log1p_beside_other_terms_derives_with_its_brackets(tmp_path):
+    m = load_model(tmp_path, "input x\nparam a = 1\nparam b = 1\n"
+                             "h = log1p(a*x) + expm1(b*x) + log10(1 + a^2*x^2)\nminimize h\n")
+    assert "1 / (a·x + 1)" in str(m.derive("a"))
